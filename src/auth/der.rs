@@ -1,0 +1,79 @@
+//! Just enough DER to walk SPNEGO: read one tag-length-value, bounds-checked.
+
+/// One DER element: its tag byte and its content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tlv<'a> {
+    pub tag: u8,
+    pub content: &'a [u8],
+}
+
+/// Reads the element at the start of `input`; returns it and what follows, or None when
+/// the length is indefinite, longer than four bytes, or runs past the input.
+pub fn read(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((
+        Tlv {
+            tag,
+            content: &rest[..len],
+        },
+        &rest[len..],
+    ))
+}
+
+/// The elements of a constructed content, in order, stopping at the first bad one.
+pub fn children(mut content: &[u8]) -> impl Iterator<Item = Tlv<'_>> {
+    std::iter::from_fn(move || {
+        let (tlv, rest) = read(content)?;
+        content = rest;
+        Some(tlv)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_short_and_long_lengths() {
+        assert_eq!(
+            read(&[0x04, 0x02, 0xaa, 0xbb, 0xcc]),
+            Some((
+                Tlv {
+                    tag: 4,
+                    content: &[0xaa, 0xbb]
+                },
+                &[0xcc][..]
+            ))
+        );
+        let mut long = vec![0x04, 0x82, 0x01, 0x00];
+        long.extend(std::iter::repeat_n(7, 256));
+        let (tlv, rest) = read(&long).unwrap();
+        assert_eq!((tlv.content.len(), rest.len()), (256, 0));
+    }
+
+    #[test]
+    fn refuses_truncated_indefinite_and_oversized_lengths() {
+        assert_eq!(read(&[]), None);
+        assert_eq!(read(&[0x30]), None);
+        assert_eq!(read(&[0x30, 0x05, 1, 2]), None);
+        assert_eq!(read(&[0x30, 0x80, 0, 0]), None);
+        assert_eq!(read(&[0x30, 0x85, 1, 1, 1, 1, 1]), None);
+        assert_eq!(read(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
+    }
+}

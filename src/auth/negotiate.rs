@@ -1,0 +1,282 @@
+//! `Negotiate` tokens (RFC 4559, RFC 4178): raw NTLMSSP (as IIS accepts), SPNEGO
+//! NegTokenInit/NegTokenResp wrapping NTLM or Kerberos, and raw Kerberos GSS tokens.
+
+use super::der::{self, Tlv};
+use super::ntlm::{self, NtlmMessage};
+
+const OID_SPNEGO: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x02];
+const OID_NTLMSSP: &[u8] = &[0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x02, 0x02, 0x0a];
+const OID_KRB5: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02];
+const OID_MS_KRB5: &[u8] = &[0x2a, 0x86, 0x48, 0x82, 0xf7, 0x12, 0x01, 0x02, 0x02];
+const OID_KRB5_U2U: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02, 0x03];
+
+const TAG_GSS_INITIAL: u8 = 0x60;
+const TAG_OID: u8 = 0x06;
+const TAG_OCTET_STRING: u8 = 0x04;
+const TAG_SEQUENCE: u8 = 0x30;
+const TAG_NEG_TOKEN_INIT: u8 = 0xa0;
+const TAG_NEG_TOKEN_RESP: u8 = 0xa1;
+
+/// The mechanism a connection negotiated, remembered by the proxy between legs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mechanism {
+    Ntlm,
+    Kerberos,
+}
+
+/// What a decoded Negotiate token turned out to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Token {
+    Ntlm(NtlmMessage),
+    Kerberos,
+    /// A NegTokenResp that names no mechanism and carries no NTLM message.
+    Continuation,
+    Unknown,
+}
+
+/// Classifies a decoded Negotiate token.
+pub fn classify(token: &[u8]) -> Token {
+    if token.starts_with(ntlm::SIGNATURE) {
+        return Token::Ntlm(ntlm::parse(token));
+    }
+    match token.first() {
+        Some(&TAG_GSS_INITIAL) => classify_initial(token),
+        Some(&TAG_NEG_TOKEN_RESP) => classify_response(token),
+        _ => Token::Unknown,
+    }
+}
+
+/// A GSS-API initial-context token: SPNEGO NegTokenInit, or Kerberos directly.
+fn classify_initial(token: &[u8]) -> Token {
+    let Some((outer, _)) = der::read(token) else {
+        return Token::Unknown;
+    };
+    let Some((oid, inner)) = der::read(outer.content).filter(|(t, _)| t.tag == TAG_OID) else {
+        return Token::Unknown;
+    };
+    if is_kerberos(oid.content) {
+        return Token::Kerberos;
+    }
+    if oid.content != OID_SPNEGO {
+        return Token::Unknown;
+    }
+    let Some((init, _)) = der::read(inner).filter(|(t, _)| t.tag == TAG_NEG_TOKEN_INIT) else {
+        return Token::Unknown;
+    };
+    let mut first_mech = None;
+    let mut mech_token = None;
+    for field in sequence_fields(init) {
+        match field.tag {
+            0xa0 => {
+                first_mech = der::read(field.content)
+                    .filter(|(s, _)| s.tag == TAG_SEQUENCE)
+                    .and_then(|(s, _)| der::children(s.content).next())
+                    .filter(|m| m.tag == TAG_OID)
+                    .map(|m| m.content);
+            }
+            0xa2 => mech_token = octet_string(field),
+            _ => {}
+        }
+    }
+    match mech_token {
+        Some(inner) if inner.starts_with(ntlm::SIGNATURE) => Token::Ntlm(ntlm::parse(inner)),
+        Some(inner) if inner.first() == Some(&TAG_GSS_INITIAL) => match classify_initial(inner) {
+            Token::Kerberos => Token::Kerberos,
+            _ => Token::Unknown,
+        },
+        Some(_) => Token::Unknown,
+        // No optimistic token: the preferred mechanism says what comes next.
+        None => match first_mech {
+            Some(OID_NTLMSSP) => Token::Ntlm(NtlmMessage::Negotiate),
+            Some(m) if is_kerberos(m) => Token::Kerberos,
+            _ => Token::Unknown,
+        },
+    }
+}
+
+/// A SPNEGO NegTokenResp: a later leg. NTLM Type 3 travels here in its responseToken.
+fn classify_response(token: &[u8]) -> Token {
+    let Some((resp, _)) = der::read(token) else {
+        return Token::Unknown;
+    };
+    let mut supported = None;
+    let mut response = None;
+    for field in sequence_fields(resp) {
+        match field.tag {
+            0xa1 => {
+                supported = der::read(field.content)
+                    .filter(|(m, _)| m.tag == TAG_OID)
+                    .map(|(m, _)| m.content);
+            }
+            0xa2 => response = octet_string(field),
+            _ => {}
+        }
+    }
+    match (response, supported) {
+        (Some(inner), _) if inner.starts_with(ntlm::SIGNATURE) => Token::Ntlm(ntlm::parse(inner)),
+        (_, Some(m)) if is_kerberos(m) => Token::Kerberos,
+        _ => Token::Continuation,
+    }
+}
+
+fn is_kerberos(oid: &[u8]) -> bool {
+    oid == OID_KRB5 || oid == OID_MS_KRB5 || oid == OID_KRB5_U2U
+}
+
+/// The context-tagged fields inside `[n] SEQUENCE { … }`.
+fn sequence_fields(wrapper: Tlv<'_>) -> impl Iterator<Item = Tlv<'_>> {
+    let seq = der::read(wrapper.content)
+        .filter(|(s, _)| s.tag == TAG_SEQUENCE)
+        .map_or(&[][..], |(s, _)| s.content);
+    der::children(seq)
+}
+
+fn octet_string(field: Tlv<'_>) -> Option<&[u8]> {
+    der::read(field.content)
+        .filter(|(o, _)| o.tag == TAG_OCTET_STRING)
+        .map(|(o, _)| o.content)
+}
+
+fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    match content.len() {
+        n if n < 0x80 => out.push(n as u8),
+        n if n <= 0xff => out.extend_from_slice(&[0x81, n as u8]),
+        n => {
+            let n = u16::try_from(n).expect("SPNEGO token longer than 64 KiB");
+            out.push(0x82);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// A SPNEGO NegTokenInit offering NTLM with `mech_token` (a Type 1) as the optimistic
+/// token, as Windows sends it. For tests, benchmarks and the lab's clients.
+pub fn build_spnego_init(mech_token: &[u8]) -> Vec<u8> {
+    let mech_types = tlv(0xa0, &tlv(TAG_SEQUENCE, &tlv(TAG_OID, OID_NTLMSSP)));
+    let token = tlv(0xa2, &tlv(TAG_OCTET_STRING, mech_token));
+    let init = tlv(
+        TAG_NEG_TOKEN_INIT,
+        &tlv(TAG_SEQUENCE, &[mech_types, token].concat()),
+    );
+    tlv(TAG_GSS_INITIAL, &[tlv(TAG_OID, OID_SPNEGO), init].concat())
+}
+
+/// A SPNEGO NegTokenResp carrying `response_token` (an NTLM Type 3).
+pub fn build_spnego_response(response_token: &[u8]) -> Vec<u8> {
+    let token = tlv(0xa2, &tlv(TAG_OCTET_STRING, response_token));
+    tlv(TAG_NEG_TOKEN_RESP, &tlv(TAG_SEQUENCE, &token))
+}
+
+/// A Kerberos GSS initial token wrapped in SPNEGO, with an opaque AP-REQ of `ap_req_len`
+/// bytes (the proxy never looks inside).
+pub fn build_spnego_kerberos(ap_req_len: usize) -> Vec<u8> {
+    let mut krb = tlv(TAG_OID, OID_MS_KRB5);
+    krb.extend_from_slice(&[0x01, 0x00]);
+    krb.resize(krb.len() + ap_req_len, 0x6e);
+    let krb = tlv(TAG_GSS_INITIAL, &krb);
+    let mech_types = tlv(0xa0, &tlv(TAG_SEQUENCE, &tlv(TAG_OID, OID_MS_KRB5)));
+    let token = tlv(0xa2, &tlv(TAG_OCTET_STRING, &krb));
+    let init = tlv(
+        TAG_NEG_TOKEN_INIT,
+        &tlv(TAG_SEQUENCE, &[mech_types, token].concat()),
+    );
+    tlv(TAG_GSS_INITIAL, &[tlv(TAG_OID, OID_SPNEGO), init].concat())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::ntlm::{AuthenticateParts, build_authenticate, build_negotiate};
+
+    fn type3() -> Vec<u8> {
+        build_authenticate(&AuthenticateParts {
+            domain: "CONTOSO",
+            user: "user01",
+            workstation: "WS",
+            unicode: true,
+            lm_response: &[0; 24],
+            nt_response: &[1; 24],
+            session_key: &[],
+        })
+    }
+
+    #[test]
+    fn raw_ntlmssp_is_ntlm() {
+        assert_eq!(
+            classify(&build_negotiate()),
+            Token::Ntlm(NtlmMessage::Negotiate)
+        );
+    }
+
+    #[test]
+    fn spnego_init_with_ntlm_type1_is_ntlm() {
+        assert_eq!(
+            classify(&build_spnego_init(&build_negotiate())),
+            Token::Ntlm(NtlmMessage::Negotiate)
+        );
+    }
+
+    #[test]
+    fn spnego_response_with_type3_carries_the_user() {
+        match classify(&build_spnego_response(&type3())) {
+            Token::Ntlm(NtlmMessage::Authenticate(id)) => assert_eq!(id.user, "user01"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn spnego_kerberos_is_kerberos() {
+        assert_eq!(classify(&build_spnego_kerberos(1200)), Token::Kerberos);
+    }
+
+    #[test]
+    fn raw_kerberos_gss_token_is_kerberos() {
+        let mut krb = tlv(TAG_OID, OID_KRB5);
+        krb.extend_from_slice(&[1, 0, 0x6e, 0x82]);
+        assert_eq!(classify(&tlv(TAG_GSS_INITIAL, &krb)), Token::Kerberos);
+    }
+
+    #[test]
+    fn spnego_init_without_token_follows_the_first_mechanism() {
+        let init_with = |oid: &[u8]| {
+            let mech_types = tlv(0xa0, &tlv(TAG_SEQUENCE, &tlv(TAG_OID, oid)));
+            let init = tlv(TAG_NEG_TOKEN_INIT, &tlv(TAG_SEQUENCE, &mech_types));
+            tlv(TAG_GSS_INITIAL, &[tlv(TAG_OID, OID_SPNEGO), init].concat())
+        };
+        assert_eq!(
+            classify(&init_with(OID_NTLMSSP)),
+            Token::Ntlm(NtlmMessage::Negotiate)
+        );
+        assert_eq!(classify(&init_with(OID_KRB5)), Token::Kerberos);
+        assert_eq!(classify(&init_with(&[0x2a, 0x03])), Token::Unknown);
+    }
+
+    #[test]
+    fn bare_neg_token_resp_is_a_continuation() {
+        let accept = tlv(0xa0, &tlv(0x0a, &[0]));
+        let resp = tlv(TAG_NEG_TOKEN_RESP, &tlv(TAG_SEQUENCE, &accept));
+        assert_eq!(classify(&resp), Token::Continuation);
+        let krb = tlv(0xa1, &tlv(TAG_OID, OID_KRB5));
+        let resp = tlv(TAG_NEG_TOKEN_RESP, &tlv(TAG_SEQUENCE, &krb));
+        assert_eq!(classify(&resp), Token::Kerberos);
+    }
+
+    #[test]
+    fn garbage_and_truncated_tokens_are_unknown() {
+        assert_eq!(classify(b""), Token::Unknown);
+        assert_eq!(classify(b"hello"), Token::Unknown);
+        let full = build_spnego_init(&build_negotiate());
+        for len in 1..full.len() {
+            assert_ne!(
+                classify(&full[..len]),
+                Token::Ntlm(NtlmMessage::Challenge),
+                "len {len}"
+            );
+        }
+        assert_eq!(classify(&full[..5]), Token::Unknown);
+        assert_eq!(classify(&[0x60, 0x03, 0x06, 0x01, 0x00]), Token::Unknown);
+    }
+}

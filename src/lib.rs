@@ -1,0 +1,19 @@
+//! exgate: a reverse proxy that enforces Exchange authentication policies at the edge.
+//!
+//! The request flow (SPEC §1):
+//! 1. normalize and classify the path → [`policy::Protocol`] ([`policy::classify`])
+//! 2. parse `Authorization` → [`auth::Credentials`] ([`auth::parse_authorization`])
+//! 3. resolve the effective policy: user policy, else organization default, else none
+//! 4. decide → [`policy::Decision`] ([`policy::Engine::decide`])
+//! 5. answer it here, or forward it (pinned for NTLM/Negotiate)
+//! 6. record metrics and the audit log
+//!
+//! Steps 1–4 are pure and live in [`policy`] and [`auth`]; [`config`] turns files into
+//! an engine; the CLI lives in `main.rs` and [`cli`].
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod policy;

@@ -1,0 +1,23 @@
+//! The policy engine (SPEC §2, §4): PURE. Protocol classification, users, policies, the
+//! cmdlet language and `decide()` are plain functions over data; no I/O happens here
+//! (a test in `tests/it/purity.rs` keeps it that way).
+
+pub mod cmdlet;
+mod decision;
+mod directory;
+mod engine;
+pub mod path;
+mod protocol;
+mod store;
+
+pub use decision::{Action, Decision, Reason};
+pub use directory::{Directory, DirectoryError, Lookup, UserEntry, UserId};
+pub use engine::{Context, Engine, Evaluation, Mode, OtherPaths, Settings};
+pub use path::{Target, TargetError, classify};
+pub use protocol::{Protocol, Switch, SwitchSet};
+pub use store::{AuthenticationPolicy, Deployment, PolicyId, PolicyStore};
+
+#[cfg(test)]
+mod matrix_tests;
+#[cfg(test)]
+mod tests;

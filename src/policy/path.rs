@@ -1,0 +1,284 @@
+//! Request-target normalization and protocol classification (SPEC §2).
+//!
+//! Classification works on a normalized copy of the path so that `/MAPI/`, `/mapi//`,
+//! `/ews/../mapi/` and `/%6Dapi/` all land on the same protocol; the request itself is
+//! forwarded with its original target. Anything that two parsers could read two ways
+//! (the raw path and IIS's view of it) is rejected rather than guessed.
+
+use std::borrow::Cow;
+
+use super::protocol::Protocol;
+
+/// Why a request target was refused with 400 before any policy was consulted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// The target is neither origin-form (`/…`), absolute-form (`http://…/…`) nor `*`.
+    #[error("request target is not a path")]
+    NotAPath,
+    /// A `..` segment climbs above the root.
+    #[error("path escapes the root")]
+    EscapesRoot,
+    /// A NUL or other control byte, raw or percent-encoded.
+    #[error("path contains a control byte")]
+    ControlByte,
+    /// An IIS-style `%uXXXX` escape.
+    #[error("path contains a %u escape")]
+    PercentU,
+    /// A `%` not followed by two hex digits.
+    #[error("path contains a malformed percent escape")]
+    BadPercent,
+    /// A percent sequence that still decodes after one decode (`%2541`).
+    #[error("path is double-encoded")]
+    DoubleEncoded,
+    /// The decoded path is not UTF-8.
+    #[error("path is not valid UTF-8")]
+    InvalidUtf8,
+    /// A segment ending in `.` or space, which Windows silently trims.
+    #[error("path segment ends in a dot or space")]
+    TrailingDotOrSpace,
+    /// A fragment (`#`) in the request target, which no client sends.
+    #[error("request target contains a fragment")]
+    Fragment,
+    /// The ProxyShell pattern: an Autodiscover request whose query names another path.
+    #[error("autodiscover query names another path (ProxyShell pattern)")]
+    ProxyShell,
+}
+
+/// What the engine needs to know about a request target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The protocol the normalized path belongs to.
+    pub protocol: Protocol,
+    /// `/powershell-liveid` with `BasicAuthToOAuthConversion=true` in the query: a Basic
+    /// header there carries an OAuth token as its password.
+    pub basic_auth_to_oauth: bool,
+}
+
+/// Normalizes and classifies a request target (`/path?query`, absolute-form, or `*`).
+pub fn classify(target: &str) -> Result<Target, TargetError> {
+    if target == "*" {
+        return Ok(Target {
+            protocol: Protocol::Other,
+            basic_auth_to_oauth: false,
+        });
+    }
+    let origin = strip_scheme_and_authority(target)?;
+    if origin.contains('#') {
+        return Err(TargetError::Fragment);
+    }
+    let (path, query) = match origin.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (origin, ""),
+    };
+    let normalized = normalize_path(path)?;
+    let mut segments = normalized.split('/').filter(|s| !s.is_empty());
+    let first = segments.next().unwrap_or("");
+    let second = segments.next().unwrap_or("");
+
+    if proxyshell_pattern(first, second, query) {
+        return Err(TargetError::ProxyShell);
+    }
+    let protocol = protocol_of(first, second);
+    let basic_auth_to_oauth = first == "powershell-liveid"
+        && query_pairs(query).any(|(k, v)| {
+            k.eq_ignore_ascii_case("BasicAuthToOAuthConversion") && v.eq_ignore_ascii_case("true")
+        });
+    Ok(Target {
+        protocol,
+        basic_auth_to_oauth,
+    })
+}
+
+fn protocol_of(first: &str, second: &str) -> Protocol {
+    match first {
+        "autodiscover" => Protocol::Autodiscover,
+        "mapi" => Protocol::Mapi,
+        "oab" => Protocol::OfflineAddressBook,
+        "ews" => Protocol::WebServices,
+        "rpc" | "rpcwithcert" => Protocol::Rpc,
+        "microsoft-server-activesync" => Protocol::ActiveSync,
+        "powershell" | "powershell-liveid" => Protocol::PowerShell,
+        "ecp" if second == "reportingwebservice" => Protocol::ReportingWebServices,
+        "api" => Protocol::OutlookService,
+        "owa" => Protocol::Owa,
+        "ecp" => Protocol::Ecp,
+        _ => Protocol::Other,
+    }
+}
+
+fn strip_scheme_and_authority(target: &str) -> Result<&str, TargetError> {
+    if target.starts_with(['/', '\\']) {
+        return Ok(target);
+    }
+    let rest = ["http://", "https://"]
+        .iter()
+        .find_map(|scheme| {
+            target
+                .get(..scheme.len())
+                .filter(|p| p.eq_ignore_ascii_case(scheme))
+                .map(|_| &target[scheme.len()..])
+        })
+        .ok_or(TargetError::NotAPath)?;
+    match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => Ok(&rest[i..]),
+        // `http://host?x` or `http://host`: the path is the root.
+        Some(_) | None => Ok("/"),
+    }
+}
+
+/// Normalizes a raw path (no query): decode once, `\` → `/`, ASCII lower-case,
+/// collapse `//`, resolve `.` and `..`. Returns the path that classification reads.
+pub fn normalize_path(raw: &str) -> Result<String, TargetError> {
+    let decoded = percent_decode_strict(raw.as_bytes())?;
+    let text = String::from_utf8(decoded).map_err(|_| TargetError::InvalidUtf8)?;
+    let trailing_slash = text.ends_with(['/', '\\']);
+
+    let mut out = String::with_capacity(text.len() + 1);
+    // Byte offsets in `out` where each kept segment's leading '/' starts, for `..`.
+    let mut starts: Vec<usize> = Vec::new();
+    for segment in text.split(['/', '\\']) {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                let start = starts.pop().ok_or(TargetError::EscapesRoot)?;
+                out.truncate(start);
+            }
+            s if s.ends_with(['.', ' ']) => return Err(TargetError::TrailingDotOrSpace),
+            s => {
+                starts.push(out.len());
+                out.push('/');
+                out.extend(s.chars().map(|c| c.to_ascii_lowercase()));
+            }
+        }
+    }
+    if out.is_empty() || trailing_slash {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// Decodes `%XX` once, refusing everything that makes a path ambiguous.
+fn percent_decode_strict(raw: &[u8]) -> Result<Vec<u8>, TargetError> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b == b'%' {
+            match (raw.get(i + 1), raw.get(i + 2)) {
+                (Some(b'u' | b'U'), _) => return Err(TargetError::PercentU),
+                (Some(&h), Some(&l)) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
+                    let v = hex_value(h) << 4 | hex_value(l);
+                    if is_control(v) {
+                        return Err(TargetError::ControlByte);
+                    }
+                    out.push(v);
+                    i += 3;
+                }
+                _ => return Err(TargetError::BadPercent),
+            }
+        } else if is_control(b) {
+            return Err(TargetError::ControlByte);
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    // Any '%' left came from `%25`; if it starts another escape the path was encoded twice.
+    let double = out.windows(2).enumerate().any(|(j, w)| {
+        w[0] == b'%'
+            && (matches!(w[1], b'u' | b'U')
+                || (w[1].is_ascii_hexdigit() && out.get(j + 2).is_some_and(u8::is_ascii_hexdigit)))
+    });
+    if double {
+        return Err(TargetError::DoubleEncoded);
+    }
+    Ok(out)
+}
+
+const fn is_control(b: u8) -> bool {
+    b < 0x20 || b == 0x7f
+}
+
+const fn hex_value(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        _ => b - b'A' + 10,
+    }
+}
+
+/// Splits a query into `key=value` pairs, percent-decoding each once and leniently
+/// (an invalid escape is kept as it is).
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    query.split('&').filter(|c| !c.is_empty()).map(|c| {
+        let (k, v) = c.split_once('=').unwrap_or((c, ""));
+        (percent_decode_lenient(k), percent_decode_lenient(v))
+    })
+}
+
+fn percent_decode_lenient(s: &str) -> Cow<'_, str> {
+    if !s.contains('%') {
+        return Cow::Borrowed(s);
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], b.get(i + 1), b.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
+                out.push(hex_value(h) << 4 | hex_value(l));
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// ProxyShell (CVE-2021-34473) routed `/autodiscover/autodiscover.json?@x/<backend path>
+/// &Email=autodiscover/autodiscover.json%3F@x` to the backend path. A legitimate
+/// Autodiscover v2 query carries at most `Email=<address>`; anything else with an `@`,
+/// or an `Email=` that is not a plain address, is refused. Any query that mentions
+/// `autodiscover.json` is refused wherever it is sent.
+fn proxyshell_pattern(first: &str, second: &str, query: &str) -> bool {
+    if query.is_empty() {
+        return false;
+    }
+    let autodiscover_json = first == "autodiscover" && second == "autodiscover.json";
+    query_pairs(query).any(|(key, value)| {
+        if contains_ignore_ascii_case(&key, "autodiscover.json")
+            || contains_ignore_ascii_case(&value, "autodiscover.json")
+        {
+            return true;
+        }
+        if !autodiscover_json {
+            return false;
+        }
+        if key.eq_ignore_ascii_case("email") {
+            !is_plain_address(&value)
+        } else {
+            key.contains('@') || value.contains('@')
+        }
+    })
+}
+
+fn is_plain_address(s: &str) -> bool {
+    s.bytes().filter(|&b| b == b'@').count() <= 1
+        && !s
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || is_control(b) || b"/\\?#%&:;".contains(&b))
+}
+
+fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+#[cfg(test)]
+#[path = "path_tests.rs"]
+mod tests;

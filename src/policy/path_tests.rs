@@ -1,0 +1,201 @@
+use super::*;
+
+fn protocol(target: &str) -> Protocol {
+    classify(target)
+        .unwrap_or_else(|e| panic!("{target}: {e}"))
+        .protocol
+}
+
+#[test]
+fn every_virtual_directory_maps_to_its_protocol() {
+    let cases = [
+        ("/autodiscover/autodiscover.xml", Protocol::Autodiscover),
+        ("/Autodiscover/Autodiscover.svc", Protocol::Autodiscover),
+        ("/mapi/emsmdb/?MailboxId=x@contoso.com", Protocol::Mapi),
+        ("/mapi/nspi/", Protocol::Mapi),
+        ("/OAB/abc/oab.xml", Protocol::OfflineAddressBook),
+        ("/EWS/Exchange.asmx", Protocol::WebServices),
+        ("/rpc/rpcproxy.dll?mbx@contoso.com:6001", Protocol::Rpc),
+        ("/RpcWithCert/rpcproxy.dll", Protocol::Rpc),
+        (
+            "/Microsoft-Server-ActiveSync?Cmd=Sync",
+            Protocol::ActiveSync,
+        ),
+        ("/PowerShell/", Protocol::PowerShell),
+        ("/PowerShell-LiveID/", Protocol::PowerShell),
+        (
+            "/ecp/ReportingWebService/Reporting.svc/MessageTrace",
+            Protocol::ReportingWebServices,
+        ),
+        ("/api/v2.0/me/messages", Protocol::OutlookService),
+        ("/owa/", Protocol::Owa),
+        ("/ecp/", Protocol::Ecp),
+        ("/ecp", Protocol::Ecp),
+        ("/", Protocol::Other),
+        ("/favicon.ico", Protocol::Other),
+        ("/mapix/", Protocol::Other),
+        ("/ewsx", Protocol::Other),
+        ("*", Protocol::Other),
+    ];
+    for (target, expected) in cases {
+        assert_eq!(protocol(target), expected, "{target}");
+    }
+}
+
+#[test]
+fn classification_ignores_case_slashes_and_dot_segments() {
+    for target in [
+        "/MAPI/emsmdb",
+        "//mapi//emsmdb",
+        "/ews/../mapi/emsmdb",
+        "/./mapi/./emsmdb",
+        "\\mapi\\emsmdb",
+        "/%6Dapi/emsmdb",
+        "/%4D%41%50%49/",
+        "/mapi%2femsmdb",
+        "/mapi%5cemsmdb",
+        "/x/y/../../mapi",
+    ] {
+        assert_eq!(protocol(target), Protocol::Mapi, "{target}");
+    }
+}
+
+#[test]
+fn absolute_form_targets_are_classified_by_their_path() {
+    assert_eq!(
+        protocol("https://mail.contoso.com/EWS/Exchange.asmx"),
+        Protocol::WebServices
+    );
+    assert_eq!(protocol("HTTP://mail.contoso.com/mapi/"), Protocol::Mapi);
+    assert_eq!(protocol("http://mail.contoso.com"), Protocol::Other);
+    assert_eq!(protocol("http://mail.contoso.com?x=1"), Protocol::Other);
+}
+
+#[test]
+fn normalized_path_is_lowercase_and_collapsed() {
+    assert_eq!(
+        normalize_path("/EWS//Exchange.asmx").unwrap(),
+        "/ews/exchange.asmx"
+    );
+    assert_eq!(normalize_path("/mapi/emsmdb/").unwrap(), "/mapi/emsmdb/");
+    assert_eq!(normalize_path("/a/b/..").unwrap(), "/a");
+    assert_eq!(normalize_path("/a/..").unwrap(), "/");
+    assert_eq!(normalize_path("").unwrap(), "/");
+    assert_eq!(normalize_path("/caf%C3%A9").unwrap(), "/café");
+}
+
+// One test per ambiguous-path rule of SPEC §2.
+
+#[test]
+fn dot_dot_escaping_the_root_is_rejected() {
+    assert_eq!(classify("/../mapi/"), Err(TargetError::EscapesRoot));
+    assert_eq!(classify("/ews/../../mapi"), Err(TargetError::EscapesRoot));
+    assert_eq!(classify("/%2e%2e/mapi"), Err(TargetError::EscapesRoot));
+}
+
+#[test]
+fn encoded_nul_is_rejected() {
+    assert_eq!(classify("/mapi%00/"), Err(TargetError::ControlByte));
+}
+
+#[test]
+fn control_bytes_raw_or_encoded_are_rejected() {
+    assert_eq!(classify("/mapi\u{1}/"), Err(TargetError::ControlByte));
+    assert_eq!(classify("/mapi%0d%0a/"), Err(TargetError::ControlByte));
+    assert_eq!(classify("/mapi%7f"), Err(TargetError::ControlByte));
+    assert_eq!(classify("/mapi\t/"), Err(TargetError::ControlByte));
+}
+
+#[test]
+fn percent_u_escapes_are_rejected() {
+    assert_eq!(classify("/%u006dapi/"), Err(TargetError::PercentU));
+    assert_eq!(classify("/%U006dapi/"), Err(TargetError::PercentU));
+}
+
+#[test]
+fn double_encoding_is_rejected() {
+    assert_eq!(classify("/%256dapi/"), Err(TargetError::DoubleEncoded));
+    assert_eq!(
+        classify("/ews/%252e%252e/mapi"),
+        Err(TargetError::DoubleEncoded)
+    );
+    assert_eq!(classify("/x%25u006d"), Err(TargetError::DoubleEncoded));
+    // A literal percent that does not start another escape is fine.
+    assert_eq!(protocol("/ews/100%25"), Protocol::WebServices);
+}
+
+#[test]
+fn malformed_percent_escapes_are_rejected() {
+    assert_eq!(classify("/mapi%"), Err(TargetError::BadPercent));
+    assert_eq!(classify("/mapi%4"), Err(TargetError::BadPercent));
+    assert_eq!(classify("/mapi%zz"), Err(TargetError::BadPercent));
+}
+
+#[test]
+fn invalid_utf8_after_decoding_is_rejected() {
+    assert_eq!(classify("/mapi/%ff%fe"), Err(TargetError::InvalidUtf8));
+    assert_eq!(classify("/mapi/%c3"), Err(TargetError::InvalidUtf8));
+}
+
+#[test]
+fn segment_ending_in_dot_or_space_is_rejected() {
+    assert_eq!(classify("/mapi./"), Err(TargetError::TrailingDotOrSpace));
+    assert_eq!(classify("/mapi%20/"), Err(TargetError::TrailingDotOrSpace));
+    assert_eq!(
+        classify("/ews/exchange.asmx."),
+        Err(TargetError::TrailingDotOrSpace)
+    );
+    assert_eq!(classify("/.../"), Err(TargetError::TrailingDotOrSpace));
+}
+
+#[test]
+fn non_path_targets_are_rejected() {
+    assert_eq!(classify("mapi/"), Err(TargetError::NotAPath));
+    assert_eq!(classify("ftp://x/mapi"), Err(TargetError::NotAPath));
+    assert_eq!(classify(""), Err(TargetError::NotAPath));
+}
+
+#[test]
+fn fragments_are_rejected() {
+    assert_eq!(classify("/mapi/#x"), Err(TargetError::Fragment));
+}
+
+#[test]
+fn proxyshell_pattern_is_rejected() {
+    for target in [
+        "/autodiscover/autodiscover.json?@foo.com/mapi/nspi/?&Email=autodiscover/autodiscover.json%3F@foo.com",
+        "/autodiscover/autodiscover.json?@evil.corp/powershell/?X-Rps-CAT=x",
+        "/Autodiscover/Autodiscover.json?a=b@c/ews",
+        "/autodiscover/autodiscover.json?Email=autodiscover/x",
+        "/autodiscover/autodiscover.json?Email=user%40contoso.com%2Fmapi",
+        "/mapi/nspi/?&Email=autodiscover/autodiscover.json%3F@foo.com",
+        "/%61utodiscover/autodiscover.json?@x/mapi",
+    ] {
+        assert_eq!(classify(target), Err(TargetError::ProxyShell), "{target}");
+    }
+}
+
+#[test]
+fn legitimate_autodiscover_v2_queries_pass() {
+    for target in [
+        "/autodiscover/autodiscover.json?Email=user01@contoso.com&Protocol=ActiveSync&RedirectCount=3",
+        "/autodiscover/autodiscover.json/v1.0/user01@contoso.com?Protocol=AutodiscoverV1",
+        "/autodiscover/autodiscover.json?Email=user01%40contoso.com&Protocol=Rest",
+        "/autodiscover/autodiscover.xml",
+    ] {
+        assert_eq!(protocol(target), Protocol::Autodiscover, "{target}");
+    }
+}
+
+#[test]
+fn basic_auth_to_oauth_conversion_needs_liveid_and_the_query_flag() {
+    let t = |s| classify(s).unwrap().basic_auth_to_oauth;
+    assert!(t("/powershell-liveid/?BasicAuthToOAuthConversion=true"));
+    assert!(t(
+        "/PowerShell-LiveID?DelegatedOrg=x&basicauthtooauthconversion=TRUE"
+    ));
+    assert!(!t("/powershell-liveid/?BasicAuthToOAuthConversion=false"));
+    assert!(!t("/powershell-liveid/"));
+    assert!(!t("/powershell/?BasicAuthToOAuthConversion=true"));
+    assert!(!t("/ews/?BasicAuthToOAuthConversion=true"));
+}
