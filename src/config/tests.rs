@@ -1,1 +1,202 @@
+use std::collections::HashMap;
+use std::path::PathBuf;
 
+use super::*;
+use crate::policy::{Deployment, Mode, OtherPaths};
+
+/// A fresh folder holding `exgate.toml` and, optionally, `policies.ps1`.
+fn write(toml: &str, script: Option<&str>) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("exgate-config-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("exgate.toml"), toml).unwrap();
+    if let Some(s) = script {
+        std::fs::write(dir.join("policies.ps1"), s).unwrap();
+    }
+    dir.join("exgate.toml")
+}
+
+fn keys(errors: &ConfigErrors) -> Vec<&str> {
+    errors.0.iter().map(|e| e.key.as_str()).collect()
+}
+
+const MINIMAL: &str = r#"
+[exchange]
+deployment = "onpremises"
+[policy]
+script = "policies.ps1"
+[[users]]
+upn = "user01@contoso.com"
+sam = "CONTOSO\\user01"
+"#;
+
+#[test]
+fn the_shipped_example_config_loads_and_builds() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/exgate.toml");
+    let cfg = load_with_env(&path, Some(HashMap::new())).unwrap();
+    assert_eq!(cfg.policy.settings.deployment, Deployment::Online);
+    let engine = build_engine(&cfg).unwrap();
+    let store = engine.store();
+    assert_eq!(store.policies().count(), 2);
+    let default = store.org_default().unwrap();
+    assert_eq!(store.policy(default).name, "BlockLegacyOutlookAuth");
+    assert_eq!(engine.directory().len(), 2);
+}
+
+#[test]
+fn defaults_apply_and_relative_paths_follow_the_config_file() {
+    let path = write(
+        MINIMAL,
+        Some("New-AuthenticationPolicy P -BlockLegacyAuthMapi"),
+    );
+    let cfg = load_with_env(&path, Some(HashMap::new())).unwrap();
+    assert_eq!(cfg.policy.settings.mode, Mode::Enforce);
+    assert_eq!(cfg.policy.settings.other_paths, OtherPaths::BlockLegacy);
+    assert_eq!(
+        cfg.policy.script.as_deref(),
+        Some(path.with_file_name("policies.ps1").as_path())
+    );
+    assert!(build_engine(&cfg).is_ok());
+}
+
+#[test]
+fn environment_overrides_file_values() {
+    let path = write(MINIMAL, Some(""));
+    let env = HashMap::from([
+        (
+            "EXGATE__POLICY__MODE".to_string(),
+            "report-only".to_string(),
+        ),
+        (
+            "EXGATE__EXCHANGE__DEPLOYMENT".to_string(),
+            "online".to_string(),
+        ),
+    ]);
+    let cfg = load_with_env(&path, Some(env)).unwrap();
+    assert_eq!(cfg.policy.settings.mode, Mode::ReportOnly);
+    assert_eq!(cfg.policy.settings.deployment, Deployment::Online);
+}
+
+#[test]
+fn every_unknown_key_is_reported_with_its_path() {
+    let toml = format!(
+        "{MINIMAL}colour = 1\n[[users]]\nupn = \"b@contoso.com\"\nnickname = \"b\"\n[server]\nlisten = \"x\"\nlisen = \"y\"\n"
+    );
+    let errors = load_with_env(&write(&toml, None), Some(HashMap::new())).unwrap_err();
+    let mut k = keys(&errors);
+    k.sort();
+    assert_eq!(k, ["server.lisen", "users[0].colour", "users[1].nickname"]);
+    assert!(errors.0.iter().all(|e| e.message == "unknown key"));
+}
+
+#[test]
+fn every_bad_value_is_reported_at_once() {
+    let toml = r#"
+[exchange]
+deployment = "hybrid"
+[policy]
+mode = "audit"
+other_paths = "allow"
+[[users]]
+upn = "nodomain"
+[[users]]
+sam = "CONTOSO\\x"
+[tokens.mfa]
+require_for = ["Mapi", "Imap"]
+[[tokens.issuers]]
+issuer = "https://sts.windows.net/{tenantid}/"
+audiences = []
+algorithms = ["HS256"]
+[upstream]
+servers = ["ftp://exchange"]
+"#;
+    let errors = load_with_env(&write(toml, None), Some(HashMap::new())).unwrap_err();
+    assert_eq!(
+        keys(&errors),
+        [
+            "exchange.deployment",
+            "policy.mode",
+            "policy.other_paths",
+            "users[1].upn",
+            "users[0].upn",
+            "tokens.mfa.require_for[1]",
+            "tokens.issuers[0].audiences",
+            "tokens.issuers[0].jwks_file",
+            "tokens.issuers[0].algorithms[0]",
+            "upstream.servers[0]",
+        ]
+    );
+    assert!(errors.to_string().starts_with("10 configuration errors:\n"));
+}
+
+#[test]
+fn missing_deployment_is_an_error() {
+    let errors = load_with_env(&write("[policy]\n", None), Some(HashMap::new())).unwrap_err();
+    assert_eq!(keys(&errors), ["exchange.deployment"]);
+}
+
+#[test]
+fn wrong_types_name_their_key() {
+    let errors = load_with_env(
+        &write(
+            "[exchange]\ndeployment = 3\n[lockout]\nthreshold = \"ten\"\n",
+            None,
+        ),
+        Some(HashMap::new()),
+    )
+    .unwrap_err();
+    assert!(errors.to_string().contains("threshold"), "{errors}");
+}
+
+#[test]
+fn script_errors_name_file_line_and_column() {
+    let path = write(
+        MINIMAL,
+        Some(
+            "New-AuthenticationPolicy P\n  Set-User nobody -AuthenticationPolicy P\nNew-AuthenticationPolicy Q -AllowBasicAuthMapi\n",
+        ),
+    );
+    let cfg = load_with_env(&path, Some(HashMap::new())).unwrap();
+    let errors = build_engine(&cfg).unwrap_err();
+    assert_eq!(errors.0.len(), 2);
+    assert!(
+        errors.0[0].key.ends_with("policies.ps1:2:3)"),
+        "{}",
+        errors.0[0].key
+    );
+    assert!(
+        errors.0[1].key.ends_with("policies.ps1:3:28)"),
+        "{}",
+        errors.0[1].key
+    );
+    assert!(errors.0[1].message.contains("'AllowBasicAuthMapi'"));
+}
+
+#[test]
+fn report_only_options_must_name_a_scripted_policy() {
+    let toml = format!(
+        "{MINIMAL}[policy.policies.Nope]\nreport_only = true\n[policy.policies.P]\nreport_only = true\n"
+    );
+    let path = write(&toml, Some("New-AuthenticationPolicy P"));
+    let cfg = load_with_env(&path, Some(HashMap::new())).unwrap();
+    let errors = build_engine(&cfg).unwrap_err();
+    assert_eq!(keys(&errors), ["policy.policies.Nope"]);
+    let path = write(
+        &format!("{MINIMAL}[policy.policies.P]\nreport_only = true\n"),
+        Some("New-AuthenticationPolicy P"),
+    );
+    let engine = build_engine(&load_with_env(&path, Some(HashMap::new())).unwrap()).unwrap();
+    assert!(
+        engine
+            .store()
+            .policy(engine.store().find("p").unwrap())
+            .report_only
+    );
+}
+
+#[test]
+fn a_missing_script_file_is_an_error() {
+    let cfg = load_with_env(&write(MINIMAL, None), Some(HashMap::new())).unwrap();
+    assert_eq!(keys(&build_engine(&cfg).unwrap_err()), ["policy.script"]);
+}

@@ -199,3 +199,43 @@ fn basic_auth_to_oauth_conversion_needs_liveid_and_the_query_flag() {
     assert!(!t("/powershell/?BasicAuthToOAuthConversion=true"));
     assert!(!t("/ews/?BasicAuthToOAuthConversion=true"));
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn classify_never_panics_on_arbitrary_targets(target in "\\PC{0,200}") {
+            let _ = classify(&target);
+        }
+
+        #[test]
+        fn classify_never_panics_on_percent_heavy_targets(
+            target in "/[a-zA-Z%./\\\\?@&=:0-9uU#-]{0,120}",
+        ) {
+            let _ = classify(&target);
+        }
+
+        #[test]
+        fn normalization_is_idempotent_once_nothing_is_left_to_decode(
+            target in "/[a-zA-Z%./\\\\0-9-]{0,80}",
+        ) {
+            if let Some(once) = normalize_path(&target).ok().filter(|p| !p.contains('%')) {
+                prop_assert_eq!(normalize_path(&once), Ok(once.clone()));
+            }
+        }
+
+        #[test]
+        fn normalized_paths_classify_like_their_originals(
+            prefix in prop::sample::select(vec!["/mapi", "/MAPI", "/ews", "/Rpc", "/oab", "/owa", "/x"]),
+            rest in "(/[a-z0-9]{1,8}){0,4}/?",
+        ) {
+            let raw = format!("{prefix}{rest}");
+            let normalized = normalize_path(&raw).unwrap();
+            prop_assert_eq!(classify(&raw).unwrap(), classify(&normalized).unwrap());
+        }
+    }
+}

@@ -305,3 +305,36 @@ fn get_prints_exchange_list_format() {
     assert!(applied.output[0].contains("AllowBasicAuthMapi                 : False\n"));
     assert_eq!(applied.output[0], applied.output[1]);
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn scripts_of_arbitrary_text_never_panic(script in "\\PC{0,300}") {
+            let _ = run(Deployment::Online, &script);
+            let _ = run(Deployment::OnPremises, &script);
+        }
+
+        #[test]
+        fn scripts_of_cmdlet_like_tokens_never_panic(
+            words in proptest::collection::vec(
+                prop::sample::select(vec![
+                    "New-AuthenticationPolicy", "Set-AuthenticationPolicy", "Remove-AuthenticationPolicy",
+                    "Get-AuthenticationPolicy", "Set-User", "Set-OrganizationConfig", "-Name", "-Identity",
+                    "-AllowBasicAuthMapi", "-AllowBasicAuthMapi:$false", "-BlockLegacyAuthRpc", "-ReportOnly",
+                    "-AuthenticationPolicy", "-DefaultAuthenticationPolicy", "$null", "$true", "P", "'Q R'",
+                    "user01", "|", "fl", ";", "\n", "`\n", "#", "\"x", "-", "-:", "-A:", "<#",
+                ]),
+                0..40,
+            )
+        ) {
+            let script = words.join(" ");
+            let _ = run(Deployment::Online, &script);
+            let _ = run(Deployment::OnPremises, &script);
+        }
+    }
+}
