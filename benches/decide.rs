@@ -55,7 +55,8 @@ fn engine(deployment: Deployment) -> Engine {
 /// A JWT-shaped bearer header of about 2 KB (an Entra token with groups); the engine
 /// does not verify it, so only its size matters here.
 fn bearer_2k() -> Vec<u8> {
-    let header = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"RS256","kid":"nOo3ZDrODXEK1jKWhXslHR_KXEg"}"#);
+    let header = URL_SAFE_NO_PAD
+        .encode(r#"{"typ":"JWT","alg":"RS256","kid":"nOo3ZDrODXEK1jKWhXslHR_KXEg"}"#);
     let groups: Vec<String> = (0..30)
         .map(|i| format!("\"{i:08x}-1111-2222-3333-444455556666\""))
         .collect();
@@ -132,11 +133,8 @@ fn bench(c: &mut Criterion) {
     for (name, engine, target, header) in &cases {
         group.bench_function(*name, |b| {
             b.iter(|| {
-                let eval = engine.evaluate(
-                    black_box(target),
-                    Some(black_box(header.as_slice())),
-                    ctx,
-                );
+                let eval =
+                    engine.evaluate(black_box(target), Some(black_box(header.as_slice())), ctx);
                 black_box(eval.decision)
             })
         });
