@@ -17,3 +17,5 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod policy;
+#[cfg(test)]
+mod test_support;

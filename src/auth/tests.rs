@@ -3,8 +3,9 @@ use base64::engine::general_purpose::STANDARD;
 use proptest::prelude::*;
 
 use super::negotiate::{build_spnego_init, build_spnego_kerberos, build_spnego_response};
-use super::ntlm::{AuthenticateParts, build_authenticate, build_negotiate};
+use super::ntlm::build_negotiate;
 use super::*;
+use crate::test_support::type3;
 
 fn basic(user_pass: &str) -> Vec<u8> {
     format!("Basic {}", STANDARD.encode(user_pass)).into_bytes()
@@ -12,18 +13,6 @@ fn basic(user_pass: &str) -> Vec<u8> {
 
 fn header(scheme: &str, token: &[u8]) -> Vec<u8> {
     format!("{scheme} {}", STANDARD.encode(token)).into_bytes()
-}
-
-fn type3(domain: &str, user: &str) -> Vec<u8> {
-    build_authenticate(&AuthenticateParts {
-        domain,
-        user,
-        workstation: "WS01",
-        unicode: true,
-        lm_response: &[0; 24],
-        nt_response: &[7; 48],
-        session_key: &[],
-    })
 }
 
 #[test]

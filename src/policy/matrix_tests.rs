@@ -2,9 +2,9 @@
 //! {switch on, off}, each checked against an oracle that restates SPEC §2–§4 case by
 //! case (it shares no code with the engine's precomputed tables).
 
-use super::test_support::*;
 use super::*;
 use crate::auth::Scheme;
+use crate::test_support::*;
 
 /// One kind of request, as a client would send it; the named user is always user01.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -20,6 +20,4 @@ pub use store::{AuthenticationPolicy, Deployment, PolicyId, PolicyStore};
 #[cfg(test)]
 mod matrix_tests;
 #[cfg(test)]
-mod test_support;
-#[cfg(test)]
 mod tests;

@@ -1,9 +1,9 @@
 //! Engine behaviour beyond the matrix: NTLM legs, Kerberos, report-only, fail-closed
 //! cases, rejections.
 
-use super::test_support::*;
 use super::*;
 use crate::auth::{Mechanism, parse_header};
+use crate::test_support::*;
 
 const ONLINE_ARTICLE: &str = "New-AuthenticationPolicy -Name BlockLegacyOutlookAuth -AllowBasicAuthRpc:$false -AllowBasicAuthMapi:$false -AllowBasicAuthAutodiscover:$false
 -AllowBasicAuthWebServices:$false -AllowBasicAuthOfflineAddressBook:$false

@@ -1,13 +1,13 @@
-//! Builders shared by the engine's unit tests: engines from scripts, and the
-//! `Authorization` headers real clients send.
+//! Builders shared by the unit tests: engines from scripts, and the `Authorization`
+//! headers real clients send.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use super::cmdlet::{ScriptContext, run_script};
-use super::*;
 use crate::auth::negotiate::{build_spnego_init, build_spnego_kerberos, build_spnego_response};
 use crate::auth::ntlm::{AuthenticateParts, build_authenticate, build_negotiate};
+use crate::policy::cmdlet::{ScriptContext, run_script};
+use crate::policy::*;
 
 pub fn users() -> Vec<UserEntry> {
     let user = |upn: &str, sam: &str| UserEntry {
