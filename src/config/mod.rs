@@ -8,7 +8,7 @@ mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use validate::PolicyConfig;
+pub use validate::{ChallengeConfig, PolicyConfig, ServerConfig, TlsFiles, UpstreamConfig};
 
 use crate::policy::cmdlet::{ScriptContext, run_script};
 use crate::policy::{Directory, Engine, PolicyStore};
@@ -62,6 +62,9 @@ pub struct Config {
     /// The file it came from; relative paths inside it are resolved against its folder.
     pub path: PathBuf,
     pub policy: PolicyConfig,
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub challenge: ChallengeConfig,
 }
 
 /// Reads and validates `path` with environment overrides from the process environment.
@@ -97,14 +100,20 @@ pub fn load_with_env(
 
     let base = path.parent().unwrap_or(Path::new("."));
     let policy = validate::policy(&raw, base, &mut errors);
+    let server = validate::server(&raw, base, &mut errors);
+    let upstream = validate::upstream(&raw, base, &mut errors);
+    let challenge = validate::challenge(&raw, &mut errors);
     validate::other_sections(&raw, &mut errors);
-    match policy {
-        Some(policy) if errors.is_empty() => Ok(Config {
-            path: path.to_owned(),
-            policy,
-        }),
-        _ => Err(ConfigErrors(errors)),
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
     }
+    Ok(Config {
+        path: path.to_owned(),
+        policy,
+        server,
+        upstream,
+        challenge,
+    })
 }
 
 /// `serde_ignored` writes sequence indices as `.0`; the rest of exgate says `[0]`.

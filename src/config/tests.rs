@@ -22,6 +22,8 @@ fn keys(errors: &ConfigErrors) -> Vec<&str> {
 }
 
 const MINIMAL: &str = r#"
+[upstream]
+servers = ["http://127.0.0.1:8080"]
 [exchange]
 deployment = "onpremises"
 [policy]
@@ -81,7 +83,7 @@ fn environment_overrides_file_values() {
 #[test]
 fn every_unknown_key_is_reported_with_its_path() {
     let toml = format!(
-        "{MINIMAL}colour = 1\n[[users]]\nupn = \"b@contoso.com\"\nnickname = \"b\"\n[server]\nlisten = \"x\"\nlisen = \"y\"\n"
+        "{MINIMAL}colour = 1\n[[users]]\nupn = \"b@contoso.com\"\nnickname = \"b\"\n[server]\nlisten = \"127.0.0.1:1\"\nlisen = \"y\"\n"
     );
     let errors = load_with_env(&write(&toml, None), Some(HashMap::new())).unwrap_err();
     let mut k = keys(&errors);
@@ -120,20 +122,20 @@ servers = ["ftp://exchange"]
             "policy.other_paths",
             "users[1].upn",
             "users[0].upn",
+            "upstream.servers[0]",
             "tokens.mfa.require_for[1]",
             "tokens.issuers[0].audiences",
             "tokens.issuers[0].jwks_file",
             "tokens.issuers[0].algorithms[0]",
-            "upstream.servers[0]",
         ]
     );
     assert!(errors.to_string().starts_with("10 configuration errors:\n"));
 }
 
 #[test]
-fn missing_deployment_is_an_error() {
+fn missing_deployment_and_servers_are_errors() {
     let errors = load_with_env(&write("[policy]\n", None), Some(HashMap::new())).unwrap_err();
-    assert_eq!(keys(&errors), ["exchange.deployment"]);
+    assert_eq!(keys(&errors), ["exchange.deployment", "upstream.servers"]);
 }
 
 #[test]
@@ -199,4 +201,37 @@ fn report_only_options_must_name_a_scripted_policy() {
 fn a_missing_script_file_is_an_error() {
     let cfg = load_with_env(&write(MINIMAL, None), Some(HashMap::new())).unwrap();
     assert_eq!(keys(&build_engine(&cfg).unwrap_err()), ["policy.script"]);
+}
+
+#[test]
+fn server_and_upstream_values_are_checked() {
+    let toml = format!(
+        "{MINIMAL}[server]\nlisten = \"localhost\"\nmax_header_bytes = 10\nidle_timeout_seconds = 0\ntls_cert_file = \"c.pem\"\n[exchange.challenge]\nclient_id = 'a\"b'\n"
+    );
+    let errors = load_with_env(&write(&toml, None), Some(HashMap::new())).unwrap_err();
+    assert_eq!(
+        keys(&errors),
+        [
+            "server.tls_key_file",
+            "server.max_header_bytes",
+            "server.listen",
+            "server.idle_timeout_seconds",
+            "exchange.challenge.client_id",
+        ]
+    );
+    let toml = MINIMAL.replace("http://127.0.0.1:8080", "http://127.0.0.1:8080/ews");
+    let errors = load_with_env(&write(&toml, None), Some(HashMap::new())).unwrap_err();
+    assert_eq!(keys(&errors), ["upstream.servers[0]"]);
+}
+
+#[test]
+fn server_defaults_and_relative_tls_paths() {
+    let toml = format!("{MINIMAL}[server]\ntls_cert_file = \"tls/c.pem\"\ntls_key_file = \"tls/k.pem\"\n");
+    let path = write(&toml, None);
+    let cfg = load_with_env(&path, Some(HashMap::new())).unwrap();
+    assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:8443");
+    assert_eq!(cfg.server.admin_listen.to_string(), "127.0.0.1:9464");
+    assert_eq!(cfg.server.tls.unwrap().cert, path.with_file_name("tls/c.pem"));
+    assert_eq!(cfg.upstream.connect_timeout.as_secs(), 5);
+    assert_eq!(cfg.challenge, ChallengeConfig::default());
 }

@@ -1,6 +1,8 @@
 //! Raw configuration → typed settings, collecting every error with its key.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::raw::RawConfig;
 use super::{ConfigError, error};
@@ -43,7 +45,7 @@ fn one_of<T: Copy>(
 }
 
 /// Validates `exchange`, `policy` and `[[users]]`.
-pub fn policy(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Option<PolicyConfig> {
+pub fn policy(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> PolicyConfig {
     let deployment = match raw.exchange.deployment.as_deref() {
         None => {
             errors.push(error(
@@ -118,7 +120,7 @@ pub fn policy(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Op
         .map(|(name, opts)| (name.clone(), opts.report_only.unwrap_or(false)))
         .collect();
 
-    Some(PolicyConfig {
+    PolicyConfig {
         settings: Settings {
             deployment,
             mode,
@@ -128,7 +130,7 @@ pub fn policy(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Op
         script,
         state_file,
         report_only,
-    })
+    }
 }
 
 /// Checks in the remaining sections that the engine does not use yet but that a typo
@@ -171,18 +173,183 @@ pub fn other_sections(raw: &RawConfig, errors: &mut Vec<ConfigError>) {
             }
         }
     }
-    for (i, server) in raw.upstream.servers.iter().enumerate() {
-        if !(server.starts_with("http://") || server.starts_with("https://")) {
-            errors.push(error(
-                format!("upstream.servers[{i}]"),
-                format!("\"{server}\" must start with http:// or https://"),
-            ));
+}
+
+/// The listeners and their limits (`[server]`).
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// PEM certificate chain and private key: the listener speaks TLS when set.
+    pub tls: Option<TlsFiles>,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub shutdown_grace: Duration,
+}
+
+/// A PEM certificate chain and its private key.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The Exchange servers (`[upstream]`).
+#[derive(Clone, Debug)]
+pub struct UpstreamConfig {
+    pub servers: Vec<hyper::Uri>,
+    pub ca_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+    pub connect_timeout: Duration,
+}
+
+/// The parameters of the Bearer challenge (`[exchange.challenge]`), as Exchange sends them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChallengeConfig {
+    pub client_id: String,
+    pub trusted_issuers: String,
+    pub token_types: String,
+    pub authorization_uri: String,
+}
+
+impl Default for ChallengeConfig {
+    fn default() -> ChallengeConfig {
+        ChallengeConfig {
+            client_id: "00000002-0000-0ff1-ce00-000000000000".into(),
+            trusted_issuers: "00000001-0000-0000-c000-000000000000@*".into(),
+            token_types: "app_asserted_user_v1 service_asserted_app_v1".into(),
+            authorization_uri: "https://login.microsoftonline.com/common/oauth2/authorize".into(),
         }
     }
-    if raw.server.tls_cert_file.is_some() != raw.server.tls_key_file.is_some() {
+}
+
+fn address(key: &str, value: Option<&str>, default: &str, errors: &mut Vec<ConfigError>) -> SocketAddr {
+    let text = value.unwrap_or(default);
+    text.parse().unwrap_or_else(|_| {
+        errors.push(error(key, format!("\"{text}\" is not an address like 127.0.0.1:8443")));
+        default.parse().expect("default address parses")
+    })
+}
+
+fn seconds(key: &str, value: Option<u64>, default: u64, errors: &mut Vec<ConfigError>) -> Duration {
+    match value {
+        Some(0) => {
+            errors.push(error(key, "must be at least 1"));
+            Duration::from_secs(default)
+        }
+        v => Duration::from_secs(v.unwrap_or(default)),
+    }
+}
+
+/// Validates `[server]`.
+pub fn server(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> ServerConfig {
+    let s = &raw.server;
+    let tls = match (&s.tls_cert_file, &s.tls_key_file) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: base.join(cert),
+            key: base.join(key),
+        }),
+        (None, None) => None,
+        _ => {
+            errors.push(error(
+                "server.tls_key_file",
+                "tls_cert_file and tls_key_file go together",
+            ));
+            None
+        }
+    };
+    let max_header_bytes = s.max_header_bytes.unwrap_or(65_536);
+    if !(8_192..=1_048_576).contains(&max_header_bytes) {
         errors.push(error(
-            "server.tls_key_file",
-            "tls_cert_file and tls_key_file go together",
+            "server.max_header_bytes",
+            format!("{max_header_bytes} is outside 8192..=1048576"),
         ));
+    }
+    ServerConfig {
+        listen: address("server.listen", s.listen.as_deref(), "127.0.0.1:8443", errors),
+        admin_listen: address(
+            "server.admin_listen",
+            s.admin_listen.as_deref(),
+            "127.0.0.1:9464",
+            errors,
+        ),
+        tls,
+        header_read_timeout: seconds(
+            "server.header_read_timeout_seconds",
+            s.header_read_timeout_seconds,
+            30,
+            errors,
+        ),
+        idle_timeout: seconds("server.idle_timeout_seconds", s.idle_timeout_seconds, 900, errors),
+        max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(65_536),
+        shutdown_grace: seconds(
+            "server.shutdown_grace_seconds",
+            s.shutdown_grace_seconds,
+            30,
+            errors,
+        ),
+    }
+}
+
+/// Validates `[upstream]`.
+pub fn upstream(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> UpstreamConfig {
+    let u = &raw.upstream;
+    if u.servers.is_empty() {
+        errors.push(error("upstream.servers", "needs at least one server"));
+    }
+    let mut servers = Vec::new();
+    for (i, server) in u.servers.iter().enumerate() {
+        let key = format!("upstream.servers[{i}]");
+        match server.parse::<hyper::Uri>() {
+            Ok(uri)
+                if matches!(uri.scheme_str(), Some("http" | "https"))
+                    && uri.authority().is_some()
+                    && uri.path_and_query().is_none_or(|p| p.as_str() == "/") =>
+            {
+                servers.push(uri)
+            }
+            _ => errors.push(error(
+                key,
+                format!("\"{server}\" must be http://host[:port] or https://host[:port]"),
+            )),
+        }
+    }
+    UpstreamConfig {
+        servers,
+        ca_file: u.ca_file.as_ref().map(|f| base.join(f)),
+        insecure_skip_verify: u.insecure_skip_verify.unwrap_or(false),
+        connect_timeout: seconds(
+            "upstream.connect_timeout_seconds",
+            u.connect_timeout_seconds,
+            5,
+            errors,
+        ),
+    }
+}
+
+/// Validates `[exchange.challenge]`: quotes would break the header, so they are refused.
+pub fn challenge(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> ChallengeConfig {
+    let c = &raw.exchange.challenge;
+    let default = ChallengeConfig::default();
+    let mut field = |name: &str, value: &Option<String>, default: String| {
+        let v = value.clone().unwrap_or(default);
+        if v.contains(['"', '\r', '\n']) || !v.is_ascii() {
+            errors.push(error(
+                format!("exchange.challenge.{name}"),
+                "must be printable ASCII without quotes",
+            ));
+        }
+        v
+    };
+    ChallengeConfig {
+        client_id: field("client_id", &c.client_id, default.client_id),
+        trusted_issuers: field("trusted_issuers", &c.trusted_issuers, default.trusted_issuers),
+        token_types: field("token_types", &c.token_types, default.token_types),
+        authorization_uri: field(
+            "authorization_uri",
+            &c.authorization_uri,
+            default.authorization_uri,
+        ),
     }
 }

@@ -3,6 +3,8 @@
 use crate::support::*;
 
 const CONFIG: &str = r#"
+[upstream]
+servers = ["http://127.0.0.1:8080"]
 [exchange]
 deployment = "online"
 [policy]
