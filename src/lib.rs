@@ -13,9 +13,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod policy;
+pub mod proxy;
 #[cfg(test)]
 mod test_support;

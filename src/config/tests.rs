@@ -226,12 +226,16 @@ fn server_and_upstream_values_are_checked() {
 
 #[test]
 fn server_defaults_and_relative_tls_paths() {
-    let toml = format!("{MINIMAL}[server]\ntls_cert_file = \"tls/c.pem\"\ntls_key_file = \"tls/k.pem\"\n");
+    let toml =
+        format!("{MINIMAL}[server]\ntls_cert_file = \"tls/c.pem\"\ntls_key_file = \"tls/k.pem\"\n");
     let path = write(&toml, None);
     let cfg = load_with_env(&path, Some(HashMap::new())).unwrap();
     assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:8443");
     assert_eq!(cfg.server.admin_listen.to_string(), "127.0.0.1:9464");
-    assert_eq!(cfg.server.tls.unwrap().cert, path.with_file_name("tls/c.pem"));
+    assert_eq!(
+        cfg.server.tls.unwrap().cert,
+        path.with_file_name("tls/c.pem")
+    );
     assert_eq!(cfg.upstream.connect_timeout.as_secs(), 5);
     assert_eq!(cfg.challenge, ChallengeConfig::default());
 }

@@ -224,10 +224,18 @@ impl Default for ChallengeConfig {
     }
 }
 
-fn address(key: &str, value: Option<&str>, default: &str, errors: &mut Vec<ConfigError>) -> SocketAddr {
+fn address(
+    key: &str,
+    value: Option<&str>,
+    default: &str,
+    errors: &mut Vec<ConfigError>,
+) -> SocketAddr {
     let text = value.unwrap_or(default);
     text.parse().unwrap_or_else(|_| {
-        errors.push(error(key, format!("\"{text}\" is not an address like 127.0.0.1:8443")));
+        errors.push(error(
+            key,
+            format!("\"{text}\" is not an address like 127.0.0.1:8443"),
+        ));
         default.parse().expect("default address parses")
     })
 }
@@ -267,7 +275,12 @@ pub fn server(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Se
         ));
     }
     ServerConfig {
-        listen: address("server.listen", s.listen.as_deref(), "127.0.0.1:8443", errors),
+        listen: address(
+            "server.listen",
+            s.listen.as_deref(),
+            "127.0.0.1:8443",
+            errors,
+        ),
         admin_listen: address(
             "server.admin_listen",
             s.admin_listen.as_deref(),
@@ -281,7 +294,12 @@ pub fn server(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Se
             30,
             errors,
         ),
-        idle_timeout: seconds("server.idle_timeout_seconds", s.idle_timeout_seconds, 900, errors),
+        idle_timeout: seconds(
+            "server.idle_timeout_seconds",
+            s.idle_timeout_seconds,
+            900,
+            errors,
+        ),
         max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(65_536),
         shutdown_grace: seconds(
             "server.shutdown_grace_seconds",
@@ -344,7 +362,11 @@ pub fn challenge(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> ChallengeCon
     };
     ChallengeConfig {
         client_id: field("client_id", &c.client_id, default.client_id),
-        trusted_issuers: field("trusted_issuers", &c.trusted_issuers, default.trusted_issuers),
+        trusted_issuers: field(
+            "trusted_issuers",
+            &c.trusted_issuers,
+            default.trusted_issuers,
+        ),
         token_types: field("token_types", &c.token_types, default.token_types),
         authorization_uri: field(
             "authorization_uri",

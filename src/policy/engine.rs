@@ -108,6 +108,23 @@ impl Engine {
         &self.store
     }
 
+    /// Whether the organization default enforces a block of legacy authentication for
+    /// `protocol` (Exchange's legacy challenges to anonymous clients are then removed).
+    pub fn org_default_blocks_legacy(&self, protocol: Protocol) -> bool {
+        if self.settings.mode == Mode::ReportOnly {
+            return false;
+        }
+        match (protocol.switch(), self.store.org_default()) {
+            (Some(switch), Some(p)) => {
+                self.blocks(p, switch) && self.block_action(p) == Action::Block
+            }
+            (None, _) => {
+                protocol == Protocol::Other && self.settings.other_paths == OtherPaths::BlockLegacy
+            }
+            (Some(_), None) => false,
+        }
+    }
+
     /// A snapshot with a new store (after cmdlets), same settings and users.
     pub fn with_store(&self, store: PolicyStore) -> Engine {
         Engine::new(self.settings, self.directory.clone(), store)

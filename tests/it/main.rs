@@ -1,5 +1,8 @@
 //! exgate's integration tests: one binary, a module per area (keeps CI builds few).
 
+mod binary;
+mod proxy;
 mod purity;
 mod support;
+mod tls;
 mod validate;

@@ -1,0 +1,179 @@
+//! Prometheus metrics (SPEC §8). Label values come only from the engine's enums; never
+//! a user, an address or a token. Counters for each label combination are resolved on
+//! first use and cached, so recording a request takes no lock and no hashing.
+
+use std::sync::OnceLock;
+
+use prometheus::{Encoder, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+
+use crate::auth::Scheme;
+use crate::policy::{Action, Decision, Protocol};
+
+/// `exgate_requests_total{protocol,scheme,decision}`.
+pub const REQUESTS_TOTAL: &str = "exgate_requests_total";
+/// `exgate_legacy_auth_attempts_total{protocol,scheme,action}`.
+pub const LEGACY_AUTH_ATTEMPTS_TOTAL: &str = "exgate_legacy_auth_attempts_total";
+/// `exgate_config_reloads_total{result}`.
+pub const CONFIG_RELOADS_TOTAL: &str = "exgate_config_reloads_total";
+
+const PROTOCOLS: usize = Protocol::ALL.len();
+const SCHEMES: usize = Scheme::ALL.len();
+const ACTIONS: usize = Action::ALL.len();
+
+/// The process's metrics and the registry they are exposed from.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    legacy: IntCounterVec,
+    reloads: IntCounterVec,
+    requests_cells: Vec<OnceLock<IntCounter>>,
+    legacy_cells: Vec<OnceLock<IntCounter>>,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in a registry of their own.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                REQUESTS_TOTAL,
+                "Requests decided, by protocol, scheme and decision.",
+            ),
+            &["protocol", "scheme", "decision"],
+        )
+        .expect("valid metric");
+        let legacy = IntCounterVec::new(
+            Opts::new(
+                LEGACY_AUTH_ATTEMPTS_TOTAL,
+                "Legacy authentication attempts, by protocol, scheme and what exgate did.",
+            ),
+            &["protocol", "scheme", "action"],
+        )
+        .expect("valid metric");
+        let reloads = IntCounterVec::new(
+            Opts::new(CONFIG_RELOADS_TOTAL, "Configuration reloads, by result."),
+            &["result"],
+        )
+        .expect("valid metric");
+        for m in [&requests, &legacy, &reloads] {
+            registry
+                .register(Box::new(m.clone()))
+                .expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            requests,
+            legacy,
+            reloads,
+            requests_cells: (0..PROTOCOLS * SCHEMES * ACTIONS)
+                .map(|_| OnceLock::new())
+                .collect(),
+            legacy_cells: (0..PROTOCOLS * SCHEMES * 3)
+                .map(|_| OnceLock::new())
+                .collect(),
+        }
+    }
+
+    /// Counts one decided request.
+    pub fn record(&self, d: &Decision) {
+        let (p, s) = (d.protocol.index(), scheme_index(d.scheme));
+        let a = action_index(d.action);
+        let labels = [d.protocol.as_str(), d.scheme.as_str(), d.action.as_str()];
+        self.requests_cells[(p * SCHEMES + s) * ACTIONS + a]
+            .get_or_init(|| self.requests.with_label_values(&labels))
+            .inc();
+        if d.legacy {
+            let (i, action) = match d.action {
+                Action::Allow => (0, "allowed"),
+                Action::ReportOnly => (1, "report_only"),
+                _ => (2, "blocked"),
+            };
+            let labels = [d.protocol.as_str(), d.scheme.as_str(), action];
+            self.legacy_cells[(p * SCHEMES + s) * 3 + i]
+                .get_or_init(|| self.legacy.with_label_values(&labels))
+                .inc();
+        }
+    }
+
+    /// Counts a configuration reload.
+    pub fn record_reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads.with_label_values(&[result]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding to a Vec cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+fn scheme_index(s: Scheme) -> usize {
+    Scheme::ALL
+        .iter()
+        .position(|x| *x == s)
+        .expect("every scheme is in ALL")
+}
+
+fn action_index(a: Action) -> usize {
+    Action::ALL
+        .iter()
+        .position(|x| *x == a)
+        .expect("every action is in ALL")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Reason;
+
+    fn decision(action: Action, legacy: bool) -> Decision {
+        Decision {
+            action,
+            reason: Reason::LegacyBlocked,
+            protocol: Protocol::Mapi,
+            scheme: Scheme::Basic,
+            policy: None,
+            legacy,
+        }
+    }
+
+    #[test]
+    fn requests_and_legacy_attempts_are_counted_with_enum_labels() {
+        let m = Metrics::new();
+        m.record(&decision(Action::Block, true));
+        m.record(&decision(Action::Block, true));
+        m.record(&decision(Action::ReportOnly, true));
+        m.record(&decision(Action::Allow, false));
+        let text = m.render();
+        assert!(text.contains(
+            r#"exgate_requests_total{decision="block",protocol="Mapi",scheme="basic"} 2"#
+        ));
+        assert!(text.contains(
+            r#"exgate_legacy_auth_attempts_total{action="blocked",protocol="Mapi",scheme="basic"} 2"#
+        ));
+        assert!(text.contains(
+            r#"exgate_legacy_auth_attempts_total{action="report_only",protocol="Mapi",scheme="basic"} 1"#
+        ));
+        assert!(!text.contains(r#"action="allowed""#));
+    }
+
+    #[test]
+    fn reloads_are_counted_by_result() {
+        let m = Metrics::new();
+        m.record_reload(false);
+        assert!(
+            m.render()
+                .contains(r#"exgate_config_reloads_total{result="failure"} 1"#)
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! Header rewriting at the proxy boundary: hop-by-hop removal (RFC 9110 §7.6.1),
+//! `X-Forwarded-*`, the Bearer challenge, and stripping legacy challenges from Exchange's
+//! 401s. Pure functions over `HeaderMap`.
+
+use std::net::IpAddr;
+
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::ChallengeConfig;
+
+/// Headers that describe one hop and never cross the proxy.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+/// `Transfer-Encoding` goes too: hyper re-frames the body on each side.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+/// Appends the client's address to `X-Forwarded-For` and the scheme it used to
+/// `X-Forwarded-Proto`, keeping what earlier proxies wrote.
+pub fn append_forwarded(headers: &mut HeaderMap, client: IpAddr, https: bool) {
+    let proto = if https { "https" } else { "http" };
+    append_list(headers, "x-forwarded-for", &client.to_string());
+    append_list(headers, "x-forwarded-proto", proto);
+}
+
+fn append_list(headers: &mut HeaderMap, name: &'static str, item: &str) {
+    let joined = match headers.get(name).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {item}"),
+        _ => item.to_owned(),
+    };
+    // Only ASCII addresses and schemes are appended to a visible-ASCII value.
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(name, v);
+    }
+}
+
+/// The Bearer challenge Exchange sends, from `[exchange.challenge]`.
+pub fn bearer_challenge(c: &ChallengeConfig) -> HeaderValue {
+    let text = format!(
+        "Bearer client_id=\"{}\", trusted_issuers=\"{}\", token_types=\"{}\", authorization_uri=\"{}\"",
+        c.client_id, c.trusted_issuers, c.token_types, c.authorization_uri
+    );
+    HeaderValue::from_str(&text).expect("challenge parameters are validated ASCII without quotes")
+}
+
+const LEGACY_SCHEMES: [&str; 4] = ["basic", "ntlm", "negotiate", "digest"];
+
+/// Removes `Basic`, `NTLM`, `Negotiate` and `Digest` challenges from a 401's
+/// `WWW-Authenticate` headers (which may join several challenges with commas), and adds
+/// the Bearer challenge when none is left.
+pub fn strip_legacy_challenges(headers: &mut HeaderMap, bearer: &HeaderValue) {
+    let values: Vec<HeaderValue> = headers
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .cloned()
+        .collect();
+    headers.remove(header::WWW_AUTHENTICATE);
+    let mut has_bearer = false;
+    for value in values {
+        let Ok(text) = value.to_str() else {
+            continue; // not text: not a challenge we can vouch for
+        };
+        let kept: Vec<&str> = split_challenges(text)
+            .into_iter()
+            .filter(|c| !LEGACY_SCHEMES.contains(&scheme_of(c).to_ascii_lowercase().as_str()))
+            .collect();
+        if kept.is_empty() {
+            continue;
+        }
+        has_bearer |= kept
+            .iter()
+            .any(|c| scheme_of(c).eq_ignore_ascii_case("bearer"));
+        if let Ok(v) = HeaderValue::from_str(&kept.join(", ")) {
+            headers.append(header::WWW_AUTHENTICATE, v);
+        }
+    }
+    if !has_bearer {
+        headers.append(header::WWW_AUTHENTICATE, bearer.clone());
+    }
+}
+
+fn scheme_of(challenge: &str) -> &str {
+    challenge.split([' ', '\t']).next().unwrap_or("")
+}
+
+/// Splits a `WWW-Authenticate` value into its challenges (RFC 9110 §11.6.1): commas
+/// separate both challenges and their parameters, so a new challenge starts at an element
+/// that begins with a token not followed by `=`.
+pub fn split_challenges(value: &str) -> Vec<&str> {
+    let mut elements = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                elements.push((start, i));
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    elements.push((start, value.len()));
+
+    let mut challenges: Vec<(usize, usize)> = Vec::new();
+    for (s, e) in elements {
+        let element = value[s..e].trim();
+        if element.is_empty() {
+            continue;
+        }
+        if starts_challenge(element) || challenges.is_empty() {
+            challenges.push((s, e));
+        } else if let Some(last) = challenges.last_mut() {
+            last.1 = e;
+        }
+    }
+    challenges
+        .into_iter()
+        .map(|(s, e)| value[s..e].trim())
+        .collect()
+}
+
+/// `Scheme`, `Scheme param=…` or `Scheme token68` starts a challenge; `param=…` does not.
+fn starts_challenge(element: &str) -> bool {
+    let first = element.split([' ', '\t']).next().unwrap_or("");
+    let rest = element[first.len()..].trim_start();
+    !first.contains('=') && !rest.starts_with('=')
+}
+
+#[cfg(test)]
+#[path = "headers_tests.rs"]
+mod tests;

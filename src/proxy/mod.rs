@@ -1,0 +1,226 @@
+//! The proxy (SPEC §1, §7): listeners, connections, and the shared state they decide
+//! and forward with. The request path itself is in [`service`], one phase per step.
+
+mod headers;
+mod respond;
+mod service;
+mod tls;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use hyper::header::HeaderValue;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+pub use headers::{bearer_challenge, split_challenges, strip_legacy_challenges};
+pub use respond::ProxyBody;
+
+use crate::config::{self, Config, ConfigErrors, ServerConfig};
+use crate::metrics::Metrics;
+use crate::policy::{Engine, Protocol};
+
+/// What a configuration reload replaces, swapped in as one piece so that a request sees
+/// either the old or the new policy, never a mix.
+pub struct Snapshot {
+    pub engine: Engine,
+    /// The Bearer challenge header, built once.
+    pub bearer: HeaderValue,
+    /// Per protocol: the organization default blocks legacy authentication, so legacy
+    /// challenges are stripped from Exchange's 401s to anonymous requests.
+    pub strip_legacy_challenges: [bool; Protocol::ALL.len()],
+}
+
+impl Snapshot {
+    /// Builds a snapshot from a validated configuration (reads the policy script).
+    pub fn build(config: &Config) -> Result<Snapshot, ConfigErrors> {
+        let engine = config::build_engine(config)?;
+        let strip = Protocol::ALL.map(|p| engine.org_default_blocks_legacy(p));
+        Ok(Snapshot {
+            engine,
+            bearer: headers::bearer_challenge(&config.challenge),
+            strip_legacy_challenges: strip,
+        })
+    }
+}
+
+/// State shared by every connection.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub metrics: Metrics,
+    upstream: upstream::Upstream,
+    config_path: PathBuf,
+}
+
+impl Shared {
+    /// Re-reads the configuration file and policy script and swaps them in atomically.
+    /// An invalid new version is rejected and the old one keeps serving.
+    pub fn reload(&self) -> Result<(), ConfigErrors> {
+        let result = config::load(&self.config_path).and_then(|c| Snapshot::build(&c));
+        self.metrics.record_reload(result.is_ok());
+        match result {
+            Ok(snapshot) => {
+                self.snapshot.store(Arc::new(snapshot));
+                tracing::info!(config = %self.config_path.display(), "configuration reloaded");
+                Ok(())
+            }
+            Err(errors) => {
+                tracing::error!(
+                    config = %self.config_path.display(),
+                    "configuration reload rejected, the previous configuration keeps serving: {errors}"
+                );
+                Err(errors)
+            }
+        }
+    }
+}
+
+/// A running proxy: its addresses and the handles to stop it.
+pub struct Running {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish (up to the grace period), and
+    /// returns when every connection is closed.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Binds the listeners and starts serving. Fails on an invalid configuration or a
+/// listener that cannot be bound.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let snapshot = Snapshot::build(&config).map_err(anyhow::Error::new)?;
+    let tls_client = tls::client_config(&config.upstream)?;
+    let upstream =
+        upstream::Upstream::new(&config.upstream, tls_client, config.server.idle_timeout);
+    let acceptor = match &config.server.tls {
+        Some(files) => Some(TlsAcceptor::from(Arc::new(tls::server_config(files)?))),
+        None => None,
+    };
+    let shared = Arc::new(Shared {
+        snapshot: ArcSwap::from_pointee(snapshot),
+        metrics: Metrics::new(),
+        upstream,
+        config_path: config.path.clone(),
+    });
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("binding server.listen {}", config.server.listen))?;
+    let admin = TcpListener::bind(config.server.admin_listen)
+        .await
+        .with_context(|| format!("binding server.admin_listen {}", config.server.admin_listen))?;
+    let proxy_addr = listener.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    let (shutdown, watch) = watch::channel(false);
+    let tasks = vec![
+        tokio::spawn(accept_loop(
+            listener,
+            acceptor,
+            shared.clone(),
+            config.server.clone(),
+            watch.clone(),
+        )),
+        tokio::spawn(crate::admin::serve(admin, shared.clone(), watch)),
+    ];
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        shared,
+        shutdown,
+        tasks,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    server: ServerConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    spawn_connection(stream, peer, acceptor.clone(), shared.clone(), &server, &graceful);
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(server.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace period over; closing the remaining connections");
+    }
+}
+
+fn spawn_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    server: &ServerConfig,
+    graceful: &GracefulShutdown,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout)
+        .max_buf_size(server.max_header_bytes)
+        .keep_alive(true);
+    let https = acceptor.is_some();
+    let service = service::ConnectionService::new(shared, peer, https);
+    let watcher = graceful.watcher();
+    let handshake_timeout = server.header_read_timeout;
+    tokio::spawn(async move {
+        let result = match acceptor {
+            None => {
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                watcher.watch(conn).await
+            }
+            Some(acceptor) => {
+                let tls =
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                let conn = builder.serve_connection(TokioIo::new(tls), service);
+                watcher.watch(conn).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    });
+}

@@ -1,0 +1,217 @@
+//! The request path, one phase per step (SPEC §1): `decide` (classify, parse, policy),
+//! then `refuse` or `forward`, then `rewrite_response`. One [`ConnectionService`] serves
+//! one client connection, which is where NTLM/Negotiate state lives.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http_body_util::BodyExt;
+use hyper::body::{Body, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use tokio::sync::Mutex;
+
+use super::respond::{self, ProxyBody, Refusal};
+use super::upstream::{Head, Pinned, UpstreamError};
+use super::{Shared, Snapshot, headers};
+use crate::auth::{Credentials, Mechanism};
+use crate::policy::{Action, Context, Decision};
+
+/// What one client connection has established about its authentication.
+#[derive(Default)]
+struct ConnectionAuth {
+    /// The connection's own upstream connection, once it carried NTLM or Negotiate.
+    pinned: Option<Pinned>,
+    /// The mechanism a `Negotiate` leg established, for later NegTokenResp legs.
+    mechanism: Option<Mechanism>,
+}
+
+struct Connection {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    https: bool,
+    // HTTP/1.1 serves one request at a time per connection, so this lock is never
+    // contended; it exists because the pinned sender is used across an await.
+    auth: Mutex<ConnectionAuth>,
+}
+
+/// The hyper service for one client connection.
+#[derive(Clone)]
+pub struct ConnectionService(Arc<Connection>);
+
+impl ConnectionService {
+    /// A service for the connection from `peer`.
+    pub fn new(shared: Arc<Shared>, peer: SocketAddr, https: bool) -> ConnectionService {
+        ConnectionService(Arc::new(Connection {
+            shared,
+            peer,
+            https,
+            auth: Mutex::new(ConnectionAuth::default()),
+        }))
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for ConnectionService {
+    type Response = Response<ProxyBody>;
+    // The outermost service never fails: hyper would drop the connection.
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let conn = self.0.clone();
+        Box::pin(async move { Ok(conn.handle(req).await) })
+    }
+}
+
+/// NTLM and Negotiate authenticate the connection, not the request.
+fn connection_authenticating(credentials: &Credentials) -> bool {
+    matches!(
+        credentials,
+        Credentials::Ntlm { .. }
+            | Credentials::Kerberos
+            | Credentials::NegotiateContinuation
+            | Credentials::NegotiateUnknown
+    )
+}
+
+impl Connection {
+    async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let snapshot = self.shared.snapshot.load_full();
+        let mut auth = self.auth.lock().await;
+
+        // Phase: decide (pure). The credentials, password included, are dropped before
+        // anything is forwarded or answered.
+        let (decision, anonymous, pin) = {
+            let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let headers = req.headers().get_all(header::AUTHORIZATION);
+            let ctx = Context {
+                prior_mechanism: auth.mechanism,
+                token_user: None,
+            };
+            let eval =
+                snapshot
+                    .engine
+                    .evaluate(target, headers.iter().map(HeaderValue::as_bytes), ctx);
+            if let Some(m) = eval.credentials.negotiated_mechanism() {
+                auth.mechanism = Some(m);
+            }
+            let pin = connection_authenticating(&eval.credentials) || auth.pinned.is_some();
+            (
+                eval.decision,
+                matches!(eval.credentials, Credentials::None),
+                pin,
+            )
+        };
+        self.shared.metrics.record(&decision);
+
+        if !decision.action.forwards() {
+            return self.refuse(&snapshot, decision, pin, &mut auth);
+        }
+        drop(auth);
+        let head = self.forward_head(&req);
+        let body = req.into_body();
+        let body = (!body.is_end_stream()).then(|| body.boxed());
+
+        // Phase: forward, on the connection's own upstream connection when pinned.
+        let result = if pin {
+            self.forward_pinned(head, body).await
+        } else {
+            self.shared.upstream.send(head, body).await
+        };
+        match result {
+            Ok(res) => rewrite_response(res, &snapshot, &decision, anonymous, pin),
+            Err(e) => {
+                let refusal = match e {
+                    UpstreamError::NoServer => Refusal::NoUpstream,
+                    UpstreamError::Unreachable => Refusal::UpstreamUnreachable,
+                };
+                let mut res = respond::refusal(refusal, &snapshot.bearer);
+                if pin {
+                    // The authenticated upstream connection is gone: the client must
+                    // start its handshake again on a new connection.
+                    respond::close_connection(&mut res);
+                }
+                res
+            }
+        }
+    }
+
+    /// Phase: refuse. A blocked NTLM/Negotiate leg also closes the pinned upstream
+    /// connection and the client's, so no half-authenticated state survives.
+    fn refuse(
+        &self,
+        snapshot: &Snapshot,
+        decision: Decision,
+        pin: bool,
+        auth: &mut ConnectionAuth,
+    ) -> Response<ProxyBody> {
+        let mut res = respond::refusal(Refusal::Decided(decision), &snapshot.bearer);
+        if pin && decision.action == Action::Block {
+            auth.pinned = None;
+            auth.mechanism = None;
+            respond::close_connection(&mut res);
+        }
+        res
+    }
+
+    fn forward_head(&self, req: &Request<Incoming>) -> Head {
+        let mut headers = req.headers().clone();
+        headers::remove_hop_by_hop(&mut headers);
+        headers::append_forwarded(&mut headers, self.peer.ip(), self.https);
+        Head {
+            method: req.method().clone(),
+            path_and_query: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            headers,
+        }
+    }
+
+    async fn forward_pinned(
+        &self,
+        head: Head,
+        body: Option<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut auth = self.auth.lock().await;
+        if auth.pinned.is_none() {
+            auth.pinned = Some(self.shared.upstream.pin().await?);
+        }
+        let pinned = auth.pinned.as_mut().expect("pinned above");
+        let result = self.shared.upstream.send_pinned(pinned, head, body).await;
+        if result.is_err() {
+            auth.pinned = None;
+        }
+        result
+    }
+}
+
+/// Phase: rewrite the upstream response. Hop-by-hop headers go; an anonymous request's
+/// 401 loses its legacy challenges where the organization default blocks legacy.
+fn rewrite_response(
+    res: Response<Incoming>,
+    snapshot: &Snapshot,
+    decision: &Decision,
+    anonymous: bool,
+    pinned: bool,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = res.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers);
+    if parts.status == StatusCode::UNAUTHORIZED
+        && anonymous
+        && snapshot.strip_legacy_challenges[decision.protocol.index()]
+    {
+        headers::strip_legacy_challenges(&mut parts.headers, &snapshot.bearer);
+    }
+    if pinned {
+        // RFC 4559 §6: this proxy keeps authenticated connections apart.
+        parts.headers.insert(
+            "proxy-support",
+            HeaderValue::from_static("Session-Based-Authentication"),
+        );
+    }
+    Response::from_parts(parts, body.boxed())
+}
