@@ -30,6 +30,7 @@ pub struct RawServer {
     pub tls_key_file: Option<String>,
     pub header_read_timeout_seconds: Option<u64>,
     pub idle_timeout_seconds: Option<u64>,
+    pub long_idle_timeout_seconds: Option<u64>,
     pub max_header_bytes: Option<u64>,
     pub shutdown_grace_seconds: Option<u64>,
 }

@@ -183,7 +183,10 @@ pub struct ServerConfig {
     /// PEM certificate chain and private key: the listener speaks TLS when set.
     pub tls: Option<TlsFiles>,
     pub header_read_timeout: Duration,
+    /// A body (either way) that delivers nothing for this long is cut.
     pub idle_timeout: Duration,
+    /// The same for RPC over HTTP and MAPI, whose channels and long polls idle longer.
+    pub long_idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub shutdown_grace: Duration,
 }
@@ -297,6 +300,12 @@ pub fn server(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Se
         idle_timeout: seconds(
             "server.idle_timeout_seconds",
             s.idle_timeout_seconds,
+            120,
+            errors,
+        ),
+        long_idle_timeout: seconds(
+            "server.long_idle_timeout_seconds",
+            s.long_idle_timeout_seconds,
             900,
             errors,
         ),

@@ -2,6 +2,7 @@
 //! and forward with. The request path itself is in [`service`], one phase per step.
 
 mod headers;
+mod idle;
 mod respond;
 mod service;
 mod tls;
@@ -57,7 +58,14 @@ pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub metrics: Metrics,
     upstream: upstream::Upstream,
+    timeouts: Timeouts,
     config_path: PathBuf,
+}
+
+/// Body idle timeouts (`server.idle_timeout_seconds`, `server.long_idle_timeout_seconds`).
+struct Timeouts {
+    idle: std::time::Duration,
+    long_idle: std::time::Duration,
 }
 
 impl Shared {
@@ -118,6 +126,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         snapshot: ArcSwap::from_pointee(snapshot),
         metrics: Metrics::new(),
         upstream,
+        timeouts: Timeouts {
+            idle: config.server.idle_timeout,
+            long_idle: config.server.long_idle_timeout,
+        },
         config_path: config.path.clone(),
     });
     let listener = TcpListener::bind(config.server.listen)

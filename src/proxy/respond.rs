@@ -7,8 +7,12 @@ use hyper::{Response, StatusCode};
 
 use crate::policy::{Action, Decision, Reason};
 
-/// The body type of every response exgate sends: upstream bodies stream through it.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+/// The error type of proxied bodies: hyper's, or an idle timeout.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of everything exgate sends either way: upstream and client bodies
+/// stream through it.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// Why exgate answers a request itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

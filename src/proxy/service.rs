@@ -7,6 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
@@ -14,11 +15,12 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use tokio::sync::Mutex;
 
-use super::respond::{self, ProxyBody, Refusal};
+use super::idle::IdleTimeout;
+use super::respond::{self, BoxError, ProxyBody, Refusal};
 use super::upstream::{Head, Pinned, UpstreamError};
 use super::{Shared, Snapshot, headers};
 use crate::auth::{Credentials, Mechanism};
-use crate::policy::{Action, Context, Decision};
+use crate::policy::{Action, Context, Decision, Protocol};
 
 /// What one client connection has established about its authentication.
 #[derive(Default)]
@@ -113,7 +115,9 @@ impl Connection {
         drop(auth);
         let head = self.forward_head(&req);
         let body = req.into_body();
-        let body = (!body.is_end_stream()).then(|| body.boxed());
+        let idle = self.idle_timeout(decision.protocol);
+        let body = (!body.is_end_stream())
+            .then(|| IdleTimeout::wrap(body.map_err(BoxError::from).boxed(), idle));
 
         // Phase: forward, on the connection's own upstream connection when pinned.
         let result = if pin {
@@ -122,7 +126,7 @@ impl Connection {
             self.shared.upstream.send(head, body).await
         };
         match result {
-            Ok(res) => rewrite_response(res, &snapshot, &decision, anonymous, pin),
+            Ok(res) => rewrite_response(res, &snapshot, &decision, anonymous, pin, idle),
             Err(e) => {
                 let refusal = match e {
                     UpstreamError::NoServer => Refusal::NoUpstream,
@@ -155,6 +159,16 @@ impl Connection {
             respond::close_connection(&mut res);
         }
         res
+    }
+
+    /// RPC over HTTP channels and MAPI long polls sit idle for minutes; nothing else
+    /// should.
+    fn idle_timeout(&self, protocol: Protocol) -> Duration {
+        let t = &self.shared.timeouts;
+        match protocol {
+            Protocol::Rpc | Protocol::Mapi => t.long_idle,
+            _ => t.idle,
+        }
     }
 
     fn forward_head(&self, req: &Request<Incoming>) -> Head {
@@ -197,6 +211,7 @@ fn rewrite_response(
     decision: &Decision,
     anonymous: bool,
     pinned: bool,
+    idle: Duration,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = res.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
@@ -213,5 +228,6 @@ fn rewrite_response(
             HeaderValue::from_static("Session-Based-Authentication"),
         );
     }
-    Response::from_parts(parts, body.boxed())
+    let body = IdleTimeout::wrap(body.map_err(BoxError::from).boxed(), idle);
+    Response::from_parts(parts, body)
 }

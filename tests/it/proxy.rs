@@ -373,3 +373,40 @@ async fn admin_endpoints_answer() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upload_is_cut_after_the_idle_timeout_but_rpc_waits_longer() {
+    static HOLD: tokio::sync::Notify = tokio::sync::Notify::const_new();
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start_with(
+        "idle_timeout_seconds = 1\nlong_idle_timeout_seconds = 30",
+        ONLINE,
+        "",
+        &[upstream.url()],
+    )
+    .await;
+    let stall = |path: &'static str| {
+        let addr = gate.addr();
+        tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            let body = Generated::gated(1 << 20, 64 << 10, &HOLD);
+            let result = c
+                .send("POST", path, &[], http_body_util::BodyExt::boxed(body))
+                .await;
+            result.map(|r| r.status)
+        })
+    };
+    let ews = stall("/ews/exchange.asmx");
+    let rpc = stall("/rpc/rpcproxy.dll?x:6001");
+    let cut = tokio::time::timeout(std::time::Duration::from_secs(10), ews)
+        .await
+        .expect("the stalled EWS upload was not cut")
+        .unwrap();
+    assert!(matches!(cut, Ok(502) | Err(_)), "{cut:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(
+        !rpc.is_finished(),
+        "RPC over HTTP has the long idle timeout"
+    );
+    rpc.abort();
+}

@@ -383,8 +383,18 @@ impl Exgate {
     /// `toml` gets `[server]` with port-0 listeners prepended; `upstreams` fill
     /// `upstream.servers`.
     pub async fn start(toml: &str, script: &str, upstreams: &[String]) -> Exgate {
+        Exgate::start_with("", toml, script, upstreams).await
+    }
+
+    /// Like [`Exgate::start`], with extra `[server]` keys.
+    pub async fn start_with(
+        server: &str,
+        toml: &str,
+        script: &str,
+        upstreams: &[String],
+    ) -> Exgate {
         let dir = write_files(&[
-            ("exgate.toml", &config_text(toml, upstreams, "")),
+            ("exgate.toml", &config_text(toml, upstreams, server)),
             ("policies.ps1", script),
         ]);
         let config =

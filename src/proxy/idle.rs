@@ -1,0 +1,150 @@
+//! Idle timeouts on streaming bodies: a body that delivers nothing for its timeout ends
+//! with an error, which makes hyper close that connection. RPC over HTTP and MAPI get a
+//! long timeout (their channels and long polls sit quiet for minutes); the rest a short
+//! one, so a stalled client cannot hold a connection and its upstream forever.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use super::respond::{BoxError, ProxyBody};
+
+/// The body stalled longer than its idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("body idle for more than {0:?}")]
+pub struct IdleTimedOut(Duration);
+
+/// A body that fails when no frame arrives within `idle`.
+pub struct IdleTimeout {
+    inner: ProxyBody,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl IdleTimeout {
+    /// Wraps `inner`, boxed again as a [`ProxyBody`].
+    pub fn wrap(inner: ProxyBody, idle: Duration) -> ProxyBody {
+        IdleTimeout {
+            inner,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        }
+        .boxed()
+    }
+}
+
+impl Body for IdleTimeout {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = Instant::now() + self.idle;
+                self.deadline.as_mut().reset(next);
+                Poll::Ready(frame)
+            }
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(IdleTimedOut(self.idle))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+
+    /// A body that yields one frame and then never another.
+    struct OneThenSilence(bool);
+
+    impl Body for OneThenSilence {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            if self.0 {
+                Poll::Pending
+            } else {
+                self.0 = true;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x")))))
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_fails_after_its_idle_timeout() {
+        let body = OneThenSilence(false).map_err(|e| match e {}).boxed();
+        let mut body = IdleTimeout::wrap(body, Duration::from_secs(900));
+        assert!(body.frame().await.unwrap().is_ok());
+        let started = Instant::now();
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("idle"), "{err}");
+        assert_eq!(started.elapsed(), Duration::from_secs(900));
+    }
+
+    /// Ten frames, each after a 50-second pause.
+    struct Slow {
+        left: u32,
+        pause: Pin<Box<Sleep>>,
+    }
+
+    impl Body for Slow {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            if self.left == 0 {
+                return Poll::Ready(None);
+            }
+            if self.pause.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.left -= 1;
+            let next = Instant::now() + Duration::from_secs(50);
+            self.pause.as_mut().reset(next);
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"y")))))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_keeps_sending_is_never_cut() {
+        let slow = Slow {
+            left: 10,
+            pause: Box::pin(tokio::time::sleep(Duration::from_secs(50))),
+        };
+        let mut body = IdleTimeout::wrap(
+            slow.map_err(|e| match e {}).boxed(),
+            Duration::from_secs(60),
+        );
+        let mut n = 0;
+        while let Some(frame) = body.frame().await {
+            assert!(frame.is_ok());
+            n += 1;
+        }
+        assert_eq!(n, 10);
+    }
+}
