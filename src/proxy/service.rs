@@ -12,6 +12,7 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderValue};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Request, Response, StatusCode};
 use tokio::sync::Mutex;
 
@@ -113,8 +114,8 @@ impl Connection {
             return self.refuse(&snapshot, decision, pin, &mut auth);
         }
         drop(auth);
-        let head = self.forward_head(&req);
-        let body = req.into_body();
+        let (parts, body) = req.into_parts();
+        let head = self.forward_head(parts);
         let idle = self.idle_timeout(decision.protocol);
         let body = (!body.is_end_stream())
             .then(|| IdleTimeout::wrap(body.map_err(BoxError::from).boxed(), idle));
@@ -171,16 +172,17 @@ impl Connection {
         }
     }
 
-    fn forward_head(&self, req: &Request<Incoming>) -> Head {
-        let mut headers = req.headers().clone();
+    fn forward_head(&self, parts: hyper::http::request::Parts) -> Head {
+        let mut headers = parts.headers;
         headers::remove_hop_by_hop(&mut headers);
         headers::append_forwarded(&mut headers, self.peer.ip(), self.https);
         Head {
-            method: req.method().clone(),
-            path_and_query: req
-                .uri()
+            method: parts.method,
+            path_and_query: parts
+                .uri
                 .path_and_query()
-                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
             headers,
         }
     }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Method, Request, Response, Uri};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
@@ -36,14 +37,16 @@ pub enum UpstreamError {
 pub struct Head {
     pub method: Method,
     /// Origin-form target, exactly as the client sent it.
-    pub path_and_query: String,
+    pub path_and_query: PathAndQuery,
     pub headers: HeaderMap,
 }
 
 struct Server {
     /// `scheme://authority`.
     base: Uri,
-    authority: HeaderValue,
+    scheme: Scheme,
+    authority: Authority,
+    host_header: HeaderValue,
     /// Milliseconds since `Upstream::epoch` until which the server is skipped.
     ejected_until_ms: AtomicU64,
 }
@@ -80,11 +83,19 @@ impl Upstream {
         let servers = config
             .servers
             .iter()
-            .map(|uri| Server {
-                base: uri.clone(),
-                authority: HeaderValue::from_str(uri.authority().map_or("", |a| a.as_str()))
-                    .expect("a parsed authority is a valid header value"),
-                ejected_until_ms: AtomicU64::new(0),
+            .map(|uri| {
+                let authority = uri
+                    .authority()
+                    .cloned()
+                    .expect("validated: has an authority");
+                Server {
+                    base: uri.clone(),
+                    scheme: uri.scheme().cloned().expect("validated: has a scheme"),
+                    host_header: HeaderValue::from_str(authority.as_str())
+                        .expect("a parsed authority is a valid header value"),
+                    authority,
+                    ejected_until_ms: AtomicU64::new(0),
+                }
             })
             .collect();
         Upstream {
@@ -121,27 +132,29 @@ impl Upstream {
     fn request(
         &self,
         server: usize,
-        head: &Head,
+        head: Head,
         body: ProxyBody,
         absolute: bool,
     ) -> Request<ProxyBody> {
         let s = &self.servers[server];
         let uri = if absolute {
-            format!(
-                "{}{}",
-                s.base.to_string().trim_end_matches('/'),
-                head.path_and_query
-            )
+            Uri::builder()
+                .scheme(s.scheme.clone())
+                .authority(s.authority.clone())
+                .path_and_query(head.path_and_query)
+                .build()
+                .expect("scheme, authority and path are each valid")
         } else {
-            head.path_and_query.clone()
+            Uri::from(head.path_and_query)
         };
         let mut req = Request::new(body);
-        *req.method_mut() = head.method.clone();
-        *req.uri_mut() = uri.parse().unwrap_or_else(|_| Uri::from_static("/"));
-        *req.headers_mut() = head.headers.clone();
+        *req.method_mut() = head.method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = head.headers;
         // Exchange checks token audiences against Host: keep the client's.
         if !req.headers().contains_key(header::HOST) {
-            req.headers_mut().insert(header::HOST, s.authority.clone());
+            req.headers_mut()
+                .insert(header::HOST, s.host_header.clone());
         }
         req
     }
@@ -156,9 +169,17 @@ impl Upstream {
         let retryable = body.is_none();
         let mut body = body;
         let attempts = if retryable { self.servers.len() } else { 1 };
-        for _ in 0..attempts {
+        let mut head = Some(head);
+        for attempt in 1..=attempts {
             let server = self.pick().ok_or(UpstreamError::NoServer)?;
-            let req = self.request(server, &head, body.take().unwrap_or_else(empty), true);
+            // Only a request that may be retried keeps a copy of its head.
+            let this = if attempt < attempts {
+                head.clone()
+            } else {
+                head.take()
+            }
+            .expect("the head is kept until the last attempt");
+            let req = self.request(server, this, body.take().unwrap_or_else(empty), true);
             match self.pool.request(req).await {
                 Ok(res) => return Ok(res),
                 Err(e) if e.is_connect() => {
@@ -213,7 +234,7 @@ impl Upstream {
         head: Head,
         body: Option<ProxyBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let req = self.request(pinned.server, &head, body.unwrap_or_else(empty), false);
+        let req = self.request(pinned.server, head, body.unwrap_or_else(empty), false);
         pinned
             .sender
             .ready()
