@@ -41,28 +41,48 @@ fn server_config(pki: &Pki) -> rustls::ServerConfig {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_works_on_both_sides() {
-    let pki = pki();
+/// An `https://` fake Exchange with `pki`'s certificate.
+async fn https_upstream(pki: &Pki) -> Upstream {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(&pki)));
-    let upstream = Upstream::serve(listener, Some(acceptor)).await;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(pki)));
+    Upstream::serve(listener, Some(acceptor)).await
+}
 
-    let dir = write_files(&[
-        ("ca.pem", &pki.ca_pem),
-        ("cert.pem", &pki.cert_pem),
-        ("key.pem", &pki.key_pem),
-        ("policies.ps1", ""),
-    ]);
+/// exgate trusting `ca_pem` for its upstream, with a TLS listener when `listener` holds
+/// a certificate and key.
+async fn exgate_to(
+    upstream: &Upstream,
+    ca_pem: &str,
+    listener: Option<&Pki>,
+) -> exgate::proxy::Running {
+    let mut files = vec![("ca.pem", ca_pem), ("policies.ps1", "")];
+    if let Some(pki) = listener {
+        files.extend([
+            ("cert.pem", pki.cert_pem.as_str()),
+            ("key.pem", pki.key_pem.as_str()),
+        ]);
+    }
+    let dir = write_files(&files);
     let toml = config_text(
         "ca_file = \"ca.pem\"\n[exchange]\ndeployment = \"online\"\n[policy]\nscript = \"policies.ps1\"\n",
         &[format!("https://localhost:{}", upstream.addr.port())],
-        "tls_cert_file = \"cert.pem\"\ntls_key_file = \"key.pem\"",
+        if listener.is_some() {
+            "tls_cert_file = \"cert.pem\"\ntls_key_file = \"key.pem\""
+        } else {
+            ""
+        },
     );
     std::fs::write(dir.join("exgate.toml"), toml).unwrap();
     let config =
         exgate::config::load_with_env(&dir.join("exgate.toml"), Some(Default::default())).unwrap();
-    let running = exgate::proxy::start(config).await.unwrap();
+    exgate::proxy::start(config).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_works_on_both_sides() {
+    let pki = pki();
+    let upstream = https_upstream(&pki).await;
+    let running = exgate_to(&upstream, &pki.ca_pem, Some(&pki)).await;
 
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -105,26 +125,9 @@ async fn tls_works_on_both_sides() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_certificate_from_an_unknown_ca_is_refused() {
-    let pki = pki();
-    let other = pki_other();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(&pki)));
-    let upstream = Upstream::serve(listener, Some(acceptor)).await;
-    let dir = write_files(&[("ca.pem", &other), ("policies.ps1", "")]);
-    let toml = config_text(
-        "ca_file = \"ca.pem\"\n[exchange]\ndeployment = \"online\"\n[policy]\nscript = \"policies.ps1\"\n",
-        &[format!("https://localhost:{}", upstream.addr.port())],
-        "",
-    );
-    std::fs::write(dir.join("exgate.toml"), toml).unwrap();
-    let config =
-        exgate::config::load_with_env(&dir.join("exgate.toml"), Some(Default::default())).unwrap();
-    let running = exgate::proxy::start(config).await.unwrap();
+    let upstream = https_upstream(&pki()).await;
+    let running = exgate_to(&upstream, &pki().ca_pem, None).await;
     let mut c = Client::connect(running.proxy_addr).await;
     assert_eq!(c.get("/ews/", &[]).await.status, 502);
     assert!(upstream.requests().is_empty());
-}
-
-fn pki_other() -> String {
-    pki().ca_pem
 }
