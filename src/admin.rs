@@ -51,8 +51,15 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             shared.metrics.render(),
         ),
         (&Method::GET, "/healthz") => respond(StatusCode::OK, "text/plain", "ok\n".into()),
-        // Ready once a configuration is loaded (token issuers' keys join this later).
-        (&Method::GET, "/readyz") => respond(StatusCode::OK, "text/plain", "ready\n".into()),
+        // Ready once the configuration is loaded and every token issuer has keys.
+        (&Method::GET, "/readyz") if shared.ready() => {
+            respond(StatusCode::OK, "text/plain", "ready\n".into())
+        }
+        (&Method::GET, "/readyz") => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready: waiting for token signing keys\n".into(),
+        ),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }

@@ -22,3 +22,4 @@ pub mod policy;
 pub mod proxy;
 #[cfg(test)]
 mod test_support;
+pub mod token;

@@ -8,11 +8,16 @@ use prometheus::{Encoder, IntCounter, IntCounterVec, Opts, Registry, TextEncoder
 
 use crate::auth::Scheme;
 use crate::policy::{Action, Decision, Protocol};
+use crate::token::TokenError;
 
 /// `exgate_requests_total{protocol,scheme,decision}`.
 pub const REQUESTS_TOTAL: &str = "exgate_requests_total";
 /// `exgate_legacy_auth_attempts_total{protocol,scheme,action}`.
 pub const LEGACY_AUTH_ATTEMPTS_TOTAL: &str = "exgate_legacy_auth_attempts_total";
+/// `exgate_token_validations_total{result}`.
+pub const TOKEN_VALIDATIONS_TOTAL: &str = "exgate_token_validations_total";
+/// `exgate_jwks_refreshes_total{result}`.
+pub const JWKS_REFRESHES_TOTAL: &str = "exgate_jwks_refreshes_total";
 /// `exgate_config_reloads_total{result}`.
 pub const CONFIG_RELOADS_TOTAL: &str = "exgate_config_reloads_total";
 
@@ -26,6 +31,9 @@ pub struct Metrics {
     requests: IntCounterVec,
     legacy: IntCounterVec,
     reloads: IntCounterVec,
+    jwks_refreshes: IntCounterVec,
+    /// One counter per token-validation result, created up front.
+    token_results: Vec<(&'static str, IntCounter)>,
     requests_cells: Vec<OnceLock<IntCounter>>,
     legacy_cells: Vec<OnceLock<IntCounter>>,
 }
@@ -55,7 +63,25 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
-        for m in [&requests, &legacy, &reloads] {
+        let tokens = IntCounterVec::new(
+            Opts::new(
+                TOKEN_VALIDATIONS_TOTAL,
+                "Bearer-token validations, by result.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let jwks_refreshes = IntCounterVec::new(
+            Opts::new(JWKS_REFRESHES_TOTAL, "Signing-key fetches, by result."),
+            &["result"],
+        )
+        .expect("valid metric");
+        let token_results = ["valid", "cached"]
+            .into_iter()
+            .chain(TokenError::ALL.map(TokenError::as_str))
+            .map(|label| (label, tokens.with_label_values(&[label])))
+            .collect();
+        for m in [&requests, &legacy, &reloads, &tokens, &jwks_refreshes] {
             registry
                 .register(Box::new(m.clone()))
                 .expect("metric names are unique");
@@ -65,6 +91,8 @@ impl Metrics {
             requests,
             legacy,
             reloads,
+            jwks_refreshes,
+            token_results,
             requests_cells: (0..PROTOCOLS * SCHEMES * ACTIONS)
                 .map(|_| OnceLock::new())
                 .collect(),
@@ -99,6 +127,19 @@ impl Metrics {
     pub fn record_reload(&self, ok: bool) {
         let result = if ok { "success" } else { "failure" };
         self.reloads.with_label_values(&[result]).inc();
+    }
+
+    /// Counts a bearer-token validation by result (`valid`, `cached`, or an error label).
+    pub fn record_token_validation(&self, result: &str) {
+        if let Some((_, c)) = self.token_results.iter().find(|(l, _)| *l == result) {
+            c.inc();
+        }
+    }
+
+    /// Counts a signing-key fetch.
+    pub fn record_jwks_refresh(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.jwks_refreshes.with_label_values(&[result]).inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -3,7 +3,7 @@
 //! and is bounds-checked rather than trusting any length or offset it reads.
 
 mod basic;
-mod der;
+pub(crate) mod der;
 mod digest;
 pub mod negotiate;
 pub mod ntlm;

@@ -3,11 +3,13 @@
 //! problem is reported at once, each naming its dotted key (or script line).
 
 mod raw;
+mod tokens;
 mod validate;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use tokens::{IssuerConfig, KeySource, TokensConfig};
 pub use validate::{ChallengeConfig, PolicyConfig, ServerConfig, TlsFiles, UpstreamConfig};
 
 use crate::policy::cmdlet::{ScriptContext, run_script};
@@ -65,6 +67,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub upstream: UpstreamConfig,
     pub challenge: ChallengeConfig,
+    pub tokens: TokensConfig,
 }
 
 /// Reads and validates `path` with environment overrides from the process environment.
@@ -103,7 +106,7 @@ pub fn load_with_env(
     let server = validate::server(&raw, base, &mut errors);
     let upstream = validate::upstream(&raw, base, &mut errors);
     let challenge = validate::challenge(&raw, &mut errors);
-    validate::other_sections(&raw, &mut errors);
+    let tokens = tokens::tokens(&raw, base, &mut errors);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -113,6 +116,7 @@ pub fn load_with_env(
         server,
         upstream,
         challenge,
+        tokens,
     })
 }
 

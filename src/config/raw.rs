@@ -90,6 +90,7 @@ pub struct RawUser {
 pub struct RawTokens {
     pub issuers: Vec<RawIssuer>,
     pub mfa: RawMfa,
+    pub cache_max_entries: Option<usize>,
 }
 
 #[derive(Default, Deserialize)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::raw::RawConfig;
 use super::{ConfigError, error};
-use crate::policy::{Deployment, Directory, Mode, OtherPaths, Protocol, Settings, UserEntry};
+use crate::policy::{Deployment, Directory, Mode, OtherPaths, Settings, UserEntry};
 
 /// The policy-related part of the configuration, validated.
 #[derive(Clone, Debug)]
@@ -133,48 +133,6 @@ pub fn policy(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Po
     }
 }
 
-/// Checks in the remaining sections that the engine does not use yet but that a typo
-/// would silently break later.
-pub fn other_sections(raw: &RawConfig, errors: &mut Vec<ConfigError>) {
-    for (i, name) in raw.tokens.mfa.require_for.iter().enumerate() {
-        if Protocol::from_name(name).is_none() {
-            let names: Vec<&str> = Protocol::ALL.iter().map(|p| p.as_str()).collect();
-            errors.push(error(
-                format!("tokens.mfa.require_for[{i}]"),
-                format!("\"{name}\" is not a protocol ({})", names.join(", ")),
-            ));
-        }
-    }
-    for (i, issuer) in raw.tokens.issuers.iter().enumerate() {
-        let key = |k: &str| format!("tokens.issuers[{i}].{k}");
-        if issuer.issuer.is_none() {
-            errors.push(error(key("issuer"), "missing"));
-        }
-        if issuer.audiences.is_empty() {
-            errors.push(error(key("audiences"), "needs at least one audience"));
-        }
-        let sources = [
-            issuer.openid_configuration_url.is_some(),
-            issuer.jwks_url.is_some(),
-            issuer.jwks_file.is_some(),
-        ];
-        if sources.iter().filter(|s| **s).count() != 1 {
-            errors.push(error(
-                key("jwks_file"),
-                "set exactly one of openid_configuration_url, jwks_url, jwks_file",
-            ));
-        }
-        for (j, alg) in issuer.algorithms.iter().enumerate() {
-            if alg.eq_ignore_ascii_case("none") || alg.to_ascii_uppercase().starts_with("HS") {
-                errors.push(error(
-                    format!("tokens.issuers[{i}].algorithms[{j}]"),
-                    format!("\"{alg}\" is never accepted (none and HMAC are refused)"),
-                ));
-            }
-        }
-    }
-}
-
 /// The listeners and their limits (`[server]`).
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -243,7 +201,12 @@ fn address(
     })
 }
 
-fn seconds(key: &str, value: Option<u64>, default: u64, errors: &mut Vec<ConfigError>) -> Duration {
+pub(super) fn seconds(
+    key: &str,
+    value: Option<u64>,
+    default: u64,
+    errors: &mut Vec<ConfigError>,
+) -> Duration {
     match value {
         Some(0) => {
             errors.push(error(key, "must be at least 1"));

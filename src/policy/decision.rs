@@ -88,6 +88,12 @@ pub enum Reason {
     UnsupportedScheme,
     /// On-premises `BlockModernAuth<Protocol>`.
     ModernAuthBlocked,
+    /// The bearer token failed validation (the token stage).
+    InvalidToken,
+    /// The bearer token is valid but shows no MFA where `tokens.mfa.require_for` asks.
+    MfaRequired,
+    /// No signing keys could be had for the token's issuer.
+    SigningKeysUnavailable,
     /// The path is ambiguous (SPEC §2).
     AmbiguousPath,
     /// The ProxyShell pattern.
@@ -98,7 +104,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for exhaustive tests.
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 23] = [
         Reason::Anonymous,
         Reason::NotGoverned,
         Reason::NoPolicy,
@@ -116,6 +122,9 @@ impl Reason {
         Reason::OtherPathLegacy,
         Reason::UnsupportedScheme,
         Reason::ModernAuthBlocked,
+        Reason::InvalidToken,
+        Reason::MfaRequired,
+        Reason::SigningKeysUnavailable,
         Reason::AmbiguousPath,
         Reason::ProxyShell,
         Reason::DuplicateAuthorization,
@@ -141,6 +150,9 @@ impl Reason {
             Reason::OtherPathLegacy => "other_path_legacy",
             Reason::UnsupportedScheme => "unsupported_scheme",
             Reason::ModernAuthBlocked => "modern_auth_blocked",
+            Reason::InvalidToken => "invalid_token",
+            Reason::MfaRequired => "mfa_required",
+            Reason::SigningKeysUnavailable => "signing_keys_unavailable",
             Reason::AmbiguousPath => "ambiguous_path",
             Reason::ProxyShell => "proxyshell",
             Reason::DuplicateAuthorization => "duplicate_authorization",

@@ -149,6 +149,7 @@ impl Engine {
                 legacy: false,
             },
             credentials: Credentials::None,
+            target: None,
         };
         let target = match classify(target) {
             Ok(t) => t,
@@ -163,6 +164,7 @@ impl Engine {
         Evaluation {
             decision: self.decide(&target, &credentials, ctx),
             credentials,
+            target: Some(target),
         }
     }
 
@@ -363,4 +365,20 @@ impl Engine {
 pub struct Evaluation {
     pub decision: Decision,
     pub credentials: Credentials,
+    /// The classified target (None when the request was rejected before that).
+    pub target: Option<Target>,
+}
+
+impl Evaluation {
+    /// The bearer token to validate: a `Bearer` token, or the password of a Basic header
+    /// under `BasicAuthToOAuthConversion`.
+    pub fn token(&self) -> Option<&[u8]> {
+        match &self.credentials {
+            Credentials::Bearer(t) => Some(t.expose()),
+            Credentials::Basic(b) if self.target.is_some_and(|t| t.basic_auth_to_oauth) => {
+                Some(b.password().expose())
+            }
+            _ => None,
+        }
+    }
 }

@@ -28,6 +28,7 @@ pub use respond::ProxyBody;
 use crate::config::{self, Config, ConfigErrors, ServerConfig};
 use crate::metrics::Metrics;
 use crate::policy::{Engine, Protocol};
+use crate::token::TokenValidator;
 
 /// What a configuration reload replaces, swapped in as one piece so that a request sees
 /// either the old or the new policy, never a mix.
@@ -56,7 +57,11 @@ impl Snapshot {
 /// State shared by every connection.
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    /// Bearer-token validation; None when no issuer is configured.
+    pub tokens: Option<Arc<TokenValidator>>,
+    /// Per protocol: bearer tokens must show MFA (`tokens.mfa.require_for`).
+    require_mfa: [bool; Protocol::ALL.len()],
     upstream: upstream::Upstream,
     timeouts: Timeouts,
     config_path: PathBuf,
@@ -69,6 +74,11 @@ struct Timeouts {
 }
 
 impl Shared {
+    /// Ready to serve: the configuration is loaded and every token issuer has keys.
+    pub fn ready(&self) -> bool {
+        self.tokens.as_ref().is_none_or(|t| t.ready())
+    }
+
     /// Re-reads the configuration file and policy script and swaps them in atomically.
     /// An invalid new version is rejected and the old one keeps serving.
     pub fn reload(&self) -> Result<(), ConfigErrors> {
@@ -122,9 +132,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Some(files) => Some(TlsAcceptor::from(Arc::new(tls::server_config(files)?))),
         None => None,
     };
+    let metrics = Arc::new(Metrics::new());
+    let tokens = TokenValidator::new(&config.tokens, metrics.clone()).map(Arc::new);
+    match &tokens {
+        Some(v) => v.start_refreshers(),
+        None => tracing::warn!(
+            "no [[tokens.issuers]]: bearer tokens are forwarded unvalidated (Exchange validates them)"
+        ),
+    }
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(snapshot),
-        metrics: Metrics::new(),
+        metrics,
+        tokens,
+        require_mfa: config.tokens.require_mfa,
         upstream,
         timeouts: Timeouts {
             idle: config.server.idle_timeout,

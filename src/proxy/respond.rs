@@ -6,6 +6,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use crate::policy::{Action, Decision, Reason};
+use crate::token::TokenError;
 
 /// The error type of proxied bodies: hyper's, or an idle timeout.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -23,6 +24,10 @@ pub enum Refusal {
     UpstreamUnreachable,
     /// No upstream server is available (all ejected).
     NoUpstream,
+    /// The bearer token failed validation.
+    InvalidToken(TokenError),
+    /// The bearer token shows no MFA where it is required (RFC 9470).
+    MfaRequired,
 }
 
 /// An empty body.
@@ -71,9 +76,33 @@ pub fn refusal(r: Refusal, bearer: &HeaderValue) -> Response<ProxyBody> {
                 text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
             }
         },
+        Refusal::InvalidToken(TokenError::NoKeys) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n")
+        }
+        Refusal::InvalidToken(e) => {
+            let mut res = challenge(&with_error(bearer, "invalid_token", e.description()));
+            if let Ok(v) = HeaderValue::from_str(&e.diagnostics()) {
+                res.headers_mut().insert("x-ms-diagnostics", v);
+            }
+            res
+        }
+        Refusal::MfaRequired => challenge(&with_error(
+            bearer,
+            "insufficient_user_authentication",
+            "Multi-factor authentication is required",
+        )),
         Refusal::UpstreamUnreachable => text(StatusCode::BAD_GATEWAY, "Bad Gateway\n"),
         Refusal::NoUpstream => text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n"),
     }
+}
+
+/// The Bearer challenge with an RFC 6750 `error` and `error_description`.
+fn with_error(bearer: &HeaderValue, error: &str, description: &str) -> HeaderValue {
+    let mut v = bearer.as_bytes().to_vec();
+    v.extend_from_slice(
+        format!(", error=\"{error}\", error_description=\"{description}\"").as_bytes(),
+    );
+    HeaderValue::from_bytes(&v).unwrap_or_else(|_| bearer.clone())
 }
 
 /// Asks the client to close the connection after this response (used when an NTLM or
@@ -113,6 +142,9 @@ mod tests {
         assert_eq!(status(decided(Action::Reject, Reason::AmbiguousPath)), 400);
         assert_eq!(status(Refusal::UpstreamUnreachable), 502);
         assert_eq!(status(Refusal::NoUpstream), 503);
+        assert_eq!(status(Refusal::InvalidToken(TokenError::Expired)), 401);
+        assert_eq!(status(Refusal::InvalidToken(TokenError::NoKeys)), 503);
+        assert_eq!(status(Refusal::MfaRequired), 401);
     }
 
     #[test]
@@ -126,5 +158,33 @@ mod tests {
             .collect();
         assert_eq!(challenges, [&bearer]);
         assert_eq!(res.headers()[header::CONTENT_LENGTH], "0");
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn invalid_tokens_get_error_description_and_diagnostics() {
+        let bearer = HeaderValue::from_static("Bearer client_id=\"x\"");
+        let res = refusal(Refusal::InvalidToken(TokenError::Audience), &bearer);
+        assert_eq!(
+            res.headers()[header::WWW_AUTHENTICATE],
+            "Bearer client_id=\"x\", error=\"invalid_token\", error_description=\"The access token's audience is not accepted\""
+        );
+        assert!(
+            res.headers()["x-ms-diagnostics"]
+                .to_str()
+                .unwrap()
+                .starts_with("2000003;reason=")
+        );
+        let res = refusal(Refusal::MfaRequired, &bearer);
+        assert!(
+            res.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .contains("error=\"insufficient_user_authentication\"")
+        );
     }
 }

@@ -21,7 +21,8 @@ use super::respond::{self, BoxError, ProxyBody, Refusal};
 use super::upstream::{Head, Pinned, UpstreamError};
 use super::{Shared, Snapshot, headers};
 use crate::auth::{Credentials, Mechanism};
-use crate::policy::{Action, Context, Decision, Protocol};
+use crate::policy::{Action, Context, Decision, Evaluation, Protocol, Reason};
+use crate::token::TokenError;
 
 /// What one client connection has established about its authentication.
 #[derive(Default)]
@@ -85,9 +86,9 @@ impl Connection {
         let snapshot = self.shared.snapshot.load_full();
         let mut auth = self.auth.lock().await;
 
-        // Phase: decide (pure). The credentials, password included, are dropped before
-        // anything is forwarded or answered.
-        let (decision, anonymous, pin) = {
+        // Phase: decide (pure), then validate a bearer token. The credentials, password
+        // included, are dropped before anything is forwarded or answered.
+        let (decision, token_refusal, anonymous, pin) = {
             let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
             let headers = req.headers().get_all(header::AUTHORIZATION);
             let ctx = Context {
@@ -102,14 +103,15 @@ impl Connection {
                 auth.mechanism = Some(m);
             }
             let pin = connection_authenticating(&eval.credentials) || auth.pinned.is_some();
-            (
-                eval.decision,
-                matches!(eval.credentials, Credentials::None),
-                pin,
-            )
+            let (decision, token_refusal) = self.token_stage(&snapshot, &eval).await;
+            let anonymous = matches!(eval.credentials, Credentials::None);
+            (decision, token_refusal, anonymous, pin)
         };
         self.shared.metrics.record(&decision);
 
+        if let Some(refusal) = token_refusal {
+            return respond::refusal(refusal, &snapshot.bearer);
+        }
         if !decision.action.forwards() {
             return self.refuse(&snapshot, decision, pin, &mut auth);
         }
@@ -142,6 +144,54 @@ impl Connection {
                 res
             }
         }
+    }
+
+    /// Phase: validate the bearer token (SPEC §5), when issuers are configured. A valid
+    /// token's user re-decides on-premises `BlockModernAuth*`; then the MFA requirement
+    /// of the protocol applies.
+    async fn token_stage(
+        &self,
+        snapshot: &Snapshot,
+        eval: &Evaluation,
+    ) -> (Decision, Option<Refusal>) {
+        let (Some(validator), Some(token), Some(target)) =
+            (&self.shared.tokens, eval.token(), eval.target)
+        else {
+            return (eval.decision, None);
+        };
+        if eval.decision.reason == Reason::NotGoverned {
+            return (eval.decision, None); // OWA and ECP are Exchange's own business
+        }
+        let refused = |reason, refusal| {
+            let decision = Decision {
+                action: Action::Block,
+                reason,
+                ..eval.decision
+            };
+            (decision, Some(refusal))
+        };
+        let verified = match validator.validate(token).await {
+            Ok(v) => v,
+            Err(TokenError::NoKeys) => {
+                return refused(
+                    Reason::SigningKeysUnavailable,
+                    Refusal::InvalidToken(TokenError::NoKeys),
+                );
+            }
+            Err(e) => return refused(Reason::InvalidToken, Refusal::InvalidToken(e)),
+        };
+        let ctx = Context {
+            prior_mechanism: None,
+            token_user: verified.user.as_deref(),
+        };
+        let decision = snapshot.engine.decide(&target, &eval.credentials, ctx);
+        if decision.action.forwards()
+            && self.shared.require_mfa[target.protocol.index()]
+            && !verified.mfa
+        {
+            return refused(Reason::MfaRequired, Refusal::MfaRequired);
+        }
+        (decision, None)
     }
 
     /// Phase: refuse. A blocked NTLM/Negotiate leg also closes the pinned upstream

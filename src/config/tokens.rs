@@ -1,0 +1,177 @@
+//! `[tokens]`: bearer-token issuers, their keys, and the MFA requirement (SPEC §5).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+
+use super::raw::RawConfig;
+use super::validate::seconds;
+use super::{ConfigError, error};
+use crate::policy::Protocol;
+
+/// Where an issuer's signing keys come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// An OpenID configuration document whose `jwks_uri` names the keys.
+    OpenIdConfiguration(hyper::Uri),
+    /// A JWKS document.
+    JwksUrl(hyper::Uri),
+    /// A JWKS file (air-gapped labs); re-read on every refresh.
+    JwksFile(PathBuf),
+}
+
+/// One trusted token issuer (`[[tokens.issuers]]`).
+#[derive(Clone, Debug)]
+pub struct IssuerConfig {
+    /// Exact issuer, or a template with `{tenantid}` checked against the `tid` claim.
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub source: KeySource,
+    pub algorithms: Vec<Algorithm>,
+    pub leeway: Duration,
+    pub refresh_interval: Duration,
+    pub unknown_kid_refresh_min: Duration,
+}
+
+/// The validated `[tokens]` section.
+#[derive(Clone, Debug, Default)]
+pub struct TokensConfig {
+    pub issuers: Vec<IssuerConfig>,
+    /// Per protocol: a bearer token must carry an MFA claim.
+    pub require_mfa: [bool; Protocol::ALL.len()],
+    /// `acrs` values that count as MFA (v2 tokens have no `amr`).
+    pub auth_context_ids: Vec<String>,
+    /// Bound of the verified-token cache.
+    pub cache_max_entries: usize,
+}
+
+/// Asymmetric algorithms only: `none` and HMAC are refused whatever the configuration
+/// says (an HMAC "secret" would be the issuer's public key).
+const ALLOWED: [(&str, Algorithm); 8] = [
+    ("RS256", Algorithm::RS256),
+    ("RS384", Algorithm::RS384),
+    ("RS512", Algorithm::RS512),
+    ("PS256", Algorithm::PS256),
+    ("PS384", Algorithm::PS384),
+    ("PS512", Algorithm::PS512),
+    ("ES256", Algorithm::ES256),
+    ("ES384", Algorithm::ES384),
+];
+
+fn url(key: &str, text: &str, errors: &mut Vec<ConfigError>) -> Option<hyper::Uri> {
+    match text.parse::<hyper::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => {
+            Some(u)
+        }
+        _ => {
+            errors.push(error(key, format!("\"{text}\" is not an http(s) URL")));
+            None
+        }
+    }
+}
+
+/// Validates `[tokens]`.
+pub fn tokens(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> TokensConfig {
+    let t = &raw.tokens;
+    let mut require_mfa = [false; Protocol::ALL.len()];
+    for (i, name) in t.mfa.require_for.iter().enumerate() {
+        match Protocol::from_name(name) {
+            Some(p) => require_mfa[p.index()] = true,
+            None => {
+                let names: Vec<&str> = Protocol::ALL.iter().map(|p| p.as_str()).collect();
+                errors.push(error(
+                    format!("tokens.mfa.require_for[{i}]"),
+                    format!("\"{name}\" is not a protocol ({})", names.join(", ")),
+                ));
+            }
+        }
+    }
+    if require_mfa.contains(&true) && t.issuers.is_empty() {
+        errors.push(error(
+            "tokens.mfa.require_for",
+            "requires at least one [[tokens.issuers]] to validate tokens with",
+        ));
+    }
+    let mut issuers = Vec::new();
+    for (i, raw_issuer) in t.issuers.iter().enumerate() {
+        let key = |k: &str| format!("tokens.issuers[{i}].{k}");
+        let issuer = raw_issuer.issuer.clone().unwrap_or_else(|| {
+            errors.push(error(key("issuer"), "missing"));
+            String::new()
+        });
+        if issuer.matches("{tenantid}").count() > 1 {
+            errors.push(error(key("issuer"), "{tenantid} may appear once"));
+        }
+        if raw_issuer.audiences.is_empty() {
+            errors.push(error(key("audiences"), "needs at least one audience"));
+        }
+        let source = match (
+            &raw_issuer.openid_configuration_url,
+            &raw_issuer.jwks_url,
+            &raw_issuer.jwks_file,
+        ) {
+            (Some(u), None, None) => {
+                url(&key("openid_configuration_url"), u, errors).map(KeySource::OpenIdConfiguration)
+            }
+            (None, Some(u), None) => url(&key("jwks_url"), u, errors).map(KeySource::JwksUrl),
+            (None, None, Some(f)) => Some(KeySource::JwksFile(base.join(f))),
+            _ => {
+                errors.push(error(
+                    key("jwks_file"),
+                    "set exactly one of openid_configuration_url, jwks_url, jwks_file",
+                ));
+                None
+            }
+        };
+        let mut algorithms = Vec::new();
+        for (j, alg) in raw_issuer.algorithms.iter().enumerate() {
+            match ALLOWED.iter().find(|(n, _)| n.eq_ignore_ascii_case(alg)) {
+                Some((_, a)) => algorithms.push(*a),
+                None => errors.push(error(
+                    format!("tokens.issuers[{i}].algorithms[{j}]"),
+                    format!(
+                        "\"{alg}\" is not accepted (none and HMAC never are); use one of {}",
+                        ALLOWED.map(|(n, _)| n).join(", ")
+                    ),
+                )),
+            }
+        }
+        if algorithms.is_empty() {
+            algorithms.push(Algorithm::RS256);
+        }
+        let refresh_interval = seconds(
+            &key("refresh_interval_seconds"),
+            raw_issuer.refresh_interval_seconds,
+            43_200,
+            errors,
+        );
+        let unknown_kid_refresh_min = seconds(
+            &key("unknown_kid_refresh_min_seconds"),
+            raw_issuer.unknown_kid_refresh_min_seconds,
+            300,
+            errors,
+        );
+        if let Some(source) = source {
+            issuers.push(IssuerConfig {
+                issuer,
+                audiences: raw_issuer.audiences.clone(),
+                source,
+                algorithms,
+                leeway: Duration::from_secs(raw_issuer.leeway_seconds.unwrap_or(300)),
+                refresh_interval,
+                unknown_kid_refresh_min,
+            });
+        }
+    }
+    let cache_max_entries = t.cache_max_entries.unwrap_or(10_000);
+    if cache_max_entries == 0 {
+        errors.push(error("tokens.cache_max_entries", "must be at least 1"));
+    }
+    TokensConfig {
+        issuers,
+        require_mfa,
+        auth_context_ids: t.mfa.auth_context_ids.clone(),
+        cache_max_entries: cache_max_entries.max(1),
+    }
+}

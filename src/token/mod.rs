@@ -1,0 +1,278 @@
+//! Bearer-token validation like a hardened resource server (SPEC §5): exact or
+//! `{tenantid}` issuers, audiences, an asymmetric-only algorithm allowlist, `exp`/`nbf`
+//! with leeway, shared per-issuer key caches, and a verified-token cache.
+//!
+//! The checks that need no key (shape, algorithm, issuer, tenant) run before any key is
+//! looked up or fetched, so a token from nowhere costs no fetch.
+
+mod cache;
+mod claims;
+mod error;
+mod issuer;
+mod keys;
+#[cfg(feature = "lab")]
+pub mod mint;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use serde::Deserialize;
+
+pub use cache::{Verified, VerifiedCache};
+pub use claims::{AUTHN_METHODS_REFERENCES, Claims, MULTIPLE_AUTHN};
+pub use error::TokenError;
+pub use issuer::IssuerPattern;
+pub use keys::{Fetcher, IssuerKeys, KeySet};
+
+use crate::config::{IssuerConfig, TokensConfig};
+use crate::metrics::Metrics;
+
+/// Tokens longer than this are refused unread (Entra tokens with many groups reach
+/// 8–16 KiB; the request head limit caps them anyway).
+const MAX_TOKEN_BYTES: usize = 32 * 1024;
+
+struct Issuer {
+    config: IssuerConfig,
+    pattern: IssuerPattern,
+    keys: Arc<IssuerKeys>,
+    /// One prepared validation per allowed algorithm.
+    validations: Vec<(&'static str, Validation)>,
+}
+
+/// The token header fields exgate reads before verifying.
+#[derive(Deserialize)]
+struct JoseHeader {
+    #[serde(default)]
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+}
+
+/// Validates bearer tokens for the whole process.
+pub struct TokenValidator {
+    issuers: Vec<Issuer>,
+    fetcher: Arc<Fetcher>,
+    cache: VerifiedCache,
+    auth_context_ids: Vec<String>,
+    metrics: Arc<Metrics>,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn algorithm_name(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::HS256 => "HS256",
+        Algorithm::HS384 => "HS384",
+        Algorithm::HS512 => "HS512",
+        Algorithm::ES256 => "ES256",
+        Algorithm::ES384 => "ES384",
+        Algorithm::RS256 => "RS256",
+        Algorithm::RS384 => "RS384",
+        Algorithm::RS512 => "RS512",
+        Algorithm::PS256 => "PS256",
+        Algorithm::PS384 => "PS384",
+        Algorithm::PS512 => "PS512",
+        Algorithm::EdDSA => "EdDSA",
+    }
+}
+
+impl TokenValidator {
+    /// A validator for the configured issuers; None when there are none (tokens are
+    /// then Exchange's to validate).
+    pub fn new(config: &TokensConfig, metrics: Arc<Metrics>) -> Option<TokenValidator> {
+        if config.issuers.is_empty() {
+            return None;
+        }
+        let issuers = config
+            .issuers
+            .iter()
+            .map(|c| {
+                let validations = c
+                    .algorithms
+                    .iter()
+                    .map(|alg| {
+                        let mut v = Validation::new(*alg);
+                        v.leeway = c.leeway.as_secs();
+                        v.validate_nbf = true;
+                        v.set_audience(&c.audiences);
+                        v.set_required_spec_claims(&["exp", "aud"]);
+                        (algorithm_name(*alg), v)
+                    })
+                    .collect();
+                Issuer {
+                    pattern: IssuerPattern::new(&c.issuer),
+                    keys: Arc::new(IssuerKeys::new(
+                        c.source.clone(),
+                        c.refresh_interval,
+                        c.unknown_kid_refresh_min,
+                    )),
+                    validations,
+                    config: c.clone(),
+                }
+            })
+            .collect();
+        Some(TokenValidator {
+            issuers,
+            fetcher: Arc::new(Fetcher::new()),
+            cache: VerifiedCache::new(config.cache_max_entries),
+            auth_context_ids: config.auth_context_ids.clone(),
+            metrics,
+        })
+    }
+
+    /// Starts each issuer's background key refresh (the first fetch happens at once).
+    pub fn start_refreshers(&self) {
+        for issuer in &self.issuers {
+            tokio::spawn(
+                issuer
+                    .keys
+                    .clone()
+                    .run_refresher(self.fetcher.clone(), self.metrics.clone()),
+            );
+        }
+    }
+
+    /// Fetches every issuer's keys once now; for start-up and tests.
+    pub async fn refresh_all(&self) {
+        for issuer in &self.issuers {
+            let _ = issuer.keys.refresh(&self.fetcher, &self.metrics).await;
+        }
+    }
+
+    /// Whether every issuer has keys (`/readyz`).
+    pub fn ready(&self) -> bool {
+        self.issuers.iter().all(|i| i.keys.current().is_some())
+    }
+
+    /// Validates a token, counting the result in `exgate_token_validations_total`.
+    pub async fn validate(&self, token: &[u8]) -> Result<Arc<Verified>, TokenError> {
+        let result = self.validate_uncounted(token).await;
+        let label = match &result {
+            Ok((_, true)) => "cached",
+            Ok((_, false)) => "valid",
+            Err(e) => e.as_str(),
+        };
+        self.metrics.record_token_validation(label);
+        result.map(|(v, _)| v)
+    }
+
+    /// The verified token and whether it came from the cache.
+    async fn validate_uncounted(&self, token: &[u8]) -> Result<(Arc<Verified>, bool), TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Malformed);
+        }
+        let token = std::str::from_utf8(token).map_err(|_| TokenError::Malformed)?;
+        let now = now();
+        if let Some(hit) = self.cache.get(token, now) {
+            let key_still_published = self.issuers[hit.issuer]
+                .keys
+                .current()
+                .is_some_and(|keys| keys.get(hit.kid.as_deref()).is_some());
+            if key_still_published {
+                return Ok((hit, true));
+            }
+        }
+
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let header: JoseHeader = decode_segment(header)?;
+        // `none` and HMAC are refused before anything else, whatever the issuer.
+        if header.alg.eq_ignore_ascii_case("none")
+            || header.alg.to_ascii_uppercase().starts_with("HS")
+        {
+            return Err(TokenError::Algorithm);
+        }
+        if signature.is_empty() {
+            return Err(TokenError::Malformed);
+        }
+        let unverified: claims::IssuerClaims = decode_segment(payload)?;
+        let iss = unverified.iss.as_deref().ok_or(TokenError::Malformed)?;
+        let (index, issuer) = self
+            .issuers
+            .iter()
+            .enumerate()
+            .find(|(_, i)| i.pattern.matches(iss))
+            .ok_or(TokenError::UntrustedIssuer)?;
+        issuer
+            .pattern
+            .check_tenant(iss, unverified.tid.as_deref())?;
+        let validation = issuer
+            .validations
+            .iter()
+            .find(|(name, _)| *name == header.alg)
+            .map(|(_, v)| v)
+            .ok_or(TokenError::Algorithm)?;
+
+        let kid = header.kid.as_deref();
+        let keys = match issuer.keys.current() {
+            Some(keys) if keys.get(kid).is_some() => keys,
+            Some(_) => {
+                issuer
+                    .keys
+                    .refresh_for_unknown_kid(&self.fetcher, &self.metrics)
+                    .await;
+                issuer.keys.current().ok_or(TokenError::UnknownKey)?
+            }
+            None => return Err(TokenError::NoKeys),
+        };
+        let key = keys.get(kid).ok_or(TokenError::UnknownKey)?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                ErrorKind::InvalidAudience => TokenError::Audience,
+                ErrorKind::MissingRequiredClaim(c) if c == "aud" => TokenError::Audience,
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::InvalidAlgorithm => TokenError::Algorithm,
+                _ => TokenError::Malformed,
+            })?;
+        let claims = data.claims;
+        // The checks above read the unverified payload; the verified claims must agree.
+        if claims.iss != iss {
+            return Err(TokenError::UntrustedIssuer);
+        }
+        issuer
+            .pattern
+            .check_tenant(&claims.iss, claims.tid.as_deref())?;
+        let verified = Arc::new(Verified::new(
+            token,
+            index,
+            header.kid,
+            claims.exp.saturating_add(issuer.config.leeway.as_secs()),
+            claims.user().map(str::to_owned),
+            claims.has_mfa(&self.auth_context_ids),
+        ));
+        self.cache.insert(verified.clone(), now);
+        Ok((verified, false))
+    }
+}
+
+impl Issuer {
+    /// Where this issuer's keys come from.
+    #[cfg(test)]
+    fn keys_source(&self) -> &crate::config::KeySource {
+        &self.config.source
+    }
+}
+
+fn decode_segment<T: serde::de::DeserializeOwned>(segment: &str) -> Result<T, TokenError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment.trim_end_matches('='))
+        .map_err(|_| TokenError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
+}
+
+#[cfg(all(test, feature = "lab"))]
+mod tests;
