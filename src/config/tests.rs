@@ -239,3 +239,29 @@ fn server_defaults_and_relative_tls_paths() {
     assert_eq!(cfg.upstream.connect_timeout.as_secs(), 5);
     assert_eq!(cfg.challenge, ChallengeConfig::default());
 }
+
+#[test]
+fn a_static_jwks_file_is_read_at_validation() {
+    let issuer = |file: &str| {
+        format!(
+            "{MINIMAL}[[tokens.issuers]]\nissuer = \"https://adfs.contoso.com/adfs\"\naudiences = [\"a\"]\njwks_file = \"{file}\"\n"
+        )
+    };
+    let path = write(&issuer("missing.json"), None);
+    let errors = load_with_env(&path, Some(HashMap::new())).unwrap_err();
+    assert_eq!(keys(&errors), ["tokens.issuers[0].jwks_file"]);
+    std::fs::write(path.with_file_name("bad.json"), r#"{"keys":[]}"#).unwrap();
+    std::fs::write(path.with_file_name("exgate.toml"), issuer("bad.json")).unwrap();
+    let errors = load_with_env(&path, Some(HashMap::new())).unwrap_err();
+    assert!(
+        errors.0[0].message.contains("no usable signing key"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn mfa_without_issuers_is_an_error() {
+    let toml = format!("{MINIMAL}[tokens.mfa]\nrequire_for = [\"Mapi\"]\n");
+    let errors = load_with_env(&write(&toml, None), Some(HashMap::new())).unwrap_err();
+    assert_eq!(keys(&errors), ["tokens.mfa.require_for"]);
+}

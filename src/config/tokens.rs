@@ -42,7 +42,7 @@ pub struct TokensConfig {
     pub require_mfa: [bool; Protocol::ALL.len()],
     /// `acrs` values that count as MFA (v2 tokens have no `amr`).
     pub auth_context_ids: Vec<String>,
-    /// Bound of the verified-token cache.
+    /// Bound of the verified-token cache; 0 switches the cache off.
     pub cache_max_entries: usize,
 }
 
@@ -115,7 +115,23 @@ pub fn tokens(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> To
                 url(&key("openid_configuration_url"), u, errors).map(KeySource::OpenIdConfiguration)
             }
             (None, Some(u), None) => url(&key("jwks_url"), u, errors).map(KeySource::JwksUrl),
-            (None, None, Some(f)) => Some(KeySource::JwksFile(base.join(f))),
+            (None, None, Some(f)) => {
+                let path = base.join(f);
+                // A static key file is read now, so that a typo fails validation, not
+                // the first token.
+                match std::fs::read(&path) {
+                    Ok(bytes) => {
+                        if let Err(e) = crate::token::KeySet::from_jwks(&bytes) {
+                            errors
+                                .push(error(key("jwks_file"), format!("{}: {e}", path.display())));
+                        }
+                    }
+                    Err(e) => {
+                        errors.push(error(key("jwks_file"), format!("{}: {e}", path.display())))
+                    }
+                }
+                Some(KeySource::JwksFile(path))
+            }
             _ => {
                 errors.push(error(
                     key("jwks_file"),
@@ -165,13 +181,10 @@ pub fn tokens(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> To
         }
     }
     let cache_max_entries = t.cache_max_entries.unwrap_or(10_000);
-    if cache_max_entries == 0 {
-        errors.push(error("tokens.cache_max_entries", "must be at least 1"));
-    }
     TokensConfig {
         issuers,
         require_mfa,
         auth_context_ids: t.mfa.auth_context_ids.clone(),
-        cache_max_entries: cache_max_entries.max(1),
+        cache_max_entries,
     }
 }

@@ -261,7 +261,7 @@ impl TokenValidator {
 
 impl Issuer {
     /// Where this issuer's keys come from.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "lab"))]
     fn keys_source(&self) -> &crate::config::KeySource {
         &self.config.source
     }

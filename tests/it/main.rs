@@ -5,4 +5,6 @@ mod proxy;
 mod purity;
 mod support;
 mod tls;
+#[cfg(feature = "lab")]
+mod tokens;
 mod validate;

@@ -1,0 +1,503 @@
+//! Bearer tokens through the proxy, with a JWKS server on loopback.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use exgate::token::mint::{SigningKey, entra_v1_claims, jwks};
+use http_body_util::Full;
+use hyper::{Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+use crate::support::*;
+
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const AUDIENCE: &str = "https://outlook.office365.com";
+
+/// An identity provider's key endpoints: `/keys` (JWKS) and the OpenID document.
+struct Idp {
+    addr: std::net::SocketAddr,
+    jwks: Arc<Mutex<String>>,
+    down: Arc<AtomicBool>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl Idp {
+    async fn start(keys: &[&SigningKey]) -> Idp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let jwks_doc = Arc::new(Mutex::new(jwks(keys)));
+        let down = Arc::new(AtomicBool::new(false));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (doc, is_down, count) = (jwks_doc.clone(), down.clone(), fetches.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (doc, is_down, count) = (doc.clone(), is_down.clone(), count.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (doc, is_down, count) =
+                                (doc.clone(), is_down.clone(), count.clone());
+                            async move {
+                                let mut res = Response::new(Full::new(Bytes::new()));
+                                if is_down.load(Ordering::SeqCst) {
+                                    *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                                } else if req.uri().path() == "/keys" {
+                                    count.fetch_add(1, Ordering::SeqCst);
+                                    *res.body_mut() =
+                                        Full::new(Bytes::from(doc.lock().unwrap().clone()));
+                                } else {
+                                    let host = req.headers()["host"].to_str().unwrap().to_owned();
+                                    *res.body_mut() = Full::new(Bytes::from(format!(
+                                        r#"{{"issuer":"https://sts.windows.net/{TENANT}/","jwks_uri":"http://{host}/keys"}}"#
+                                    )));
+                                }
+                                Ok::<_, std::convert::Infallible>(res)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Idp {
+            addr,
+            jwks: jwks_doc,
+            down,
+            fetches,
+        }
+    }
+
+    fn publish(&self, keys: &[&SigningKey]) {
+        *self.jwks.lock().unwrap() = jwks(keys);
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+fn tokens_toml(deployment: &str, source: &str, unknown_kid_min: u64) -> String {
+    format!(
+        "[exchange]\ndeployment = \"{deployment}\"\n[policy]\nscript = \"policies.ps1\"\n[[users]]\nupn = \"user01@contoso.com\"\n[[users]]\nupn = \"user02@contoso.com\"\n[[tokens.issuers]]\nissuer = \"https://sts.windows.net/{{tenantid}}/\"\naudiences = [\"{AUDIENCE}\"]\n{source}\nunknown_kid_refresh_min_seconds = {unknown_kid_min}\n[tokens.mfa]\nrequire_for = [\"Mapi\"]\n"
+    )
+}
+
+async fn wait_ready(gate: &Exgate) {
+    for _ in 0..400 {
+        let mut c = Client::connect(gate.running.admin_addr).await;
+        if c.get("/readyz", &[]).await.status == 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("exgate never became ready");
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn claims(user: &str, mfa: bool) -> serde_json::Value {
+    entra_v1_claims(TENANT, AUDIENCE, user, mfa, 3600)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mfa_is_required_where_configured_and_only_there() {
+    let key = SigningKey::generate("k1");
+    let idp = Idp::start(&[&key]).await;
+    let upstream = Upstream::start().await;
+    let source = format!("jwks_url = \"http://{}/keys\"", idp.addr);
+    let gate = Exgate::start(&tokens_toml("online", &source, 300), "", &[upstream.url()]).await;
+    wait_ready(&gate).await;
+
+    let with_mfa = key.sign(&claims("user01@contoso.com", true));
+    let without = key.sign(&claims("user01@contoso.com", false));
+    let mut c = gate.client().await;
+    let r = c
+        .get("/mapi/emsmdb", &[("authorization", &bearer(&with_mfa))])
+        .await;
+    assert_eq!(r.status, 200);
+    let r = c
+        .get("/mapi/emsmdb", &[("authorization", &bearer(&without))])
+        .await;
+    assert_eq!(r.status, 401);
+    let challenge = r.header("www-authenticate").unwrap();
+    assert!(
+        challenge.contains("error=\"insufficient_user_authentication\""),
+        "{challenge}"
+    );
+    let r = c
+        .get(
+            "/EWS/Exchange.asmx",
+            &[("authorization", &bearer(&without))],
+        )
+        .await;
+    assert_eq!(r.status, 200, "EWS does not require MFA here");
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[0].headers["authorization"],
+        bearer(&with_mfa).as_str(),
+        "forwarded as sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_token_gets_401_with_its_description() {
+    let key = SigningKey::generate("k1");
+    let idp = Idp::start(&[&key]).await;
+    let upstream = Upstream::start().await;
+    let source = format!(
+        "openid_configuration_url = \"http://{}/.well-known/openid-configuration\"",
+        idp.addr
+    );
+    let gate = Exgate::start(&tokens_toml("online", &source, 300), "", &[upstream.url()]).await;
+    wait_ready(&gate).await;
+
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let mut cases: Vec<(String, &str, &str)> = Vec::new();
+    let mut c = claims("user01@contoso.com", true);
+    c["exp"] = (now - 1000).into();
+    cases.push((key.sign(&c), "The access token is expired", "2000001"));
+    let mut c = claims("user01@contoso.com", true);
+    c["nbf"] = (now + 1000).into();
+    cases.push((key.sign(&c), "The access token is not yet valid", "2000001"));
+    let mut c = claims("user01@contoso.com", true);
+    c["aud"] = "https://graph.microsoft.com".into();
+    cases.push((
+        key.sign(&c),
+        "The access token's audience is not accepted",
+        "2000003",
+    ));
+    let mut c = claims("user01@contoso.com", true);
+    c["iss"] = "https://evil.example/".into();
+    cases.push((
+        key.sign(&c),
+        "The access token's issuer is not trusted",
+        "2000001",
+    ));
+    let mut c = claims("user01@contoso.com", true);
+    c["tid"] = "00000000-0000-0000-0000-000000000000".into();
+    cases.push((
+        key.sign(&c),
+        "The access token's tenant does not match its issuer",
+        "2000001",
+    ));
+    let forger = SigningKey::generate("k1");
+    cases.push((
+        forger.sign(&claims("user01@contoso.com", true)),
+        "The access token's signature is invalid",
+        "2000001",
+    ));
+    let stranger = SigningKey::generate("k9");
+    cases.push((
+        stranger.sign(&claims("user01@contoso.com", true)),
+        "The access token is signed with an unknown key",
+        "2000001",
+    ));
+    cases.push((
+        "not.a.token".into(),
+        "The access token is malformed",
+        "2000001",
+    ));
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let payload = b64(&claims("user01@contoso.com", true).to_string());
+    cases.push((
+        format!("{}.{payload}.", b64(r#"{"alg":"none"}"#)),
+        "The access token's signing algorithm is not accepted",
+        "2000001",
+    ));
+    let hs = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims("user01@contoso.com", true),
+        &jsonwebtoken::EncodingKey::from_secret(
+            serde_json::to_string(key.jwk()).unwrap().as_bytes(),
+        ),
+    )
+    .unwrap();
+    cases.push((
+        hs,
+        "The access token's signing algorithm is not accepted",
+        "2000001",
+    ));
+
+    for (token, description, code) in cases {
+        let mut c = gate.client().await;
+        let r = c
+            .get("/EWS/Exchange.asmx", &[("authorization", &bearer(&token))])
+            .await;
+        assert_eq!(r.status, 401, "{description}");
+        let challenge = r.header("www-authenticate").unwrap();
+        assert!(challenge.starts_with("Bearer client_id="), "{challenge}");
+        assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+        assert!(
+            challenge.contains(&format!("error_description=\"{description}\"")),
+            "{challenge}"
+        );
+        assert!(
+            r.header("x-ms-diagnostics")
+                .unwrap()
+                .starts_with(&format!("{code};reason="))
+        );
+    }
+    assert!(
+        upstream.requests().is_empty(),
+        "no invalid token reached Exchange"
+    );
+    let metrics = gate.metrics().await;
+    assert!(
+        metrics.contains(r#"exgate_token_validations_total{result="expired"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_is_picked_up_and_a_removed_key_stops_validating() {
+    let k1 = SigningKey::generate("k1");
+    let idp = Idp::start(&[&k1]).await;
+    let upstream = Upstream::start().await;
+    let source = format!("jwks_url = \"http://{}/keys\"", idp.addr);
+    let gate = Exgate::start(&tokens_toml("online", &source, 1), "", &[upstream.url()]).await;
+    wait_ready(&gate).await;
+    let old = k1.sign(&claims("user01@contoso.com", true));
+    let mut c = gate.client().await;
+    assert_eq!(
+        c.get("/ews/", &[("authorization", &bearer(&old))])
+            .await
+            .status,
+        200
+    );
+
+    let k2 = SigningKey::generate("k2");
+    idp.publish(&[&k2]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let new = k2.sign(&claims("user01@contoso.com", true));
+    let r = c.get("/ews/", &[("authorization", &bearer(&new))]).await;
+    assert_eq!(
+        r.status, 200,
+        "the first token with the new kid is accepted"
+    );
+    let r = c.get("/ews/", &[("authorization", &bearer(&old))]).await;
+    assert_eq!(
+        r.status, 401,
+        "the removed key's (cached) token no longer validates"
+    );
+    assert!(
+        r.header("www-authenticate")
+            .unwrap()
+            .contains("unknown key")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_server_that_goes_down_leaves_the_cached_keys_serving() {
+    let k1 = SigningKey::generate("k1");
+    let idp = Idp::start(&[&k1]).await;
+    let upstream = Upstream::start().await;
+    let source = format!("jwks_url = \"http://{}/keys\"", idp.addr);
+    let gate = Exgate::start(&tokens_toml("online", &source, 1), "", &[upstream.url()]).await;
+    wait_ready(&gate).await;
+    idp.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // An unknown kid forces a fetch, which fails.
+    let stranger = SigningKey::generate("k9");
+    let mut c = gate.client().await;
+    let r = c
+        .get(
+            "/ews/",
+            &[(
+                "authorization",
+                &bearer(&stranger.sign(&claims("user02@contoso.com", true))),
+            )],
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    let fresh = k1.sign(&claims("user02@contoso.com", true));
+    assert_eq!(
+        c.get("/ews/", &[("authorization", &bearer(&fresh))])
+            .await
+            .status,
+        200
+    );
+    let metrics = gate.metrics().await;
+    assert!(
+        metrics.contains(r#"exgate_jwks_refreshes_total{result="failure"} 1"#),
+        "{metrics}"
+    );
+    let mut admin = Client::connect(gate.running.admin_addr).await;
+    assert_eq!(
+        admin.get("/readyz", &[]).await.status,
+        200,
+        "keys are still held"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_unknown_kids_costs_at_most_one_fetch_per_interval() {
+    let k1 = SigningKey::generate("k1");
+    let idp = Idp::start(&[&k1]).await;
+    let upstream = Upstream::start().await;
+    let source = format!("jwks_url = \"http://{}/keys\"", idp.addr);
+    let gate = Exgate::start(&tokens_toml("online", &source, 2), "", &[upstream.url()]).await;
+    wait_ready(&gate).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let before = idp.fetches();
+    // 1,000 tokens with random unknown kids, 20 connections at a time.
+    let tokens: Vec<String> = (0..1000)
+        .map(|i| {
+            let mut h = k1.header();
+            h.kid = Some(format!("unknown-{i}-{}", i * 7919 % 1000));
+            k1.sign_with_header(&claims("user01@contoso.com", true), &h)
+        })
+        .collect();
+    let tokens = Arc::new(tokens);
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..20 {
+        let (tokens, addr) = (tokens.clone(), gate.addr());
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            for t in tokens.iter().skip(w).step_by(20) {
+                let r = c.get("/ews/", &[("authorization", &bearer(t))]).await;
+                assert_eq!(r.status, 401);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let during = idp.fetches() - before;
+    // One fetch per 2-second interval the burst spans (one, unless the machine is slow).
+    let intervals = 1 + (started.elapsed().as_secs_f64() / 2.0) as usize;
+    assert!(
+        (1..=intervals).contains(&during),
+        "{during} fetches in {intervals} intervals"
+    );
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_keys_tokens_get_503_and_readyz_waits() {
+    let k1 = SigningKey::generate("k1");
+    let idp = Idp::start(&[&k1]).await;
+    idp.down.store(true, Ordering::SeqCst);
+    let upstream = Upstream::start().await;
+    let source = format!("jwks_url = \"http://{}/keys\"", idp.addr);
+    let gate = Exgate::start(&tokens_toml("online", &source, 1), "", &[upstream.url()]).await;
+    let mut admin = Client::connect(gate.running.admin_addr).await;
+    assert_eq!(admin.get("/readyz", &[]).await.status, 503);
+    let token = k1.sign(&claims("user01@contoso.com", true));
+    let mut c = gate.client().await;
+    assert_eq!(
+        c.get("/ews/", &[("authorization", &bearer(&token))])
+            .await
+            .status,
+        503
+    );
+    idp.down.store(false, Ordering::SeqCst);
+    wait_ready(&gate).await;
+    assert_eq!(
+        c.get("/ews/", &[("authorization", &bearer(&token))])
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_premises_block_modern_auth_applies_to_the_tokens_user() {
+    let key = SigningKey::generate("k1");
+    let idp = Idp::start(&[&key]).await;
+    let upstream = Upstream::start().await;
+    let source = format!("jwks_url = \"http://{}/keys\"", idp.addr);
+    let script = "New-AuthenticationPolicy NoModernMapi -BlockModernAuthMapi\nSet-User user01 -AuthenticationPolicy NoModernMapi\n";
+    let gate = Exgate::start(
+        &tokens_toml("onpremises", &source, 300),
+        script,
+        &[upstream.url()],
+    )
+    .await;
+    wait_ready(&gate).await;
+    let mut c = gate.client().await;
+    let user01 = key.sign(&claims("user01@contoso.com", true));
+    let user02 = key.sign(&claims("user02@contoso.com", true));
+    assert_eq!(
+        c.get("/mapi/", &[("authorization", &bearer(&user01))])
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        c.get("/mapi/", &[("authorization", &bearer(&user02))])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        c.get("/ews/", &[("authorization", &bearer(&user01))])
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_to_oauth_conversion_validates_the_password_as_a_token() {
+    let key = SigningKey::generate("k1");
+    let idp = Idp::start(&[&key]).await;
+    let upstream = Upstream::start().await;
+    let source = format!("jwks_url = \"http://{}/keys\"", idp.addr);
+    // Basic is blocked for everyone: the conversion path must not be.
+    let script =
+        "New-AuthenticationPolicy P\nSet-OrganizationConfig -DefaultAuthenticationPolicy P\n";
+    let gate = Exgate::start(
+        &tokens_toml("online", &source, 300),
+        script,
+        &[upstream.url()],
+    )
+    .await;
+    wait_ready(&gate).await;
+    let target = "/PowerShell-LiveID?BasicAuthToOAuthConversion=true";
+    let token = key.sign(&claims("user01@contoso.com", true));
+    let mut c = gate.client().await;
+    let r = c
+        .get(
+            target,
+            &[("authorization", &basic("user01@contoso.com", &token))],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = c
+        .get(
+            target,
+            &[("authorization", &basic("user01@contoso.com", "Summer2026!"))],
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert!(
+        r.header("www-authenticate")
+            .unwrap()
+            .contains("invalid_token")
+    );
+    let r = c
+        .get(
+            "/PowerShell-LiveID",
+            &[("authorization", &basic("user01@contoso.com", &token))],
+        )
+        .await;
+    assert_eq!(r.status, 401, "without the flag it is plain Basic, blocked");
+}
