@@ -1,11 +1,12 @@
-//! The admin listener (SPEC §8): `/metrics`, `/healthz`, `/readyz`. Loopback by default;
-//! it carries no request data, only counters with enum labels.
+//! The admin listener (SPEC §8): `GET /metrics`, `/healthz`, `/readyz`, and `POST
+//! /cmdlet` and `/reload`. Loopback by default; the POST endpoints require
+//! `Authorization: Bearer <admin.token>` when a token is configured.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
@@ -14,7 +15,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::proxy::Shared;
+use crate::auth::Secret;
+use crate::proxy::{CmdletError, Shared};
+
+/// Largest cmdlet script accepted by `POST /cmdlet`.
+const MAX_SCRIPT_BYTES: usize = 64 * 1024;
 
 /// Serves the admin endpoints until `stop` fires.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -34,7 +39,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(route(&shared, &req)) }
+                async move { Ok::<_, Infallible>(route(&shared, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -43,7 +48,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
     }
 }
 
-fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => respond(
             StatusCode::OK,
@@ -60,7 +65,78 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             "text/plain",
             "not ready: waiting for token signing keys\n".into(),
         ),
+        (&Method::POST, "/cmdlet" | "/reload") if !authorized(shared, &req) => {
+            let mut res = respond(
+                StatusCode::UNAUTHORIZED,
+                "text/plain",
+                "admin token required\n".into(),
+            );
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            res
+        }
+        (&Method::POST, "/cmdlet") => cmdlet(shared, req).await,
+        (&Method::POST, "/reload") => match shared.reload() {
+            Ok(()) => respond(StatusCode::OK, "text/plain", "reloaded\n".into()),
+            Err(errors) => respond(StatusCode::BAD_REQUEST, "text/plain", errors.to_string()),
+        },
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+/// Constant-time check of `Authorization: Bearer <admin.token>`.
+fn authorized(shared: &Shared, req: &Request<Incoming>) -> bool {
+    let Some(expected) = &shared.admin_token else {
+        return true;
+    };
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .is_some_and(|presented| Secret::new(presented) == *expected)
+}
+
+async fn cmdlet(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let body = match Limited::new(req.into_body(), MAX_SCRIPT_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return respond(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "text/plain",
+                "script too large\n".into(),
+            );
+        }
+    };
+    let Ok(script) = std::str::from_utf8(&body) else {
+        return respond(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "script is not UTF-8\n".into(),
+        );
+    };
+    match shared.apply_cmdlets(script) {
+        Ok(output) => {
+            let mut text = output.join("\n");
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            respond(StatusCode::OK, "text/plain; charset=utf-8", text)
+        }
+        Err(CmdletError::Script(errors)) => respond(
+            StatusCode::BAD_REQUEST,
+            "text/plain; charset=utf-8",
+            format!("{}\n", CmdletError::Script(errors)),
+        ),
+        Err(e @ CmdletError::Persist(_)) => {
+            tracing::error!(error = %e, "cmdlets not applied");
+            respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("{e}\n"),
+            )
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 pub use tokens::{IssuerConfig, KeySource, TokensConfig};
 pub use validate::{ChallengeConfig, PolicyConfig, ServerConfig, TlsFiles, UpstreamConfig};
 
-use crate::policy::cmdlet::{ScriptContext, run_script};
+use crate::policy::cmdlet::{ScriptContext, ScriptError, run_script};
 use crate::policy::{Directory, Engine, PolicyStore};
 
 /// The configuration file `serve` and `validate` read when none is given.
@@ -68,6 +68,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub challenge: ChallengeConfig,
     pub tokens: TokensConfig,
+    /// `admin.token`: required as `Authorization: Bearer …` by the admin POST endpoints.
+    pub admin_token: Option<crate::auth::Secret>,
 }
 
 /// Reads and validates `path` with environment overrides from the process environment.
@@ -107,6 +109,14 @@ pub fn load_with_env(
     let upstream = validate::upstream(&raw, base, &mut errors);
     let challenge = validate::challenge(&raw, &mut errors);
     let tokens = tokens::tokens(&raw, base, &mut errors);
+    let admin_token = match raw.admin.token.as_deref() {
+        Some(t) if t.len() < 16 => {
+            errors.push(error("admin.token", "must be at least 16 characters"));
+            None
+        }
+        Some(t) => Some(crate::auth::Secret::new(t.as_bytes())),
+        None => None,
+    };
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -117,6 +127,7 @@ pub fn load_with_env(
         upstream,
         challenge,
         tokens,
+        admin_token,
     })
 }
 
@@ -134,6 +145,39 @@ fn dotted(path: &str) -> String {
         }
     }
     out
+}
+
+fn script_errors(key: &str, path: &Path, errs: Vec<ScriptError>) -> ConfigErrors {
+    ConfigErrors(
+        errs.into_iter()
+            .map(|e| {
+                let at = format!("{key} ({}:{}:{})", path.display(), e.pos.line, e.pos.column);
+                error(at, e.message)
+            })
+            .collect(),
+    )
+}
+
+/// Replays the cmdlets persisted by the admin API (`policy.state_file`) after the script.
+fn replay(
+    path: &Path,
+    store: &PolicyStore,
+    directory: &Directory,
+    deployment: crate::policy::Deployment,
+) -> Result<PolicyStore, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![error(
+            "policy.state_file",
+            format!("cannot read {}: {e}", path.display()),
+        )])
+    })?;
+    let ctx = ScriptContext {
+        deployment,
+        directory,
+    };
+    run_script(&text, store, ctx)
+        .map(|a| a.store)
+        .map_err(|errs| script_errors("policy.state_file", path, errs))
 }
 
 /// Builds the policy engine: users, then the policy script (read from disk here, at the
@@ -156,24 +200,11 @@ pub fn build_engine(config: &Config) -> Result<Engine, ConfigErrors> {
             directory: &directory,
         };
         store = run_script(&script, &store, ctx)
-            .map_err(|errs| {
-                ConfigErrors(
-                    errs.into_iter()
-                        .map(|e| {
-                            error(
-                                format!(
-                                    "policy.script ({}:{}:{})",
-                                    script_path.display(),
-                                    e.pos.line,
-                                    e.pos.column
-                                ),
-                                e.message,
-                            )
-                        })
-                        .collect(),
-                )
-            })?
+            .map_err(|errs| script_errors("policy.script", script_path, errs))?
             .store;
+    }
+    if let Some(state_path) = policy.state_file.as_ref().filter(|p| p.exists()) {
+        store = replay(state_path, &store, &directory, policy.settings.deployment)?;
     }
     let mut errors = Vec::new();
     for (name, report_only) in &policy.report_only {

@@ -25,8 +25,10 @@ use tokio_rustls::TlsAcceptor;
 pub use headers::{bearer_challenge, split_challenges, strip_legacy_challenges};
 pub use respond::ProxyBody;
 
+use crate::auth::Secret;
 use crate::config::{self, Config, ConfigErrors, ServerConfig};
 use crate::metrics::Metrics;
+use crate::policy::cmdlet::{ScriptContext, ScriptError, run_script};
 use crate::policy::{Engine, Protocol};
 use crate::token::TokenValidator;
 
@@ -45,13 +47,29 @@ impl Snapshot {
     /// Builds a snapshot from a validated configuration (reads the policy script).
     pub fn build(config: &Config) -> Result<Snapshot, ConfigErrors> {
         let engine = config::build_engine(config)?;
-        let strip = Protocol::ALL.map(|p| engine.org_default_blocks_legacy(p));
-        Ok(Snapshot {
+        Ok(Snapshot::with_engine(
             engine,
-            bearer: headers::bearer_challenge(&config.challenge),
-            strip_legacy_challenges: strip,
-        })
+            headers::bearer_challenge(&config.challenge),
+        ))
     }
+
+    fn with_engine(engine: Engine, bearer: HeaderValue) -> Snapshot {
+        let strip = Protocol::ALL.map(|p| engine.org_default_blocks_legacy(p));
+        Snapshot {
+            engine,
+            bearer,
+            strip_legacy_challenges: strip,
+        }
+    }
+}
+
+/// Why cmdlets sent to the admin API were not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum CmdletError {
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Script(Vec<ScriptError>),
+    #[error("persisting to policy.state_file failed: {0}")]
+    Persist(std::io::Error),
 }
 
 /// State shared by every connection.
@@ -65,6 +83,12 @@ pub struct Shared {
     upstream: upstream::Upstream,
     timeouts: Timeouts,
     config_path: PathBuf,
+    state_file: Option<PathBuf>,
+    /// Required by the admin POST endpoints when set.
+    pub admin_token: Option<Secret>,
+    /// Serializes cmdlet applications and reloads, so none is lost between a read of
+    /// the store and the swap.
+    writer: std::sync::Mutex<()>,
 }
 
 /// Body idle timeouts (`server.idle_timeout_seconds`, `server.long_idle_timeout_seconds`).
@@ -82,6 +106,7 @@ impl Shared {
     /// Re-reads the configuration file and policy script and swaps them in atomically.
     /// An invalid new version is rejected and the old one keeps serving.
     pub fn reload(&self) -> Result<(), ConfigErrors> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let result = config::load(&self.config_path).and_then(|c| Snapshot::build(&c));
         self.metrics.record_reload(result.is_ok());
         match result {
@@ -101,6 +126,45 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Applies cmdlet lines (the admin API, `exgate cmdlet`): all or nothing, persisted
+    /// to `policy.state_file` before the new policy is swapped in, so what serves is what
+    /// a restart replays. Returns what `Get-AuthenticationPolicy` printed.
+    pub fn apply_cmdlets(&self, script: &str) -> Result<Vec<String>, CmdletError> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.snapshot.load_full();
+        let engine = &current.engine;
+        let ctx = ScriptContext {
+            deployment: engine.settings().deployment,
+            directory: engine.directory(),
+        };
+        let applied = run_script(script, engine.store(), ctx).map_err(CmdletError::Script)?;
+        if let Some(path) = &self.state_file {
+            persist(path, script).map_err(CmdletError::Persist)?;
+        }
+        let next = Snapshot::with_engine(engine.with_store(applied.store), current.bearer.clone());
+        self.snapshot.store(Arc::new(next));
+        tracing::info!(lines = script.lines().count(), "cmdlets applied");
+        Ok(applied.output)
+    }
+}
+
+/// Appends a script to the state file and flushes it to disk.
+fn persist(path: &std::path::Path, script: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let mut text = script.trim_end().to_owned();
+    text.push('\n');
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
 /// A running proxy: its addresses and the handles to stop it.
 pub struct Running {
     pub proxy_addr: SocketAddr,
@@ -111,6 +175,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// The configuration file this proxy was started from.
+    pub fn config_path(&self) -> PathBuf {
+        self.shared.config_path.clone()
+    }
+
     /// Stops accepting, lets in-flight requests finish (up to the grace period), and
     /// returns when every connection is closed.
     pub async fn shutdown(self) {
@@ -145,6 +214,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics,
         tokens,
         require_mfa: config.tokens.require_mfa,
+        state_file: config.policy.state_file.clone(),
+        admin_token: config.admin_token.clone(),
+        writer: std::sync::Mutex::new(()),
         upstream,
         timeouts: Timeouts {
             idle: config.server.idle_timeout,

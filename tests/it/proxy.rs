@@ -410,3 +410,76 @@ async fn a_stalled_upload_is_cut_after_the_idle_timeout_but_rpc_waits_longer() {
     );
     rpc.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cmdlets_apply_live_atomically_and_persist_for_a_restart() {
+    let upstream = Upstream::start().await;
+    let toml = ONLINE.replace(
+        "[policy]\nscript = \"policies.ps1\"\n",
+        "[policy]\nscript = \"policies.ps1\"\nstate_file = \"state/cmdlets.ps1\"\n[admin]\ntoken = \"lab-admin-token-0123456789\"\n",
+    );
+    let gate = Exgate::start(&toml, "New-AuthenticationPolicy Pilot\n", &[upstream.url()]).await;
+    let basic02 = basic("user02@contoso.com", "pw");
+    let status = |addr| {
+        let h = basic02.clone();
+        async move {
+            Client::connect(addr)
+                .await
+                .get("/mapi/", &[("authorization", &h)])
+                .await
+                .status
+        }
+    };
+    assert_eq!(status(gate.addr()).await, 200);
+
+    let mut admin = Client::connect(gate.running.admin_addr).await;
+    let line = "Set-User user02 -AuthenticationPolicy Pilot";
+    let r = admin
+        .send("POST", "/cmdlet", &[], full(line))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401, "the admin token is required");
+    let auth = [("authorization", "Bearer lab-admin-token-0123456789")];
+    let r = admin
+        .send("POST", "/cmdlet", &auth, full("Set-User user02 -AuthenticationPolicy Pilot\nSet-User ghost -AuthenticationPolicy Pilot"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("line 2, column 1"));
+    assert_eq!(
+        status(gate.addr()).await,
+        200,
+        "a failing script changes nothing"
+    );
+
+    let r = admin
+        .send("POST", "/cmdlet", &auth, full(line))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(status(gate.addr()).await, 401, "applied live");
+    let r = admin
+        .send(
+            "POST",
+            "/cmdlet",
+            &auth,
+            full("Get-AuthenticationPolicy Pilot"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("AllowBasicAuthMapi                 : False")
+    );
+
+    // A restart replays policy.script, then the state file.
+    let config =
+        exgate::config::load_with_env(&gate.running.config_path(), Some(Default::default()))
+            .unwrap();
+    gate.running.shutdown().await;
+    let restarted = exgate::proxy::start(config).await.unwrap();
+    assert_eq!(
+        status(restarted.proxy_addr).await,
+        401,
+        "the cmdlet survived the restart"
+    );
+}
