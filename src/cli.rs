@@ -33,12 +33,101 @@ pub enum Command {
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
-    /// One-command lab: mock Exchange, mock identity provider and exgate (not yet built).
-    Lab {
-        /// online-ca, online-adfs, onprem-ca or onprem-adfs.
-        #[arg(long, default_value = "online-ca")]
-        scenario: String,
+    /// One-command lab: mock Exchange, mock identity provider and exgate, wired for one of
+    /// the article's four architectures.
+    #[cfg(feature = "lab")]
+    Lab(LabArgs),
+    /// Mint a lab token, signed with a running (or stopped) lab's identity-provider key.
+    #[cfg(feature = "lab")]
+    Token(TokenArgs),
+    /// Send cmdlet lines to a running exgate's admin API (applied atomically, persisted).
+    Cmdlet(CmdletArgs),
+}
+
+/// `exgate lab`.
+#[cfg(feature = "lab")]
+#[derive(Debug, clap::Args)]
+pub struct LabArgs {
+    #[command(subcommand)]
+    pub walk: Option<LabCommand>,
+    /// online-ca, online-adfs, onprem-ca or onprem-adfs.
+    #[arg(long, default_value = "online-ca", value_parser = parse_scenario)]
+    pub scenario: crate::lab::Scenario,
+    /// Where the lab keeps its configuration, keys and state (default: a folder per
+    /// scenario under the system temp dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// exgate's port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 18443)]
+    pub port: u16,
+}
+
+/// `exgate lab walk`.
+#[cfg(feature = "lab")]
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Perform the article's numbered steps against the running lab, like Outlook would.
+    Walk {
+        /// The running lab's scenario (finds its default directory).
+        #[arg(long, default_value = "online-ca", value_parser = parse_scenario)]
+        scenario: crate::lab::Scenario,
+        /// The running lab's directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
+}
+
+/// `exgate token`.
+#[cfg(feature = "lab")]
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// The user (UPN) the token is for.
+    #[arg(long, default_value = "user01@contoso.com")]
+    pub user: String,
+    /// Issue the token without an MFA claim.
+    #[arg(long)]
+    pub no_mfa: bool,
+    /// The audience (default: the scenario's Exchange resource).
+    #[arg(long)]
+    pub audience: Option<String>,
+    /// Lifetime in seconds (negative: already expired).
+    #[arg(long, default_value_t = 3600, allow_hyphen_values = true)]
+    pub expires_in: i64,
+    /// The lab's scenario (finds its default directory).
+    #[arg(long, default_value = "online-ca", value_parser = parse_scenario)]
+    pub scenario: crate::lab::Scenario,
+    /// The lab's directory (its identity-provider key signs the token).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// `exgate cmdlet`.
+#[derive(Debug, clap::Args)]
+pub struct CmdletArgs {
+    /// Cmdlet lines, as typed in Exchange PowerShell.
+    #[arg(required = true)]
+    pub lines: Vec<String>,
+    /// The admin listener, e.g. http://127.0.0.1:9464 (default: the lab's).
+    #[arg(long)]
+    pub admin: Option<String>,
+    /// The admin token (or EXGATE_ADMIN_TOKEN).
+    #[arg(long, env = "EXGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A running lab's directory: its admin address and token are read from lab.json.
+    #[cfg(feature = "lab")]
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// The lab's scenario (finds its default directory).
+    #[cfg(feature = "lab")]
+    #[arg(long, default_value = "online-ca", value_parser = parse_scenario)]
+    pub scenario: crate::lab::Scenario,
+}
+
+#[cfg(feature = "lab")]
+fn parse_scenario(s: &str) -> Result<crate::lab::Scenario, String> {
+    crate::lab::Scenario::parse(s).ok_or_else(|| {
+        format!("unknown scenario '{s}': use online-ca, online-adfs, onprem-ca or onprem-adfs")
+    })
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -46,14 +135,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => serve(&config),
         Command::Validate { config } => Ok(validate(&config)),
-        Command::Lab { scenario } => {
-            eprintln!(
-                "exgate lab --scenario {scenario}: not yet. The lab arrives with the proxy, token \
-                 validation and mock Exchange (issues 3-5); `exgate validate` and the policy \
-                 engine work today."
-            );
-            Ok(ExitCode::FAILURE)
-        }
+        #[cfg(feature = "lab")]
+        Command::Lab(args) => lab(args),
+        #[cfg(feature = "lab")]
+        Command::Token(args) => token(&args),
+        Command::Cmdlet(args) => cmdlet(args),
     }
 }
 
@@ -82,8 +168,12 @@ fn validate(path: &std::path::Path) -> ExitCode {
 }
 
 fn init_tracing() {
+    init_tracing_with("info");
+}
+
+fn init_tracing_with(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -99,10 +189,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
+    runtime()?.block_on(async {
         let running = match crate::proxy::start(config).await {
             Ok(r) => r,
             Err(e) if e.downcast_ref::<config::ConfigErrors>().is_some() => {
@@ -140,5 +227,111 @@ async fn wait_for_signals(running: &crate::proxy::Running) -> anyhow::Result<()>
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
         }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+#[cfg(feature = "lab")]
+fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
+    use crate::lab;
+    if let Some(LabCommand::Walk { scenario, dir }) = args.walk {
+        let dir = dir.unwrap_or_else(|| lab::default_dir(scenario));
+        let info = lab::LabInfo::read(&dir)?;
+        let steps = runtime()?.block_on(lab::walk(&info, &dir))?;
+        println!("{}\n", lab::heading(info.scenario));
+        for s in &steps {
+            println!("{s}");
+        }
+        let failed = steps.iter().filter(|s| !s.ok).count();
+        println!(
+            "\n{} steps, {} passed, {failed} failed",
+            steps.len(),
+            steps.len() - failed
+        );
+        return Ok(if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    init_tracing_with("warn");
+    let dir = args.dir.unwrap_or_else(|| lab::default_dir(args.scenario));
+    let exe = std::env::current_exe()?;
+    runtime()?.block_on(async {
+        let options = lab::LabOptions {
+            scenario: args.scenario,
+            dir: dir.clone(),
+            port: args.port,
+        };
+        let running = lab::start(options).await?;
+        print!("{}", lab::banner(&running.info, &dir, &exe));
+        use std::io::Write as _;
+        std::io::stdout().flush()?;
+        wait_for_signals(&running.running).await?;
+        running.running.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+#[cfg(feature = "lab")]
+fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
+    use crate::lab;
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| lab::default_dir(args.scenario));
+    let scenario = lab::LabInfo::read(&dir).map_or(args.scenario, |i| i.scenario);
+    let key = lab::current_signing_key(&dir)?;
+    let audience = args.audience.as_deref().unwrap_or(scenario.audience());
+    let mut claims = crate::token::mint::entra_v1_claims(
+        lab::TENANT,
+        audience,
+        &args.user,
+        !args.no_mfa,
+        args.expires_in,
+    );
+    if scenario.mfa_by_adfs() && !args.no_mfa {
+        claims["amr"] = serde_json::json!(["fed"]);
+        claims[crate::token::AUTHN_METHODS_REFERENCES] =
+            serde_json::json!(crate::token::MULTIPLE_AUTHN);
+    }
+    println!("{}", key.sign(&claims));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmdlet(args: CmdletArgs) -> anyhow::Result<ExitCode> {
+    #[allow(unused_mut)]
+    let (mut admin, mut token) = (args.admin.clone(), args.token.clone());
+    #[cfg(feature = "lab")]
+    if admin.is_none() {
+        let dir = args
+            .dir
+            .clone()
+            .unwrap_or_else(|| crate::lab::default_dir(args.scenario));
+        let info = crate::lab::LabInfo::read(&dir)?;
+        admin = Some(info.admin);
+        token = token.or(Some(info.admin_token));
+    }
+    let admin = admin.ok_or_else(|| anyhow::anyhow!("--admin is required"))?;
+    let script = args.lines.join("\n");
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("content-type", "text/plain; charset=utf-8")];
+    if let Some(b) = &bearer {
+        headers.push(("authorization", b.as_str()));
+    }
+    let url = format!("{}/cmdlet", admin.trim_end_matches('/'));
+    let res = runtime()?.block_on(crate::client::request("POST", &url, &headers, script))?;
+    let text = res.text();
+    if res.status == 200 {
+        print!("{text}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprint!("exgate cmdlet: {} {text}", res.status);
+        Ok(ExitCode::FAILURE)
     }
 }

@@ -16,7 +16,10 @@
 pub mod admin;
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
+#[cfg(feature = "lab")]
+pub mod lab;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

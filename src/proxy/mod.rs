@@ -139,6 +139,9 @@ impl Shared {
             directory: engine.directory(),
         };
         let applied = run_script(script, engine.store(), ctx).map_err(CmdletError::Script)?;
+        if applied.store == *engine.store() {
+            return Ok(applied.output); // read-only (Get-AuthenticationPolicy): nothing to keep
+        }
         if let Some(path) = &self.state_file {
             persist(path, script).map_err(CmdletError::Persist)?;
         }

@@ -12,6 +12,7 @@ use crate::auth::der;
 /// An RSA-2048 signing key with its `kid`.
 pub struct SigningKey {
     kid: String,
+    pkcs8: Vec<u8>,
     encoding: EncodingKey,
     jwk: Jwk,
 }
@@ -31,17 +32,28 @@ impl SigningKey {
     pub fn generate(kid: &str) -> SigningKey {
         let pair = KeyPair::generate(KeySize::Rsa2048).expect("RSA key generation");
         let pkcs8 = pair.as_der().expect("RSA key serializes");
-        let pkcs1 = pkcs1_of(pkcs8.as_ref()).expect("PKCS#8 holds a PKCS#1 key");
-        let encoding = EncodingKey::from_rsa_der(pkcs1);
-        let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::RS256).expect("RSA JWK");
+        SigningKey::from_pkcs8(kid, pkcs8.as_ref()).expect("a fresh key is well-formed")
+    }
+
+    /// A key from its PKCS#8 DER encoding (as [`SigningKey::pkcs8`] returns it).
+    pub fn from_pkcs8(kid: &str, pkcs8: &[u8]) -> Option<SigningKey> {
+        KeyPair::from_pkcs8(pkcs8).ok()?;
+        let encoding = EncodingKey::from_rsa_der(pkcs1_of(pkcs8)?);
+        let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::RS256).ok()?;
         jwk.common.key_id = Some(kid.to_owned());
         jwk.common.public_key_use = Some(PublicKeyUse::Signature);
         jwk.common.key_algorithm = Some(KeyAlgorithm::RS256);
-        SigningKey {
+        Some(SigningKey {
             kid: kid.to_owned(),
+            pkcs8: pkcs8.to_vec(),
             encoding,
             jwk,
-        }
+        })
+    }
+
+    /// The private key, PKCS#8 DER, for a lab to keep across restarts.
+    pub fn pkcs8(&self) -> &[u8] {
+        &self.pkcs8
     }
 
     /// The key's `kid`.
@@ -139,5 +151,7 @@ mod tests {
         let data = jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &v).unwrap();
         assert_eq!(data.claims["upn"], "user01@contoso.com");
         assert!(jwks(&[&key]).contains("\"kid\":\"k1\""));
+        let again = SigningKey::from_pkcs8("k1", key.pkcs8()).unwrap();
+        assert_eq!(again.jwk(), key.jwk());
     }
 }

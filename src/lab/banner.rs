@@ -1,0 +1,153 @@
+//! What `exgate lab` prints: the endpoints, the users, and commands to paste, each with
+//! the status it answers (a test runs them exactly as printed).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::{LabInfo, MFA_CODE, USERS};
+
+/// One ready-to-paste command and the HTTP status it prints.
+pub struct Try {
+    pub what: &'static str,
+    pub command: String,
+    pub expect: u16,
+}
+
+fn curl(args: &str) -> String {
+    format!("curl -s -o /dev/null -w '%{{http_code}}\\n' {args}")
+}
+
+/// The commands to try against a running lab.
+pub fn tries(info: &LabInfo, dir: &Path, exe: &Path) -> Vec<Try> {
+    let p = &info.proxy;
+    let (pilot, other) = (&USERS[0], &USERS[1]);
+    let token = |user: &str, mfa: bool| {
+        format!(
+            "\"Authorization: Bearer $('{}' token --dir '{}' --user {user}{})\"",
+            exe.display(),
+            dir.display(),
+            if mfa { "" } else { " --no-mfa" }
+        )
+    };
+    vec![
+        Try {
+            what: "Autodiscover v2 answers anonymously",
+            command: curl(&format!(
+                "'{p}/autodiscover/autodiscover.json?Email={}&Protocol=AutodiscoverV1'",
+                pilot.upn
+            )),
+            expect: 200,
+        },
+        Try {
+            what: "Exchange asks for a token (Bearer challenge naming the lab's Azure AD)",
+            command: curl(&format!("-X POST {p}/EWS/Exchange.asmx")),
+            expect: 401,
+        },
+        Try {
+            what: "the pilot user's Basic is blocked by exgate (never reaches Exchange)",
+            command: curl(&format!(
+                "-u '{}:{}' {p}/mapi/emsmdb/",
+                pilot.upn, pilot.password
+            )),
+            expect: 401,
+        },
+        Try {
+            what: "a user outside the pilot still gets through with Basic",
+            command: curl(&format!(
+                "-u '{}:{}' {p}/mapi/emsmdb/",
+                other.upn, other.password
+            )),
+            expect: 200,
+        },
+        Try {
+            what: "a token with MFA reaches the mailbox",
+            command: curl(&format!("-H {} {p}/mapi/emsmdb/", token(pilot.upn, true))),
+            expect: 200,
+        },
+        Try {
+            what: "a token without MFA does not (insufficient_user_authentication)",
+            command: curl(&format!("-H {} {p}/mapi/emsmdb/", token(pilot.upn, false))),
+            expect: 401,
+        },
+        Try {
+            what: "the ProxyShell pattern is refused",
+            command: curl(&format!(
+                "'{p}/autodiscover/autodiscover.json?@evil.example/mapi/nspi/'"
+            )),
+            expect: 400,
+        },
+    ]
+}
+
+/// The whole banner.
+pub fn banner(info: &LabInfo, dir: &Path, exe: &Path) -> String {
+    let mut out = String::new();
+    let s = info.scenario;
+    let _ = writeln!(out, "exgate lab — {s}: {}", s.title());
+    let _ = writeln!(out);
+    let _ = writeln!(out, "  exgate (clients connect here)  {}", info.proxy);
+    let _ = writeln!(
+        out,
+        "  exgate admin                   {}  (token in {}/lab.json)",
+        info.admin,
+        dir.display()
+    );
+    let _ = writeln!(
+        out,
+        "  mock Exchange ({:<10})      {}",
+        s.deployment().as_str(),
+        info.exchange
+    );
+    let who = if s.mfa_by_adfs() {
+        "AD FS: Permit everyone and require MFA"
+    } else {
+        "Azure AD: CA requires MFA for desktop clients"
+    };
+    let _ = writeln!(
+        out,
+        "  mock identity provider         {}  ({who})",
+        info.idp
+    );
+    let _ = writeln!(out, "  lab directory                  {}", dir.display());
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Users (one-time MFA code: {MFA_CODE}):");
+    for (i, u) in USERS.iter().enumerate() {
+        let note = if i == 0 {
+            "  ← pilot: Set-User user01 -AuthenticationPolicy BlockLegacyOutlookAuth"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "  {:<22} {:<18} {}{note}", u.upn, u.sam, u.password);
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "Policy loaded from {}/policies.ps1 (the article's commands):",
+        dir.display()
+    );
+    for line in s.policy_script().lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Try (each prints the HTTP status):");
+    for t in tries(info, dir, exe) {
+        let _ = writeln!(out, "  # {}", t.what);
+        let _ = writeln!(out, "  {}   # expect {}", t.command, t.expect);
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "Walk the article's numbered steps:   '{}' lab walk --dir '{}'",
+        exe.display(),
+        dir.display()
+    );
+    let _ = writeln!(
+        out,
+        "Roll the policy out to everyone:     '{}' cmdlet --dir '{}' 'Set-OrganizationConfig -DefaultAuthenticationPolicy BlockLegacyOutlookAuth'",
+        exe.display(),
+        dir.display()
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(out, "exgate lab ready. Ctrl-C stops it.");
+    out
+}

@@ -1,0 +1,371 @@
+//! The one-command lab (feature `lab`): a mock Exchange, a mock identity provider (Entra
+//! ID with Conditional Access, or AD FS with an access control policy) and exgate in
+//! front, in one process on loopback, wired for one of the four architectures of
+//! Microsoft's "MFA-protected Outlook desktop access in hybrid messaging" article.
+
+mod banner;
+mod exchange;
+mod idp;
+pub mod ntlm;
+mod walk;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+pub use banner::{Try, banner, tries};
+pub use walk::{Step, heading, walk};
+
+use crate::policy::Deployment;
+use crate::token::mint::SigningKey;
+
+/// The tenant every lab token is issued for.
+pub const TENANT: &str = "6f3b5b2a-1c4d-4e8f-9a0b-7c6d5e4f3a2b";
+/// The one-time code the lab's "authenticator" accepts.
+pub const MFA_CODE: &str = "246810";
+/// Outlook desktop's client id: the "Mobile apps and desktop clients" of Conditional
+/// Access.
+pub const OUTLOOK_CLIENT_ID: &str = "d3590ed6-52b3-4102-aeff-aad2292ab01c";
+
+/// A lab user: their names and password.
+#[derive(Clone, Copy, Debug)]
+pub struct LabUser {
+    pub upn: &'static str,
+    pub sam: &'static str,
+    pub password: &'static str,
+}
+
+/// The lab's users. user01 is the article's pilot user.
+pub const USERS: [LabUser; 3] = [
+    LabUser {
+        upn: "user01@contoso.com",
+        sam: "CONTOSO\\user01",
+        password: "Pilot-Passw0rd-01",
+    },
+    LabUser {
+        upn: "user02@contoso.com",
+        sam: "CONTOSO\\user02",
+        password: "Lab-Passw0rd-02",
+    },
+    LabUser {
+        upn: "user03@contoso.com",
+        sam: "CONTOSO\\user03",
+        password: "Lab-Passw0rd-03",
+    },
+];
+
+/// Finds a lab user by UPN, `DOMAIN\name` or bare name, case-insensitively.
+pub fn find_user(name: &str) -> Option<&'static LabUser> {
+    USERS.iter().find(|u| {
+        let bare = u.upn.split('@').next().unwrap_or(u.upn);
+        [u.upn, u.sam, bare]
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name))
+    })
+}
+
+/// The four architectures of the article.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// Mailbox in Exchange Online; MFA by Conditional Access.
+    OnlineCa,
+    /// Mailbox in Exchange Online; MFA by an AD FS access control policy.
+    OnlineAdfs,
+    /// Mailbox in Exchange Server on-premises (hybrid modern auth); MFA by Conditional Access.
+    OnpremCa,
+    /// Mailbox in Exchange Server on-premises; MFA by AD FS.
+    OnpremAdfs,
+}
+
+impl Scenario {
+    /// Every scenario.
+    pub const ALL: [Scenario; 4] = [
+        Scenario::OnlineCa,
+        Scenario::OnlineAdfs,
+        Scenario::OnpremCa,
+        Scenario::OnpremAdfs,
+    ];
+
+    /// The command-line name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Scenario::OnlineCa => "online-ca",
+            Scenario::OnlineAdfs => "online-adfs",
+            Scenario::OnpremCa => "onprem-ca",
+            Scenario::OnpremAdfs => "onprem-adfs",
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn parse(name: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// The article's title for this architecture.
+    pub const fn title(self) -> &'static str {
+        match self {
+            Scenario::OnlineCa => "mailbox in Exchange Online, MFA by Conditional Access",
+            Scenario::OnlineAdfs => "mailbox in Exchange Online, MFA by AD FS",
+            Scenario::OnpremCa => "mailbox in Exchange on-premises, MFA by Conditional Access",
+            Scenario::OnpremAdfs => "mailbox in Exchange on-premises, MFA by AD FS",
+        }
+    }
+
+    /// Exchange Online or Exchange Server.
+    pub const fn deployment(self) -> Deployment {
+        match self {
+            Scenario::OnlineCa | Scenario::OnlineAdfs => Deployment::Online,
+            Scenario::OnpremCa | Scenario::OnpremAdfs => Deployment::OnPremises,
+        }
+    }
+
+    /// MFA is enforced by AD FS (not by Conditional Access).
+    pub const fn mfa_by_adfs(self) -> bool {
+        matches!(self, Scenario::OnlineAdfs | Scenario::OnpremAdfs)
+    }
+
+    /// The resource (token audience) Outlook asks for.
+    pub const fn audience(self) -> &'static str {
+        match self.deployment() {
+            Deployment::Online => "https://outlook.office365.com",
+            Deployment::OnPremises => "https://mail.contoso.com",
+        }
+    }
+
+    /// The article's authentication-policy commands for this architecture, verbatim,
+    /// with the policy assigned to the pilot user first, as the article advises.
+    pub const fn policy_script(self) -> &'static str {
+        match self.deployment() {
+            Deployment::Online => {
+                "New-AuthenticationPolicy -Name BlockLegacyOutlookAuth -AllowBasicAuthRpc:$false -AllowBasicAuthMapi:$false -AllowBasicAuthAutodiscover:$false\n-AllowBasicAuthWebServices:$false -AllowBasicAuthOfflineAddressBook:$false\nSet-User user01 -AuthenticationPolicy BlockLegacyOutlookAuth\n"
+            }
+            Deployment::OnPremises => {
+                "New-AuthenticationPolicy -Name BlockLegacyOutlookAuth -BlockLegacyAuthAutodiscover -BlockLegacyAuthMapi -BlockLegacyAuthOfflineAddressBook -BlockLegacyAuthRpc\nSet-User user01 -AuthenticationPolicy BlockLegacyOutlookAuth\n"
+            }
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a running lab writes to `lab.json` so that `lab walk`, `token` and `cmdlet` can
+/// find it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabInfo {
+    pub scenario: Scenario,
+    /// exgate, where clients connect.
+    pub proxy: String,
+    /// exgate's admin listener.
+    pub admin: String,
+    pub admin_token: String,
+    /// The mock Exchange, behind exgate (reachable directly only to inspect it).
+    pub exchange: String,
+    /// The mock identity provider.
+    pub idp: String,
+    pub config: PathBuf,
+}
+
+impl LabInfo {
+    /// Reads `lab.json` from a lab directory.
+    pub fn read(dir: &Path) -> anyhow::Result<LabInfo> {
+        let path = dir.join("lab.json");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "no running lab in {} (start one with `exgate lab`)",
+                dir.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
+    }
+}
+
+/// The default lab directory of a scenario.
+pub fn default_dir(scenario: Scenario) -> PathBuf {
+    std::env::temp_dir()
+        .join("exgate-lab")
+        .join(scenario.as_str())
+}
+
+/// How to start a lab.
+#[derive(Clone, Debug)]
+pub struct LabOptions {
+    pub scenario: Scenario,
+    pub dir: PathBuf,
+    /// exgate's port on 127.0.0.1 (0: any free port).
+    pub port: u16,
+}
+
+/// A running lab.
+pub struct Lab {
+    pub info: LabInfo,
+    pub running: crate::proxy::Running,
+}
+
+/// The identity provider's signing keys, kept in the lab directory so that tokens and
+/// `exgate token` survive a restart.
+fn load_or_create_keys(dir: &Path) -> anyhow::Result<Vec<SigningKey>> {
+    #[derive(Serialize, Deserialize)]
+    struct Stored {
+        kid: String,
+        pkcs8: String,
+    }
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let path = dir.join("idp-keys.json");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let stored: Vec<Stored> = serde_json::from_str(&text)?;
+        let keys: Option<Vec<SigningKey>> = stored
+            .iter()
+            .map(|s| SigningKey::from_pkcs8(&s.kid, &b64.decode(&s.pkcs8).ok()?))
+            .collect();
+        if let Some(keys) = keys.filter(|k| !k.is_empty()) {
+            return Ok(keys);
+        }
+    }
+    let keys = vec![SigningKey::generate(&new_kid())];
+    save_keys(dir, &keys)?;
+    Ok(keys)
+}
+
+fn save_keys(dir: &Path, keys: &[SigningKey]) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let stored: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|k| serde_json::json!({"kid": k.kid(), "pkcs8": b64.encode(k.pkcs8())}))
+        .collect();
+    std::fs::write(
+        dir.join("idp-keys.json"),
+        serde_json::to_string_pretty(&stored)?,
+    )?;
+    Ok(())
+}
+
+/// The signing key `exgate token` mints with: the identity provider's current key.
+pub fn current_signing_key(dir: &Path) -> anyhow::Result<SigningKey> {
+    load_or_create_keys(dir)?
+        .into_iter()
+        .next()
+        .context("the lab has no signing key")
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    aws_lc_rs::rand::fill(&mut buf).expect("the system random source works");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn new_kid() -> String {
+    format!("lab-{}", random_hex(6))
+}
+
+/// Starts the mock identity provider, the mock Exchange and exgate, and writes the
+/// lab's configuration and `lab.json` into `options.dir`.
+pub async fn start(options: LabOptions) -> anyhow::Result<Lab> {
+    let dir = &options.dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let scenario = options.scenario;
+    let keys = load_or_create_keys(dir)?;
+    let idp = idp::start(scenario, keys, dir.to_owned()).await?;
+    let exchange = exchange::start(scenario, idp.keys.clone(), &idp.url).await?;
+
+    let admin_token = random_hex(16);
+    std::fs::write(dir.join("policies.ps1"), scenario.policy_script())?;
+    let config_path = dir.join("exgate.toml");
+    std::fs::write(
+        &config_path,
+        config_text(
+            scenario,
+            options.port,
+            &exchange.url,
+            &idp.url,
+            &admin_token,
+        ),
+    )?;
+    let config = crate::config::load(&config_path).map_err(anyhow::Error::new)?;
+    let running = crate::proxy::start(config).await?;
+    // Serve only once exgate holds the identity provider's keys.
+    for _ in 0..200 {
+        if running.shared.ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    anyhow::ensure!(
+        running.shared.ready(),
+        "exgate did not get the lab's signing keys"
+    );
+
+    let info = LabInfo {
+        scenario,
+        proxy: format!("http://{}", running.proxy_addr),
+        admin: format!("http://{}", running.admin_addr),
+        admin_token,
+        exchange: exchange.url.clone(),
+        idp: idp.url.clone(),
+        config: config_path,
+    };
+    std::fs::write(dir.join("lab.json"), serde_json::to_string_pretty(&info)?)?;
+    Ok(Lab { info, running })
+}
+
+fn config_text(
+    scenario: Scenario,
+    port: u16,
+    exchange: &str,
+    idp: &str,
+    admin_token: &str,
+) -> String {
+    let users: String = USERS
+        .iter()
+        .map(|u| format!("[[users]]\nupn = \"{}\"\nsam = '{}'\n", u.upn, u.sam))
+        .collect();
+    format!(
+        r#"# Written by `exgate lab --scenario {scenario}`; rewritten at every start.
+[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:0"
+
+[upstream]
+servers = ["{exchange}"]
+
+[exchange]
+deployment = "{deployment}"
+
+[exchange.challenge]
+authorization_uri = "{idp}/common/oauth2/authorize"
+
+[policy]
+script = "policies.ps1"
+# Cmdlets sent with `exgate cmdlet` land here and survive a restart.
+state_file = "state.ps1"
+
+{users}
+[[tokens.issuers]]
+issuer = "https://sts.windows.net/{{tenantid}}/"
+audiences = ["{audience}"]
+openid_configuration_url = "{idp}/common/.well-known/openid-configuration"
+unknown_kid_refresh_min_seconds = 1
+
+[tokens.mfa]
+require_for = ["Autodiscover", "Mapi", "OfflineAddressBook", "WebServices"]
+
+[admin]
+token = "{admin_token}"
+"#,
+        deployment = scenario.deployment().as_str(),
+        audience = scenario.audience(),
+    )
+}
+
+/// Shared by the lab's servers.
+pub(crate) type SharedKeys = Arc<arc_swap::ArcSwap<Vec<SigningKey>>>;
