@@ -1,6 +1,8 @@
 //! exgate's integration tests: one binary, a module per area (keeps CI builds few).
 
 mod binary;
+#[cfg(feature = "lab")]
+mod lab;
 mod proxy;
 mod purity;
 mod support;
