@@ -92,12 +92,8 @@ pub fn banner(info: &LabInfo, dir: &Path, exe: &Path) -> String {
         info.admin,
         dir.display()
     );
-    let _ = writeln!(
-        out,
-        "  mock Exchange ({:<10})      {}",
-        s.deployment().as_str(),
-        info.exchange
-    );
+    let label = format!("mock Exchange ({})", s.deployment().as_str());
+    let _ = writeln!(out, "  {label:<31}{}", info.exchange);
     let who = if s.mfa_by_adfs() {
         "AD FS: Permit everyone and require MFA"
     } else {
