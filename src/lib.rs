@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod client;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod lab;
 pub mod metrics;
 pub mod policy;
+pub mod protect;
 pub mod proxy;
 #[cfg(test)]
 mod test_support;

@@ -4,7 +4,10 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
+};
 
 use crate::auth::Scheme;
 use crate::policy::{Action, Decision, Protocol};
@@ -20,6 +23,24 @@ pub const TOKEN_VALIDATIONS_TOTAL: &str = "exgate_token_validations_total";
 pub const JWKS_REFRESHES_TOTAL: &str = "exgate_jwks_refreshes_total";
 /// `exgate_config_reloads_total{result}`.
 pub const CONFIG_RELOADS_TOTAL: &str = "exgate_config_reloads_total";
+/// `exgate_request_duration_seconds{protocol,decision}`: until the response head.
+pub const REQUEST_DURATION_SECONDS: &str = "exgate_request_duration_seconds";
+/// `exgate_upstream_requests_total{status_class}`.
+pub const UPSTREAM_REQUESTS_TOTAL: &str = "exgate_upstream_requests_total";
+/// `exgate_upstream_errors_total{reason}`.
+pub const UPSTREAM_ERRORS_TOTAL: &str = "exgate_upstream_errors_total";
+/// `exgate_lockouts_total{location}`.
+pub const LOCKOUTS_TOTAL: &str = "exgate_lockouts_total";
+/// `exgate_spray_suspects_total`.
+pub const SPRAY_SUSPECTS_TOTAL: &str = "exgate_spray_suspects_total";
+/// `exgate_audit_lines_dropped_total`: audit lines lost because the writer fell behind.
+pub const AUDIT_LINES_DROPPED_TOTAL: &str = "exgate_audit_lines_dropped_total";
+
+/// Latency buckets, 0.5 ms to 60 s (RPC and MAPI answer slowly by design).
+const DURATION_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
 
 const PROTOCOLS: usize = Protocol::ALL.len();
 const SCHEMES: usize = Scheme::ALL.len();
@@ -32,6 +53,13 @@ pub struct Metrics {
     legacy: IntCounterVec,
     reloads: IntCounterVec,
     jwks_refreshes: IntCounterVec,
+    duration: HistogramVec,
+    duration_cells: Vec<OnceLock<Histogram>>,
+    upstream_requests: Vec<IntCounter>,
+    upstream_errors: IntCounterVec,
+    lockouts: IntCounterVec,
+    spray_suspects: IntCounter,
+    audit_dropped: IntCounter,
     /// One counter per token-validation result, created up front.
     token_results: Vec<(&'static str, IntCounter)>,
     requests_cells: Vec<OnceLock<IntCounter>>,
@@ -81,17 +109,81 @@ impl Metrics {
             .chain(TokenError::ALL.map(TokenError::as_str))
             .map(|label| (label, tokens.with_label_values(&[label])))
             .collect();
-        for m in [&requests, &legacy, &reloads, &tokens, &jwks_refreshes] {
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                REQUEST_DURATION_SECONDS,
+                "Time from request head to response head, by protocol and decision.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["protocol", "decision"],
+        )
+        .expect("valid metric");
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric")
+        };
+        let upstream_requests_vec = counter_vec(
+            UPSTREAM_REQUESTS_TOTAL,
+            "Upstream responses, by status class.",
+            "status_class",
+        );
+        let upstream_errors = counter_vec(
+            UPSTREAM_ERRORS_TOTAL,
+            "Requests that could not be forwarded, by reason.",
+            "reason",
+        );
+        let lockouts = counter_vec(
+            LOCKOUTS_TOTAL,
+            "Smart lockouts engaged, by location (familiar or unknown).",
+            "location",
+        );
+        let spray_suspects = IntCounter::new(
+            SPRAY_SUSPECTS_TOTAL,
+            "Client addresses flagged for password spray through legacy protocols.",
+        )
+        .expect("valid metric");
+        let audit_dropped = IntCounter::new(
+            AUDIT_LINES_DROPPED_TOTAL,
+            "Audit lines dropped because the audit writer fell behind.",
+        )
+        .expect("valid metric");
+        for m in [
+            &requests,
+            &legacy,
+            &reloads,
+            &tokens,
+            &jwks_refreshes,
+            &upstream_requests_vec,
+            &upstream_errors,
+            &lockouts,
+        ] {
             registry
                 .register(Box::new(m.clone()))
                 .expect("metric names are unique");
         }
+        registry
+            .register(Box::new(duration.clone()))
+            .expect("metric names are unique");
+        for c in [&spray_suspects, &audit_dropped] {
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric names are unique");
+        }
+        let upstream_requests = ["1xx", "2xx", "3xx", "4xx", "5xx"]
+            .map(|class| upstream_requests_vec.with_label_values(&[class]))
+            .to_vec();
         Metrics {
             registry,
             requests,
             legacy,
             reloads,
             jwks_refreshes,
+            duration,
+            duration_cells: (0..PROTOCOLS * ACTIONS).map(|_| OnceLock::new()).collect(),
+            upstream_requests,
+            upstream_errors,
+            lockouts,
+            spray_suspects,
+            audit_dropped,
             token_results,
             requests_cells: (0..PROTOCOLS * SCHEMES * ACTIONS)
                 .map(|_| OnceLock::new())
@@ -140,6 +232,43 @@ impl Metrics {
     pub fn record_jwks_refresh(&self, ok: bool) {
         let result = if ok { "success" } else { "failure" };
         self.jwks_refreshes.with_label_values(&[result]).inc();
+    }
+
+    /// Observes how long a request took until its response head.
+    pub fn record_duration(&self, protocol: Protocol, action: Action, seconds: f64) {
+        let cell = protocol.index() * ACTIONS + action_index(action);
+        self.duration_cells[cell]
+            .get_or_init(|| {
+                self.duration
+                    .with_label_values(&[protocol.as_str(), action.as_str()])
+            })
+            .observe(seconds);
+    }
+
+    /// Counts an upstream response by status class.
+    pub fn record_upstream_status(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.upstream_requests[class].inc();
+    }
+
+    /// Counts a request that could not be forwarded (`connect`, `request`, `no_server`).
+    pub fn record_upstream_error(&self, reason: &'static str) {
+        self.upstream_errors.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a lockout that engaged (`familiar` or `unknown`).
+    pub fn record_lockout(&self, location: &'static str) {
+        self.lockouts.with_label_values(&[location]).inc();
+    }
+
+    /// Counts a client address flagged for spray.
+    pub fn record_spray_suspect(&self) {
+        self.spray_suspects.inc();
+    }
+
+    /// Counts an audit line the writer could not take.
+    pub fn record_audit_dropped(&self) {
+        self.audit_dropped.inc();
     }
 
     /// The Prometheus text exposition of every metric.

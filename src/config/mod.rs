@@ -2,6 +2,7 @@
 //! with the `config` crate into raw structs, then validated into typed settings. Every
 //! problem is reported at once, each naming its dotted key (or script line).
 
+mod observe;
 mod raw;
 mod tokens;
 mod validate;
@@ -70,6 +71,8 @@ pub struct Config {
     pub tokens: TokensConfig,
     /// `admin.token`: required as `Authorization: Bearer …` by the admin POST endpoints.
     pub admin_token: Option<crate::auth::Secret>,
+    pub audit: crate::audit::AuditConfig,
+    pub protect: crate::protect::ProtectConfig,
 }
 
 /// Reads and validates `path` with environment overrides from the process environment.
@@ -109,6 +112,8 @@ pub fn load_with_env(
     let upstream = validate::upstream(&raw, base, &mut errors);
     let challenge = validate::challenge(&raw, &mut errors);
     let tokens = tokens::tokens(&raw, base, &mut errors);
+    let audit = observe::audit(&raw, base, &mut errors);
+    let protect = observe::protect(&raw, &mut errors);
     let admin_token = match raw.admin.token.as_deref() {
         Some(t) if t.len() < 16 => {
             errors.push(error("admin.token", "must be at least 16 characters"));
@@ -128,6 +133,8 @@ pub fn load_with_env(
         challenge,
         tokens,
         admin_token,
+        audit,
+        protect,
     })
 }
 

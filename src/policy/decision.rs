@@ -94,6 +94,10 @@ pub enum Reason {
     MfaRequired,
     /// No signing keys could be had for the token's issuer.
     SigningKeysUnavailable,
+    /// Smart lockout: too many bad passwords for this user from this location.
+    LockedOut,
+    /// The client address is a flagged password-spray source (`spray.block`).
+    SpraySuspect,
     /// The path is ambiguous (SPEC §2).
     AmbiguousPath,
     /// The ProxyShell pattern.
@@ -104,7 +108,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for exhaustive tests.
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 25] = [
         Reason::Anonymous,
         Reason::NotGoverned,
         Reason::NoPolicy,
@@ -125,6 +129,8 @@ impl Reason {
         Reason::InvalidToken,
         Reason::MfaRequired,
         Reason::SigningKeysUnavailable,
+        Reason::LockedOut,
+        Reason::SpraySuspect,
         Reason::AmbiguousPath,
         Reason::ProxyShell,
         Reason::DuplicateAuthorization,
@@ -153,6 +159,8 @@ impl Reason {
             Reason::InvalidToken => "invalid_token",
             Reason::MfaRequired => "mfa_required",
             Reason::SigningKeysUnavailable => "signing_keys_unavailable",
+            Reason::LockedOut => "locked_out",
+            Reason::SpraySuspect => "spray_suspect",
             Reason::AmbiguousPath => "ambiguous_path",
             Reason::ProxyShell => "proxyshell",
             Reason::DuplicateAuthorization => "duplicate_authorization",

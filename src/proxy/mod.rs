@@ -25,11 +25,13 @@ use tokio_rustls::TlsAcceptor;
 pub use headers::{bearer_challenge, split_challenges, strip_legacy_challenges};
 pub use respond::ProxyBody;
 
+use crate::audit::AuditLog;
 use crate::auth::Secret;
 use crate::config::{self, Config, ConfigErrors, ServerConfig};
 use crate::metrics::Metrics;
 use crate::policy::cmdlet::{ScriptContext, ScriptError, run_script};
 use crate::policy::{Engine, Protocol};
+use crate::protect::Protect;
 use crate::token::TokenValidator;
 
 /// What a configuration reload replaces, swapped in as one piece so that a request sees
@@ -86,6 +88,10 @@ pub struct Shared {
     state_file: Option<PathBuf>,
     /// Required by the admin POST endpoints when set.
     pub admin_token: Option<Secret>,
+    /// The audit log, when `audit.path` is set.
+    pub audit: Option<AuditLog>,
+    /// Smart lockout and spray state.
+    pub protect: Protect,
     /// Serializes cmdlet applications and reloads, so none is lost between a read of
     /// the store and the swap.
     writer: std::sync::Mutex<()>,
@@ -214,12 +220,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(snapshot),
-        metrics,
+        metrics: metrics.clone(),
         tokens,
         require_mfa: config.tokens.require_mfa,
         state_file: config.policy.state_file.clone(),
         admin_token: config.admin_token.clone(),
         writer: std::sync::Mutex::new(()),
+        audit: match config.audit.enabled {
+            true => Some(
+                AuditLog::start(config.audit.clone(), metrics.clone())
+                    .with_context(|| format!("opening the audit log {:?}", config.audit.path))?,
+            ),
+            false => None,
+        },
+        protect: Protect::new(config.protect),
         upstream,
         timeouts: Timeouts {
             idle: config.server.idle_timeout,

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
@@ -20,8 +20,10 @@ use super::idle::IdleTimeout;
 use super::respond::{self, BoxError, ProxyBody, Refusal};
 use super::upstream::{Head, Pinned, UpstreamError};
 use super::{Shared, Snapshot, headers};
+use crate::audit::AuditRecord;
 use crate::auth::{Credentials, Mechanism};
 use crate::policy::{Action, Context, Decision, Evaluation, Protocol, Reason};
+use crate::protect::BadPassword;
 use crate::token::TokenError;
 
 /// What one client connection has established about its authentication.
@@ -81,14 +83,128 @@ fn connection_authenticating(credentials: &Credentials) -> bool {
     )
 }
 
+/// What the request path learned, for metrics, the audit log and protection.
+struct Outcome {
+    decision: Decision,
+    /// The user the credentials or the token named.
+    user: Option<String>,
+    /// The request carried an `Authorization` header.
+    credentials: bool,
+    upstream_status: Option<u16>,
+}
+
 impl Connection {
+    /// Runs the phases, then records the outcome: duration, audit line, protection.
     async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let method = req.method().to_string();
+        let path = req.uri().path().to_owned();
+        let user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(256).collect::<String>());
+        let (res, outcome) = self.phases(req).await;
+        let elapsed = started.elapsed();
+        let shared = &self.shared;
+        shared.metrics.record_duration(
+            outcome.decision.protocol,
+            outcome.decision.action,
+            elapsed.as_secs_f64(),
+        );
+        if let Some(audit) = &shared.audit {
+            if outcome.credentials || !outcome.decision.action.forwards() {
+                let d = &outcome.decision;
+                let snapshot = shared.snapshot.load();
+                audit.write(&AuditRecord {
+                    ts: crate::audit::timestamp(),
+                    event: None,
+                    request_id: audit.request_id(),
+                    client_ip: self.peer.ip().to_string(),
+                    method,
+                    path,
+                    protocol: d.protocol.as_str().into(),
+                    client_app: d.protocol.client_app().into(),
+                    scheme: d.scheme.as_str().into(),
+                    user: outcome.user.clone(),
+                    policy: d
+                        .policy
+                        .map(|p| snapshot.engine.store().policy(p).name.clone()),
+                    decision: d.action.as_str().into(),
+                    reason: d.reason.as_str().into(),
+                    status: res.status().as_u16(),
+                    upstream_status: outcome.upstream_status,
+                    duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+                    user_agent,
+                    legacy: d.legacy,
+                    location: None,
+                });
+            }
+        }
+        res
+    }
+
+    /// Smart lockout and spray detection for legacy credentials that name a user: notes
+    /// the attempt, and refuses it at the edge when the user is locked out from here or
+    /// the address is a blocked spray source.
+    fn protect_before(&self, decision: &Decision, user: Option<&str>) -> Option<Reason> {
+        let (true, Some(user)) = (decision.legacy, user) else {
+            return None;
+        };
+        let (protect, ip, now) = (&self.shared.protect, self.peer.ip(), Instant::now());
+        if protect.attempt(user, ip, now) {
+            self.shared.metrics.record_spray_suspect();
+            self.audit_event("spray_suspect", user, None);
+            tracing::warn!(client = %ip, "password spray suspected: many user names from one address");
+        }
+        if !decision.action.forwards() {
+            return None;
+        }
+        if protect.spray_blocked(ip, now) {
+            return Some(Reason::SpraySuspect);
+        }
+        protect.locked_out(user, ip, now).map(|_| Reason::LockedOut)
+    }
+
+    /// Feeds Exchange's verdict on forwarded legacy credentials back into lockout.
+    fn protect_after(&self, decision: &Decision, user: Option<&str>, status: u16) {
+        let (true, Some(user)) = (decision.legacy, user) else {
+            return;
+        };
+        let (protect, ip) = (&self.shared.protect, self.peer.ip());
+        if status == 401 {
+            if let BadPassword::LockedOut(location) = protect.bad_password(user, ip, Instant::now())
+            {
+                self.shared.metrics.record_lockout(location.as_str());
+                self.audit_event("lockout", user, Some(location.as_str()));
+            }
+        } else if status < 400 {
+            protect.good_password(user, ip);
+        }
+    }
+
+    fn audit_event(&self, event: &str, user: &str, location: Option<&str>) {
+        if let Some(audit) = &self.shared.audit {
+            audit.write(&AuditRecord {
+                ts: crate::audit::timestamp(),
+                event: Some(event.into()),
+                request_id: audit.request_id(),
+                client_ip: self.peer.ip().to_string(),
+                user: Some(user.into()),
+                legacy: true,
+                location: location.map(Into::into),
+                ..AuditRecord::default()
+            });
+        }
+    }
+
+    async fn phases(&self, req: Request<Incoming>) -> (Response<ProxyBody>, Outcome) {
         let snapshot = self.shared.snapshot.load_full();
         let mut auth = self.auth.lock().await;
 
         // Phase: decide (pure), then validate a bearer token. The credentials, password
         // included, are dropped before anything is forwarded or answered.
-        let (decision, token_refusal, anonymous, pin) = {
+        let (mut decision, token_refusal, anonymous, pin, user) = {
             let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
             let headers = req.headers().get_all(header::AUTHORIZATION);
             let ctx = Context {
@@ -103,17 +219,33 @@ impl Connection {
                 auth.mechanism = Some(m);
             }
             let pin = connection_authenticating(&eval.credentials) || auth.pinned.is_some();
-            let (decision, token_refusal) = self.token_stage(&snapshot, &eval).await;
+            let (decision, token_refusal, token_user) = self.token_stage(&snapshot, &eval).await;
             let anonymous = matches!(eval.credentials, Credentials::None);
-            (decision, token_refusal, anonymous, pin)
+            let user = token_user.or_else(|| eval.credentials.user().map(|u| u.into_owned()));
+            (decision, token_refusal, anonymous, pin, user)
         };
+        if token_refusal.is_none() {
+            if let Some(reason) = self.protect_before(&decision, user.as_deref()) {
+                decision = Decision {
+                    action: Action::Block,
+                    reason,
+                    ..decision
+                };
+            }
+        }
         self.shared.metrics.record(&decision);
+        let mut outcome = Outcome {
+            decision,
+            user,
+            credentials: !anonymous,
+            upstream_status: None,
+        };
 
         if let Some(refusal) = token_refusal {
-            return respond::refusal(refusal, &snapshot.bearer);
+            return (respond::refusal(refusal, &snapshot.bearer), outcome);
         }
         if !decision.action.forwards() {
-            return self.refuse(&snapshot, decision, pin, &mut auth);
+            return (self.refuse(&snapshot, decision, pin, &mut auth), outcome);
         }
         drop(auth);
         let (parts, body) = req.into_parts();
@@ -128,13 +260,20 @@ impl Connection {
         } else {
             self.shared.upstream.send(head, body).await
         };
-        match result {
-            Ok(res) => rewrite_response(res, &snapshot, &decision, anonymous, pin, idle),
+        let res = match result {
+            Ok(res) => {
+                let status = res.status().as_u16();
+                outcome.upstream_status = Some(status);
+                self.shared.metrics.record_upstream_status(status);
+                self.protect_after(&decision, outcome.user.as_deref(), status);
+                rewrite_response(res, &snapshot, &decision, anonymous, pin, idle)
+            }
             Err(e) => {
-                let refusal = match e {
-                    UpstreamError::NoServer => Refusal::NoUpstream,
-                    UpstreamError::Unreachable => Refusal::UpstreamUnreachable,
+                let (refusal, reason) = match e {
+                    UpstreamError::NoServer => (Refusal::NoUpstream, "no_server"),
+                    UpstreamError::Unreachable => (Refusal::UpstreamUnreachable, "unreachable"),
                 };
+                self.shared.metrics.record_upstream_error(reason);
                 let mut res = respond::refusal(refusal, &snapshot.bearer);
                 if pin {
                     // The authenticated upstream connection is gone: the client must
@@ -143,7 +282,8 @@ impl Connection {
                 }
                 res
             }
-        }
+        };
+        (res, outcome)
     }
 
     /// Phase: validate the bearer token (SPEC §5), when issuers are configured. A valid
@@ -153,14 +293,14 @@ impl Connection {
         &self,
         snapshot: &Snapshot,
         eval: &Evaluation,
-    ) -> (Decision, Option<Refusal>) {
+    ) -> (Decision, Option<Refusal>, Option<String>) {
         let (Some(validator), Some(token), Some(target)) =
             (&self.shared.tokens, eval.token(), eval.target)
         else {
-            return (eval.decision, None);
+            return (eval.decision, None, None);
         };
         if eval.decision.reason == Reason::NotGoverned {
-            return (eval.decision, None); // OWA and ECP are Exchange's own business
+            return (eval.decision, None, None); // OWA and ECP are Exchange's own business
         }
         let refused = |reason, refusal| {
             let decision = Decision {
@@ -168,7 +308,7 @@ impl Connection {
                 reason,
                 ..eval.decision
             };
-            (decision, Some(refusal))
+            (decision, Some(refusal), None)
         };
         let verified = match validator.validate(token).await {
             Ok(v) => v,
@@ -191,7 +331,7 @@ impl Connection {
         {
             return refused(Reason::MfaRequired, Refusal::MfaRequired);
         }
-        (decision, None)
+        (decision, None, verified.user.clone())
     }
 
     /// Phase: refuse. A blocked NTLM/Negotiate leg also closes the pinned upstream

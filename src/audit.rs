@@ -1,0 +1,286 @@
+//! The audit log (SPEC §8): one JSON line per request that carried credentials or was
+//! blocked, and one per lockout or spray event. Lines are handed to a writer task over a
+//! bounded channel, so the request path never waits on the disk; when the writer falls
+//! behind, lines are dropped and counted rather than slowing requests. Size-based
+//! rotation keeps `path`, `path.1` … `path.N`. Never a password, token or cookie.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::metrics::Metrics;
+
+/// Lines queued for the writer before new ones are dropped.
+const QUEUE_LINES: usize = 65_536;
+
+/// Where audit lines go and how the files rotate (`[audit]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Whether there is an audit log at all (`audit.path` is set).
+    pub enabled: bool,
+    /// A file, or None for standard output.
+    pub path: Option<PathBuf>,
+    pub max_file_bytes: u64,
+    pub max_files: u32,
+}
+
+/// One audit line. Field names are SPEC §8's; `event`, `legacy` and `location` are
+/// exgate's additions.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct AuditRecord {
+    pub ts: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    pub request_id: String,
+    pub client_ip: String,
+    pub method: String,
+    /// The path without its query (queries can carry e-mail addresses and tokens).
+    pub path: String,
+    pub protocol: String,
+    pub client_app: String,
+    pub scheme: String,
+    pub user: Option<String>,
+    pub policy: Option<String>,
+    pub decision: String,
+    pub reason: String,
+    pub status: u16,
+    pub upstream_status: Option<u16>,
+    pub duration_ms: f64,
+    pub user_agent: Option<String>,
+    /// The attempt used legacy authentication.
+    #[serde(default)]
+    pub legacy: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+}
+
+/// The audit log's front end: cheap to call from the request path.
+pub struct AuditLog {
+    tx: mpsc::Sender<String>,
+    next_id: AtomicU64,
+    id_prefix: String,
+    metrics: Arc<Metrics>,
+}
+
+impl AuditLog {
+    /// Starts the writer task (on the current tokio runtime).
+    pub fn start(config: AuditConfig, metrics: Arc<Metrics>) -> std::io::Result<AuditLog> {
+        let (tx, rx) = mpsc::channel(QUEUE_LINES);
+        let sink = Sink::open(config)?;
+        tokio::spawn(sink.run(rx));
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        Ok(AuditLog {
+            tx,
+            next_id: AtomicU64::new(1),
+            id_prefix: format!("{:08x}", nanos ^ std::process::id()),
+            metrics,
+        })
+    }
+
+    /// A new request id, unique within this process and distinct across restarts.
+    pub fn request_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n:x}", self.id_prefix)
+    }
+
+    /// Queues a record; never waits.
+    pub fn write(&self, record: &AuditRecord) {
+        let Ok(mut line) = serde_json::to_string(record) else {
+            return;
+        };
+        line.push('\n');
+        if self.tx.try_send(line).is_err() {
+            self.metrics.record_audit_dropped();
+        }
+    }
+}
+
+struct Sink {
+    config: AuditConfig,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    written: u64,
+}
+
+impl Sink {
+    fn open(config: AuditConfig) -> std::io::Result<Sink> {
+        let (file, written) = match &config.path {
+            Some(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
+                let len = f.metadata()?.len();
+                (Some(std::io::BufWriter::new(f)), len)
+            }
+            None => (None, 0),
+        };
+        Ok(Sink {
+            config,
+            file,
+            written,
+        })
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<String>) {
+        while let Some(line) = rx.recv().await {
+            self.write(&line);
+            // Drain what is queued, then flush once.
+            while let Ok(line) = rx.try_recv() {
+                self.write(&line);
+            }
+            self.flush();
+        }
+        self.flush();
+    }
+
+    fn write(&mut self, line: &str) {
+        match &mut self.file {
+            None => {
+                let _ = std::io::stdout().write_all(line.as_bytes());
+            }
+            Some(f) => {
+                if f.write_all(line.as_bytes()).is_err() {
+                    tracing::warn!("audit log write failed");
+                }
+                self.written += line.len() as u64;
+                if self.written >= self.config.max_file_bytes {
+                    self.rotate();
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        match &mut self.file {
+            Some(f) => {
+                let _ = f.flush();
+            }
+            None => {
+                let _ = std::io::stdout().flush();
+            }
+        }
+    }
+
+    /// `path` → `path.1` → … → `path.N` (the oldest is dropped), then a fresh `path`.
+    fn rotate(&mut self) {
+        let Some(path) = self.config.path.clone() else {
+            return;
+        };
+        self.flush();
+        self.file = None;
+        let numbered = |n: u32| PathBuf::from(format!("{}.{n}", path.display()));
+        let keep = self.config.max_files.max(1);
+        let _ = std::fs::remove_file(numbered(keep));
+        for n in (1..keep).rev() {
+            let _ = std::fs::rename(numbered(n), numbered(n + 1));
+        }
+        let _ = std::fs::rename(&path, numbered(1));
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        {
+            Ok(f) => self.file = Some(std::io::BufWriter::new(f)),
+            Err(e) => tracing::warn!(error = %e, path = %path.display(), "audit log cannot reopen"),
+        }
+        self.written = 0;
+    }
+}
+
+/// Now as RFC 3339 UTC with milliseconds (`2026-11-25T09:43:10.123Z`).
+pub fn timestamp() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format_timestamp(d.as_secs(), d.subsec_millis())
+}
+
+/// Formats Unix seconds and milliseconds as RFC 3339 UTC.
+pub fn format_timestamp(secs: u64, millis: u32) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(format_timestamp(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_timestamp(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(
+            format_timestamp(1_795_599_790, 123),
+            "2026-11-25T09:43:10.123Z"
+        );
+    }
+
+    #[tokio::test]
+    async fn lines_are_written_and_rotated_by_size() {
+        let dir = std::env::temp_dir().join(format!("exgate-audit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("audit.jsonl");
+        let config = AuditConfig {
+            enabled: true,
+            path: Some(path.clone()),
+            max_file_bytes: 2_000,
+            max_files: 2,
+        };
+        let log = AuditLog::start(config, Arc::new(Metrics::new())).unwrap();
+        let record = AuditRecord {
+            ts: timestamp(),
+            request_id: log.request_id(),
+            decision: "block".into(),
+            ..AuditRecord::default()
+        };
+        for _ in 0..100 {
+            log.write(&record);
+        }
+        drop(log);
+        // The writer drains and flushes when the sender is gone.
+        for _ in 0..100 {
+            if std::fs::metadata(dir.join("audit.jsonl.2")).is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(std::fs::metadata(dir.join("audit.jsonl.1")).is_ok());
+        assert!(
+            std::fs::metadata(dir.join("audit.jsonl.3")).is_err(),
+            "only max_files are kept"
+        );
+        let current = std::fs::read_to_string(&path).unwrap();
+        for line in current.lines() {
+            let r: AuditRecord = serde_json::from_str(line).unwrap();
+            assert_eq!(r.decision, "block");
+        }
+        assert!(std::fs::metadata(&path).unwrap().len() < 2_000 + 400);
+    }
+}

@@ -1,0 +1,70 @@
+//! `[audit]`, `[lockout]` and `[spray]`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::raw::RawConfig;
+use super::validate::seconds;
+use super::{ConfigError, error};
+use crate::audit::AuditConfig;
+use crate::protect::ProtectConfig;
+
+/// Validates `[audit]`: `path` is a file (relative to the config file) or `"-"` for
+/// standard output; without it there is no audit log.
+pub fn audit(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> AuditConfig {
+    let a = &raw.audit;
+    let max_file_bytes = a.max_file_bytes.unwrap_or(100 * 1024 * 1024);
+    if max_file_bytes < 4096 {
+        errors.push(error("audit.max_file_bytes", "must be at least 4096"));
+    }
+    let max_files = a.max_files.unwrap_or(10);
+    if max_files == 0 {
+        errors.push(error("audit.max_files", "must be at least 1"));
+    }
+    AuditConfig {
+        enabled: a.path.as_deref().is_some_and(|p| !p.is_empty()),
+        path: a
+            .path
+            .as_deref()
+            .filter(|p| *p != "-" && !p.is_empty())
+            .map(|p| base.join(p)),
+        max_file_bytes,
+        max_files,
+    }
+}
+
+/// Validates `[lockout]` and `[spray]`.
+pub fn protect(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> ProtectConfig {
+    let d = ProtectConfig::default();
+    let (l, s) = (&raw.lockout, &raw.spray);
+    let threshold = l.threshold.unwrap_or(d.lockout_threshold);
+    if threshold == 0 {
+        errors.push(error("lockout.threshold", "must be at least 1"));
+    }
+    let distinct = s.distinct_users.unwrap_or(d.spray_distinct_users);
+    if distinct < 2 {
+        errors.push(error("spray.distinct_users", "must be at least 2"));
+    }
+    let window = |key: &str, v: Option<u64>, default: Duration, errors: &mut Vec<ConfigError>| {
+        seconds(key, v, default.as_secs(), errors)
+    };
+    ProtectConfig {
+        lockout_enabled: l.enabled.unwrap_or(d.lockout_enabled),
+        lockout_threshold: threshold,
+        observation_window: window(
+            "lockout.observation_window_seconds",
+            l.observation_window_seconds,
+            d.observation_window,
+            errors,
+        ),
+        spray_enabled: s.enabled.unwrap_or(d.spray_enabled),
+        spray_distinct_users: distinct,
+        spray_window: window(
+            "spray.window_seconds",
+            s.window_seconds,
+            d.spray_window,
+            errors,
+        ),
+        spray_block: s.block.unwrap_or(d.spray_block),
+    }
+}

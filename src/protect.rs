@@ -1,0 +1,407 @@
+//! Protection for legacy authentication that policy still allows (SPEC §9): smart lockout
+//! modelled on AD FS Extranet Smart Lockout, and password-spray detection. Time is passed
+//! in, so the rules are tested without sleeping.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How many familiar addresses a user keeps (AD FS keeps 20).
+const FAMILIAR_IPS: usize = 20;
+/// Bound on tracked users and addresses; beyond it, stale entries are dropped first.
+const MAX_TRACKED: usize = 100_000;
+
+/// Where a request comes from, for a user: an address they signed in from before, or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Location {
+    Familiar,
+    Unknown,
+}
+
+impl Location {
+    /// The metric label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Location::Familiar => "familiar",
+            Location::Unknown => "unknown",
+        }
+    }
+}
+
+/// Lockout and spray settings (`[lockout]`, `[spray]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProtectConfig {
+    pub lockout_enabled: bool,
+    /// Bad passwords tolerated per user and location within the window.
+    pub lockout_threshold: u32,
+    pub observation_window: Duration,
+    pub spray_enabled: bool,
+    /// More distinct users than this from one address within the window is a spray.
+    pub spray_distinct_users: u32,
+    pub spray_window: Duration,
+    /// Refuse further legacy attempts from a flagged address (else only report).
+    pub spray_block: bool,
+}
+
+impl Default for ProtectConfig {
+    fn default() -> ProtectConfig {
+        ProtectConfig {
+            lockout_enabled: true,
+            lockout_threshold: 10,
+            observation_window: Duration::from_secs(1800),
+            spray_enabled: true,
+            spray_distinct_users: 20,
+            spray_window: Duration::from_secs(600),
+            spray_block: false,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counter {
+    bad: u32,
+    last_failure: Option<Instant>,
+}
+
+#[derive(Default)]
+struct UserState {
+    familiar: VecDeque<IpAddr>,
+    familiar_counter: Counter,
+    unknown_counter: Counter,
+}
+
+impl UserState {
+    fn location(&self, ip: IpAddr) -> Location {
+        if self.familiar.contains(&ip) {
+            Location::Familiar
+        } else {
+            Location::Unknown
+        }
+    }
+
+    fn counter(&mut self, location: Location) -> &mut Counter {
+        match location {
+            Location::Familiar => &mut self.familiar_counter,
+            Location::Unknown => &mut self.unknown_counter,
+        }
+    }
+}
+
+struct SprayState {
+    window_start: Instant,
+    users: HashSet<String>,
+    flagged: bool,
+}
+
+/// What happened when a bad password was recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadPassword {
+    Counted(Location),
+    /// This failure crossed the threshold: the lockout engages now.
+    LockedOut(Location),
+}
+
+/// Lockout and spray state for the whole process.
+pub struct Protect {
+    config: ProtectConfig,
+    users: Mutex<HashMap<String, UserState>>,
+    sources: Mutex<HashMap<IpAddr, SprayState>>,
+}
+
+fn key(user: &str) -> String {
+    user.to_lowercase()
+}
+
+impl Protect {
+    /// Empty state with `config`.
+    pub fn new(config: ProtectConfig) -> Protect {
+        Protect {
+            config,
+            users: Mutex::new(HashMap::new()),
+            sources: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> ProtectConfig {
+        self.config
+    }
+
+    /// Whether `user`'s legacy attempts from `ip` are locked out at `now`: more than the
+    /// threshold of bad passwords from that location, the last within the window.
+    pub fn locked_out(&self, user: &str, ip: IpAddr, now: Instant) -> Option<Location> {
+        if !self.config.lockout_enabled {
+            return None;
+        }
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let state = users.get_mut(&key(user))?;
+        let location = state.location(ip);
+        let window = self.config.observation_window;
+        let counter = state.counter(location);
+        match counter.last_failure {
+            Some(t) if now.duration_since(t) < window => {
+                (counter.bad > self.config.lockout_threshold).then_some(location)
+            }
+            // The window has passed: the count starts over.
+            Some(_) => {
+                *counter = Counter::default();
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Records a bad password (Exchange answered 401 to legacy credentials).
+    pub fn bad_password(&self, user: &str, ip: IpAddr, now: Instant) -> BadPassword {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        if users.len() >= MAX_TRACKED {
+            let window = self.config.observation_window;
+            users.retain(|_, s| {
+                [&s.familiar_counter, &s.unknown_counter].iter().any(|c| {
+                    c.last_failure
+                        .is_some_and(|t| now.duration_since(t) < window)
+                })
+            });
+        }
+        let state = users.entry(key(user)).or_default();
+        let location = state.location(ip);
+        let window = self.config.observation_window;
+        let threshold = self.config.lockout_threshold;
+        let counter = state.counter(location);
+        if counter
+            .last_failure
+            .is_some_and(|t| now.duration_since(t) >= window)
+        {
+            *counter = Counter::default();
+        }
+        counter.bad += 1;
+        counter.last_failure = Some(now);
+        if counter.bad == threshold + 1 {
+            BadPassword::LockedOut(location)
+        } else {
+            BadPassword::Counted(location)
+        }
+    }
+
+    /// Records a successful legacy sign-in: the address becomes familiar and the count for
+    /// that location is cleared (AD FS resets on success).
+    pub fn good_password(&self, user: &str, ip: IpAddr) {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let state = users.entry(key(user)).or_default();
+        let location = state.location(ip);
+        *state.counter(location) = Counter::default();
+        if location == Location::Unknown {
+            if state.familiar.len() == FAMILIAR_IPS {
+                state.familiar.pop_front();
+            }
+            state.familiar.push_back(ip);
+        }
+    }
+
+    /// Notes a legacy attempt naming `user` from `ip`. Returns true exactly once per
+    /// window, when the address crosses the distinct-user threshold (a spray suspect).
+    pub fn attempt(&self, user: &str, ip: IpAddr, now: Instant) -> bool {
+        if !self.config.spray_enabled {
+            return false;
+        }
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let window = self.config.spray_window;
+        if sources.len() >= MAX_TRACKED {
+            sources.retain(|_, s| now.duration_since(s.window_start) < window);
+        }
+        let state = sources.entry(ip).or_insert_with(|| SprayState {
+            window_start: now,
+            users: HashSet::new(),
+            flagged: false,
+        });
+        if now.duration_since(state.window_start) >= window {
+            *state = SprayState {
+                window_start: now,
+                users: HashSet::new(),
+                flagged: false,
+            };
+        }
+        let limit = self.config.spray_distinct_users as usize;
+        if state.users.len() <= limit {
+            state.users.insert(key(user));
+        }
+        if !state.flagged && state.users.len() > limit {
+            state.flagged = true;
+            return true;
+        }
+        false
+    }
+
+    /// Whether `ip` is a flagged spray source whose legacy attempts are refused.
+    pub fn spray_blocked(&self, ip: IpAddr, now: Instant) -> bool {
+        if !(self.config.spray_enabled && self.config.spray_block) {
+            return false;
+        }
+        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        sources.get(&ip).is_some_and(|s| {
+            s.flagged && now.duration_since(s.window_start) < self.config.spray_window
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn protect(threshold: u32) -> Protect {
+        Protect::new(ProtectConfig {
+            lockout_threshold: threshold,
+            observation_window: Duration::from_secs(1800),
+            spray_distinct_users: 20,
+            spray_window: Duration::from_secs(600),
+            ..ProtectConfig::default()
+        })
+    }
+
+    #[test]
+    fn lockout_engages_after_the_threshold_and_releases_after_the_window() {
+        let p = protect(3);
+        let t0 = Instant::now();
+        let attacker = ip("203.0.113.5");
+        for i in 0..3 {
+            assert_eq!(
+                p.bad_password("user01", attacker, t0),
+                BadPassword::Counted(Location::Unknown),
+                "{i}"
+            );
+            assert_eq!(p.locked_out("user01", attacker, t0), None);
+        }
+        assert_eq!(
+            p.bad_password("USER01", attacker, t0),
+            BadPassword::LockedOut(Location::Unknown)
+        );
+        assert_eq!(
+            p.locked_out("user01", attacker, t0),
+            Some(Location::Unknown)
+        );
+        let later = t0 + Duration::from_secs(1799);
+        assert_eq!(
+            p.locked_out("user01", attacker, later),
+            Some(Location::Unknown)
+        );
+        let after = t0 + Duration::from_secs(1800);
+        assert_eq!(
+            p.locked_out("user01", attacker, after),
+            None,
+            "released after the window"
+        );
+        // …and counting starts over.
+        assert_eq!(
+            p.bad_password("user01", attacker, after),
+            BadPassword::Counted(Location::Unknown)
+        );
+        assert_eq!(p.locked_out("user01", attacker, after), None);
+    }
+
+    #[test]
+    fn familiar_and_unknown_locations_are_counted_apart() {
+        let p = protect(2);
+        let t0 = Instant::now();
+        let office = ip("198.51.100.10");
+        let attacker = ip("203.0.113.5");
+        p.good_password("user01", office);
+        for _ in 0..3 {
+            p.bad_password("user01", attacker, t0);
+        }
+        assert_eq!(
+            p.locked_out("user01", attacker, t0),
+            Some(Location::Unknown)
+        );
+        assert_eq!(
+            p.locked_out("user01", office, t0),
+            None,
+            "the user still signs in from the office"
+        );
+        for _ in 0..2 {
+            assert_eq!(
+                p.bad_password("user01", office, t0),
+                BadPassword::Counted(Location::Familiar)
+            );
+        }
+        assert_eq!(
+            p.bad_password("user01", office, t0),
+            BadPassword::LockedOut(Location::Familiar)
+        );
+        assert_eq!(p.locked_out("user01", office, t0), Some(Location::Familiar));
+        // Other users are unaffected.
+        assert_eq!(p.locked_out("user02", attacker, t0), None);
+    }
+
+    #[test]
+    fn a_good_password_clears_its_locations_count() {
+        let p = protect(2);
+        let t0 = Instant::now();
+        let home = ip("192.0.2.7");
+        p.bad_password("user01", home, t0);
+        p.bad_password("user01", home, t0);
+        p.good_password("user01", home);
+        // home is familiar now; its familiar count is fresh.
+        assert_eq!(
+            p.bad_password("user01", home, t0),
+            BadPassword::Counted(Location::Familiar)
+        );
+    }
+
+    #[test]
+    fn a_spray_of_fifty_users_from_one_address_is_flagged_once() {
+        let p = protect(10);
+        let t0 = Instant::now();
+        let source = ip("203.0.113.99");
+        let flags: usize = (0..50)
+            .map(|i| {
+                p.attempt(
+                    &format!("user{i:02}@contoso.com"),
+                    source,
+                    t0 + Duration::from_secs(i),
+                )
+            })
+            .filter(|f| *f)
+            .count();
+        assert_eq!(flags, 1);
+        assert!(
+            !p.spray_blocked(source, t0),
+            "spray.block is off by default"
+        );
+    }
+
+    #[test]
+    fn one_users_retries_are_not_a_spray() {
+        let p = protect(10);
+        let t0 = Instant::now();
+        let source = ip("198.51.100.10");
+        for i in 0..500 {
+            assert!(!p.attempt("user01@contoso.com", source, t0 + Duration::from_millis(i)));
+        }
+        // Nor are many users spread over many addresses.
+        for i in 0..50u8 {
+            assert!(!p.attempt(&format!("user{i}"), IpAddr::from([10, 0, 0, i]), t0));
+        }
+    }
+
+    #[test]
+    fn spray_blocking_refuses_a_flagged_address_for_the_window() {
+        let p = Protect::new(ProtectConfig {
+            spray_block: true,
+            spray_distinct_users: 3,
+            ..ProtectConfig::default()
+        });
+        let t0 = Instant::now();
+        let source = ip("203.0.113.99");
+        for i in 0..4 {
+            p.attempt(&format!("u{i}"), source, t0);
+        }
+        assert!(p.spray_blocked(source, t0));
+        assert!(!p.spray_blocked(source, t0 + Duration::from_secs(600)));
+        assert!(!p.spray_blocked(ip("198.51.100.1"), t0));
+    }
+}
