@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod policy;
 pub mod protect;
 pub mod proxy;
+pub mod report;
 #[cfg(test)]
 mod test_support;
 pub mod token;

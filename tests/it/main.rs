@@ -3,6 +3,7 @@
 mod binary;
 #[cfg(feature = "lab")]
 mod lab;
+mod monitoring;
 mod proxy;
 mod purity;
 mod support;

@@ -216,6 +216,16 @@ async fn handle_upstream(
                 HeaderValue::from_str(&format!("{scheme} {}", STANDARD.encode(type2))).unwrap(),
             );
         }
+    } else if let Some(b64) = auth.strip_prefix("Basic ") {
+        // A password starting with "wrong" is a bad password, as Active Directory says.
+        let decoded =
+            String::from_utf8(STANDARD.decode(b64).unwrap_or_default()).unwrap_or_default();
+        if decoded
+            .split_once(':')
+            .is_some_and(|(_, p)| p.starts_with("wrong"))
+        {
+            *res.status_mut() = StatusCode::UNAUTHORIZED;
+        }
     } else if auth.is_empty() && target.contains("challenge") {
         *res.status_mut() = StatusCode::UNAUTHORIZED;
         for c in ["Negotiate", "NTLM", "Basic realm=\"mail.contoso.com\""] {

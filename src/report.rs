@@ -1,0 +1,417 @@
+//! `exgate report AUDIT.jsonl`: the readiness list an operator reads before enforcing —
+//! who still uses legacy authentication, per protocol and scheme; what report-only
+//! policies would block; and where blocked attempts come from.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::io::BufRead;
+
+use serde::{Deserialize, Serialize};
+
+/// Distinct user agents and addresses kept per row.
+const KEEP_DISTINCT: usize = 10;
+/// Rows in the top-sources table.
+const TOP_SOURCES: usize = 20;
+
+/// The fields of an audit line the report reads; anything else is ignored.
+#[derive(Deserialize)]
+struct Line {
+    #[serde(default)]
+    ts: String,
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(default)]
+    client_ip: String,
+    #[serde(default)]
+    protocol: String,
+    #[serde(default)]
+    scheme: String,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    policy: Option<String>,
+    #[serde(default)]
+    decision: String,
+    #[serde(default)]
+    user_agent: Option<String>,
+    #[serde(default)]
+    legacy: bool,
+}
+
+/// Legacy use by one user of one protocol with one scheme.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LegacyUse {
+    pub user: String,
+    pub protocol: String,
+    pub scheme: String,
+    pub count: u64,
+    pub allowed: u64,
+    pub blocked: u64,
+    pub report_only: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub user_agents: BTreeSet<String>,
+    pub client_ips: BTreeSet<String>,
+}
+
+/// What a report-only policy would have blocked.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WouldBlock {
+    pub user: String,
+    pub protocol: String,
+    pub policy: String,
+    pub count: u64,
+    pub last_seen: String,
+}
+
+/// A source of blocked attempts.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Source {
+    pub client_ip: String,
+    pub blocked: u64,
+    pub distinct_users: usize,
+    pub lockouts: u64,
+    pub spray_suspect: bool,
+    pub last_seen: String,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Report {
+    pub lines: u64,
+    pub unreadable_lines: u64,
+    pub legacy: Vec<LegacyUse>,
+    pub would_block: Vec<WouldBlock>,
+    pub top_blocked_sources: Vec<Source>,
+}
+
+#[derive(Default)]
+struct SourceAcc {
+    blocked: u64,
+    users: HashSet<String>,
+    lockouts: u64,
+    spray: bool,
+    last_seen: String,
+}
+
+fn seen(first: &mut String, last: &mut String, ts: &str) {
+    if first.is_empty() || ts < first.as_str() {
+        *first = ts.to_owned();
+    }
+    if ts > last.as_str() {
+        *last = ts.to_owned();
+    }
+}
+
+/// Reads audit lines and builds the report. Unreadable lines are counted, not fatal.
+pub fn build(input: impl BufRead) -> std::io::Result<Report> {
+    let mut report = Report::default();
+    let mut legacy: HashMap<(String, String, String), LegacyUse> = HashMap::new();
+    let mut would: HashMap<(String, String, String), WouldBlock> = HashMap::new();
+    let mut sources: HashMap<String, SourceAcc> = HashMap::new();
+    for line in input.lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        report.lines += 1;
+        let Ok(l) = serde_json::from_str::<Line>(&line) else {
+            report.unreadable_lines += 1;
+            continue;
+        };
+        let user = l.user.clone().unwrap_or_else(|| "(unidentified)".into());
+        match l.event.as_deref() {
+            Some("lockout") => {
+                sources.entry(l.client_ip.clone()).or_default().lockouts += 1;
+                continue;
+            }
+            Some("spray_suspect") => {
+                sources.entry(l.client_ip.clone()).or_default().spray = true;
+                continue;
+            }
+            Some(_) => continue,
+            None => {}
+        }
+        if l.legacy {
+            let key = (user.clone(), l.protocol.clone(), l.scheme.clone());
+            let row = legacy.entry(key).or_insert_with(|| LegacyUse {
+                user: user.clone(),
+                protocol: l.protocol.clone(),
+                scheme: l.scheme.clone(),
+                ..LegacyUse::default()
+            });
+            row.count += 1;
+            match l.decision.as_str() {
+                "allow" => row.allowed += 1,
+                "report_only" => row.report_only += 1,
+                _ => row.blocked += 1,
+            }
+            seen(&mut row.first_seen, &mut row.last_seen, &l.ts);
+            if let Some(ua) = &l.user_agent {
+                if row.user_agents.len() < KEEP_DISTINCT {
+                    row.user_agents.insert(ua.clone());
+                }
+            }
+            if row.client_ips.len() < KEEP_DISTINCT {
+                row.client_ips.insert(l.client_ip.clone());
+            }
+        }
+        if l.decision == "report_only" {
+            let policy = l
+                .policy
+                .clone()
+                .unwrap_or_else(|| "(global report-only)".into());
+            let key = (user.clone(), l.protocol.clone(), policy.clone());
+            let row = would.entry(key).or_insert_with(|| WouldBlock {
+                user: user.clone(),
+                protocol: l.protocol.clone(),
+                policy,
+                ..WouldBlock::default()
+            });
+            row.count += 1;
+            if l.ts > row.last_seen {
+                row.last_seen = l.ts.clone();
+            }
+        }
+        if l.decision == "block" {
+            let s = sources.entry(l.client_ip.clone()).or_default();
+            s.blocked += 1;
+            if s.users.len() < 10_000 {
+                s.users.insert(user);
+            }
+            if l.ts > s.last_seen {
+                s.last_seen = l.ts.clone();
+            }
+        }
+    }
+    report.legacy = legacy.into_values().collect();
+    report.legacy.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| (&a.user, &a.protocol, &a.scheme).cmp(&(&b.user, &b.protocol, &b.scheme)))
+    });
+    report.would_block = would.into_values().collect();
+    report
+        .would_block
+        .sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.user.cmp(&b.user)));
+    let mut top: Vec<Source> = sources
+        .into_iter()
+        .filter(|(_, s)| s.blocked > 0 || s.lockouts > 0 || s.spray)
+        .map(|(ip, s)| Source {
+            client_ip: ip,
+            blocked: s.blocked,
+            distinct_users: s.users.len(),
+            lockouts: s.lockouts,
+            spray_suspect: s.spray,
+            last_seen: s.last_seen,
+        })
+        .collect();
+    top.sort_by(|a, b| {
+        b.blocked
+            .cmp(&a.blocked)
+            .then_with(|| a.client_ip.cmp(&b.client_ip))
+    });
+    top.truncate(TOP_SOURCES);
+    report.top_blocked_sources = top;
+    Ok(report)
+}
+
+fn joined(set: &BTreeSet<String>) -> String {
+    set.iter().cloned().collect::<Vec<_>>().join("; ")
+}
+
+/// The report as text tables.
+pub fn table(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} audit lines read ({} unreadable)\n",
+        r.lines, r.unreadable_lines
+    );
+    let _ = writeln!(
+        out,
+        "Users still on legacy authentication ({} user/protocol/scheme rows):",
+        r.legacy.len()
+    );
+    let _ = writeln!(
+        out,
+        "  {:<28} {:<20} {:<15} {:>7} {:>7} {:>7} {:>7}  {:<24} {:<24}  clients",
+        "user",
+        "protocol",
+        "scheme",
+        "count",
+        "allowed",
+        "blocked",
+        "report",
+        "first seen",
+        "last seen"
+    );
+    for u in &r.legacy {
+        let _ = writeln!(
+            out,
+            "  {:<28} {:<20} {:<15} {:>7} {:>7} {:>7} {:>7}  {:<24} {:<24}  {} | {}",
+            u.user,
+            u.protocol,
+            u.scheme,
+            u.count,
+            u.allowed,
+            u.blocked,
+            u.report_only,
+            u.first_seen,
+            u.last_seen,
+            joined(&u.client_ips),
+            joined(&u.user_agents)
+        );
+    }
+    let _ = writeln!(out, "\nWhat report-only policies would block:");
+    let _ = writeln!(
+        out,
+        "  {:<28} {:<20} {:<28} {:>7}  last seen",
+        "user", "protocol", "policy", "count"
+    );
+    for w in &r.would_block {
+        let _ = writeln!(
+            out,
+            "  {:<28} {:<20} {:<28} {:>7}  {}",
+            w.user, w.protocol, w.policy, w.count, w.last_seen
+        );
+    }
+    let _ = writeln!(out, "\nTop sources of blocked attempts:");
+    let _ = writeln!(
+        out,
+        "  {:<40} {:>8} {:>7} {:>8}  {:<6}  last seen",
+        "client", "blocked", "users", "lockouts", "spray"
+    );
+    for s in &r.top_blocked_sources {
+        let _ = writeln!(
+            out,
+            "  {:<40} {:>8} {:>7} {:>8}  {:<6}  {}",
+            s.client_ip,
+            s.blocked,
+            s.distinct_users,
+            s.lockouts,
+            if s.spray_suspect { "yes" } else { "no" },
+            s.last_seen
+        );
+    }
+    out
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// The report as CSV: one header, a `section` column telling the three tables apart.
+pub fn csv(r: &Report) -> String {
+    let mut out = String::from(
+        "section,user,protocol,scheme,policy,client_ip,count,allowed,blocked,report_only,first_seen,last_seen,user_agents,client_ips\n",
+    );
+    for u in &r.legacy {
+        let fields = [
+            "legacy",
+            &u.user,
+            &u.protocol,
+            &u.scheme,
+            "",
+            "",
+            &u.count.to_string(),
+            &u.allowed.to_string(),
+            &u.blocked.to_string(),
+            &u.report_only.to_string(),
+            &u.first_seen,
+            &u.last_seen,
+            &joined(&u.user_agents),
+            &joined(&u.client_ips),
+        ];
+        let _ = writeln!(out, "{}", fields.map(csv_field).join(","));
+    }
+    for w in &r.would_block {
+        let count = w.count.to_string();
+        let fields = [
+            "would_block",
+            &w.user,
+            &w.protocol,
+            "",
+            &w.policy,
+            "",
+            &count,
+            "",
+            "",
+            &count,
+            "",
+            &w.last_seen,
+            "",
+            "",
+        ];
+        let _ = writeln!(out, "{}", fields.map(csv_field).join(","));
+    }
+    for s in &r.top_blocked_sources {
+        let blocked = s.blocked.to_string();
+        let fields = [
+            "blocked_source",
+            "",
+            "",
+            "",
+            "",
+            &s.client_ip,
+            &blocked,
+            "",
+            &blocked,
+            "",
+            "",
+            &s.last_seen,
+            "",
+            "",
+        ];
+        let _ = writeln!(out, "{}", fields.map(csv_field).join(","));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINES: &str = r#"{"ts":"2026-11-25T09:00:00.000Z","client_ip":"203.0.113.5","protocol":"Mapi","scheme":"basic","user":"user01@contoso.com","decision":"block","legacy":true,"user_agent":"Microsoft Office/16.0"}
+{"ts":"2026-11-25T09:05:00.000Z","client_ip":"198.51.100.7","protocol":"Mapi","scheme":"basic","user":"user01@contoso.com","decision":"allow","legacy":true}
+{"ts":"2026-11-25T08:55:00.000Z","client_ip":"198.51.100.7","protocol":"WebServices","scheme":"ntlm","user":"CONTOSO\\user02","decision":"report_only","policy":"Pilot","legacy":true}
+{"ts":"2026-11-25T09:06:00.000Z","client_ip":"198.51.100.7","protocol":"WebServices","scheme":"bearer","user":"user03@contoso.com","decision":"allow","legacy":false}
+{"ts":"2026-11-25T09:07:00.000Z","event":"spray_suspect","client_ip":"203.0.113.5","user":"x","legacy":true}
+not json
+"#;
+
+    #[test]
+    fn rows_are_grouped_counted_and_dated() {
+        let r = build(LINES.as_bytes()).unwrap();
+        assert_eq!((r.lines, r.unreadable_lines), (6, 1));
+        assert_eq!(r.legacy.len(), 2, "bearer is not legacy");
+        let mapi = &r.legacy[0];
+        assert_eq!(
+            (mapi.user.as_str(), mapi.count, mapi.allowed, mapi.blocked),
+            ("user01@contoso.com", 2, 1, 1)
+        );
+        assert_eq!(mapi.first_seen, "2026-11-25T09:00:00.000Z");
+        assert_eq!(mapi.last_seen, "2026-11-25T09:05:00.000Z");
+        assert_eq!(mapi.client_ips.len(), 2);
+        assert_eq!(r.would_block.len(), 1);
+        assert_eq!(r.would_block[0].policy, "Pilot");
+        assert_eq!(r.top_blocked_sources[0].client_ip, "203.0.113.5");
+        assert!(r.top_blocked_sources[0].spray_suspect);
+    }
+
+    #[test]
+    fn every_format_renders() {
+        let r = build(LINES.as_bytes()).unwrap();
+        assert!(table(&r).contains("user01@contoso.com"));
+        let csv = csv(&r);
+        assert!(
+            csv.lines()
+                .any(|l| l.starts_with("would_block,CONTOSO\\user02,WebServices,,Pilot"))
+        );
+        assert_eq!(csv.lines().count(), 1 + 2 + 1 + 1);
+    }
+}
