@@ -4,6 +4,7 @@ mod binary;
 #[cfg(feature = "lab")]
 mod lab;
 mod monitoring;
+mod prometheus;
 mod proxy;
 mod purity;
 mod support;

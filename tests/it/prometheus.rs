@@ -1,0 +1,138 @@
+//! The deploy/ files against exgate's real metric names, and a real Prometheus server
+//! scraping a running exgate on loopback (needs Debian's `prometheus` package, which
+//! `.ci/run` installs; run with `cargo test --test it -- --ignored`).
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::*;
+
+const METRICS: [&str; 11] = [
+    exgate::metrics::REQUESTS_TOTAL,
+    exgate::metrics::LEGACY_AUTH_ATTEMPTS_TOTAL,
+    exgate::metrics::TOKEN_VALIDATIONS_TOTAL,
+    exgate::metrics::JWKS_REFRESHES_TOTAL,
+    exgate::metrics::CONFIG_RELOADS_TOTAL,
+    exgate::metrics::REQUEST_DURATION_SECONDS,
+    exgate::metrics::UPSTREAM_REQUESTS_TOTAL,
+    exgate::metrics::UPSTREAM_ERRORS_TOTAL,
+    exgate::metrics::LOCKOUTS_TOTAL,
+    exgate::metrics::SPRAY_SUSPECTS_TOTAL,
+    exgate::metrics::AUDIT_LINES_DROPPED_TOTAL,
+];
+
+fn referenced(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("exgate_") {
+        let start = i + at;
+        let end = start
+            + bytes[start..]
+                .iter()
+                .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+                .count();
+        let name = &text[start..end];
+        let name = name.strip_suffix("_bucket").unwrap_or(name);
+        names.insert(name.to_owned());
+        i = end;
+    }
+    names
+}
+
+#[test]
+fn rules_and_dashboard_use_only_metrics_exgate_exports() {
+    for file in [
+        "deploy/prometheus/exgate-rules.yml",
+        "deploy/grafana/exgate.json",
+    ] {
+        let text = std::fs::read_to_string(repo().join(file)).unwrap();
+        let names = referenced(&text);
+        assert!(names.len() >= 5, "{file}: {names:?}");
+        for name in names {
+            assert!(
+                METRICS.contains(&name.as_str()),
+                "{file} uses {name}, which exgate does not export"
+            );
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Debian's prometheus package; .ci/run installs it and runs this test"]
+async fn a_real_prometheus_scrapes_exgate() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start(
+        "[exchange]\ndeployment = \"online\"\n[policy]\nscript = \"policies.ps1\"\n",
+        "New-AuthenticationPolicy P\nSet-OrganizationConfig -DefaultAuthenticationPolicy P\n",
+        &[upstream.url()],
+    )
+    .await;
+    let mut c = gate.client().await;
+    c.get(
+        "/mapi/",
+        &[("authorization", &basic("user01@contoso.com", "pw"))],
+    )
+    .await;
+
+    let dir = scratch();
+    let port = free_port();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: exgate\n    static_configs:\n      - targets: ['{}']\n",
+            gate.running.admin_addr
+        ),
+    )
+    .unwrap();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus is installed (apt-get install prometheus)");
+    let query = "/api/v1/query?query=exgate_requests_total";
+    let mut found = String::new();
+    for _ in 0..120 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Ok(stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+            continue;
+        };
+        let mut client = Client::handshake(hyper_util::rt::TokioIo::new(stream)).await;
+        let Ok(reply) = client
+            .send("GET", query, &[], full(bytes::Bytes::new()))
+            .await
+        else {
+            continue;
+        };
+        found = String::from_utf8_lossy(&reply.body).into_owned();
+        if found.contains("\"decision\":\"block\"") {
+            break;
+        }
+    }
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    assert!(
+        found.contains("\"__name__\":\"exgate_requests_total\""),
+        "{found}"
+    );
+    assert!(found.contains("\"protocol\":\"Mapi\""), "{found}");
+    assert!(found.contains("\"decision\":\"block\""), "{found}");
+}
