@@ -100,6 +100,61 @@ async fn wait_ready(gate: &Exgate) {
     panic!("exgate never became ready");
 }
 
+/// A key, its identity provider, a fake Exchange and exgate validating against them.
+struct Setup {
+    key: SigningKey,
+    idp: Idp,
+    upstream: Upstream,
+    gate: Exgate,
+}
+
+/// How [`Setup::start`] wires things.
+struct Wiring<'a> {
+    deployment: &'a str,
+    script: &'a str,
+    unknown_kid_min: u64,
+    /// Discover the keys through the OpenID configuration rather than the JWKS URL.
+    openid: bool,
+    /// Take the identity provider down before exgate starts (and do not wait for keys).
+    idp_down: bool,
+}
+
+const ONLINE: Wiring<'static> = Wiring {
+    deployment: "online",
+    script: "",
+    unknown_kid_min: 300,
+    openid: false,
+    idp_down: false,
+};
+
+impl Setup {
+    async fn start(w: Wiring<'_>) -> Setup {
+        let key = SigningKey::generate("k1");
+        let idp = Idp::start(&[&key]).await;
+        idp.down.store(w.idp_down, Ordering::SeqCst);
+        let upstream = Upstream::start().await;
+        let source = if w.openid {
+            format!(
+                "openid_configuration_url = \"http://{}/.well-known/openid-configuration\"",
+                idp.addr
+            )
+        } else {
+            format!("jwks_url = \"http://{}/keys\"", idp.addr)
+        };
+        let toml = tokens_toml(w.deployment, &source, w.unknown_kid_min);
+        let gate = Exgate::start(&toml, w.script, &[upstream.url()]).await;
+        if !w.idp_down {
+            wait_ready(&gate).await;
+        }
+        Setup {
+            key,
+            idp,
+            upstream,
+            gate,
+        }
+    }
+}
+
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
@@ -110,12 +165,16 @@ fn claims(user: &str, mfa: bool) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mfa_is_required_where_configured_and_only_there() {
-    let key = SigningKey::generate("k1");
-    let idp = Idp::start(&[&key]).await;
-    let upstream = Upstream::start().await;
-    let source = format!("jwks_url = \"http://{}/keys\"", idp.addr);
-    let gate = Exgate::start(&tokens_toml("online", &source, 300), "", &[upstream.url()]).await;
-    wait_ready(&gate).await;
+    let Setup {
+        key,
+        idp: _,
+        upstream,
+        gate,
+    } = Setup::start(Wiring {
+        unknown_kid_min: 300,
+        ..ONLINE
+    })
+    .await;
 
     let with_mfa = key.sign(&claims("user01@contoso.com", true));
     let without = key.sign(&claims("user01@contoso.com", false));
@@ -151,15 +210,16 @@ async fn mfa_is_required_where_configured_and_only_there() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_token_gets_401_with_its_description() {
-    let key = SigningKey::generate("k1");
-    let idp = Idp::start(&[&key]).await;
-    let upstream = Upstream::start().await;
-    let source = format!(
-        "openid_configuration_url = \"http://{}/.well-known/openid-configuration\"",
-        idp.addr
-    );
-    let gate = Exgate::start(&tokens_toml("online", &source, 300), "", &[upstream.url()]).await;
-    wait_ready(&gate).await;
+    let Setup {
+        key,
+        upstream,
+        gate,
+        ..
+    } = Setup::start(Wiring {
+        openid: true,
+        ..ONLINE
+    })
+    .await;
 
     let now = i64::try_from(
         std::time::SystemTime::now()
@@ -267,12 +327,16 @@ async fn every_bad_token_gets_401_with_its_description() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_rotation_is_picked_up_and_a_removed_key_stops_validating() {
-    let k1 = SigningKey::generate("k1");
-    let idp = Idp::start(&[&k1]).await;
-    let upstream = Upstream::start().await;
-    let source = format!("jwks_url = \"http://{}/keys\"", idp.addr);
-    let gate = Exgate::start(&tokens_toml("online", &source, 1), "", &[upstream.url()]).await;
-    wait_ready(&gate).await;
+    let Setup {
+        key: k1,
+        idp,
+        upstream: _,
+        gate,
+    } = Setup::start(Wiring {
+        unknown_kid_min: 1,
+        ..ONLINE
+    })
+    .await;
     let old = k1.sign(&claims("user01@contoso.com", true));
     let mut c = gate.client().await;
     assert_eq!(
@@ -305,12 +369,16 @@ async fn key_rotation_is_picked_up_and_a_removed_key_stops_validating() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jwks_server_that_goes_down_leaves_the_cached_keys_serving() {
-    let k1 = SigningKey::generate("k1");
-    let idp = Idp::start(&[&k1]).await;
-    let upstream = Upstream::start().await;
-    let source = format!("jwks_url = \"http://{}/keys\"", idp.addr);
-    let gate = Exgate::start(&tokens_toml("online", &source, 1), "", &[upstream.url()]).await;
-    wait_ready(&gate).await;
+    let Setup {
+        key: k1,
+        idp,
+        upstream: _,
+        gate,
+    } = Setup::start(Wiring {
+        unknown_kid_min: 1,
+        ..ONLINE
+    })
+    .await;
     idp.down.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     // An unknown kid forces a fetch, which fails.
@@ -348,12 +416,16 @@ async fn a_jwks_server_that_goes_down_leaves_the_cached_keys_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_unknown_kids_costs_at_most_one_fetch_per_interval() {
-    let k1 = SigningKey::generate("k1");
-    let idp = Idp::start(&[&k1]).await;
-    let upstream = Upstream::start().await;
-    let source = format!("jwks_url = \"http://{}/keys\"", idp.addr);
-    let gate = Exgate::start(&tokens_toml("online", &source, 2), "", &[upstream.url()]).await;
-    wait_ready(&gate).await;
+    let Setup {
+        key: k1,
+        idp,
+        upstream,
+        gate,
+    } = Setup::start(Wiring {
+        unknown_kid_min: 2,
+        ..ONLINE
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let before = idp.fetches();
     // 1,000 tokens with random unknown kids, 20 connections at a time.
@@ -392,12 +464,14 @@ async fn a_burst_of_unknown_kids_costs_at_most_one_fetch_per_interval() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_keys_tokens_get_503_and_readyz_waits() {
-    let k1 = SigningKey::generate("k1");
-    let idp = Idp::start(&[&k1]).await;
-    idp.down.store(true, Ordering::SeqCst);
-    let upstream = Upstream::start().await;
-    let source = format!("jwks_url = \"http://{}/keys\"", idp.addr);
-    let gate = Exgate::start(&tokens_toml("online", &source, 1), "", &[upstream.url()]).await;
+    let Setup {
+        key: k1, idp, gate, ..
+    } = Setup::start(Wiring {
+        unknown_kid_min: 1,
+        idp_down: true,
+        ..ONLINE
+    })
+    .await;
     let mut admin = Client::connect(gate.running.admin_addr).await;
     assert_eq!(admin.get("/readyz", &[]).await.status, 503);
     let token = k1.sign(&claims("user01@contoso.com", true));
@@ -420,18 +494,15 @@ async fn without_keys_tokens_get_503_and_readyz_waits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_premises_block_modern_auth_applies_to_the_tokens_user() {
-    let key = SigningKey::generate("k1");
-    let idp = Idp::start(&[&key]).await;
-    let upstream = Upstream::start().await;
-    let source = format!("jwks_url = \"http://{}/keys\"", idp.addr);
-    let script = "New-AuthenticationPolicy NoModernMapi -BlockModernAuthMapi\nSet-User user01 -AuthenticationPolicy NoModernMapi\n";
-    let gate = Exgate::start(
-        &tokens_toml("onpremises", &source, 300),
+    let script = "New-AuthenticationPolicy NoModernMapi -BlockModernAuthMapi
+Set-User user01 -AuthenticationPolicy NoModernMapi
+";
+    let Setup { key, gate, .. } = Setup::start(Wiring {
+        deployment: "onpremises",
         script,
-        &[upstream.url()],
-    )
+        ..ONLINE
+    })
     .await;
-    wait_ready(&gate).await;
     let mut c = gate.client().await;
     let user01 = key.sign(&claims("user01@contoso.com", true));
     let user02 = key.sign(&claims("user02@contoso.com", true));
@@ -457,20 +528,11 @@ async fn on_premises_block_modern_auth_applies_to_the_tokens_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_auth_to_oauth_conversion_validates_the_password_as_a_token() {
-    let key = SigningKey::generate("k1");
-    let idp = Idp::start(&[&key]).await;
-    let upstream = Upstream::start().await;
-    let source = format!("jwks_url = \"http://{}/keys\"", idp.addr);
     // Basic is blocked for everyone: the conversion path must not be.
-    let script =
-        "New-AuthenticationPolicy P\nSet-OrganizationConfig -DefaultAuthenticationPolicy P\n";
-    let gate = Exgate::start(
-        &tokens_toml("online", &source, 300),
-        script,
-        &[upstream.url()],
-    )
-    .await;
-    wait_ready(&gate).await;
+    let script = "New-AuthenticationPolicy P
+Set-OrganizationConfig -DefaultAuthenticationPolicy P
+";
+    let Setup { key, gate, .. } = Setup::start(Wiring { script, ..ONLINE }).await;
     let target = "/PowerShell-LiveID?BasicAuthToOAuthConversion=true";
     let token = key.sign(&claims("user01@contoso.com", true));
     let mut c = gate.client().await;
