@@ -42,6 +42,9 @@ pub enum Command {
     Token(TokenArgs),
     /// Send cmdlet lines to a running exgate's admin API (applied atomically, persisted).
     Cmdlet(CmdletArgs),
+    /// Load-test the enforcement path of a loopback exgate (bounded in time and requests).
+    #[cfg(feature = "lab")]
+    Load(LoadArgs),
     /// Who still uses legacy authentication, from an audit log: per user, protocol and
     /// scheme; what report-only policies would block; top sources of blocked attempts.
     Report {
@@ -110,6 +113,36 @@ pub struct TokenArgs {
     pub dir: Option<PathBuf>,
 }
 
+/// `exgate load`.
+#[cfg(feature = "lab")]
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// exgate's URL; loopback only (default: the lab's).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Stop after this many seconds.
+    #[arg(long, default_value_t = 10)]
+    pub duration_seconds: u64,
+    /// Stop after this many requests (an NTLM handshake counts once).
+    #[arg(long, default_value_t = 200_000)]
+    pub requests: u64,
+    /// Connections, each kept alive.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Traffic mix as class=weight: bearer-mfa, bearer-no-mfa, basic, ntlm, kerberos, spray.
+    #[arg(long, default_value = crate::load::DEFAULT_MIX)]
+    pub mix: String,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// The lab whose identity-provider key mints the tokens.
+    #[arg(long, default_value = "online-ca", value_parser = parse_scenario)]
+    pub scenario: crate::lab::Scenario,
+    /// The lab's directory.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
 /// `exgate cmdlet`.
 #[derive(Debug, clap::Args)]
 pub struct CmdletArgs {
@@ -150,6 +183,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(args) => token(&args),
         Command::Cmdlet(args) => cmdlet(args),
         Command::Report { audit, format } => report(&audit, &format),
+        #[cfg(feature = "lab")]
+        Command::Load(args) => load(&args),
     }
 }
 
@@ -357,5 +392,40 @@ fn report(path: &std::path::Path, format: &str) -> anyhow::Result<ExitCode> {
         _ => crate::report::table(&report),
     };
     println!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "lab")]
+fn load(args: &LoadArgs) -> anyhow::Result<ExitCode> {
+    use crate::{lab, load};
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| lab::default_dir(args.scenario));
+    let info = lab::LabInfo::read(&dir).ok();
+    let target = match (&args.target, &info) {
+        (Some(t), _) => t.clone(),
+        (None, Some(i)) => i.proxy.clone(),
+        (None, None) => anyhow::bail!("--target is required when no lab runs in {}", dir.display()),
+    };
+    let options = load::LoadOptions {
+        target: load::loopback_target(&target)?,
+        duration: std::time::Duration::from_secs(args.duration_seconds),
+        max_requests: args.requests,
+        concurrency: args.concurrency,
+        mix: load::parse_mix(&args.mix).map_err(|e| anyhow::anyhow!("--mix: {e}"))?,
+        progress: true,
+    };
+    let scenario = info.map_or(args.scenario, |i| i.scenario);
+    let key = lab::current_signing_key(&dir)?;
+    eprintln!(
+        "exgate load → {target}: {} connections, up to {} s or {} requests",
+        options.concurrency, args.duration_seconds, args.requests
+    );
+    let report = runtime()?.block_on(load::run(options, &key, scenario))?;
+    print!("{report}");
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -21,6 +21,8 @@ pub mod client;
 pub mod config;
 #[cfg(feature = "lab")]
 pub mod lab;
+#[cfg(feature = "lab")]
+pub mod load;
 pub mod metrics;
 pub mod policy;
 pub mod protect;

@@ -3,6 +3,8 @@
 mod binary;
 #[cfg(feature = "lab")]
 mod lab;
+#[cfg(feature = "lab")]
+mod load;
 mod monitoring;
 mod prometheus;
 mod proxy;
