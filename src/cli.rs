@@ -111,6 +111,15 @@ pub struct TokenArgs {
     /// The lab's directory (its identity-provider key signs the token).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Mint this many tokens, one per line, for users load0000@… upwards.
+    #[arg(long)]
+    pub count: Option<usize>,
+    /// Print the signing key's JWKS instead of a token.
+    #[arg(long, conflicts_with = "public_key_pem")]
+    pub jwks: bool,
+    /// Print the signing key's public key as PEM instead of a token.
+    #[arg(long)]
+    pub public_key_pem: bool,
 }
 
 /// `exgate load`.
@@ -331,21 +340,36 @@ fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| lab::default_dir(args.scenario));
     let scenario = lab::LabInfo::read(&dir).map_or(args.scenario, |i| i.scenario);
+    std::fs::create_dir_all(&dir)?;
     let key = lab::current_signing_key(&dir)?;
-    let audience = args.audience.as_deref().unwrap_or(scenario.audience());
-    let mut claims = crate::token::mint::entra_v1_claims(
-        lab::TENANT,
-        audience,
-        &args.user,
-        !args.no_mfa,
-        args.expires_in,
-    );
-    if scenario.mfa_by_adfs() && !args.no_mfa {
-        claims["amr"] = serde_json::json!(["fed"]);
-        claims[crate::token::AUTHN_METHODS_REFERENCES] =
-            serde_json::json!(crate::token::MULTIPLE_AUTHN);
+    if args.jwks {
+        println!("{}", crate::token::mint::jwks(&[&key]));
+        return Ok(ExitCode::SUCCESS);
     }
-    println!("{}", key.sign(&claims));
+    if args.public_key_pem {
+        print!("{}", key.public_key_pem());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let audience = args.audience.as_deref().unwrap_or(scenario.audience());
+    let users: Vec<String> = match args.count {
+        Some(n) => (0..n).map(|i| format!("load{i:04}@contoso.com")).collect(),
+        None => vec![args.user.clone()],
+    };
+    for user in users {
+        let mut claims = crate::token::mint::entra_v1_claims(
+            lab::TENANT,
+            audience,
+            &user,
+            !args.no_mfa,
+            args.expires_in,
+        );
+        if scenario.mfa_by_adfs() && !args.no_mfa {
+            claims["amr"] = serde_json::json!(["fed"]);
+            claims[crate::token::AUTHN_METHODS_REFERENCES] =
+                serde_json::json!(crate::token::MULTIPLE_AUTHN);
+        }
+        println!("{}", key.sign(&claims));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -51,6 +51,22 @@ impl SigningKey {
         })
     }
 
+    /// The public key as PEM (`-----BEGIN PUBLIC KEY-----`), for peers such as HAProxy's
+    /// `jwt_verify`, which want a key file rather than a JWKS.
+    pub fn public_key_pem(&self) -> String {
+        use aws_lc_rs::signature::KeyPair as _;
+        use base64::Engine as _;
+        let pair = KeyPair::from_pkcs8(&self.pkcs8).expect("the key was parsed before");
+        let der = pair.public_key().as_der().expect("a public key serializes");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+            .collect();
+        format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", lines.join("\n"))
+    }
+
     /// The private key, PKCS#8 DER, for a lab to keep across restarts.
     pub fn pkcs8(&self) -> &[u8] {
         &self.pkcs8

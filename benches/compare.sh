@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# exgate against HAProxy 2.6 (Debian) doing the same enforcement, side by side, on
+# loopback only. Proxies run pinned to core 0; wrk and the fast upstream to core 1.
+#
+#   benches/compare.sh                      # DURATION=5 CONNS=32 ROUNDS=1
+#   DURATION=10 ROUNDS=2 benches/compare.sh
+#
+# Workloads: anonymous pass-through (GET /owa/), bearer+MFA on /mapi/ (a pool of 300
+# distinct RS256 tokens), blocked Basic on /ews/, and an 80/20 mix (bearer+MFA / blocked
+# Basic) across /mapi, /ews, /autodiscover, /oab. Targets: the upstream reached directly,
+# a plain HAProxy pass-through, HAProxy enforcing (benches/peers/haproxy-enforce.cfg),
+# exgate, and exgate with its verified-token cache off. For each: requests/s, p50/p99
+# latency (wrk), and the proxy's CPU per request from /proc/PID/stat.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-5}
+CONNS=${CONNS:-32}
+ROUNDS=${ROUNDS:-1}
+
+for tool in haproxy wrk taskset python3 curl; do
+    command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq haproxy wrk util-linux python3 curl >/dev/null; break; }
+done
+cargo build --release --quiet
+EXGATE=$PWD/target/release/exgate
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "${KEEP:-}" ] || rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+TENANT=6f3b5b2a-1c4d-4e8f-9a0b-7c6d5e4f3a2b
+export ISSUER="https://sts.windows.net/$TENANT/" AUDIENCE="https://outlook.office365.com"
+
+# Keys and a pool of tokens, minted in process by exgate's lab code.
+"$EXGATE" token --dir "$WORK/keys" --public-key-pem > "$WORK/key.pem"
+"$EXGATE" token --dir "$WORK/keys" --jwks > "$WORK/jwks.json"
+"$EXGATE" token --dir "$WORK/keys" --count 300 > "$WORK/tokens.txt"
+export KEY_PEM="$WORK/key.pem" TOKENS="$WORK/tokens.txt"
+
+UP_PORT=$(free_port); export UP_PORT
+start() { # name core command…
+    local name=$1 core=$2; shift 2
+    taskset -c "$core" "$@" > "$WORK/$name.log" 2>&1 &
+    PIDS+=($!)
+    eval "PID_$name=$!"
+}
+FE_PORT=$UP_PORT start upstream 1 haproxy -f benches/peers/haproxy-upstream.cfg
+PLAIN_PORT=$(free_port); FE_PORT=$PLAIN_PORT start plain 0 haproxy -f benches/peers/haproxy-plain.cfg
+ENF_PORT=$(free_port); FE_PORT=$ENF_PORT start haproxy 0 haproxy -f benches/peers/haproxy-enforce.cfg
+
+exgate_config() { # port cache_entries
+    cat <<EOF
+[server]
+listen = "127.0.0.1:$1"
+admin_listen = "127.0.0.1:0"
+[upstream]
+servers = ["http://127.0.0.1:$UP_PORT"]
+[exchange]
+deployment = "online"
+[policy]
+script = "policies.ps1"
+[[tokens.issuers]]
+issuer = "https://sts.windows.net/{tenantid}/"
+audiences = ["$AUDIENCE"]
+jwks_file = "jwks.json"
+[tokens]
+cache_max_entries = $2
+[tokens.mfa]
+require_for = ["Autodiscover", "Mapi", "OfflineAddressBook", "WebServices"]
+EOF
+}
+printf 'New-AuthenticationPolicy BlockLegacy\nSet-OrganizationConfig -DefaultAuthenticationPolicy BlockLegacy\n' > "$WORK/policies.ps1"
+EXG_PORT=$(free_port); exgate_config "$EXG_PORT" 10000 > "$WORK/exgate.toml"
+NOCACHE_PORT=$(free_port); exgate_config "$NOCACHE_PORT" 0 > "$WORK/exgate-nocache.toml"
+RUST_LOG=error start exgate 0 "$EXGATE" serve --config "$WORK/exgate.toml"
+RUST_LOG=error start nocache 0 "$EXGATE" serve --config "$WORK/exgate-nocache.toml"
+
+port_of() { case $1 in upstream) echo "$UP_PORT";; plain) echo "$PLAIN_PORT";; haproxy) echo "$ENF_PORT";; exgate) echo "$EXG_PORT";; nocache) echo "$NOCACHE_PORT";; esac; }
+for t in upstream plain haproxy exgate nocache; do
+    for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$(port_of $t)/owa/" && break; sleep 0.1; done
+done
+
+# Both enforcers must agree before anything is measured.
+TOKEN=$(head -1 "$TOKENS")
+check() { # target path header expected
+    local got
+    got=$(curl -s -o /dev/null -w '%{http_code}' -H "$3" "http://127.0.0.1:$(port_of "$1")$2")
+    [ "$got" = "$4" ] || { echo "sanity: $1 $2 answered $got, expected $4" >&2; exit 1; }
+}
+for t in haproxy exgate nocache; do
+    check "$t" /mapi/emsmdb/ "Authorization: Bearer $TOKEN" 200
+    check "$t" /EWS/Exchange.asmx "Authorization: Basic dXNlcjAxQGNvbnRvc28uY29tOlN1bW1lcjIwMjYh" 401
+done
+NO_MFA=$("$EXGATE" token --dir "$WORK/keys" --no-mfa)
+check haproxy /mapi/emsmdb/ "Authorization: Bearer $NO_MFA" 401
+check exgate /mapi/emsmdb/ "Authorization: Bearer $NO_MFA" 401
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+CLK_TCK=$(getconf CLK_TCK)
+RESULTS="$WORK/results.tsv"
+run() { # workload target
+    local workload=$1 target=$2 pid_var="PID_$2" args=()
+    local pid=${!pid_var} url="http://127.0.0.1:$(port_of "$2")"
+    case $workload in
+        anonymous) args=("$url/owa/") ;;
+        bearer) args=(-s benches/peers/bearer.lua "$url") ; export PATHS=/mapi/emsmdb/ BASIC_EVERY=0 ;;
+        basic) args=(-H "Authorization: Basic dXNlcjAxQGNvbnRvc28uY29tOlN1bW1lcjIwMjYh" "$url/EWS/Exchange.asmx") ;;
+        mix) args=(-s benches/peers/bearer.lua "$url"); export PATHS=/mapi/emsmdb/,/EWS/Exchange.asmx,/autodiscover/autodiscover.xml,/OAB/x/oab.xml BASIC_EVERY=5 ;;
+    esac
+    local before after
+    before=$(ticks "$pid")
+    taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${args[@]}" > "$WORK/wrk.out"
+    after=$(ticks "$pid")
+    python3 - "$workload" "$target" "$before" "$after" "$CLK_TCK" "$WORK/wrk.out" >> "$RESULTS" <<'PY'
+import re, sys
+workload, target, before, after, tck, path = sys.argv[1:]
+out = open(path).read()
+reqs = int(re.search(r"(\d+) requests in", out).group(1))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+def ms(label):
+    m = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)", out)
+    v, unit = float(m.group(1)), m.group(2)
+    return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+cpu_us = (int(after) - int(before)) * 1e6 / int(tck) / max(reqs, 1)
+print(f"{workload}\t{target}\t{rps:.0f}\t{ms('50'):.3f}\t{ms('99'):.3f}\t{cpu_us:.1f}")
+PY
+}
+
+for round in $(seq "$ROUNDS"); do
+    echo "round $round/$ROUNDS: ${DURATION}s per run, $CONNS connections" >&2
+    for t in upstream plain haproxy exgate; do run anonymous "$t"; done
+    for t in haproxy exgate nocache; do run bearer "$t"; done
+    for t in haproxy exgate; do run basic "$t"; done
+    for t in haproxy exgate nocache; do run mix "$t"; done
+done
+
+python3 - "$RESULTS" <<'PY'
+import sys, statistics
+rows = {}
+for line in open(sys.argv[1]):
+    w, t, rps, p50, p99, cpu = line.split("\t")
+    rows.setdefault((w, t), []).append((float(rps), float(p50), float(p99), float(cpu)))
+med = {k: [statistics.median(c) for c in zip(*v)] for k, v in rows.items()}
+names = {"upstream": "upstream direct", "plain": "HAProxy pass-through", "haproxy": "HAProxy enforcing",
+         "exgate": "exgate", "nocache": "exgate, token cache off"}
+print("| workload | target | req/s | p50 ms | p99 ms | CPU µs/req | CPU vs HAProxy | req/s vs HAProxy |")
+print("|---|---|---|---|---|---|---|---|")
+for w in ["anonymous", "bearer", "basic", "mix"]:
+    ref = med.get((w, "plain" if w == "anonymous" else "haproxy"))
+    for t in ["upstream", "plain", "haproxy", "exgate", "nocache"]:
+        if (w, t) not in med:
+            continue
+        rps, p50, p99, cpu = med[(w, t)]
+        cpu_ratio = f"{cpu / ref[3]:.2f}×" if ref and ref[3] > 0 and t != "upstream" else "—"
+        rps_ratio = f"{rps / ref[0]:.2f}×" if ref and t != "upstream" else "—"
+        print(f"| {w} | {names[t]} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | {cpu:.1f} | {cpu_ratio} | {rps_ratio} |")
+PY
