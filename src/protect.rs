@@ -90,8 +90,20 @@ impl UserState {
 
 struct SprayState {
     window_start: Instant,
-    users: HashSet<String>,
+    /// Hashes of the lower-cased user names seen (no allocation per attempt).
+    users: HashSet<u64>,
     flagged: bool,
+}
+
+/// A hash of the lower-cased name; a collision can only make a spray look smaller.
+fn name_hash(user: &str) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static SEED: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    let mut h = SEED.get_or_init(std::hash::RandomState::new).build_hasher();
+    for c in user.chars().flat_map(char::to_lowercase) {
+        h.write_u32(u32::from(c));
+    }
+    h.finish()
 }
 
 /// What happened when a bad password was recorded.
@@ -224,7 +236,7 @@ impl Protect {
         }
         let limit = self.config.spray_distinct_users as usize;
         if state.users.len() <= limit {
-            state.users.insert(key(user));
+            state.users.insert(name_hash(user));
         }
         if !state.flagged && state.users.len() > limit {
             state.flagged = true;
@@ -372,6 +384,15 @@ mod tests {
             !p.spray_blocked(source, t0),
             "spray.block is off by default"
         );
+    }
+
+    #[test]
+    fn spray_names_compare_case_insensitively() {
+        assert_eq!(
+            name_hash("User01@Contoso.com"),
+            name_hash("user01@contoso.com")
+        );
+        assert_ne!(name_hash("user01"), name_hash("user02"));
     }
 
     #[test]

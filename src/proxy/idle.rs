@@ -15,6 +15,9 @@ use tokio::time::{Instant, Sleep};
 
 use super::respond::{BoxError, ProxyBody};
 
+/// Bodies of a known length below this are not timed.
+const SMALL_BODY_BYTES: u64 = 64 * 1024;
+
 /// The body stalled longer than its idle timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("body idle for more than {0:?}")]
@@ -28,8 +31,17 @@ pub struct IdleTimeout {
 }
 
 impl IdleTimeout {
-    /// Wraps `inner`, boxed again as a [`ProxyBody`].
+    /// Wraps `inner`, boxed again as a [`ProxyBody`]. A body of known length under 64 KiB
+    /// is left alone: it is read at once, and a timer per small response would cost more
+    /// than it protects.
     pub fn wrap(inner: ProxyBody, idle: Duration) -> ProxyBody {
+        if inner
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n < SMALL_BODY_BYTES)
+        {
+            return inner;
+        }
         IdleTimeout {
             inner,
             idle,

@@ -73,6 +73,11 @@ impl VerifiedCache {
         }
     }
 
+    /// Whether the cache keeps anything (`tokens.cache_max_entries` > 0).
+    pub fn is_enabled(&self) -> bool {
+        !self.shards.is_empty()
+    }
+
     /// The entry for exactly this token, if it is still valid at `now`.
     pub fn get(&self, token: &str, now: u64) -> Option<Arc<Verified>> {
         if self.shards.is_empty() {

@@ -20,6 +20,15 @@ pub enum OneOrMany {
 }
 
 impl OneOrMany {
+    /// Whether any value satisfies `f`.
+    pub fn any(&self, f: impl Fn(&str) -> bool) -> bool {
+        match self {
+            OneOrMany::None => false,
+            OneOrMany::One(v) => f(v),
+            OneOrMany::Many(vs) => vs.iter().any(|v| f(v)),
+        }
+    }
+
     fn contains(&self, value: &str) -> bool {
         match self {
             OneOrMany::None => false,
@@ -37,7 +46,11 @@ pub struct Claims {
     #[serde(default)]
     pub tid: Option<String>,
     #[serde(default)]
-    pub exp: u64,
+    pub aud: OneOrMany,
+    #[serde(default)]
+    pub exp: Option<u64>,
+    #[serde(default)]
+    pub nbf: Option<u64>,
     #[serde(default)]
     pub amr: Vec<String>,
     #[serde(
@@ -55,15 +68,6 @@ pub struct Claims {
     pub preferred_username: Option<String>,
     #[serde(default)]
     pub oid: Option<String>,
-}
-
-/// Just the claims needed to pick an issuer before the signature is checked.
-#[derive(Debug, Deserialize)]
-pub struct IssuerClaims {
-    #[serde(default)]
-    pub iss: Option<String>,
-    #[serde(default)]
-    pub tid: Option<String>,
 }
 
 impl Claims {

@@ -64,7 +64,10 @@ impl SigningKey {
             .chunks(64)
             .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
             .collect();
-        format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", lines.join("\n"))
+        format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            lines.join("\n")
+        )
     }
 
     /// The private key, PKCS#8 DER, for a lab to keep across restarts.

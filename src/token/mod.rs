@@ -18,8 +18,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 
 pub use cache::{Verified, VerifiedCache};
@@ -39,8 +39,8 @@ struct Issuer {
     config: IssuerConfig,
     pattern: IssuerPattern,
     keys: Arc<IssuerKeys>,
-    /// One prepared validation per allowed algorithm.
-    validations: Vec<(&'static str, Validation)>,
+    /// The allowed algorithms, by their `alg` header names.
+    algorithms: Vec<(&'static str, Algorithm)>,
 }
 
 /// The token header fields exgate reads before verifying.
@@ -95,17 +95,10 @@ impl TokenValidator {
             .issuers
             .iter()
             .map(|c| {
-                let validations = c
+                let algorithms = c
                     .algorithms
                     .iter()
-                    .map(|alg| {
-                        let mut v = Validation::new(*alg);
-                        v.leeway = c.leeway.as_secs();
-                        v.validate_nbf = true;
-                        v.set_audience(&c.audiences);
-                        v.set_required_spec_claims(&["exp", "aud"]);
-                        (algorithm_name(*alg), v)
-                    })
+                    .map(|a| (algorithm_name(*a), *a))
                     .collect();
                 Issuer {
                     pattern: IssuerPattern::new(&c.issuer),
@@ -114,7 +107,7 @@ impl TokenValidator {
                         c.refresh_interval,
                         c.unknown_kid_refresh_min,
                     )),
-                    validations,
+                    algorithms,
                     config: c.clone(),
                 }
             })
@@ -181,12 +174,11 @@ impl TokenValidator {
             }
         }
 
-        let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (message, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
+        let (header, payload) = message.split_once('.').ok_or(TokenError::Malformed)?;
+        if payload.contains('.') {
             return Err(TokenError::Malformed);
-        };
+        }
         let header: JoseHeader = decode_segment(header)?;
         // `none` and HMAC are refused before anything else, whatever the issuer.
         if header.alg.eq_ignore_ascii_case("none")
@@ -197,22 +189,26 @@ impl TokenValidator {
         if signature.is_empty() {
             return Err(TokenError::Malformed);
         }
-        let unverified: claims::IssuerClaims = decode_segment(payload)?;
-        let iss = unverified.iss.as_deref().ok_or(TokenError::Malformed)?;
+        // The payload is read once, unverified, to pick the issuer; the same bytes are
+        // what the signature covers, so once it verifies these claims are the token's.
+        let claims: Claims = decode_segment(payload)?;
+        if header.alg.is_empty() || claims.iss.is_empty() {
+            return Err(TokenError::Malformed);
+        }
         let (index, issuer) = self
             .issuers
             .iter()
             .enumerate()
-            .find(|(_, i)| i.pattern.matches(iss))
+            .find(|(_, i)| i.pattern.matches(&claims.iss))
             .ok_or(TokenError::UntrustedIssuer)?;
         issuer
             .pattern
-            .check_tenant(iss, unverified.tid.as_deref())?;
-        let validation = issuer
-            .validations
+            .check_tenant(&claims.iss, claims.tid.as_deref())?;
+        let alg = issuer
+            .algorithms
             .iter()
             .find(|(name, _)| *name == header.alg)
-            .map(|(_, v)| v)
+            .map(|(_, a)| *a)
             .ok_or(TokenError::Algorithm)?;
 
         let kid = header.kid.as_deref();
@@ -228,29 +224,37 @@ impl TokenValidator {
             None => return Err(TokenError::NoKeys),
         };
         let key = keys.get(kid).ok_or(TokenError::UnknownKey)?;
-        let data =
-            jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-                ErrorKind::InvalidAudience => TokenError::Audience,
-                ErrorKind::MissingRequiredClaim(c) if c == "aud" => TokenError::Audience,
-                ErrorKind::InvalidSignature => TokenError::BadSignature,
-                ErrorKind::InvalidAlgorithm => TokenError::Algorithm,
-                _ => TokenError::Malformed,
-            })?;
-        let claims = data.claims;
-        // The checks above read the unverified payload; the verified claims must agree.
-        if claims.iss != iss {
-            return Err(TokenError::UntrustedIssuer);
+        match jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, alg) {
+            Ok(true) => {}
+            Ok(false) => return Err(TokenError::BadSignature),
+            // A key of another family than the algorithm (say, an EC key for RS256).
+            Err(e) if matches!(e.kind(), ErrorKind::InvalidAlgorithm) => {
+                return Err(TokenError::Algorithm);
+            }
+            Err(_) => return Err(TokenError::BadSignature),
         }
-        issuer
-            .pattern
-            .check_tenant(&claims.iss, claims.tid.as_deref())?;
+        let leeway = issuer.config.leeway.as_secs();
+        let exp = claims.exp.ok_or(TokenError::Malformed)?;
+        if exp.saturating_add(leeway) < now {
+            return Err(TokenError::Expired);
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(leeway))
+        {
+            return Err(TokenError::NotYetValid);
+        }
+        if !claims
+            .aud
+            .any(|a| issuer.config.audiences.iter().any(|x| x == a))
+        {
+            return Err(TokenError::Audience);
+        }
         let verified = Arc::new(Verified::new(
-            token,
+            if self.cache.is_enabled() { token } else { "" },
             index,
             header.kid,
-            claims.exp.saturating_add(issuer.config.leeway.as_secs()),
+            exp.saturating_add(leeway),
             claims.user().map(str::to_owned),
             claims.has_mfa(&self.auth_context_ids),
         ));
