@@ -23,6 +23,13 @@ const HOP_BY_HOP: [&str; 8] = [
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `Transfer-Encoding` goes too: hyper re-frames the body on each side.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // One scan of the (few) headers present instead of a lookup per hop-by-hop name.
+    let present = headers
+        .keys()
+        .any(|k| *k == header::TRANSFER_ENCODING || HOP_BY_HOP.contains(&k.as_str()));
+    if !present {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

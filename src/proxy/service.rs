@@ -97,13 +97,19 @@ impl Connection {
     /// Runs the phases, then records the outcome: duration, audit line, protection.
     async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         let started = Instant::now();
-        let method = req.method().to_string();
-        let path = req.uri().path().to_owned();
-        let user_agent = req
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(256).collect::<String>());
+        // Only the audit log needs these; without one, nothing is copied.
+        let audited = self.shared.audit.as_ref().map(|_| {
+            let user_agent = req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(256).collect::<String>());
+            (
+                req.method().to_string(),
+                req.uri().path().to_owned(),
+                user_agent,
+            )
+        });
         let (res, outcome) = self.phases(req).await;
         let elapsed = started.elapsed();
         let shared = &self.shared;
@@ -112,7 +118,7 @@ impl Connection {
             outcome.decision.action,
             elapsed.as_secs_f64(),
         );
-        if let Some(audit) = &shared.audit {
+        if let (Some(audit), Some((method, path, user_agent))) = (&shared.audit, audited) {
             if outcome.credentials || !outcome.decision.action.forwards() {
                 let d = &outcome.decision;
                 let snapshot = shared.snapshot.load();
