@@ -22,7 +22,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-pub use headers::{bearer_challenge, split_challenges, strip_legacy_challenges};
+pub use headers::{
+    append_forwarded, bearer_challenge, remove_hop_by_hop, split_challenges,
+    strip_legacy_challenges,
+};
 pub use respond::ProxyBody;
 
 use crate::audit::AuditLog;
