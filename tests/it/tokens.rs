@@ -228,34 +228,38 @@ async fn every_bad_token_gets_401_with_its_description() {
             .as_secs(),
     )
     .unwrap();
-    let mut cases: Vec<(String, &str, &str)> = Vec::new();
-    let mut c = claims("user01@contoso.com", true);
-    c["exp"] = (now - 1000).into();
-    cases.push((key.sign(&c), "The access token is expired", "2000001"));
-    let mut c = claims("user01@contoso.com", true);
-    c["nbf"] = (now + 1000).into();
-    cases.push((key.sign(&c), "The access token is not yet valid", "2000001"));
-    let mut c = claims("user01@contoso.com", true);
-    c["aud"] = "https://graph.microsoft.com".into();
-    cases.push((
-        key.sign(&c),
-        "The access token's audience is not accepted",
-        "2000003",
-    ));
-    let mut c = claims("user01@contoso.com", true);
-    c["iss"] = "https://evil.example/".into();
-    cases.push((
-        key.sign(&c),
-        "The access token's issuer is not trusted",
-        "2000001",
-    ));
-    let mut c = claims("user01@contoso.com", true);
-    c["tid"] = "00000000-0000-0000-0000-000000000000".into();
-    cases.push((
-        key.sign(&c),
-        "The access token's tenant does not match its issuer",
-        "2000001",
-    ));
+    let altered = |field: &str, value: serde_json::Value| {
+        let mut c = claims("user01@contoso.com", true);
+        c[field] = value;
+        key.sign(&c)
+    };
+    let mut cases: Vec<(String, &str, &str)> = vec![
+        (
+            altered("exp", (now - 1000).into()),
+            "The access token is expired",
+            "2000001",
+        ),
+        (
+            altered("nbf", (now + 1000).into()),
+            "The access token is not yet valid",
+            "2000001",
+        ),
+        (
+            altered("aud", "https://graph.microsoft.com".into()),
+            "The access token's audience is not accepted",
+            "2000003",
+        ),
+        (
+            altered("iss", "https://evil.example/".into()),
+            "The access token's issuer is not trusted",
+            "2000001",
+        ),
+        (
+            altered("tid", "00000000-0000-0000-0000-000000000000".into()),
+            "The access token's tenant does not match its issuer",
+            "2000001",
+        ),
+    ];
     let forger = SigningKey::generate("k1");
     cases.push((
         forger.sign(&claims("user01@contoso.com", true)),
