@@ -22,7 +22,7 @@ use super::upstream::{Head, Pinned, UpstreamError};
 use super::{Shared, Snapshot, headers};
 use crate::audit::AuditRecord;
 use crate::auth::{Credentials, Mechanism};
-use crate::policy::{Action, Context, Decision, Evaluation, Protocol, Reason};
+use crate::policy::{Action, Context, Decision, Evaluation, Lookup, Protocol, Reason};
 use crate::protect::BadPassword;
 use crate::token::TokenError;
 
@@ -230,8 +230,16 @@ impl Connection {
             let user = token_user.or_else(|| eval.credentials.user().map(|u| u.into_owned()));
             (decision, token_refusal, anonymous, pin, user)
         };
+        // Lockout and spray count the directory identity, so that `user01`,
+        // `CONTOSO\user01` and `user01@contoso.com` are one user, not three.
+        let protect_key = user
+            .as_deref()
+            .map(|u| match snapshot.engine.directory().lookup(u) {
+                Lookup::Found(id) => snapshot.engine.directory().user(id).upn.clone(),
+                Lookup::Unknown | Lookup::Ambiguous => u.to_owned(),
+            });
         if token_refusal.is_none() {
-            if let Some(reason) = self.protect_before(&decision, user.as_deref()) {
+            if let Some(reason) = self.protect_before(&decision, protect_key.as_deref()) {
                 decision = Decision {
                     action: Action::Block,
                     reason,
@@ -271,7 +279,7 @@ impl Connection {
                 let status = res.status().as_u16();
                 outcome.upstream_status = Some(status);
                 self.shared.metrics.record_upstream_status(status);
-                self.protect_after(&decision, outcome.user.as_deref(), status);
+                self.protect_after(&decision, protect_key.as_deref(), status);
                 rewrite_response(res, &snapshot, &decision, anonymous, pin, idle)
             }
             Err(e) => {
