@@ -207,8 +207,7 @@ impl Running {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let snapshot = Snapshot::build(&config).map_err(anyhow::Error::new)?;
     let tls_client = tls::client_config(&config.upstream)?;
-    let upstream =
-        upstream::Upstream::new(&config.upstream, tls_client, config.server.idle_timeout);
+    let upstream = upstream::Upstream::new(&config.upstream, tls_client);
     let acceptor = match &config.server.tls {
         Some(files) => Some(TlsAcceptor::from(Arc::new(tls::server_config(files)?))),
         None => None,

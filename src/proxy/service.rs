@@ -26,11 +26,17 @@ use crate::policy::{Action, Context, Decision, Evaluation, Lookup, Protocol, Rea
 use crate::protect::BadPassword;
 use crate::token::TokenError;
 
-/// What one client connection has established about its authentication.
+/// What one client connection holds upstream and has established about its
+/// authentication.
 #[derive(Default)]
 struct ConnectionAuth {
-    /// The connection's own upstream connection, once it carried NTLM or Negotiate.
-    pinned: Option<Pinned>,
+    /// The client connection's own upstream connection: never pooled, never shared with
+    /// another client, so NTLM and Negotiate can authenticate it (RFC 4559 §6), and no
+    /// pool is consulted per request.
+    upstream: Option<Pinned>,
+    /// The connection carried NTLM or Negotiate: its upstream connection is now
+    /// authenticated and must not be silently replaced.
+    authenticated: bool,
     /// The mechanism a `Negotiate` leg established, for later NegTokenResp legs.
     mechanism: Option<Mechanism>,
 }
@@ -40,7 +46,7 @@ struct Connection {
     peer: SocketAddr,
     https: bool,
     // HTTP/1.1 serves one request at a time per connection, so this lock is never
-    // contended; it exists because the pinned sender is used across an await.
+    // contended; it exists because the upstream sender is used across an await.
     auth: Mutex<ConnectionAuth>,
 }
 
@@ -224,7 +230,10 @@ impl Connection {
             if let Some(m) = eval.credentials.negotiated_mechanism() {
                 auth.mechanism = Some(m);
             }
-            let pin = connection_authenticating(&eval.credentials) || auth.pinned.is_some();
+            if connection_authenticating(&eval.credentials) {
+                auth.authenticated = true;
+            }
+            let pin = auth.authenticated;
             let (decision, token_refusal, token_user) = self.token_stage(&snapshot, &eval).await;
             let anonymous = matches!(eval.credentials, Credentials::None);
             let user = token_user.or_else(|| eval.credentials.user().map(|u| u.into_owned()));
@@ -268,12 +277,8 @@ impl Connection {
         let body = (!body.is_end_stream())
             .then(|| IdleTimeout::wrap(body.map_err(BoxError::from).boxed(), idle));
 
-        // Phase: forward, on the connection's own upstream connection when pinned.
-        let result = if pin {
-            self.forward_pinned(head, body).await
-        } else {
-            self.shared.upstream.send(head, body).await
-        };
+        // Phase: forward, on the client connection's own upstream connection.
+        let result = self.forward(head, body).await;
         let res = match result {
             Ok(res) => {
                 let status = res.status().as_u16();
@@ -359,7 +364,8 @@ impl Connection {
     ) -> Response<ProxyBody> {
         let mut res = respond::refusal(Refusal::Decided(decision), &snapshot.bearer);
         if pin && decision.action == Action::Block {
-            auth.pinned = None;
+            auth.upstream = None;
+            auth.authenticated = false;
             auth.mechanism = None;
             respond::close_connection(&mut res);
         }
@@ -391,21 +397,41 @@ impl Connection {
         }
     }
 
-    async fn forward_pinned(
+    async fn forward(
         &self,
         head: Head,
         body: Option<ProxyBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        let upstream = &self.shared.upstream;
         let mut auth = self.auth.lock().await;
-        if auth.pinned.is_none() {
-            auth.pinned = Some(self.shared.upstream.pin().await?);
+        // An idle upstream connection the server has closed is replaced before anything
+        // is sent — unless NTLM or Negotiate authenticated it: that state cannot move.
+        let stale = auth.upstream.as_ref().is_some_and(Pinned::is_closed);
+        if stale && !auth.authenticated {
+            auth.upstream = None;
         }
-        let pinned = auth.pinned.as_mut().expect("pinned above");
-        let result = self.shared.upstream.send_pinned(pinned, head, body).await;
-        if result.is_err() {
-            auth.pinned = None;
+        if auth.upstream.is_none() {
+            auth.upstream = Some(upstream.pin().await?);
         }
-        result
+        let own = auth.upstream.as_mut().expect("connected above");
+        let req = upstream.request_on(own, head, body);
+        match upstream.send_on(own, req).await {
+            Ok(res) => Ok(res),
+            // Closed under us before the request was written: once more on a new
+            // connection, if this one carried no authentication.
+            Err((_, Some(req))) if !auth.authenticated => {
+                auth.upstream = Some(upstream.pin().await?);
+                let own = auth.upstream.as_mut().expect("connected above");
+                upstream.send_on(own, req).await.map_err(|(e, _)| {
+                    auth.upstream = None;
+                    e
+                })
+            }
+            Err((e, _)) => {
+                auth.upstream = None;
+                Err(e)
+            }
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! The array of Exchange servers: round-robin with passive ejection, a shared pool for
-//! ordinary requests, and dedicated never-pooled connections for NTLM/Negotiate.
+//! The array of Exchange servers: round-robin with passive ejection, and one dedicated,
+//! never-pooled connection per client connection (which is also what NTLM and Negotiate
+//! need: the authenticated connection is never shared).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -7,12 +8,10 @@ use std::time::{Duration, Instant};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, Uri};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
 use super::respond::{ProxyBody, empty};
@@ -44,8 +43,6 @@ pub struct Head {
 struct Server {
     /// `scheme://authority`.
     base: Uri,
-    scheme: Scheme,
-    authority: Authority,
     host_header: HeaderValue,
     /// Milliseconds since `Upstream::epoch` until which the server is skipped.
     ejected_until_ms: AtomicU64,
@@ -55,18 +52,13 @@ struct Server {
 pub struct Upstream {
     servers: Vec<Server>,
     next: AtomicUsize,
-    pool: Client<Connector, ProxyBody>,
     connector: Connector,
     epoch: Instant,
 }
 
 impl Upstream {
     /// Builds the server list, the TLS client and the pool.
-    pub fn new(
-        config: &UpstreamConfig,
-        tls: rustls::ClientConfig,
-        pool_idle: Duration,
-    ) -> Upstream {
+    pub fn new(config: &UpstreamConfig, tls: rustls::ClientConfig) -> Upstream {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -76,32 +68,19 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let pool = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(pool_idle)
-            .pool_timer(TokioTimer::new())
-            .build(connector.clone());
         let servers = config
             .servers
             .iter()
-            .map(|uri| {
-                let authority = uri
-                    .authority()
-                    .cloned()
-                    .expect("validated: has an authority");
-                Server {
-                    base: uri.clone(),
-                    scheme: uri.scheme().cloned().expect("validated: has a scheme"),
-                    host_header: HeaderValue::from_str(authority.as_str())
-                        .expect("a parsed authority is a valid header value"),
-                    authority,
-                    ejected_until_ms: AtomicU64::new(0),
-                }
+            .map(|uri| Server {
+                base: uri.clone(),
+                host_header: HeaderValue::from_str(uri.authority().map_or("", |a| a.as_str()))
+                    .expect("a parsed authority is a valid header value"),
+                ejected_until_ms: AtomicU64::new(0),
             })
             .collect();
         Upstream {
             servers,
             next: AtomicUsize::new(0),
-            pool,
             connector,
             epoch: Instant::now(),
         }
@@ -129,24 +108,9 @@ impl Upstream {
         tracing::warn!(server = %self.servers[i].base, "upstream server ejected after a connect failure");
     }
 
-    fn request(
-        &self,
-        server: usize,
-        head: Head,
-        body: ProxyBody,
-        absolute: bool,
-    ) -> Request<ProxyBody> {
+    fn request(&self, server: usize, head: Head, body: ProxyBody) -> Request<ProxyBody> {
         let s = &self.servers[server];
-        let uri = if absolute {
-            Uri::builder()
-                .scheme(s.scheme.clone())
-                .authority(s.authority.clone())
-                .path_and_query(head.path_and_query)
-                .build()
-                .expect("scheme, authority and path are each valid")
-        } else {
-            Uri::from(head.path_and_query)
-        };
+        let uri = Uri::from(head.path_and_query);
         let mut req = Request::new(body);
         *req.method_mut() = head.method;
         *req.uri_mut() = uri;
@@ -157,42 +121,6 @@ impl Upstream {
                 .insert(header::HOST, s.host_header.clone());
         }
         req
-    }
-
-    /// Sends a request through the shared pool. A request without a body is retried on
-    /// the next server when the connection could not be made (no byte was sent).
-    pub async fn send(
-        &self,
-        head: Head,
-        body: Option<ProxyBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let retryable = body.is_none();
-        let mut body = body;
-        let attempts = if retryable { self.servers.len() } else { 1 };
-        let mut head = Some(head);
-        for attempt in 1..=attempts {
-            let server = self.pick().ok_or(UpstreamError::NoServer)?;
-            // Only a request that may be retried keeps a copy of its head.
-            let this = if attempt < attempts {
-                head.clone()
-            } else {
-                head.take()
-            }
-            .expect("the head is kept until the last attempt");
-            let req = self.request(server, this, body.take().unwrap_or_else(empty), true);
-            match self.pool.request(req).await {
-                Ok(res) => return Ok(res),
-                Err(e) if e.is_connect() => {
-                    self.eject(server);
-                    tracing::debug!(error = %e, "upstream connect failed");
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "upstream request failed");
-                    return Err(UpstreamError::Unreachable);
-                }
-            }
-        }
-        Err(UpstreamError::Unreachable)
     }
 
     /// Opens a dedicated connection for one client connection that authenticates with
@@ -227,23 +155,34 @@ impl Upstream {
         Err(UpstreamError::Unreachable)
     }
 
-    /// Sends a request on a pinned connection.
-    pub async fn send_pinned(
+    /// Sends a request on a client connection's own upstream connection. When the
+    /// connection turns out to be closed before the request was written, the request
+    /// comes back with the error so that the caller may send it on a new one.
+    pub async fn send_on(
         &self,
-        pinned: &mut Pinned,
+        own: &mut Pinned,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, (UpstreamError, Option<Request<ProxyBody>>)> {
+        if own.sender.ready().await.is_err() {
+            return Err((UpstreamError::Unreachable, Some(req)));
+        }
+        own.sender.try_send_request(req).await.map_err(|mut e| {
+            let unsent = e.take_message();
+            if unsent.is_none() {
+                tracing::warn!(error = %e.error(), "upstream request failed");
+            }
+            (UpstreamError::Unreachable, unsent)
+        })
+    }
+
+    /// Builds the upstream request for `head` on this connection.
+    pub fn request_on(
+        &self,
+        own: &Pinned,
         head: Head,
         body: Option<ProxyBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let req = self.request(pinned.server, head, body.unwrap_or_else(empty), false);
-        pinned
-            .sender
-            .ready()
-            .await
-            .map_err(|_| UpstreamError::Unreachable)?;
-        pinned.sender.send_request(req).await.map_err(|e| {
-            tracing::warn!(error = %e, "pinned upstream request failed");
-            UpstreamError::Unreachable
-        })
+    ) -> Request<ProxyBody> {
+        self.request(own.server, head, body.unwrap_or_else(empty))
     }
 }
 
@@ -252,6 +191,13 @@ pub struct Pinned {
     sender: http1::SendRequest<ProxyBody>,
     server: usize,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl Pinned {
+    /// Whether the upstream side has closed the connection.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
 }
 
 impl Drop for Pinned {

@@ -129,13 +129,16 @@ async fn ntlm_type3_arrives_on_the_connection_of_its_type1() {
     let handshake = |user: &'static str, scheme: &'static str| {
         let addr = gate.addr();
         async move {
+            // Each client marks its requests, to check no upstream connection mixes them.
+            let me = [("x-test-client", user)];
             let mut c = Client::connect(addr).await;
-            // Warm the shared pool first: a pinned connection must not be a pooled one.
             let anon = c
-                .get("/autodiscover/autodiscover.json?Protocol=x", &[])
+                .get("/autodiscover/autodiscover.json?Protocol=x", &me)
                 .await;
             assert_eq!(anon.status, 200);
-            let t1 = c.get(path, &[("authorization", &ntlm_type1(scheme))]).await;
+            let t1 = c
+                .get(path, &[("authorization", &ntlm_type1(scheme)), me[0]])
+                .await;
             assert_eq!(t1.status, 401);
             assert!(t1.header("www-authenticate").unwrap().starts_with(scheme));
             assert_eq!(
@@ -145,7 +148,10 @@ async fn ntlm_type3_arrives_on_the_connection_of_its_type1() {
             let t3 = c
                 .get(
                     path,
-                    &[("authorization", &ntlm_type3(scheme, "CONTOSO", user))],
+                    &[
+                        ("authorization", &ntlm_type3(scheme, "CONTOSO", user)),
+                        me[0],
+                    ],
                 )
                 .await;
             (t1, t3, c)
@@ -172,26 +178,23 @@ async fn ntlm_type3_arrives_on_the_connection_of_its_type1() {
         Some(a_conn),
         "Type 3 on its Type 1's connection"
     );
+    // Upstream saw A's Type 1 and Type 3 and B's Type 1 only, and no upstream connection
+    // ever carried requests of both clients.
     let seen = upstream.requests();
-    let auths: Vec<(usize, String)> = seen
+    let auths = seen
         .iter()
-        .filter_map(|r| {
-            Some((
-                r.connection,
-                r.headers.get("authorization")?.to_str().ok()?.to_owned(),
-            ))
-        })
-        .collect();
-    // Upstream saw A's Type 1 and Type 3 and B's Type 1 only, each on its own connection,
-    // and none of them on a pooled (anonymous) connection.
-    assert_eq!(auths.len(), 3, "{auths:?}");
-    let pooled: Vec<usize> = seen
-        .iter()
-        .filter(|r| r.headers.get("authorization").is_none())
-        .map(|r| r.connection)
-        .collect();
-    for (conn, _) in &auths {
-        assert!(!pooled.contains(conn), "NTLM went over a pooled connection");
+        .filter(|r| r.headers.contains_key("authorization"))
+        .count();
+    assert_eq!(auths, 3, "{seen:?}");
+    let mut owner: std::collections::HashMap<usize, String> = Default::default();
+    for r in &seen {
+        let client = r.headers["x-test-client"].to_str().unwrap().to_owned();
+        let first = owner.entry(r.connection).or_insert_with(|| client.clone());
+        assert_eq!(
+            *first, client,
+            "upstream connection {} was shared",
+            r.connection
+        );
     }
 }
 
@@ -482,4 +485,42 @@ async fn cmdlets_apply_live_atomically_and_persist_for_a_restart() {
         401,
         "the cmdlet survived the restart"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_closes_its_connections_is_reconnected_transparently() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An Exchange front end that closes every connection after one response, as IIS does
+    // with idle keep-alive connections.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    let gate = Exgate::start(ONLINE, "", &[format!("http://{addr}")]).await;
+    let mut c = gate.client().await;
+    for i in 0..5 {
+        let r = c.get(&format!("/ews/{i}"), &[]).await;
+        assert_eq!(r.status, 200, "request {i}");
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
 }
