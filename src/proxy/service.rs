@@ -418,8 +418,9 @@ impl Connection {
         match upstream.send_on(own, req).await {
             Ok(res) => Ok(res),
             // Closed under us before the request was written: once more on a new
-            // connection, if this one carried no authentication.
-            Err((_, Some(req))) if !auth.authenticated => {
+            // connection, if it has no body (SPEC §7) and this one carried no
+            // authentication.
+            Err((_, Some(req))) if !auth.authenticated && req.body().is_end_stream() => {
                 auth.upstream = Some(upstream.pin().await?);
                 let own = auth.upstream.as_mut().expect("connected above");
                 upstream.send_on(own, req).await.map_err(|(e, _)| {
