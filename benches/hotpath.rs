@@ -91,6 +91,7 @@ fn bench(c: &mut Criterion) {
         scheme: Scheme::Basic,
         policy: None,
         legacy: true,
+        user: None,
     };
     group.bench_function("metrics_record_and_duration", |b| {
         b.iter(|| {

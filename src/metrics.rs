@@ -314,6 +314,7 @@ mod tests {
             scheme: Scheme::Basic,
             policy: None,
             legacy,
+            user: None,
         }
     }
 

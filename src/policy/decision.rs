@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use super::directory::UserId;
 use super::protocol::Protocol;
 use super::store::PolicyId;
 use crate::auth::Scheme;
@@ -186,4 +187,6 @@ pub struct Decision {
     /// The request used legacy authentication (counts in
     /// `exgate_legacy_auth_attempts_total`).
     pub legacy: bool,
+    /// The declared user the credentials named, when the decision looked them up.
+    pub user: Option<UserId>,
 }

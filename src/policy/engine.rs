@@ -5,7 +5,7 @@
 //! cmdlet or reload changes the policies. Deciding takes no lock and does no I/O.
 
 use super::decision::{Action, Decision, Reason};
-use super::directory::{Directory, Lookup};
+use super::directory::{Directory, Lookup, UserId};
 use super::path::{Target, TargetError, classify};
 use super::protocol::{Protocol, Switch};
 use super::store::{Deployment, PolicyId, PolicyStore};
@@ -147,6 +147,7 @@ impl Engine {
                 scheme,
                 policy: None,
                 legacy: false,
+                user: None,
             },
             credentials: Credentials::None,
             target: None,
@@ -178,6 +179,7 @@ impl Engine {
             scheme: credentials.scheme(),
             policy,
             legacy,
+            user: None,
         };
         if matches!(protocol, Protocol::Owa | Protocol::Ecp) {
             return decision(Action::Allow, Reason::NotGoverned, None, false);
@@ -217,50 +219,58 @@ impl Engine {
             },
             Credentials::NegotiateUnknown => Subject::Unidentified,
         };
-        let (action, reason, policy) = self.legacy(protocol, credentials, subject);
+        let ((action, reason, policy), user) = self.legacy(protocol, credentials, subject);
         let legacy = reason != Reason::NtlmHandshake;
-        decision(action, reason, policy, legacy)
+        Decision {
+            user,
+            ..decision(action, reason, policy, legacy)
+        }
     }
 
-    /// Legacy credentials: SPEC §3–§4.
+    /// Legacy credentials: SPEC §3–§4. Also returns the declared user the credentials
+    /// named, when the decision looked them up.
     fn legacy(
         &self,
         protocol: Protocol,
         credentials: &Credentials,
         subject: Subject<'_>,
-    ) -> Outcome {
+    ) -> (Outcome, Option<UserId>) {
+        let outcome = |o: Outcome| (o, None);
         let online = self.settings.deployment == Deployment::Online;
         if online && !matches!(credentials, Credentials::Basic(_)) {
-            return (self.enforce(Action::Block), Reason::LegacyNotOffered, None);
+            return outcome((self.enforce(Action::Block), Reason::LegacyNotOffered, None));
         }
         let Some(switch) = protocol.switch() else {
             // Only `Other` is left: OWA and ECP returned earlier.
-            return match self.settings.other_paths {
+            return outcome(match self.settings.other_paths {
                 OtherPaths::BlockLegacy => {
                     (self.enforce(Action::Block), Reason::OtherPathLegacy, None)
                 }
                 OtherPaths::Pass => (Action::Allow, Reason::OtherPathPass, None),
-            };
+            });
         };
         if !online && !switch.exists_on_premises() {
-            return (Action::Allow, Reason::NoSwitch, None);
+            return outcome((Action::Allow, Reason::NoSwitch, None));
         }
         match subject {
             Subject::User(name) => match self.directory.lookup(name) {
-                Lookup::Found(id) => self.legacy_outcome(self.store.effective(Some(id)), switch),
-                Lookup::Unknown => self.legacy_outcome(self.store.org_default(), switch),
-                Lookup::Ambiguous => self.unidentified[protocol.index()],
+                Lookup::Found(id) => (
+                    self.legacy_outcome(self.store.effective(Some(id)), switch),
+                    Some(id),
+                ),
+                Lookup::Unknown => outcome(self.legacy_outcome(self.store.org_default(), switch)),
+                Lookup::Ambiguous => outcome(self.unidentified[protocol.index()]),
             },
-            Subject::OrgDefault => self.legacy_outcome(self.store.org_default(), switch),
-            Subject::HandshakeStart => match self.type1_blocked[protocol.index()] {
+            Subject::OrgDefault => outcome(self.legacy_outcome(self.store.org_default(), switch)),
+            Subject::HandshakeStart => outcome(match self.type1_blocked[protocol.index()] {
                 Some(policy) => (
                     Action::Block,
                     Reason::LegacyBlockedForEveryone,
                     Some(policy),
                 ),
                 None => (Action::Allow, Reason::NtlmHandshake, None),
-            },
-            Subject::Unidentified => self.unidentified[protocol.index()],
+            }),
+            Subject::Unidentified => outcome(self.unidentified[protocol.index()]),
         }
     }
 

@@ -126,6 +126,7 @@ mod tests {
             scheme: Scheme::Basic,
             policy: None,
             legacy: true,
+            user: None,
         })
     }
 

@@ -241,12 +241,16 @@ impl Connection {
         };
         // Lockout and spray count the directory identity, so that `user01`,
         // `CONTOSO\user01` and `user01@contoso.com` are one user, not three.
-        let protect_key = user
-            .as_deref()
-            .map(|u| match snapshot.engine.directory().lookup(u) {
-                Lookup::Found(id) => snapshot.engine.directory().user(id).upn.clone(),
+        // The decision usually found the user already; look up only when it did not.
+        let directory = snapshot.engine.directory();
+        let protect_key = match (decision.user, user.as_deref()) {
+            (Some(id), _) => Some(directory.user(id).upn.clone()),
+            (None, Some(u)) => Some(match directory.lookup(u) {
+                Lookup::Found(id) => directory.user(id).upn.clone(),
                 Lookup::Unknown | Lookup::Ambiguous => u.to_owned(),
-            });
+            }),
+            (None, None) => None,
+        };
         if token_refusal.is_none() {
             if let Some(reason) = self.protect_before(&decision, protect_key.as_deref()) {
                 decision = Decision {
