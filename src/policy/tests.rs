@@ -36,6 +36,12 @@ fn pilot_user_is_blocked_and_others_pass() {
         e.store().policy(d.policy.unwrap()).name,
         "BlockLegacyOutlookAuth"
     );
+    assert_eq!(
+        d.user,
+        Some(UserId(0)),
+        "the decision names the user it found"
+    );
+    assert_eq!(decide(&e, "/mapi/", Some(&basic("stranger"))).user, None);
 }
 
 #[test]
