@@ -6,7 +6,6 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use exgate::config::{IssuerConfig, KeySource, TokensConfig};
@@ -14,22 +13,17 @@ use exgate::metrics::Metrics;
 use exgate::policy::Protocol;
 use exgate::token::TokenValidator;
 use exgate::token::mint::{SigningKey, entra_v1_claims, jwks};
-use jsonwebtoken::Algorithm;
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const AUDIENCE: &str = "https://outlook.office365.com";
 
 fn validator(jwks_path: &std::path::Path, cache_max_entries: usize) -> TokenValidator {
     let config = TokensConfig {
-        issuers: vec![IssuerConfig {
-            issuer: "https://sts.windows.net/{tenantid}/".into(),
-            audiences: vec![AUDIENCE.into()],
-            source: KeySource::JwksFile(jwks_path.to_owned()),
-            algorithms: vec![Algorithm::RS256],
-            leeway: Duration::from_secs(300),
-            refresh_interval: Duration::from_secs(43_200),
-            unknown_kid_refresh_min: Duration::from_secs(300),
-        }],
+        issuers: vec![IssuerConfig::new(
+            "https://sts.windows.net/{tenantid}/",
+            &[AUDIENCE],
+            KeySource::JwksFile(jwks_path.to_owned()),
+        )],
         require_mfa: [false; Protocol::ALL.len()],
         auth_context_ids: vec![],
         cache_max_entries,

@@ -364,9 +364,7 @@ fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
             args.expires_in,
         );
         if scenario.mfa_by_adfs() && !args.no_mfa {
-            claims["amr"] = serde_json::json!(["fed"]);
-            claims[crate::token::AUTHN_METHODS_REFERENCES] =
-                serde_json::json!(crate::token::MULTIPLE_AUTHN);
+            crate::token::mint::mfa_at_adfs(&mut claims);
         }
         println!("{}", key.sign(&claims));
     }

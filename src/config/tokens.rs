@@ -34,6 +34,22 @@ pub struct IssuerConfig {
     pub unknown_kid_refresh_min: Duration,
 }
 
+impl IssuerConfig {
+    /// SPEC §5's defaults: RS256, 300 s leeway, a refresh every 12 h, unknown-`kid`
+    /// refetches at most every 5 min.
+    pub fn new(issuer: &str, audiences: &[&str], source: KeySource) -> IssuerConfig {
+        IssuerConfig {
+            issuer: issuer.to_owned(),
+            audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
+            source,
+            algorithms: vec![Algorithm::RS256],
+            leeway: Duration::from_secs(300),
+            refresh_interval: Duration::from_secs(43_200),
+            unknown_kid_refresh_min: Duration::from_secs(300),
+        }
+    }
+}
+
 /// The validated `[tokens]` section.
 #[derive(Clone, Debug, Default)]
 pub struct TokensConfig {
@@ -153,32 +169,30 @@ pub fn tokens(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> To
                 )),
             }
         }
-        if algorithms.is_empty() {
-            algorithms.push(Algorithm::RS256);
+        let Some(source) = source else {
+            continue;
+        };
+        let mut config = IssuerConfig::new(&issuer, &[], source);
+        config.audiences = raw_issuer.audiences.clone();
+        if !algorithms.is_empty() {
+            config.algorithms = algorithms;
         }
-        let refresh_interval = seconds(
+        if let Some(leeway) = raw_issuer.leeway_seconds {
+            config.leeway = Duration::from_secs(leeway);
+        }
+        config.refresh_interval = seconds(
             &key("refresh_interval_seconds"),
             raw_issuer.refresh_interval_seconds,
-            43_200,
+            config.refresh_interval.as_secs(),
             errors,
         );
-        let unknown_kid_refresh_min = seconds(
+        config.unknown_kid_refresh_min = seconds(
             &key("unknown_kid_refresh_min_seconds"),
             raw_issuer.unknown_kid_refresh_min_seconds,
-            300,
+            config.unknown_kid_refresh_min.as_secs(),
             errors,
         );
-        if let Some(source) = source {
-            issuers.push(IssuerConfig {
-                issuer,
-                audiences: raw_issuer.audiences.clone(),
-                source,
-                algorithms,
-                leeway: Duration::from_secs(raw_issuer.leeway_seconds.unwrap_or(300)),
-                refresh_interval,
-                unknown_kid_refresh_min,
-            });
-        }
+        issuers.push(config);
     }
     let cache_max_entries = t.cache_max_entries.unwrap_or(10_000);
     TokensConfig {

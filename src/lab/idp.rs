@@ -15,8 +15,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
 use super::{MFA_CODE, Scenario, SharedKeys, TENANT, find_user, new_kid, save_keys};
-use crate::token::mint::{SigningKey, entra_v1_claims, jwks};
-use crate::token::{AUTHN_METHODS_REFERENCES, MULTIPLE_AUTHN};
+use crate::token::mint::{SigningKey, entra_v1_claims, jwks, mfa_at_adfs};
 
 /// A running identity provider.
 pub struct Idp {
@@ -192,9 +191,7 @@ fn token(state: &State, body: &[u8]) -> Response<Full<Bytes>> {
     }
     let mut claims = entra_v1_claims(TENANT, resource, user.upn, true, 3599);
     if state.scenario.mfa_by_adfs() {
-        // MFA was done at AD FS: Entra passes AD FS's claim through.
-        claims["amr"] = serde_json::json!(["fed"]);
-        claims[AUTHN_METHODS_REFERENCES] = serde_json::json!(MULTIPLE_AUTHN);
+        mfa_at_adfs(&mut claims);
     }
     let keys = state.keys.load();
     let Some(key) = keys.first() else {

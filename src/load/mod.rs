@@ -22,7 +22,7 @@ use hyper_util::rt::TokioIo;
 pub use stats::{ClassReport, LoadReport};
 
 use crate::lab::{USERS, ntlm};
-use crate::token::mint::{SigningKey, entra_v1_claims};
+use crate::token::mint::{SigningKey, entra_v1_claims, mfa_at_adfs};
 
 /// The kinds of traffic in a mix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -139,9 +139,7 @@ impl Material {
             let user = format!("load{i:04}@contoso.com");
             let mut claims = entra_v1_claims(tenant, audience, &user, mfa, 3600);
             if adfs && mfa {
-                claims["amr"] = serde_json::json!(["fed"]);
-                claims[crate::token::AUTHN_METHODS_REFERENCES] =
-                    serde_json::json!(crate::token::MULTIPLE_AUTHN);
+                mfa_at_adfs(&mut claims);
             }
             key.sign(&claims)
         };

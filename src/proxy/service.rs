@@ -92,7 +92,7 @@ fn connection_authenticating(credentials: &Credentials) -> bool {
 /// What the request path learned, for metrics, the audit log and protection.
 struct Outcome {
     decision: Decision,
-    /// The user the credentials or the token named.
+    /// The user the credentials or the token named (kept only for the audit log).
     user: Option<String>,
     /// The request carried an `Authorization` header.
     credentials: bool,
@@ -243,16 +243,16 @@ impl Connection {
         // `CONTOSO\user01` and `user01@contoso.com` are one user, not three.
         // The decision usually found the user already; look up only when it did not.
         let directory = snapshot.engine.directory();
-        let protect_key = match (decision.user, user.as_deref()) {
-            (Some(id), _) => Some(directory.user(id).upn.clone()),
+        let protect_key: Option<&str> = match (decision.user, user.as_deref()) {
+            (Some(id), _) => Some(&directory.user(id).upn),
             (None, Some(u)) => Some(match directory.lookup(u) {
-                Lookup::Found(id) => directory.user(id).upn.clone(),
-                Lookup::Unknown | Lookup::Ambiguous => u.to_owned(),
+                Lookup::Found(id) => &directory.user(id).upn,
+                Lookup::Unknown | Lookup::Ambiguous => u,
             }),
             (None, None) => None,
         };
         if token_refusal.is_none() {
-            if let Some(reason) = self.protect_before(&decision, protect_key.as_deref()) {
+            if let Some(reason) = self.protect_before(&decision, protect_key) {
                 decision = Decision {
                     action: Action::Block,
                     reason,
@@ -263,7 +263,8 @@ impl Connection {
         self.shared.metrics.record(&decision);
         let mut outcome = Outcome {
             decision,
-            user,
+            // Only the audit log reads it.
+            user: self.shared.audit.as_ref().and_then(|_| user.clone()),
             credentials: !anonymous,
             upstream_status: None,
         };
@@ -288,7 +289,7 @@ impl Connection {
                 let status = res.status().as_u16();
                 outcome.upstream_status = Some(status);
                 self.shared.metrics.record_upstream_status(status);
-                self.protect_after(&decision, protect_key.as_deref(), status);
+                self.protect_after(&decision, protect_key, status);
                 rewrite_response(res, &snapshot, &decision, anonymous, pin, idle)
             }
             Err(e) => {

@@ -149,6 +149,14 @@ pub fn entra_v1_claims(
     })
 }
 
+/// Rewrites Entra claims for MFA performed at AD FS: Entra passes AD FS's
+/// `authnmethodsreferences: multipleauthn` through, and `amr` says only `fed`.
+pub fn mfa_at_adfs(claims: &mut serde_json::Value) {
+    claims["amr"] = serde_json::json!(["fed"]);
+    claims[crate::token::AUTHN_METHODS_REFERENCES] =
+        serde_json::json!(crate::token::MULTIPLE_AUTHN);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,6 @@
 //! The validator against a static JWKS file and tokens minted in process.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -31,15 +30,11 @@ fn jwks_file(content: &str) -> PathBuf {
 
 fn config(source: KeySource) -> TokensConfig {
     TokensConfig {
-        issuers: vec![IssuerConfig {
-            issuer: "https://sts.windows.net/{tenantid}/".into(),
-            audiences: vec![AUDIENCE.into()],
+        issuers: vec![IssuerConfig::new(
+            "https://sts.windows.net/{tenantid}/",
+            &[AUDIENCE],
             source,
-            algorithms: vec![Algorithm::RS256],
-            leeway: Duration::from_secs(300),
-            refresh_interval: Duration::from_secs(43_200),
-            unknown_kid_refresh_min: Duration::from_secs(300),
-        }],
+        )],
         require_mfa: [false; Protocol::ALL.len()],
         auth_context_ids: vec![],
         cache_max_entries: 1000,
