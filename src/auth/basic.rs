@@ -52,6 +52,41 @@ impl BasicCredentials {
     pub fn password(&self) -> &Secret {
         &self.password
     }
+
+    /// The OAuth access token the password carries under `BasicAuthToOAuthConversion`
+    /// (SPEC §3): the password itself or what follows `Bearer ` in it, when that has the
+    /// shape of a JWS compact serialization (RFC 7515 §7.1: three base64url parts, the
+    /// first a JSON object). None when the password is a password.
+    pub fn token(&self) -> Option<&[u8]> {
+        let password = self.password.expose();
+        let token = match password.get(..7) {
+            Some(prefix) if prefix.eq_ignore_ascii_case(b"Bearer ") => password[7..].trim_ascii(),
+            _ => password,
+        };
+        looks_like_jwt(token).then_some(token)
+    }
+}
+
+/// Three non-empty base64url parts whose first decodes to a JSON object (`{…`).
+fn looks_like_jwt(token: &[u8]) -> bool {
+    use base64::Engine as _;
+    let mut parts = token.split(|b| *b == b'.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let base64url = |p: &[u8]| {
+        !p.is_empty()
+            && p.iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+    };
+    if !(base64url(header) && base64url(payload) && base64url(signature)) {
+        return false;
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .is_ok_and(|h| h.trim_ascii_start().first() == Some(&b'{'))
 }
 
 /// RFC 7617 leaves the charset to the server; Windows clients send UTF-8 or Latin-1.

@@ -150,6 +150,19 @@ impl Credentials {
         }
     }
 
+    /// Whether these credentials start or finish a new authentication of the connection
+    /// (an NTLM Type 1 or Type 3, a Kerberos AP-REQ) rather than riding on the identity
+    /// an earlier handshake left on it.
+    pub fn authenticates_anew(&self) -> bool {
+        matches!(
+            self,
+            Credentials::Ntlm {
+                message: NtlmMessage::Negotiate | NtlmMessage::Authenticate(_),
+                ..
+            } | Credentials::Kerberos
+        )
+    }
+
     /// The mechanism a `Negotiate` leg established, for the proxy to remember on the
     /// connection so that a later NegTokenResp can be attributed.
     pub fn negotiated_mechanism(&self) -> Option<Mechanism> {

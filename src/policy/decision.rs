@@ -105,11 +105,14 @@ pub enum Reason {
     ProxyShell,
     /// Two or more `Authorization` headers.
     DuplicateAuthorization,
+    /// Request framing a strict HTTP/1.1 server refuses (SPEC §6); the metric
+    /// `exgate_client_errors_total` says which.
+    BadRequest,
 }
 
 impl Reason {
     /// Every reason, for exhaustive tests.
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 26] = [
         Reason::Anonymous,
         Reason::NotGoverned,
         Reason::NoPolicy,
@@ -135,6 +138,7 @@ impl Reason {
         Reason::AmbiguousPath,
         Reason::ProxyShell,
         Reason::DuplicateAuthorization,
+        Reason::BadRequest,
     ];
 
     /// The label value (`reason` in the audit log).
@@ -165,6 +169,7 @@ impl Reason {
             Reason::AmbiguousPath => "ambiguous_path",
             Reason::ProxyShell => "proxyshell",
             Reason::DuplicateAuthorization => "duplicate_authorization",
+            Reason::BadRequest => "bad_request",
         }
     }
 }
@@ -189,4 +194,7 @@ pub struct Decision {
     pub legacy: bool,
     /// The declared user the credentials named, when the decision looked them up.
     pub user: Option<UserId>,
+    /// Decided as the user who authenticated the connection earlier (SPEC §3
+    /// "Connection identity"), not on credentials the request carried.
+    pub connection: bool,
 }

@@ -1,6 +1,6 @@
 //! The user directory: which declared user a presented name belongs to (SPEC §4).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A user as declared in `[[users]]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,15 +46,31 @@ pub struct DirectoryError {
 pub struct Directory {
     users: Vec<UserEntry>,
     index: HashMap<String, Slot>,
+    /// The account part (before `@`, after `\`) of every declared name, lower-cased: a
+    /// presented name with one of these accounts but a domain exgate cannot confirm may
+    /// still be that user to Active Directory, so it is not "unknown".
+    accounts: HashSet<String>,
 }
 
 impl Directory {
     /// Builds the directory, reporting every malformed or duplicate name at once.
+    ///
+    /// Besides the declared names, each user is indexed under the names Active Directory
+    /// derives from them: the bare account names, `dns.domain\name` for a UPN, and, for a
+    /// `DOMAIN\sam` whose NetBIOS name is the first label of a UPN suffix of the directory
+    /// (`CONTOSO` ↔ `contoso.com`), the implicit UPN `sam@contoso.com` and
+    /// `contoso.com\sam`.
     pub fn new(users: Vec<UserEntry>) -> Result<Directory, Vec<DirectoryError>> {
         let mut errors = Vec::new();
-        // Names a user declared explicitly must be unique; bare names may collide.
+        // Names a user declared explicitly must be unique; derived names may collide.
         let mut explicit: HashMap<String, usize> = HashMap::new();
         let mut index = HashMap::new();
+        let mut derived: Vec<(String, UserId)> = Vec::new();
+        let mut accounts = HashSet::new();
+        let suffixes: HashSet<String> = users
+            .iter()
+            .filter_map(|u| split_upn(&u.upn).map(|(_, d)| d.to_lowercase()))
+            .collect();
         for (i, user) in users.iter().enumerate() {
             let id = UserId(u32::try_from(i).expect("more than 4 billion users"));
             let mut err = |field: &str, message: String| {
@@ -63,7 +79,7 @@ impl Directory {
                     message,
                 })
             };
-            let Some((upn_name, _)) = split_upn(&user.upn) else {
+            let Some((upn_name, upn_domain)) = split_upn(&user.upn) else {
                 err(
                     "upn",
                     format!("'{}' is not of the form name@domain", user.upn),
@@ -71,12 +87,19 @@ impl Directory {
                 continue;
             };
             let mut names = vec![("upn", user.upn.as_str())];
-            let mut bare = vec![upn_name];
+            derived.push((upn_name.to_lowercase(), id));
+            derived.push((format!("{upn_domain}\\{upn_name}").to_lowercase(), id));
             if let Some(sam) = &user.sam {
                 match split_sam(sam) {
-                    Some((_, name)) => {
+                    Some((netbios, name)) => {
                         names.push(("sam", sam.as_str()));
-                        bare.push(name);
+                        derived.push((name.to_lowercase(), id));
+                        let netbios = netbios.to_lowercase();
+                        let name = name.to_lowercase();
+                        for dns in suffixes.iter().filter(|d| first_label(d) == netbios) {
+                            derived.push((format!("{name}@{dns}"), id));
+                            derived.push((format!("{dns}\\{name}"), id));
+                        }
                     }
                     None => err("sam", format!("'{sam}' is not of the form DOMAIN\\name")),
                 }
@@ -90,6 +113,7 @@ impl Directory {
             }
             for (field, name) in names {
                 let key = name.to_lowercase();
+                accounts.insert(account_part(&key).to_owned());
                 match explicit.insert(key.clone(), i) {
                     Some(other) if other != i => err(
                         field,
@@ -99,51 +123,79 @@ impl Directory {
                 }
                 index.insert(key, Slot::One(id));
             }
-            for name in bare {
-                let key = name.to_lowercase();
-                if explicit.contains_key(&key) {
-                    continue;
-                }
-                index
-                    .entry(key)
-                    .and_modify(|slot| {
-                        if !matches!(slot, Slot::One(existing) if *existing == id) {
-                            *slot = Slot::Ambiguous;
-                        }
-                    })
-                    .or_insert(Slot::One(id));
+        }
+        for (key, id) in derived {
+            if explicit.contains_key(&key) {
+                continue;
             }
+            accounts.insert(account_part(&key).to_owned());
+            index
+                .entry(key)
+                .and_modify(|slot| {
+                    if !matches!(slot, Slot::One(existing) if *existing == id) {
+                        *slot = Slot::Ambiguous;
+                    }
+                })
+                .or_insert(Slot::One(id));
         }
         if errors.is_empty() {
-            Ok(Directory { users, index })
+            Ok(Directory {
+                users,
+                index,
+                accounts,
+            })
         } else {
             Err(errors)
         }
     }
 
-    /// Finds the user a presented name (`user@domain`, `DOMAIN\user`, `user`, alias)
-    /// belongs to, case-insensitively. A DNS-style domain (`contoso.com\user`, as NTLM
-    /// may present it) also matches the UPN `user@contoso.com`.
+    /// Finds the user a presented name belongs to, case-insensitively, under every form
+    /// Active Directory and IIS accept for one account (SPEC §3): `user@domain`,
+    /// `DOMAIN\user` (NetBIOS or DNS domain), `\user` and `.\user` (IIS's default
+    /// domain), the bare `user`, and aliases.
+    ///
+    /// [`Lookup::Unknown`] means no declared user could be meant (the organization
+    /// default applies). A name exgate cannot map with certainty — a known account under
+    /// a domain it cannot confirm (`FABRIKAM\user01`), a form no directory accepts
+    /// (`a\b\c`, `user@`, surrounding blanks, control characters) — is
+    /// [`Lookup::Ambiguous`], so that the decision fails closed.
     pub fn lookup(&self, presented: &str) -> Lookup {
+        if presented.is_empty() {
+            return Lookup::Unknown;
+        }
         let key = presented.to_lowercase();
-        match self.index.get(&key) {
-            Some(Slot::One(id)) => Lookup::Found(*id),
-            Some(Slot::Ambiguous) => Lookup::Ambiguous,
-            None => match split_sam(&key) {
-                Some((domain, name)) if domain.contains('.') => {
-                    self.lookup_exact(&format!("{name}@{domain}"))
-                }
-                _ => Lookup::Unknown,
-            },
+        if let Some(found) = self.lookup_exact(&key) {
+            return found;
+        }
+        let Some(form) = NameForm::parse(&key) else {
+            return Lookup::Ambiguous;
+        };
+        let (account, alternate) = match form {
+            NameForm::Bare(name) => (name, None),
+            // IIS's default domain: the account, whichever domain that is.
+            NameForm::DefaultDomain(name) => (name, Some(name.to_owned())),
+            // `user@CONTOSO`: the NetBIOS name where a UPN suffix belongs.
+            NameForm::Upn(name, domain) if !domain.contains('.') => {
+                (name, Some(format!("{domain}\\{name}")))
+            }
+            NameForm::Upn(name, _) => (name, None),
+            NameForm::DomainAccount(name) => (account_part(name), None),
+        };
+        if let Some(found) = alternate.and_then(|k| self.lookup_exact(&k)) {
+            return found;
+        }
+        if self.accounts.contains(account) {
+            Lookup::Ambiguous
+        } else {
+            Lookup::Unknown
         }
     }
 
-    fn lookup_exact(&self, key: &str) -> Lookup {
-        match self.index.get(key) {
-            Some(Slot::One(id)) => Lookup::Found(*id),
-            Some(Slot::Ambiguous) => Lookup::Ambiguous,
-            None => Lookup::Unknown,
-        }
+    fn lookup_exact(&self, key: &str) -> Option<Lookup> {
+        self.index.get(key).map(|slot| match slot {
+            Slot::One(id) => Lookup::Found(*id),
+            Slot::Ambiguous => Lookup::Ambiguous,
+        })
     }
 
     /// The declared user behind an id.
@@ -165,6 +217,55 @@ impl Directory {
 fn split_upn(upn: &str) -> Option<(&str, &str)> {
     let (name, domain) = upn.rsplit_once('@')?;
     (!name.is_empty() && !domain.is_empty() && !name.contains('\\')).then_some((name, domain))
+}
+
+/// The shapes a presented (lower-cased) name can have.
+enum NameForm<'a> {
+    /// `user`.
+    Bare(&'a str),
+    /// `\user` or `.\user`.
+    DefaultDomain(&'a str),
+    /// `user@domain`.
+    Upn(&'a str, &'a str),
+    /// `DOMAIN\user` (the user part may itself look like a UPN); the domain is not kept
+    /// because a `DOMAIN\user` the index does not hold is never certain.
+    DomainAccount(&'a str),
+}
+
+impl<'a> NameForm<'a> {
+    /// None for a name no directory accepts: blanks around it, control characters,
+    /// empty parts, or more than one separator.
+    fn parse(name: &'a str) -> Option<NameForm<'a>> {
+        if name.trim() != name || name.chars().any(char::is_control) {
+            return None;
+        }
+        let form = match name.split_once('\\') {
+            Some((_, user)) if user.contains('\\') || user.is_empty() => return None,
+            Some(("" | ".", user)) if !user.contains('@') => NameForm::DefaultDomain(user),
+            Some(("" | ".", _)) => return None,
+            Some((_, user)) => NameForm::DomainAccount(user),
+            None => match name.split_once('@') {
+                Some((user, domain))
+                    if !user.is_empty() && !domain.is_empty() && !domain.contains('@') =>
+                {
+                    NameForm::Upn(user, domain)
+                }
+                Some(_) => return None,
+                None => NameForm::Bare(name),
+            },
+        };
+        Some(form)
+    }
+}
+
+/// `user` of `user@domain`, `DOMAIN\user` or `DOMAIN\user@domain`.
+fn account_part(name: &str) -> &str {
+    let name = name.rsplit_once('\\').map_or(name, |(_, n)| n);
+    name.split_once('@').map_or(name, |(n, _)| n)
+}
+
+fn first_label(dns: &str) -> &str {
+    dns.split_once('.').map_or(dns, |(label, _)| label)
 }
 
 fn split_sam(sam: &str) -> Option<(&str, &str)> {
@@ -207,21 +308,80 @@ mod tests {
             "CONTOSO\\user01",
             "contoso\\USER01",
             "user01",
+            "USER01",
             "u.one@contoso.com",
             "contoso.com\\user01",
+            "CONTOSO.COM\\User01",
+            // IIS's default domain.
+            "\\user01",
+            ".\\user01",
+            "\\USER01",
+            // The NetBIOS name as a UPN suffix.
+            "user01@contoso",
+            "user01@CONTOSO",
         ] {
             assert_eq!(d.lookup(name), Lookup::Found(UserId(0)), "{name}");
         }
-        // The sam name differs from the UPN name: both bare names work.
-        assert_eq!(d.lookup("jsmith"), Lookup::Found(UserId(1)));
-        assert_eq!(d.lookup("user02"), Lookup::Found(UserId(1)));
+        // The sam name differs from the UPN name: both bare names, and the implicit UPN
+        // and DNS-domain forms of the sam name, are that user.
+        for name in [
+            "jsmith",
+            "user02",
+            "\\jsmith",
+            ".\\jsmith",
+            "jsmith@contoso.com",
+            "contoso.com\\jsmith",
+            "CONTOSO\\jsmith",
+            "jsmith@contoso",
+        ] {
+            assert_eq!(d.lookup(name), Lookup::Found(UserId(1)), "{name}");
+        }
     }
 
     #[test]
     fn unknown_names_are_unknown() {
         let d = directory();
-        for name in ["nobody", "user01@fabrikam.com", "FABRIKAM\\user01", ""] {
+        for name in [
+            "nobody",
+            "nobody@contoso.com",
+            "CONTOSO\\nobody",
+            "\\nobody",
+            "fabrikam.com\\nobody",
+            "",
+        ] {
             assert_eq!(d.lookup(name), Lookup::Unknown, "{name}");
+        }
+    }
+
+    /// A name Active Directory might map to a declared user but exgate cannot confirm is
+    /// not "unknown": the decision must fail closed.
+    #[test]
+    fn names_that_cannot_be_mapped_are_ambiguous() {
+        let d = directory();
+        for name in [
+            // A known account under a domain exgate cannot confirm.
+            "user01@fabrikam.com",
+            "FABRIKAM\\user01",
+            "fabrikam.com\\user01",
+            "user01@evil",
+            // A UPN under a domain prefix.
+            "CONTOSO\\user01@contoso.com",
+            // Alias account parts.
+            "u.one",
+            // Forms no directory accepts.
+            "user01@",
+            "@contoso.com",
+            "user01@contoso.com@contoso.com",
+            "CONTOSO\\",
+            "a\\b\\user01",
+            "\\\\user01",
+            ".\\user01@contoso.com",
+            " user01",
+            "user01 ",
+            "user01\t",
+            "user\u{0}01",
+        ] {
+            assert_eq!(d.lookup(name), Lookup::Ambiguous, "{name:?}");
         }
     }
 

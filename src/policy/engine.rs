@@ -6,7 +6,7 @@
 
 use super::decision::{Action, Decision, Reason};
 use super::directory::{Directory, Lookup, UserId};
-use super::path::{Target, TargetError, classify};
+use super::path::{Target, TargetError, autodiscover_v2_request_refused, classify};
 use super::protocol::{Protocol, Switch};
 use super::store::{Deployment, PolicyId, PolicyStore};
 use crate::auth::{Credentials, Mechanism, NtlmMessage, Scheme, parse_authorization};
@@ -44,6 +44,87 @@ pub struct Context<'a> {
     /// The user of a validated bearer token (from the token stage), for on-premises
     /// `BlockModernAuth*`. Without it the organization default decides, as for Kerberos.
     pub token_user: Option<&'a str>,
+    /// Who authenticated this client connection earlier (SPEC §3 "Connection identity").
+    pub connection: Option<&'a ConnectionIdentity>,
+    /// What the ProxyShell guard reads besides the target (SPEC §2).
+    pub request: RequestFacts<'a>,
+}
+
+/// Parts of a request other than its target and `Authorization` that the ProxyShell
+/// guard reads on Autodiscover v2 paths: Exchange also takes `Email` from a form body and
+/// from a cookie (SPEC §2).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestFacts<'a> {
+    /// The request method; None when the caller does not know it (benches, unit tests).
+    pub method: Option<&'a str>,
+    /// The request has a body (a `Content-Length` above 0 or a chunked body).
+    pub has_body: bool,
+    /// The values of the request's `Cookie` headers.
+    pub cookies: &'a [&'a [u8]],
+}
+
+/// Who authenticated a client connection with NTLM or Negotiate, remembered by the proxy
+/// because Exchange serves every later request on that connection as that user, with or
+/// without an `Authorization` header (SPEC §3 "Connection identity").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionIdentity {
+    /// The scheme that authenticated the connection (`ntlm`, `negotiate_ntlm`,
+    /// `kerberos`, `negotiate`): later requests are counted under it.
+    pub scheme: Scheme,
+    pub subject: ConnectionSubject,
+}
+
+/// The user behind a [`ConnectionIdentity`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectionSubject {
+    /// The user an NTLM Type 3 named, as presented (`DOMAIN\user`, `user@domain`).
+    User(String),
+    /// Kerberos: the ticket hides the user, so the organization default decides.
+    Hidden,
+    /// Credentials that named nobody: the strictest applicable policy decides.
+    Unidentified,
+}
+
+impl ConnectionIdentity {
+    /// The identity a final authentication leg leaves on its connection once Exchange
+    /// accepted it: an NTLM Type 3, a Kerberos AP-REQ, a later Negotiate leg, or an
+    /// undecodable Negotiate token. None for the legs that only start a handshake (NTLM
+    /// Type 1/2) and for credentials that do not authenticate a connection.
+    pub fn established_by(
+        credentials: &Credentials,
+        prior: Option<Mechanism>,
+    ) -> Option<ConnectionIdentity> {
+        let subject = match credentials {
+            Credentials::Ntlm { message, .. } => match message {
+                NtlmMessage::Negotiate | NtlmMessage::Challenge => return None,
+                NtlmMessage::Authenticate(_) => credentials
+                    .user()
+                    .map_or(ConnectionSubject::Unidentified, |u| {
+                        ConnectionSubject::User(u.into_owned())
+                    }),
+                NtlmMessage::Malformed => ConnectionSubject::Unidentified,
+            },
+            Credentials::Kerberos => ConnectionSubject::Hidden,
+            Credentials::NegotiateContinuation => match prior {
+                Some(Mechanism::Kerberos) => ConnectionSubject::Hidden,
+                Some(Mechanism::Ntlm) | None => ConnectionSubject::Unidentified,
+            },
+            Credentials::NegotiateUnknown => ConnectionSubject::Unidentified,
+            _ => return None,
+        };
+        Some(ConnectionIdentity {
+            scheme: credentials.scheme(),
+            subject,
+        })
+    }
+
+    /// The user name as presented, for the audit log and lockout.
+    pub fn user(&self) -> Option<&str> {
+        match &self.subject {
+            ConnectionSubject::User(u) => Some(u),
+            ConnectionSubject::Hidden | ConnectionSubject::Unidentified => None,
+        }
+    }
 }
 
 /// Who legacy credentials identify, as far as the proxy can tell.
@@ -148,11 +229,15 @@ impl Engine {
                 policy: None,
                 legacy: false,
                 user: None,
+                connection: false,
             },
             credentials: Credentials::None,
             target: None,
         };
         let target = match classify(target) {
+            Ok(t) if t.autodiscover_v2 && autodiscover_v2_request_refused(&ctx.request) => {
+                return reject(Reason::ProxyShell, Protocol::Autodiscover);
+            }
             Ok(t) => t,
             Err(TargetError::ProxyShell) => {
                 return reject(Reason::ProxyShell, Protocol::Autodiscover);
@@ -170,41 +255,104 @@ impl Engine {
     }
 
     /// Decides one request whose target is classified and credentials parsed.
+    ///
+    /// On a connection that NTLM or Negotiate authenticated earlier (`ctx.connection`),
+    /// the request is also that connection's user's legacy request for its protocol
+    /// (SPEC §3): a request without credentials of its own, or with a later Negotiate
+    /// leg, is decided as the connection's user; any other request is refused when the
+    /// connection's user would be, and otherwise decided on its own credentials.
     pub fn decide(&self, target: &Target, credentials: &Credentials, ctx: Context<'_>) -> Decision {
         let protocol = target.protocol;
-        let decision = |action, reason, policy, legacy| Decision {
+        if matches!(protocol, Protocol::Owa | Protocol::Ecp) {
+            return self.decision(
+                protocol,
+                credentials.scheme(),
+                (Action::Allow, Reason::NotGoverned, None),
+                false,
+            );
+        }
+        if let Some(identity) = ctx.connection {
+            if !credentials.authenticates_anew() {
+                let by_connection = self.decide_connection(protocol, identity);
+                if !by_connection.action.forwards()
+                    || matches!(
+                        credentials,
+                        Credentials::None | Credentials::NegotiateContinuation
+                    )
+                {
+                    return by_connection;
+                }
+            }
+        }
+        self.decide_credentials(target, credentials, ctx)
+    }
+
+    /// A request decided as the user who authenticated its connection.
+    fn decide_connection(&self, protocol: Protocol, identity: &ConnectionIdentity) -> Decision {
+        let subject = match &identity.subject {
+            ConnectionSubject::User(name) => Subject::User(name),
+            ConnectionSubject::Hidden => Subject::OrgDefault,
+            ConnectionSubject::Unidentified => Subject::Unidentified,
+        };
+        let (outcome, user) = self.legacy(protocol, identity.scheme, subject);
+        Decision {
+            user,
+            connection: true,
+            ..self.decision(protocol, identity.scheme, outcome, true)
+        }
+    }
+
+    fn decision(
+        &self,
+        protocol: Protocol,
+        scheme: Scheme,
+        (action, reason, policy): Outcome,
+        legacy: bool,
+    ) -> Decision {
+        Decision {
             action,
             reason,
             protocol,
-            scheme: credentials.scheme(),
+            scheme,
             policy,
             legacy,
             user: None,
-        };
-        if matches!(protocol, Protocol::Owa | Protocol::Ecp) {
-            return decision(Action::Allow, Reason::NotGoverned, None, false);
+            connection: false,
         }
+    }
+
+    /// Decides a request on the credentials it carries.
+    fn decide_credentials(
+        &self,
+        target: &Target,
+        credentials: &Credentials,
+        ctx: Context<'_>,
+    ) -> Decision {
+        let protocol = target.protocol;
+        let scheme = credentials.scheme();
+        let decision = |outcome, legacy| self.decision(protocol, scheme, outcome, legacy);
         // Built once: an NTLM `DOMAIN\user` is not contiguous in the message.
         let name = credentials.user();
         let named = || name.as_deref().map_or(Subject::Unidentified, Subject::User);
         let subject = match credentials {
-            Credentials::None => return decision(Action::Allow, Reason::Anonymous, None, false),
+            Credentials::None => {
+                return decision((Action::Allow, Reason::Anonymous, None), false);
+            }
             Credentials::BearerProbe => {
-                return decision(Action::Challenge, Reason::BearerProbe, None, false);
+                return decision((Action::Challenge, Reason::BearerProbe, None), false);
             }
             Credentials::Bearer(_) => {
-                let (action, reason, policy) =
-                    self.modern(protocol, ctx.token_user, Reason::ModernAuth);
-                return decision(action, reason, policy, false);
+                let outcome = self.modern(protocol, ctx.token_user, Reason::ModernAuth);
+                return decision(outcome, false);
             }
-            Credentials::Basic(_) if target.basic_auth_to_oauth => {
-                let (action, reason, policy) =
-                    self.modern(protocol, ctx.token_user, Reason::BasicAuthToOAuth);
-                return decision(action, reason, policy, false);
+            // SPEC §3: a token in the password is modern; a password is a password.
+            Credentials::Basic(b) if target.basic_auth_to_oauth && b.token().is_some() => {
+                let outcome = self.modern(protocol, ctx.token_user, Reason::BasicAuthToOAuth);
+                return decision(outcome, false);
             }
             Credentials::Other => {
                 let action = self.enforce(Action::Block);
-                return decision(action, Reason::UnsupportedScheme, None, true);
+                return decision((action, Reason::UnsupportedScheme, None), true);
             }
             Credentials::Basic(_) | Credentials::Digest { .. } => named(),
             Credentials::Ntlm { message, .. } => match message {
@@ -219,11 +367,11 @@ impl Engine {
             },
             Credentials::NegotiateUnknown => Subject::Unidentified,
         };
-        let ((action, reason, policy), user) = self.legacy(protocol, credentials, subject);
-        let legacy = reason != Reason::NtlmHandshake;
+        let (outcome, user) = self.legacy(protocol, scheme, subject);
+        let legacy = outcome.1 != Reason::NtlmHandshake;
         Decision {
             user,
-            ..decision(action, reason, policy, legacy)
+            ..decision(outcome, legacy)
         }
     }
 
@@ -232,12 +380,12 @@ impl Engine {
     fn legacy(
         &self,
         protocol: Protocol,
-        credentials: &Credentials,
+        scheme: Scheme,
         subject: Subject<'_>,
     ) -> (Outcome, Option<UserId>) {
         let outcome = |o: Outcome| (o, None);
         let online = self.settings.deployment == Deployment::Online;
-        if online && !matches!(credentials, Credentials::Basic(_)) {
+        if online && scheme != Scheme::Basic {
             return outcome((self.enforce(Action::Block), Reason::LegacyNotOffered, None));
         }
         let Some(switch) = protocol.switch() else {
@@ -380,13 +528,13 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
-    /// The bearer token to validate: a `Bearer` token, or the password of a Basic header
-    /// under `BasicAuthToOAuthConversion`.
+    /// The bearer token to validate: a `Bearer` token, or the JWT a Basic header carries
+    /// as its password (bare or as `Bearer <token>`) under `BasicAuthToOAuthConversion`.
     pub fn token(&self) -> Option<&[u8]> {
         match &self.credentials {
             Credentials::Bearer(t) => Some(t.expose()),
             Credentials::Basic(b) if self.target.is_some_and(|t| t.basic_auth_to_oauth) => {
-                Some(b.password().expose())
+                b.token()
             }
             _ => None,
         }

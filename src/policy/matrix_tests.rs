@@ -239,6 +239,7 @@ fn every_cell_of_the_matrix_matches_the_spec() {
                         let ctx = Context {
                             prior_mechanism: None,
                             token_user: Some("user01@contoso.com"),
+                            ..Context::default()
                         };
                         let got = engine
                             .evaluate(target(protocol), h.as_deref(), ctx)

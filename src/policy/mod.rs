@@ -12,11 +12,16 @@ mod store;
 
 pub use decision::{Action, Decision, Reason};
 pub use directory::{Directory, DirectoryError, Lookup, UserEntry, UserId};
-pub use engine::{Context, Engine, Evaluation, Mode, OtherPaths, Settings};
+pub use engine::{
+    ConnectionIdentity, ConnectionSubject, Context, Engine, Evaluation, Mode, OtherPaths,
+    RequestFacts, Settings,
+};
 pub use path::{Target, TargetError, classify};
 pub use protocol::{Protocol, Switch, SwitchSet};
 pub use store::{AuthenticationPolicy, Deployment, PolicyId, PolicyStore};
 
+#[cfg(test)]
+mod attack_tests;
 #[cfg(test)]
 mod matrix_tests;
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 
+use super::engine::RequestFacts;
 use super::protocol::Protocol;
 
 /// Why a request target was refused with 400 before any policy was consulted.
@@ -49,9 +50,12 @@ pub enum TargetError {
 pub struct Target {
     /// The protocol the normalized path belongs to.
     pub protocol: Protocol,
-    /// `/powershell-liveid` with `BasicAuthToOAuthConversion=true` in the query: a Basic
-    /// header there carries an OAuth token as its password.
+    /// `/powershell-liveid` with exactly one `BasicAuthToOAuthConversion` parameter, equal
+    /// to `true` (SPEC §3): a Basic header there may carry an OAuth token as its password.
     pub basic_auth_to_oauth: bool,
+    /// An Autodiscover v2 request (`/autodiscover/autodiscover.json…`): the request's
+    /// method, body and cookies must pass [`autodiscover_v2_request_refused`] too.
+    pub autodiscover_v2: bool,
 }
 
 /// Normalizes and classifies a request target (`/path?query`, absolute-form, or `*`).
@@ -60,6 +64,7 @@ pub fn classify(target: &str) -> Result<Target, TargetError> {
         return Ok(Target {
             protocol: Protocol::Other,
             basic_auth_to_oauth: false,
+            autodiscover_v2: false,
         });
     }
     let origin = strip_scheme_and_authority(target)?;
@@ -70,22 +75,33 @@ pub fn classify(target: &str) -> Result<Target, TargetError> {
         Some((p, q)) => (p, q),
         None => (origin, ""),
     };
-    let normalized = normalize_path(path)?;
+    let decoded = decode_path(path)?;
+    let normalized = normalize_decoded(&decoded)?;
     let mut segments = normalized.split('/').filter(|s| !s.is_empty());
     let first = segments.next().unwrap_or("");
     let second = segments.next().unwrap_or("");
 
-    if proxyshell_pattern(first, second, query) {
+    // Exchange treats any path that *contains* `autodiscover.json` as Autodiscover v2.
+    let autodiscover_v2 = contains_ignore_ascii_case(&decoded, AUTODISCOVER_JSON);
+    if autodiscover_v2 && !is_autodiscover_v2_path(&decoded, &normalized) {
+        return Err(TargetError::ProxyShell);
+    }
+    if proxyshell_query(autodiscover_v2, query) {
         return Err(TargetError::ProxyShell);
     }
     let protocol = protocol_of(first, second);
-    let basic_auth_to_oauth = first == "powershell-liveid"
-        && query_pairs(query).any(|(k, v)| {
-            k.eq_ignore_ascii_case("BasicAuthToOAuthConversion") && v.eq_ignore_ascii_case("true")
-        });
+    let basic_auth_to_oauth = first == "powershell-liveid" && {
+        let mut conversion = query_pairs(query)
+            .filter(|(k, _)| k.eq_ignore_ascii_case("BasicAuthToOAuthConversion"));
+        matches!(
+            (conversion.next(), conversion.next()),
+            (Some((_, v)), None) if v.eq_ignore_ascii_case("true")
+        )
+    };
     Ok(Target {
         protocol,
         basic_auth_to_oauth,
+        autodiscover_v2,
     })
 }
 
@@ -129,8 +145,16 @@ fn strip_scheme_and_authority(target: &str) -> Result<&str, TargetError> {
 /// Normalizes a raw path (no query): decode once, `\` → `/`, ASCII lower-case,
 /// collapse `//`, resolve `.` and `..`. Returns the path that classification reads.
 pub fn normalize_path(raw: &str) -> Result<String, TargetError> {
+    normalize_decoded(&decode_path(raw)?)
+}
+
+/// Decodes a raw path once, strictly, into UTF-8.
+fn decode_path(raw: &str) -> Result<String, TargetError> {
     let decoded = percent_decode_strict(raw.as_bytes())?;
-    let text = String::from_utf8(decoded).map_err(|_| TargetError::InvalidUtf8)?;
+    String::from_utf8(decoded).map_err(|_| TargetError::InvalidUtf8)
+}
+
+fn normalize_decoded(text: &str) -> Result<String, TargetError> {
     let trailing_slash = text.ends_with(['/', '\\']);
 
     let mut out = String::with_capacity(text.len() + 1);
@@ -238,35 +262,100 @@ fn percent_decode_lenient(s: &str) -> Cow<'_, str> {
     Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
-/// ProxyShell (CVE-2021-34473) routed `/autodiscover/autodiscover.json?@x/<backend path>
-/// &Email=autodiscover/autodiscover.json%3F@x` to the backend path. A legitimate
-/// Autodiscover v2 query carries at most `Email=<address>`; anything else with an `@`,
-/// or an `Email=` that is not a plain address, is refused. Any query that mentions
-/// `autodiscover.json` is refused wherever it is sent.
-fn proxyshell_pattern(first: &str, second: &str, query: &str) -> bool {
+const AUTODISCOVER_JSON: &str = "autodiscover.json";
+
+/// The only places `autodiscover.json` may appear in a path (SPEC §2):
+/// `/autodiscover/autodiscover.json` and `/autodiscover/autodiscover.json/v1.0/<one plain
+/// address>`, spelled plainly — no `.`/`..` segments, `\`, or repeated `/` that would let
+/// the path Exchange's front end matches differ from the one exgate classified.
+fn is_autodiscover_v2_path(decoded: &str, normalized: &str) -> bool {
+    let plain = decoded.len() == normalized.len()
+        && decoded
+            .bytes()
+            .zip(normalized.bytes())
+            .all(|(a, b)| a.to_ascii_lowercase() == b);
+    let mut segments = normalized.split('/').filter(|s| !s.is_empty());
+    let shape = match (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) {
+        (Some("autodiscover"), Some(AUTODISCOVER_JSON), None, None) => true,
+        (Some("autodiscover"), Some(AUTODISCOVER_JSON), Some("v1.0"), Some(address)) => {
+            is_plain_address(address)
+        }
+        _ => false,
+    };
+    plain && shape && segments.next().is_none()
+}
+
+/// ProxyShell (CVE-2021-34473) and ProxyNotShell (CVE-2022-41040) routed
+/// `/autodiscover/autodiscover.json?@x/<backend path>&Email=autodiscover/autodiscover.json%3F@x`
+/// to the backend path. On any path, a query that mentions `autodiscover.json` (decoded up
+/// to three times) is refused. On an Autodiscover v2 path a legitimate query carries
+/// `Email=<one address>`, `Protocol=…` and `RedirectCount=…`: an `@` outside a
+/// plain-address `Email=`, an `Email=` that is not one plain address, or a key holding a
+/// path character is refused.
+fn proxyshell_query(autodiscover_v2: bool, query: &str) -> bool {
     if query.is_empty() {
         return false;
     }
-    let autodiscover_json = first == "autodiscover" && second == "autodiscover.json";
-    query_pairs(query).any(|(key, value)| {
-        if contains_ignore_ascii_case(&key, "autodiscover.json")
-            || contains_ignore_ascii_case(&value, "autodiscover.json")
-        {
+    if mentions_autodiscover_json(query) {
+        return true;
+    }
+    autodiscover_v2
+        && query_pairs(query).any(|(key, value)| {
+            if key.eq_ignore_ascii_case("email") {
+                !is_plain_address(&value)
+            } else {
+                key.contains(['@', '/', '\\']) || value.contains('@')
+            }
+        })
+}
+
+/// The query names `autodiscover.json`, however many times it was percent-encoded.
+fn mentions_autodiscover_json(query: &str) -> bool {
+    let mut text = Cow::Borrowed(query);
+    for _ in 0..3 {
+        if contains_ignore_ascii_case(&text, AUTODISCOVER_JSON) {
             return true;
         }
-        if !autodiscover_json {
-            return false;
+        match percent_decode_lenient(&text) {
+            Cow::Owned(decoded) if decoded != *text => text = Cow::Owned(decoded),
+            _ => return false,
         }
-        if key.eq_ignore_ascii_case("email") {
-            !is_plain_address(&value)
-        } else {
-            key.contains('@') || value.contains('@')
-        }
+    }
+    contains_ignore_ascii_case(&text, AUTODISCOVER_JSON)
+}
+
+/// What else Exchange reads an `Email` from on an Autodiscover v2 path (SPEC §2):
+/// refused when the request is not a GET or HEAD (when the method is known), has a body
+/// (a form `Email=`), or carries any `Email` cookie.
+pub fn autodiscover_v2_request_refused(request: &RequestFacts<'_>) -> bool {
+    let method_refused = request.method.is_some_and(|m| m != "GET" && m != "HEAD");
+    method_refused || request.has_body || request.cookies.iter().any(|c| has_email_cookie(c))
+}
+
+/// A `Cookie` header value (RFC 6265 §4.2.1, `name=value; name=value`) holding a cookie
+/// whose name, trimmed and percent-decoded, is `Email` in any case.
+fn has_email_cookie(header: &[u8]) -> bool {
+    header.split(|b| *b == b';').any(|pair| {
+        let name = pair.split(|b| *b == b'=').next().unwrap_or_default();
+        let name = String::from_utf8_lossy(name.trim_ascii());
+        percent_decode_lenient(&name).eq_ignore_ascii_case("email")
     })
 }
 
+/// One address: exactly one `@` with text on both sides, and no character that could
+/// make it a path, a second parameter or another encoding.
 fn is_plain_address(s: &str) -> bool {
-    s.bytes().filter(|&b| b == b'@').count() <= 1
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.is_empty()
+        && !domain.contains('@')
         && !s
             .bytes()
             .any(|b| b.is_ascii_whitespace() || is_control(b) || b"/\\?#%&:;".contains(&b))

@@ -4,6 +4,8 @@
 use super::*;
 use crate::auth::{Mechanism, parse_header};
 use crate::test_support::*;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 
 const ONLINE_ARTICLE: &str = "New-AuthenticationPolicy -Name BlockLegacyOutlookAuth -AllowBasicAuthRpc:$false -AllowBasicAuthMapi:$false -AllowBasicAuthAutodiscover:$false
 -AllowBasicAuthWebServices:$false -AllowBasicAuthOfflineAddressBook:$false
@@ -136,6 +138,7 @@ fn negotiate_continuations_follow_the_connections_mechanism() {
         let ctx = Context {
             prior_mechanism: prior,
             token_user: None,
+            ..Context::default()
         };
         let d = e.decide(&target, &creds, ctx);
         (d.action, d.reason)
@@ -261,26 +264,58 @@ fn other_paths_pass_when_configured() {
 }
 
 #[test]
-fn basic_auth_to_oauth_conversion_is_modern_auth() {
+fn basic_auth_to_oauth_conversion_is_modern_auth_only_for_a_token() {
     let e = engine(
         Deployment::Online,
         "New-AuthenticationPolicy P\nSet-OrganizationConfig -DefaultAuthenticationPolicy P",
     );
-    let h = basic("user01@contoso.com");
-    assert_eq!(
-        action(&e, "/PowerShell-LiveID?BasicAuthToOAuthConversion=true", &h),
-        (Action::Allow, Reason::BasicAuthToOAuth)
-    );
-    let d = decide(
-        &e,
-        "/PowerShell-LiveID?BasicAuthToOAuthConversion=true",
-        Some(&h),
-    );
-    assert!(!d.legacy);
-    assert_eq!(
-        action(&e, "/PowerShell-LiveID", &h),
-        (Action::Block, Reason::LegacyBlocked)
-    );
+    let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJ1cG4iOiJ1c2VyMDFAY29udG9zby5jb20ifQ.c2lnbmF0dXJl";
+    let with_password = |password: &str| {
+        format!(
+            "Basic {}",
+            STANDARD.encode(format!("user01@contoso.com:{password}"))
+        )
+        .into_bytes()
+    };
+    let conversion = "/PowerShell-LiveID?BasicAuthToOAuthConversion=true";
+    for password in [
+        jwt.to_owned(),
+        format!("Bearer {jwt}"),
+        format!("bearer {jwt}"),
+    ] {
+        let h = with_password(&password);
+        assert_eq!(
+            action(&e, conversion, &h),
+            (Action::Allow, Reason::BasicAuthToOAuth),
+            "{password}"
+        );
+        assert!(!decide(&e, conversion, Some(&h)).legacy);
+    }
+    // A password is a password, wherever it is sent.
+    for (target, password) in [
+        (conversion, "Summer2026!"),
+        (conversion, "Bearer Summer2026!"),
+        (conversion, "a.b.c"),
+        (conversion, "eyJ.eyJ.x y"),
+        (conversion, ""),
+        (
+            "/PowerShell-LiveID?BasicAuthToOAuthConversion=false&BasicAuthToOAuthConversion=true",
+            jwt,
+        ),
+        (
+            "/PowerShell-LiveID?BasicAuthToOAuthConversion=true&BasicAuthToOAuthConversion=true",
+            jwt,
+        ),
+        ("/PowerShell-LiveID?BasicAuthToOAuthConversion=1", jwt),
+        ("/PowerShell-LiveID", jwt),
+        ("/PowerShell?BasicAuthToOAuthConversion=true", jwt),
+    ] {
+        assert_eq!(
+            action(&e, target, &with_password(password)),
+            (Action::Block, Reason::LegacyBlocked),
+            "{target} {password}"
+        );
+    }
 }
 
 #[test]
@@ -295,6 +330,7 @@ fn on_premises_modern_auth_block_uses_the_token_user_or_the_default() {
         let ctx = Context {
             prior_mechanism: None,
             token_user: user,
+            ..Context::default()
         };
         let d = e.decide(&target, &creds, ctx);
         (d.action, d.reason)
