@@ -92,6 +92,7 @@ fn bench(c: &mut Criterion) {
         policy: None,
         legacy: true,
         user: None,
+        connection: false,
     };
     group.bench_function("metrics_record_and_duration", |b| {
         b.iter(|| {

@@ -29,6 +29,9 @@ pub const REQUEST_DURATION_SECONDS: &str = "exgate_request_duration_seconds";
 pub const UPSTREAM_REQUESTS_TOTAL: &str = "exgate_upstream_requests_total";
 /// `exgate_upstream_errors_total{reason}`.
 pub const UPSTREAM_ERRORS_TOTAL: &str = "exgate_upstream_errors_total";
+/// `exgate_client_errors_total{reason}`: requests refused as the client's fault
+/// (framing, stalled or aborted bodies, oversized heads, refused methods).
+pub const CLIENT_ERRORS_TOTAL: &str = "exgate_client_errors_total";
 /// `exgate_lockouts_total{location}`.
 pub const LOCKOUTS_TOTAL: &str = "exgate_lockouts_total";
 /// `exgate_spray_suspects_total`.
@@ -57,6 +60,7 @@ pub struct Metrics {
     duration_cells: Vec<OnceLock<Histogram>>,
     upstream_requests: Vec<IntCounter>,
     upstream_errors: IntCounterVec,
+    client_errors: IntCounterVec,
     lockouts: IntCounterVec,
     spray_suspects: IntCounter,
     audit_dropped: IntCounter,
@@ -131,6 +135,14 @@ impl Metrics {
             "Requests that could not be forwarded, by reason.",
             "reason",
         );
+        let client_errors = counter_vec(
+            CLIENT_ERRORS_TOTAL,
+            "Requests refused as the client's fault (never an upstream error), by reason.",
+            "reason",
+        );
+        for fault in crate::proxy::ClientFault::ALL {
+            client_errors.with_label_values(&[fault.as_str()]);
+        }
         let lockouts = counter_vec(
             LOCKOUTS_TOTAL,
             "Smart lockouts engaged, by location (familiar or unknown).",
@@ -154,6 +166,7 @@ impl Metrics {
             &jwks_refreshes,
             &upstream_requests_vec,
             &upstream_errors,
+            &client_errors,
             &lockouts,
         ] {
             registry
@@ -181,6 +194,7 @@ impl Metrics {
             duration_cells: (0..PROTOCOLS * ACTIONS).map(|_| OnceLock::new()).collect(),
             upstream_requests,
             upstream_errors,
+            client_errors,
             lockouts,
             spray_suspects,
             audit_dropped,
@@ -256,6 +270,13 @@ impl Metrics {
         self.upstream_errors.with_label_values(&[reason]).inc();
     }
 
+    /// Counts a request refused as the client's fault.
+    pub fn record_client_error(&self, fault: crate::proxy::ClientFault) {
+        self.client_errors
+            .with_label_values(&[fault.as_str()])
+            .inc();
+    }
+
     /// Counts a lockout that engaged (`familiar` or `unknown`).
     pub fn record_lockout(&self, location: &'static str) {
         self.lockouts.with_label_values(&[location]).inc();
@@ -315,6 +336,7 @@ mod tests {
             policy: None,
             legacy,
             user: None,
+            connection: false,
         }
     }
 

@@ -1,6 +1,9 @@
 //! The proxy (SPEC §1, §7): listeners, connections, and the shared state they decide
 //! and forward with. The request path itself is in [`service`], one phase per step.
 
+mod body;
+mod framing;
+mod head_guard;
 mod headers;
 mod idle;
 mod respond;
@@ -22,6 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+pub use framing::ClientFault;
 pub use headers::{
     append_forwarded, bearer_challenge, remove_hop_by_hop, split_challenges,
     strip_legacy_challenges,
@@ -303,6 +307,10 @@ async fn accept_loop(
     }
 }
 
+/// How far above `server.max_header_bytes` hyper's read buffer may grow: heads up to
+/// there reach the head guard's exact check; beyond it hyper refuses them itself.
+const HYPER_BUFFER_MARGIN: usize = 16 * 1024;
+
 fn spawn_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -313,19 +321,30 @@ fn spawn_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let mut builder = hyper::server::conn::http1::Builder::new();
+    // hyper's own head limit sits above the configured one, so that the head guard,
+    // which measures heads exactly, decides (SPEC §6: 431 above `max_header_bytes`).
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(server.header_read_timeout)
-        .max_buf_size(server.max_header_bytes)
+        .max_buf_size(server.max_header_bytes + HYPER_BUFFER_MARGIN)
         .keep_alive(true);
     let https = acceptor.is_some();
-    let service = service::ConnectionService::new(shared, peer, https);
+    let verdicts = head_guard::Verdicts::default();
+    let metrics = shared.metrics.clone();
+    let service = service::ConnectionService::new(
+        shared,
+        peer,
+        https,
+        verdicts.clone(),
+        server.max_header_bytes,
+    );
     let watcher = graceful.watcher();
     let handshake_timeout = server.header_read_timeout;
     tokio::spawn(async move {
         let result = match acceptor {
             None => {
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                let io = TokioIo::new(head_guard::HeadGuard::new(stream, verdicts));
+                let conn = builder.serve_connection(io, service);
                 watcher.watch(conn).await
             }
             Some(acceptor) => {
@@ -338,10 +357,22 @@ fn spawn_connection(
                         }
                         Err(_) => return,
                     };
-                let conn = builder.serve_connection(TokioIo::new(tls), service);
+                let io = TokioIo::new(head_guard::HeadGuard::new(tls, verdicts));
+                let conn = builder.serve_connection(io, service);
                 watcher.watch(conn).await
             }
         };
+        if let Err(e) = &result {
+            // hyper answered a head it could not parse (400) or that overflowed its
+            // buffer (431) itself: still the client's fault, and counted as such.
+            if e.is_parse() || e.is_parse_too_large() {
+                let fault = match e.is_parse_too_large() {
+                    true => ClientFault::HeadTooLarge,
+                    false => ClientFault::MalformedHead,
+                };
+                metrics.record_client_error(fault);
+            }
+        }
         if let Err(e) = result {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }

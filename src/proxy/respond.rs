@@ -5,6 +5,7 @@ use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
+use super::framing::ClientFault;
 use crate::policy::{Action, Decision, Reason};
 use crate::token::TokenError;
 
@@ -28,6 +29,8 @@ pub enum Refusal {
     InvalidToken(TokenError),
     /// The bearer token shows no MFA where it is required (RFC 9470).
     MfaRequired,
+    /// The request is malformed, stalled or refused as the client's fault (SPEC §6).
+    Client(ClientFault),
 }
 
 /// An empty body.
@@ -93,6 +96,22 @@ pub fn refusal(r: Refusal, bearer: &HeaderValue) -> Response<ProxyBody> {
         )),
         Refusal::UpstreamUnreachable => text(StatusCode::BAD_GATEWAY, "Bad Gateway\n"),
         Refusal::NoUpstream => text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n"),
+        Refusal::Client(fault) => match fault.status() {
+            405 => {
+                let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
+                res.headers_mut().insert(
+                    header::ALLOW,
+                    HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"),
+                );
+                res
+            }
+            408 => text(StatusCode::REQUEST_TIMEOUT, "Request Timeout\n"),
+            431 => text(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "Request Header Fields Too Large\n",
+            ),
+            _ => text(StatusCode::BAD_REQUEST, "Bad Request\n"),
+        },
     }
 }
 
@@ -127,6 +146,7 @@ mod tests {
             policy: None,
             legacy: true,
             user: None,
+            connection: false,
         })
     }
 

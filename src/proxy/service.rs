@@ -16,13 +16,19 @@ use hyper::http::uri::PathAndQuery;
 use hyper::{Request, Response, StatusCode};
 use tokio::sync::Mutex;
 
+use super::body::{BodyFault, RequestBody};
+use super::framing::{self, ClientFault};
+use super::head_guard::Verdicts;
 use super::idle::IdleTimeout;
 use super::respond::{self, BoxError, ProxyBody, Refusal};
 use super::upstream::{Head, Pinned, UpstreamError};
 use super::{Shared, Snapshot, headers};
 use crate::audit::AuditRecord;
 use crate::auth::{Credentials, Mechanism};
-use crate::policy::{Action, Context, Decision, Evaluation, Lookup, Protocol, Reason};
+use crate::policy::{
+    Action, ConnectionIdentity, Context, Decision, Evaluation, Lookup, Protocol, Reason,
+    RequestFacts,
+};
 use crate::protect::BadPassword;
 use crate::token::TokenError;
 
@@ -39,12 +45,27 @@ struct ConnectionAuth {
     authenticated: bool,
     /// The mechanism a `Negotiate` leg established, for later NegTokenResp legs.
     mechanism: Option<Mechanism>,
+    /// Who authenticated the connection, once Exchange accepted a final leg: every later
+    /// request is decided as theirs (SPEC §3 "Connection identity").
+    identity: Option<ConnectionIdentity>,
+}
+
+impl ConnectionAuth {
+    /// Closes the authenticated upstream connection and forgets everything it
+    /// established: the client's next attempt starts a new handshake on a new one.
+    fn forget(&mut self) {
+        *self = ConnectionAuth::default();
+    }
 }
 
 struct Connection {
     shared: Arc<Shared>,
     peer: SocketAddr,
     https: bool,
+    /// What the head guard saw of each request head's raw bytes.
+    verdicts: Verdicts,
+    /// `server.max_header_bytes`.
+    max_header_bytes: usize,
     // HTTP/1.1 serves one request at a time per connection, so this lock is never
     // contended; it exists because the upstream sender is used across an await.
     auth: Mutex<ConnectionAuth>,
@@ -55,12 +76,20 @@ struct Connection {
 pub struct ConnectionService(Arc<Connection>);
 
 impl ConnectionService {
-    /// A service for the connection from `peer`.
-    pub fn new(shared: Arc<Shared>, peer: SocketAddr, https: bool) -> ConnectionService {
+    /// A service for the connection from `peer`, whose raw heads `verdicts` describes.
+    pub fn new(
+        shared: Arc<Shared>,
+        peer: SocketAddr,
+        https: bool,
+        verdicts: Verdicts,
+        max_header_bytes: usize,
+    ) -> ConnectionService {
         ConnectionService(Arc::new(Connection {
             shared,
             peer,
             https,
+            verdicts,
+            max_header_bytes,
             auth: Mutex::new(ConnectionAuth::default()),
         }))
     }
@@ -77,6 +106,11 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
         Box::pin(async move { Ok(conn.handle(req).await) })
     }
 }
+
+/// Request bodies of known length up to this are read whole before they are forwarded
+/// (HAProxy's `option http-buffer-request`, bounded): a stalled EWS or Autodiscover
+/// upload then never holds an Exchange connection.
+const READ_WHOLE_BELOW_BYTES: u64 = 64 * 1024;
 
 /// NTLM and Negotiate authenticate the connection, not the request.
 fn connection_authenticating(credentials: &Credentials) -> bool {
@@ -212,44 +246,72 @@ impl Connection {
 
     async fn phases(&self, req: Request<Incoming>) -> (Response<ProxyBody>, Outcome) {
         let snapshot = self.shared.snapshot.load_full();
+        // Phase: refuse what a strict HTTP/1.1 server refuses, before any decision.
+        if let Err(fault) = self.check_framing(&req) {
+            return self.client_fault(&snapshot, fault);
+        }
         let mut auth = self.auth.lock().await;
 
         // Phase: decide (pure), then validate a bearer token. The credentials, password
         // included, are dropped before anything is forwarded or answered.
-        let (mut decision, token_refusal, anonymous, pin, user) = {
+        let has_body = !req.body().is_end_stream();
+        let (mut decision, token_refusal, credentials, user) = {
             let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
             let headers = req.headers().get_all(header::AUTHORIZATION);
+            let cookies: Vec<&[u8]> = req
+                .headers()
+                .get_all(header::COOKIE)
+                .iter()
+                .map(HeaderValue::as_bytes)
+                .collect();
             let ctx = Context {
                 prior_mechanism: auth.mechanism,
                 token_user: None,
+                connection: auth.identity.as_ref(),
+                request: RequestFacts {
+                    method: Some(req.method().as_str()),
+                    has_body,
+                    cookies: &cookies,
+                },
             };
             let eval =
                 snapshot
                     .engine
                     .evaluate(target, headers.iter().map(HeaderValue::as_bytes), ctx);
-            if let Some(m) = eval.credentials.negotiated_mechanism() {
-                auth.mechanism = Some(m);
-            }
-            if connection_authenticating(&eval.credentials) {
-                auth.authenticated = true;
-            }
-            let pin = auth.authenticated;
             let (decision, token_refusal, token_user) = self.token_stage(&snapshot, &eval).await;
-            let anonymous = matches!(eval.credentials, Credentials::None);
-            let user = token_user.or_else(|| eval.credentials.user().map(|u| u.into_owned()));
-            (decision, token_refusal, anonymous, pin, user)
+            let user = match (decision.connection, token_user) {
+                (true, _) => auth
+                    .identity
+                    .as_ref()
+                    .and_then(|i| i.user().map(Into::into)),
+                (false, Some(u)) => Some(u),
+                (false, None) => eval.credentials.user().map(|u| u.into_owned()),
+            };
+            (decision, token_refusal, eval.credentials, user)
         };
+        if let Some(m) = credentials.negotiated_mechanism() {
+            auth.mechanism = Some(m);
+        }
+        if connection_authenticating(&credentials) {
+            auth.authenticated = true;
+        }
+        let pin = auth.authenticated;
+        let anonymous = matches!(credentials, Credentials::None);
         // Lockout and spray count the directory identity, so that `user01`,
         // `CONTOSO\user01` and `user01@contoso.com` are one user, not three.
         // The decision usually found the user already; look up only when it did not.
+        // A request decided as its connection's user presented no password: it is
+        // neither a lockout attempt nor a spray name.
         let directory = snapshot.engine.directory();
-        let protect_key: Option<&str> = match (decision.user, user.as_deref()) {
-            (Some(id), _) => Some(&directory.user(id).upn),
-            (None, Some(u)) => Some(match directory.lookup(u) {
+        let protect_key: Option<&str> = match (decision.connection, decision.user, user.as_deref())
+        {
+            (true, _, _) => None,
+            (false, Some(id), _) => Some(&directory.user(id).upn),
+            (false, None, Some(u)) => Some(match directory.lookup(u) {
                 Lookup::Found(id) => &directory.user(id).upn,
                 Lookup::Unknown | Lookup::Ambiguous => u,
             }),
-            (None, None) => None,
+            (false, None, None) => None,
         };
         if token_refusal.is_none() {
             if let Some(reason) = self.protect_before(&decision, protect_key) {
@@ -265,7 +327,7 @@ impl Connection {
             decision,
             // Only the audit log reads it.
             user: self.shared.audit.as_ref().and_then(|_| user.clone()),
-            credentials: !anonymous,
+            credentials: !anonymous || decision.connection,
             upstream_status: None,
         };
 
@@ -279,17 +341,36 @@ impl Connection {
         let (parts, body) = req.into_parts();
         let head = self.forward_head(parts);
         let idle = self.idle_timeout(decision.protocol);
-        let body = (!body.is_end_stream())
-            .then(|| IdleTimeout::wrap(body.map_err(BoxError::from).boxed(), idle));
+        let mut fault = None;
+        let body = match has_body {
+            false => None,
+            true => {
+                let (mut body, f) = RequestBody::new(body, idle);
+                // A body malformed or stalled before that never reaches Exchange.
+                if let Err(fault) = body.read_ahead(READ_WHOLE_BELOW_BYTES).await {
+                    return self.body_fault(&snapshot, fault, pin, outcome).await;
+                }
+                fault = Some(f);
+                Some(body.boxed())
+            }
+        };
 
         // Phase: forward, on the client connection's own upstream connection.
         let result = self.forward(head, body).await;
+        if let Some(fault) = fault.as_ref().and_then(BodyFault::get) {
+            if result.is_err() {
+                return self.body_fault(&snapshot, fault, pin, outcome).await;
+            }
+        }
         let res = match result {
             Ok(res) => {
                 let status = res.status().as_u16();
                 outcome.upstream_status = Some(status);
                 self.shared.metrics.record_upstream_status(status);
                 self.protect_after(&decision, protect_key, status);
+                if pin {
+                    self.note_authentication(&credentials, status).await;
+                }
                 rewrite_response(res, &snapshot, &decision, anonymous, pin, idle)
             }
             Err(e) => {
@@ -308,6 +389,94 @@ impl Connection {
             }
         };
         (res, outcome)
+    }
+
+    /// Phase: SPEC §6's strictness table, on the raw head (the guard's verdict) and the
+    /// parsed one. A request whose raw head the guard did not see is refused: exgate
+    /// does not vouch for framing it could not follow.
+    fn check_framing(&self, req: &Request<Incoming>) -> Result<(), ClientFault> {
+        let verdict = self.verdicts.take().ok_or(ClientFault::UnfollowedFraming)?;
+        if verdict.lost {
+            return Err(ClientFault::UnfollowedFraming);
+        }
+        if verdict.bytes > self.max_header_bytes {
+            return Err(ClientFault::HeadTooLarge);
+        }
+        if verdict.bare_lf {
+            return Err(ClientFault::BareLf);
+        }
+        if verdict.content_lengths > 1 {
+            return Err(ClientFault::DuplicateContentLength);
+        }
+        if verdict.content_lengths == 1 && verdict.transfer_encoding {
+            return Err(ClientFault::ContentLengthWithTransferEncoding);
+        }
+        framing::check_head(req.method(), req.uri(), req.version(), req.headers())
+    }
+
+    /// Answers a request refused as the client's fault before any decision: counted as
+    /// a client error, decided `reject`, and the client connection closed (its framing
+    /// cannot be trusted).
+    fn client_fault(
+        &self,
+        snapshot: &Snapshot,
+        fault: ClientFault,
+    ) -> (Response<ProxyBody>, Outcome) {
+        self.shared.metrics.record_client_error(fault);
+        let decision = Decision {
+            action: Action::Reject,
+            reason: Reason::BadRequest,
+            protocol: Protocol::Other,
+            scheme: crate::auth::Scheme::None,
+            policy: None,
+            legacy: false,
+            user: None,
+            connection: false,
+        };
+        self.shared.metrics.record(&decision);
+        let mut res = respond::refusal(Refusal::Client(fault), &snapshot.bearer);
+        respond::close_connection(&mut res);
+        let outcome = Outcome {
+            decision,
+            user: None,
+            credentials: false,
+            upstream_status: None,
+        };
+        (res, outcome)
+    }
+
+    /// Answers a request whose body failed (malformed chunked coding, stalled, aborted):
+    /// the client's fault, never the upstream's. The upstream connection, which may hold
+    /// part of the request, is closed; so is the client's.
+    async fn body_fault(
+        &self,
+        snapshot: &Snapshot,
+        fault: ClientFault,
+        pin: bool,
+        outcome: Outcome,
+    ) -> (Response<ProxyBody>, Outcome) {
+        self.shared.metrics.record_client_error(fault);
+        let mut auth = self.auth.lock().await;
+        auth.upstream = None;
+        if pin {
+            auth.forget();
+        }
+        drop(auth);
+        let mut res = respond::refusal(Refusal::Client(fault), &snapshot.bearer);
+        respond::close_connection(&mut res);
+        (res, outcome)
+    }
+
+    /// After Exchange answered a leg of NTLM or Negotiate: a final leg it accepted leaves
+    /// its user on the connection (SPEC §3 "Connection identity"); one it refused leaves
+    /// nobody.
+    async fn note_authentication(&self, credentials: &Credentials, status: u16) {
+        let mut auth = self.auth.lock().await;
+        match ConnectionIdentity::established_by(credentials, auth.mechanism) {
+            Some(_) if status == 401 => auth.identity = None,
+            Some(identity) => auth.identity = Some(identity),
+            None => {}
+        }
     }
 
     /// Phase: validate the bearer token (SPEC §5), when issuers are configured. A valid
@@ -345,8 +514,8 @@ impl Connection {
             Err(e) => return refused(Reason::InvalidToken, Refusal::InvalidToken(e)),
         };
         let ctx = Context {
-            prior_mechanism: None,
             token_user: verified.user.as_deref(),
+            ..Context::default()
         };
         let decision = snapshot.engine.decide(&target, &eval.credentials, ctx);
         if decision.action.forwards()
@@ -358,8 +527,11 @@ impl Connection {
         (decision, None, verified.user.clone())
     }
 
-    /// Phase: refuse. A blocked NTLM/Negotiate leg also closes the pinned upstream
-    /// connection and the client's, so no half-authenticated state survives.
+    /// Phase: refuse. A block on a connection that NTLM or Negotiate authenticated (or
+    /// was authenticating) also closes the pinned upstream connection and forgets who
+    /// authenticated it, so no authenticated state survives; the client connection stays
+    /// open, because clients read `Connection: close` on a 401 as "server busy" and
+    /// retry (SPEC §3), and their next attempt starts a new handshake anyway.
     fn refuse(
         &self,
         snapshot: &Snapshot,
@@ -367,14 +539,10 @@ impl Connection {
         pin: bool,
         auth: &mut ConnectionAuth,
     ) -> Response<ProxyBody> {
-        let mut res = respond::refusal(Refusal::Decided(decision), &snapshot.bearer);
         if pin && decision.action == Action::Block {
-            auth.upstream = None;
-            auth.authenticated = false;
-            auth.mechanism = None;
-            respond::close_connection(&mut res);
+            auth.forget();
         }
-        res
+        respond::refusal(Refusal::Decided(decision), &snapshot.bearer)
     }
 
     /// RPC over HTTP channels and MAPI long polls sit idle for minutes; nothing else

@@ -1,0 +1,151 @@
+//! The client's request body on its way to Exchange (SPEC §6, §7): every body, of any
+//! length, has an idle timeout; a small body is read whole, and a large one's first
+//! frame, before an upstream connection is used, so a small body that is malformed or
+//! stalls, or a large one that does so from its first byte, never reaches Exchange; and whatever goes wrong with the body later is recorded as the client's
+//! fault, so that it is answered 400/408 and never counted against the upstream.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use super::framing::ClientFault;
+use super::respond::BoxError;
+
+/// Why a request body failed, shared between the body (which sees the failure) and the
+/// request path (which answers for it).
+#[derive(Clone, Debug, Default)]
+pub struct BodyFault(Arc<OnceLock<ClientFault>>);
+
+impl BodyFault {
+    /// The fault, once the body has failed.
+    pub fn get(&self) -> Option<ClientFault> {
+        self.0.get().copied()
+    }
+
+    fn set(&self, fault: ClientFault) {
+        let _ = self.0.set(fault);
+    }
+}
+
+/// The body stalled longer than its idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("request body idle for more than {0:?}")]
+pub struct BodyIdle(Duration);
+
+/// A client request body with an idle timeout and fault attribution.
+pub struct RequestBody {
+    inner: Incoming,
+    /// Frames read ahead by [`RequestBody::read_ahead`], sent first.
+    ahead: VecDeque<Frame<Bytes>>,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+    fault: BodyFault,
+}
+
+impl RequestBody {
+    /// Wraps a request body. Returns the body and the handle its faults are read from.
+    pub fn new(inner: Incoming, idle: Duration) -> (RequestBody, BodyFault) {
+        let fault = BodyFault::default();
+        let body = RequestBody {
+            inner,
+            ahead: VecDeque::new(),
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+            fault: fault.clone(),
+        };
+        (body, fault)
+    }
+
+    /// Reads ahead before anything is sent upstream: the whole body when its length is
+    /// known and at most `whole_below` bytes (an EWS or Autodiscover request), else its
+    /// first frame. A body malformed or stalled within that never touches Exchange.
+    pub async fn read_ahead(&mut self, whole_below: u64) -> Result<(), ClientFault> {
+        let whole = self
+            .inner
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n <= whole_below);
+        loop {
+            match std::future::poll_fn(|cx| self.poll_inner(cx)).await {
+                Some(Ok(frame)) => self.ahead.push_back(frame),
+                Some(Err(_)) => return Err(self.fault.get().unwrap_or(ClientFault::BodyFraming)),
+                None => return Ok(()),
+            }
+            if !whole || self.inner.is_end_stream() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn classify(error: &hyper::Error) -> ClientFault {
+        if error.is_incomplete_message() {
+            ClientFault::BodyAborted
+        } else {
+            ClientFault::BodyFraming
+        }
+    }
+}
+
+impl RequestBody {
+    /// The next frame from the client, with the idle timer and fault attribution.
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                self.fault.set(RequestBody::classify(&e));
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(frame) => {
+                let next = Instant::now() + self.idle;
+                self.deadline.as_mut().reset(next);
+                Poll::Ready(frame.map(|f| f.map_err(|e| Box::new(e) as BoxError)))
+            }
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    self.fault.set(ClientFault::BodyStalled);
+                    Poll::Ready(Some(Err(Box::new(BodyIdle(self.idle)))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(frame) = self.ahead.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        self.poll_inner(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ahead.is_empty() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let mut hint = self.inner.size_hint();
+        let ahead: u64 = self
+            .ahead
+            .iter()
+            .filter_map(|f| f.data_ref())
+            .map(|d| d.len() as u64)
+            .sum();
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + ahead);
+        }
+        hint.set_lower(hint.lower() + ahead);
+        hint
+    }
+}

@@ -1,0 +1,356 @@
+//! A look at the raw bytes of each request head before hyper parses it (SPEC §6).
+//!
+//! hyper (through httparse) accepts a bare LF as a line ending, as RFC 9112 §2.2 allows,
+//! silently drops `Content-Length` when `Transfer-Encoding` is present, and bounds the
+//! head only by its read buffer. A strict server refuses all three, so exgate measures
+//! them here: [`HeadGuard`] wraps the client connection's byte stream, follows the
+//! message framing (heads, `Content-Length` bodies, chunked bodies) with a small state
+//! machine, and queues one [`HeadVerdict`] per request head for the request path to
+//! read. It never changes a byte, and it skips body bytes without looking at them.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// What the raw bytes of one request head showed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeadVerdict {
+    /// The head's exact size: request line, fields and the empty line, with line endings.
+    pub bytes: usize,
+    /// A line ended in LF without CR.
+    pub bare_lf: bool,
+    /// How many `Content-Length` fields the head had.
+    pub content_lengths: u8,
+    /// The head had a `Transfer-Encoding` field.
+    pub transfer_encoding: bool,
+    /// The guard could not follow this connection's framing (an unreadable
+    /// `Content-Length`, a malformed chunked body): nothing after it can be vouched for.
+    pub lost: bool,
+}
+
+/// The verdicts of the heads read so far and not yet taken, shared between the stream
+/// wrapper and the connection's request path.
+#[derive(Clone, Debug, Default)]
+pub struct Verdicts(Arc<Mutex<VecDeque<HeadVerdict>>>);
+
+impl Verdicts {
+    /// The verdict of the oldest head not yet taken. hyper cannot hand over a request
+    /// before its whole head went through the guard, so a request always finds its own.
+    pub fn take(&self) -> Option<HeadVerdict> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+    }
+
+    fn push(&self, verdict: HeadVerdict) {
+        let mut queue = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded: a client pipelining heads faster than they are served is stopped by
+        // hyper's buffer long before this.
+        if queue.len() < 64 {
+            queue.push_back(verdict);
+        }
+    }
+}
+
+/// How many bytes of a field line are kept to recognise `Content-Length` and
+/// `Transfer-Encoding` and read the length.
+const LINE_PREFIX: usize = 64;
+
+#[derive(Debug)]
+enum State {
+    /// Before a request line; empty lines there are skipped (RFC 9112 §2.2).
+    Start,
+    Head(Box<HeadScan>),
+    /// Skipping a body of known length.
+    Length(u64),
+    Chunked(Chunk),
+    /// Framing could not be followed; every later head is reported lost.
+    Lost,
+}
+
+#[derive(Debug, Default)]
+struct HeadScan {
+    verdict: HeadVerdict,
+    /// The first bytes of the current line, lower-cased.
+    line: Vec<u8>,
+    /// The current line's length so far, its ending excluded.
+    line_len: usize,
+    prev_cr: bool,
+    content_length: Option<u64>,
+    content_length_unreadable: bool,
+}
+
+#[derive(Debug)]
+enum Chunk {
+    /// In a chunk-size line: the size so far, and whether an extension started.
+    Size {
+        size: u64,
+        digits: u8,
+        ext: bool,
+    },
+    Data(u64),
+    /// The CRLF after chunk data.
+    DataEnd {
+        seen_cr: bool,
+    },
+    /// Trailer fields, until an empty line.
+    Trailer {
+        line_len: usize,
+    },
+}
+
+/// A client byte stream with a head guard in its read path.
+pub struct HeadGuard<S> {
+    inner: S,
+    state: State,
+    verdicts: Verdicts,
+}
+
+impl<S> HeadGuard<S> {
+    /// Wraps `inner`; verdicts go to `verdicts`.
+    pub fn new(inner: S, verdicts: Verdicts) -> HeadGuard<S> {
+        HeadGuard {
+            inner,
+            state: State::Start,
+            verdicts,
+        }
+    }
+
+    /// Follows the framing through newly read bytes.
+    fn scan(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let state = std::mem::replace(&mut self.state, State::Lost);
+            let (next, used) = match state {
+                State::Start => match bytes[0] {
+                    b'\r' | b'\n' => (State::Start, 1),
+                    _ => (State::Head(Box::default()), 0),
+                },
+                State::Head(scan) => self.scan_head(scan, bytes),
+                State::Length(left) => {
+                    let used = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
+                    match left - used as u64 {
+                        0 => (State::Start, used),
+                        left => (State::Length(left), used),
+                    }
+                }
+                State::Chunked(chunk) => scan_chunk(chunk, bytes),
+                State::Lost => {
+                    self.verdicts.push(HeadVerdict {
+                        lost: true,
+                        ..HeadVerdict::default()
+                    });
+                    // Reported once per read is enough: the request path closes the
+                    // connection on a lost verdict.
+                    (State::Lost, bytes.len())
+                }
+            };
+            self.state = next;
+            bytes = &bytes[used..];
+        }
+    }
+
+    /// Scans head bytes line by line; returns the next state and the bytes used.
+    fn scan_head(&mut self, mut scan: Box<HeadScan>, bytes: &[u8]) -> (State, usize) {
+        let mut used = 0;
+        while used < bytes.len() {
+            let rest = &bytes[used..];
+            let Some(lf) = memchr::memchr(b'\n', rest) else {
+                keep_prefix(&mut scan.line, rest);
+                scan.line_len += rest.len();
+                scan.prev_cr = rest.last() == Some(&b'\r');
+                scan.verdict.bytes += rest.len();
+                return (State::Head(scan), bytes.len());
+            };
+            let segment = &rest[..lf];
+            let cr = match lf {
+                0 => scan.prev_cr,
+                _ => segment[lf - 1] == b'\r',
+            };
+            keep_prefix(&mut scan.line, segment);
+            scan.line_len += lf;
+            scan.verdict.bytes += lf + 1;
+            scan.verdict.bare_lf |= !cr;
+            used += lf + 1;
+            let content = scan.line_len - usize::from(cr);
+            if content == 0 {
+                return (self.end_of_head(*scan), used);
+            }
+            inspect_field(&mut scan, content);
+            scan.line.clear();
+            scan.line_len = 0;
+            scan.prev_cr = false;
+        }
+        (State::Head(scan), used)
+    }
+
+    fn end_of_head(&mut self, scan: HeadScan) -> State {
+        let mut verdict = scan.verdict;
+        let next = if scan.content_length_unreadable {
+            verdict.lost = true;
+            State::Lost
+        } else if verdict.transfer_encoding {
+            // With a Content-Length as well the request is refused and the connection
+            // closed; alone, the body is chunked (hyper refuses any other coding).
+            State::Chunked(Chunk::Size {
+                size: 0,
+                digits: 0,
+                ext: false,
+            })
+        } else {
+            match scan.content_length {
+                Some(n) if n > 0 => State::Length(n),
+                _ => State::Start,
+            }
+        };
+        self.verdicts.push(verdict);
+        next
+    }
+}
+
+fn keep_prefix(line: &mut Vec<u8>, bytes: &[u8]) {
+    let room = LINE_PREFIX.saturating_sub(line.len());
+    line.extend(bytes.iter().take(room).map(u8::to_ascii_lowercase));
+}
+
+/// Notes `Content-Length` and `Transfer-Encoding` fields; `content` is the line's length
+/// without its ending.
+fn inspect_field(scan: &mut HeadScan, content: usize) {
+    let line = &scan.line[..content.min(scan.line.len())];
+    if let Some(value) = line.strip_prefix(b"content-length:") {
+        scan.verdict.content_lengths = scan.verdict.content_lengths.saturating_add(1);
+        let value = value.trim_ascii();
+        let parsed =
+            (content <= LINE_PREFIX && !value.is_empty() && value.iter().all(u8::is_ascii_digit))
+                .then(|| std::str::from_utf8(value).ok()?.parse::<u64>().ok())
+                .flatten();
+        match parsed {
+            Some(n) => scan.content_length = Some(n),
+            // hyper refuses such a head; the guard cannot follow it either way.
+            None => scan.content_length_unreadable = true,
+        }
+    } else if line.starts_with(b"transfer-encoding:") {
+        scan.verdict.transfer_encoding = true;
+    }
+}
+
+/// Follows a chunked body (RFC 9112 §7.1); anything malformed is lost framing (hyper
+/// fails that request too).
+fn scan_chunk(chunk: Chunk, bytes: &[u8]) -> (State, usize) {
+    match chunk {
+        Chunk::Data(left) => {
+            let used = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
+            match left - used as u64 {
+                0 => (State::Chunked(Chunk::DataEnd { seen_cr: false }), used),
+                left => (State::Chunked(Chunk::Data(left)), used),
+            }
+        }
+        Chunk::DataEnd { seen_cr } => match (bytes[0], seen_cr) {
+            (b'\r', false) => (State::Chunked(Chunk::DataEnd { seen_cr: true }), 1),
+            (b'\n', _) => (size_start(), 1),
+            _ => (State::Lost, 0),
+        },
+        Chunk::Size { size, digits, ext } => {
+            let b = bytes[0];
+            let next = match b {
+                b'\n' if digits == 0 => State::Lost,
+                b'\n' if size == 0 => State::Chunked(Chunk::Trailer { line_len: 0 }),
+                b'\n' => State::Chunked(Chunk::Data(size)),
+                _ if ext => State::Chunked(Chunk::Size { size, digits, ext }),
+                b';' | b' ' | b'\t' | b'\r' => State::Chunked(Chunk::Size {
+                    size,
+                    digits,
+                    ext: true,
+                }),
+                _ if b.is_ascii_hexdigit() && digits < 16 => {
+                    let v = u64::from(hex(b));
+                    State::Chunked(Chunk::Size {
+                        size: size << 4 | v,
+                        digits: digits + 1,
+                        ext,
+                    })
+                }
+                _ => State::Lost,
+            };
+            (next, 1)
+        }
+        Chunk::Trailer { line_len } => match bytes[0] {
+            b'\n' if line_len == 0 => (State::Start, 1),
+            b'\n' => (State::Chunked(Chunk::Trailer { line_len: 0 }), 1),
+            b'\r' => (State::Chunked(Chunk::Trailer { line_len }), 1),
+            _ => (
+                State::Chunked(Chunk::Trailer {
+                    line_len: line_len + 1,
+                }),
+                1,
+            ),
+        },
+    }
+}
+
+fn size_start() -> State {
+    State::Chunked(Chunk::Size {
+        size: 0,
+        digits: 0,
+        ext: false,
+    })
+}
+
+const fn hex(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        _ => b - b'A' + 10,
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for HeadGuard<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = poll {
+            this.scan(&buf.filled()[before..]);
+        }
+        poll
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for HeadGuard<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+#[path = "head_guard_tests.rs"]
+mod tests;
