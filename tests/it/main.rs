@@ -1,5 +1,6 @@
 //! exgate's integration tests: one binary, a module per area (keeps CI builds few).
 
+mod attacks;
 mod binary;
 #[cfg(feature = "lab")]
 mod lab;

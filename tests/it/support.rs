@@ -206,7 +206,13 @@ async fn handle_upstream(
         .or(auth.strip_prefix("Negotiate "))
     {
         let msg = STANDARD.decode(token).unwrap_or_default();
-        if msg.get(8) == Some(&1) {
+        // An NTLM Type 1, raw or inside SPNEGO, gets a Type 2; anything else (a Type 3,
+        // a Kerberos AP-REQ) is accepted.
+        let ntlm_type = msg
+            .windows(8)
+            .position(|w| w == b"NTLMSSP\0")
+            .and_then(|i| msg.get(i + 8));
+        if ntlm_type == Some(&1) {
             let mut type2 = b"NTLMSSP\0\x02\0\0\0".to_vec();
             type2.resize(56, 0);
             *res.status_mut() = StatusCode::UNAUTHORIZED;
@@ -599,4 +605,32 @@ impl Drop for Spawned {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends raw bytes on a new connection and returns what came back: the status of the
+/// first response (0 when none came) and the whole text read until exgate closed the
+/// connection or went quiet for `quiet`.
+pub async fn raw_exchange(
+    addr: SocketAddr,
+    bytes: &[u8],
+    quiet: std::time::Duration,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(bytes).await;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tokio::time::timeout(quiet, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|t| t.get(..3))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
 }

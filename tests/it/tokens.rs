@@ -547,10 +547,26 @@ Set-OrganizationConfig -DefaultAuthenticationPolicy P
         )
         .await;
     assert_eq!(r.status, 200);
+    // The form real scripts send: the password is `Bearer <token>`.
     let r = c
         .get(
             target,
-            &[("authorization", &basic("user01@contoso.com", "Summer2026!"))],
+            &[(
+                "authorization",
+                &basic("user01@contoso.com", &format!("Bearer {token}")),
+            )],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    // A forged token in the password is an invalid token.
+    let mut forged = token.clone().into_bytes();
+    let i = token.rfind('.').unwrap() + 5;
+    forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    let r = c
+        .get(
+            target,
+            &[("authorization", &basic("user01@contoso.com", &forged))],
         )
         .await;
     assert_eq!(r.status, 401);
@@ -559,6 +575,15 @@ Set-OrganizationConfig -DefaultAuthenticationPolicy P
             .unwrap()
             .contains("invalid_token")
     );
+    // A password is a password: legacy Basic, blocked by the policy, no token error.
+    let r = c
+        .get(
+            target,
+            &[("authorization", &basic("user01@contoso.com", "Summer2026!"))],
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some(BEARER_CHALLENGE));
     let r = c
         .get(
             "/PowerShell-LiveID",

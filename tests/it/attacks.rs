@@ -1,0 +1,535 @@
+//! The attacker's tables through the real proxy (issue "enforcement that holds"): each
+//! kind of bypass, every variant, asserting what reached the upstream — nothing, for
+//! everything refused.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+/// On-premises, the article's pilot: user01 blocked for MAPI, Autodiscover, OAB and RPC,
+/// allowed for EWS. An audit log, for attribution.
+const ONPREM: &str = "[exchange]\ndeployment = \"onpremises\"\n[policy]\nscript = \"policies.ps1\"\n[audit]\npath = \"audit/exgate.jsonl\"\n[[users]]\nupn = \"user01@contoso.com\"\nsam = \"CONTOSO\\\\user01\"\n[[users]]\nupn = \"user02@contoso.com\"\nsam = \"CONTOSO\\\\user02\"\n";
+
+const PILOT: &str = "New-AuthenticationPolicy -Name BlockLegacyOutlookAuth -BlockLegacyAuthAutodiscover -BlockLegacyAuthMapi -BlockLegacyAuthOfflineAddressBook -BlockLegacyAuthRpc
+Set-User user01 -AuthenticationPolicy BlockLegacyOutlookAuth
+";
+
+const BLOCKED_PATHS: [&str; 4] = [
+    "/mapi/emsmdb/?MailboxId=0@contoso.com",
+    "/OAB/8b9d1c2e/oab.xml",
+    "/Autodiscover/Autodiscover.xml",
+    "/rpc/rpcproxy.dll?mail.contoso.com:6001",
+];
+
+/// Runs an NTLM handshake for `user` to EWS on `c` and checks it went through.
+async fn authenticate(c: &mut Client, scheme: &str, user: &str) -> String {
+    let t1 = c
+        .get(
+            "/EWS/Exchange.asmx",
+            &[("authorization", &ntlm_type1(scheme))],
+        )
+        .await;
+    assert_eq!(t1.status, 401, "Type 1 gets Exchange's Type 2");
+    let t3 = c
+        .get(
+            "/EWS/Exchange.asmx",
+            &[("authorization", &ntlm_type3(scheme, "CONTOSO", user))],
+        )
+        .await;
+    assert_eq!(t3.status, 200, "{user} is allowed EWS");
+    t3.header("x-upstream-connection").unwrap().to_owned()
+}
+
+async fn audit_lines(gate: &Exgate, n: usize) -> Vec<serde_json::Value> {
+    let path = gate
+        .running
+        .config_path()
+        .with_file_name("audit/exgate.jsonl");
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} audit lines in {}", path.display());
+}
+
+/// Kind 1: every later request shape on a connection user01 authenticated, to every
+/// protocol their policy blocks, is refused; Exchange receives nothing; the client
+/// connection stays open and its next handshake works on a new upstream connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authenticated_connection_cannot_carry_its_user_past_the_policy() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start(ONPREM, PILOT, &[upstream.url()]).await;
+    let later: [(&str, Option<String>); 6] = [
+        ("no Authorization", None),
+        ("Bearer probe", Some("Bearer".into())),
+        (
+            "Negotiate continuation",
+            Some("Negotiate oQcwBaADCgEA".into()),
+        ),
+        ("garbage NTLM", Some("NTLM AAAA".into())),
+        ("garbage Negotiate", Some("Negotiate !!!".into())),
+        (
+            "Basic of an allowed user",
+            Some(basic("user02@contoso.com", "Winter2026!")),
+        ),
+    ];
+    let mut cells = 0;
+    for scheme in ["NTLM", "Negotiate"] {
+        for path in BLOCKED_PATHS {
+            for (what, header) in &later {
+                let mut c = gate.client().await;
+                let first = authenticate(&mut c, scheme, "user01").await;
+                let before = upstream.requests().len();
+                let headers: Vec<(&str, &str)> = header
+                    .iter()
+                    .map(|h| ("authorization", h.as_str()))
+                    .collect();
+                let r = c.get(path, &headers).await;
+                let cell = format!("{scheme} then {what} to {path}");
+                assert_eq!(r.status, 401, "{cell}");
+                assert_eq!(r.all("www-authenticate"), [BEARER_CHALLENGE], "{cell}");
+                assert_eq!(r.header("connection"), None, "{cell}");
+                assert_eq!(
+                    upstream.requests().len(),
+                    before,
+                    "{cell}: reached Exchange"
+                );
+                // The client connection is still usable; the identity is forgotten, so
+                // a bare request is anonymous again, on a new upstream connection.
+                let again = c.get("/EWS/Exchange.asmx", &[]).await;
+                assert_eq!(again.status, 200, "{cell}");
+                assert_ne!(
+                    again.header("x-upstream-connection"),
+                    Some(first.as_str()),
+                    "{cell}: the authenticated upstream connection was closed"
+                );
+                let seen = upstream.requests();
+                assert!(
+                    seen[before..].iter().all(|r| !r.target.contains("mapi")
+                        && !r.target.to_ascii_lowercase().contains("oab")
+                        && !r.target.contains("rpc")
+                        && !r.target.contains("Autodiscover")),
+                    "{cell}: {seen:?}"
+                );
+                cells += 1;
+            }
+        }
+    }
+    assert_eq!(cells, 2 * 4 * 6);
+}
+
+/// The allowed protocol keeps working on the authenticated connection, and the requests
+/// are audited and metered as user01's legacy requests with the connection's scheme.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_on_an_authenticated_connection_are_attributed_to_its_user() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start(ONPREM, PILOT, &[upstream.url()]).await;
+    let mut c = gate.client().await;
+    let conn = authenticate(&mut c, "NTLM", "user01").await;
+    for _ in 0..3 {
+        let r = c.get("/EWS/Exchange.asmx", &[]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-upstream-connection"), Some(conn.as_str()));
+    }
+    let r = c.get("/mapi/emsmdb/", &[]).await;
+    assert_eq!(r.status, 401);
+    let metrics = gate.metrics().await;
+    for line in [
+        r#"exgate_legacy_auth_attempts_total{action="allowed",protocol="WebServices",scheme="ntlm"} 4"#,
+        r#"exgate_legacy_auth_attempts_total{action="blocked",protocol="Mapi",scheme="ntlm"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line}\n{metrics}");
+    }
+    // Type 1, Type 3, three bare EWS requests, the bare MAPI request.
+    let lines = audit_lines(&gate, 6).await;
+    let later: Vec<_> = lines
+        .iter()
+        .filter(|l| l["user"] == "CONTOSO\\user01" && l["scheme"] == "ntlm")
+        .map(|l| {
+            (
+                l["protocol"].as_str().unwrap(),
+                l["decision"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        later,
+        [
+            ("WebServices", "allow"),
+            ("WebServices", "allow"),
+            ("WebServices", "allow"),
+            ("WebServices", "allow"),
+            ("Mapi", "block"),
+        ],
+        "{lines:?}"
+    );
+    // `exgate report` counts them.
+    let audit = gate
+        .running
+        .config_path()
+        .with_file_name("audit/exgate.jsonl");
+    let out = exgate(&["report", arg(&audit), "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = report.to_string();
+    assert!(text.contains("user01"), "{text}");
+    assert!(text.contains("Mapi"), "{text}");
+}
+
+/// Kerberos hides the user: the organization default decides every later request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kerberos_connection_is_decided_by_the_organization_default() {
+    let upstream = Upstream::start().await;
+    let script = "New-AuthenticationPolicy -Name NoMapi -BlockLegacyAuthMapi\nSet-OrganizationConfig -DefaultAuthenticationPolicy NoMapi\n";
+    let gate = Exgate::start(ONPREM, script, &[upstream.url()]).await;
+    let mut c = gate.client().await;
+    let r = c
+        .get("/EWS/Exchange.asmx", &[("authorization", &kerberos())])
+        .await;
+    assert_eq!(r.status, 200);
+    for path in ["/mapi/emsmdb/", "/mapi/nspi/"] {
+        let before = upstream.requests().len();
+        let r = c.get(path, &[]).await;
+        assert_eq!(r.status, 401, "{path}");
+        assert_eq!(upstream.requests().len(), before, "{path}");
+        // The client authenticates again on the same connection.
+        let r = c
+            .get("/EWS/Exchange.asmx", &[("authorization", &kerberos())])
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    let metrics = gate.metrics().await;
+    assert!(
+        metrics.contains(r#"exgate_legacy_auth_attempts_total{action="blocked",protocol="Mapi",scheme="kerberos"} 2"#),
+        "{metrics}"
+    );
+}
+
+/// A Type 3 Exchange refused leaves no identity: later bare requests are anonymous.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_handshake_leaves_no_identity() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start(ONPREM, PILOT, &[upstream.url()]).await;
+    let mut c = gate.client().await;
+    // The recording upstream answers a bare `/challenge` with 401, as for a refused leg.
+    let r = c
+        .get("/EWS/challenge", &[("authorization", &ntlm_type1("NTLM"))])
+        .await;
+    assert_eq!(r.status, 401);
+    let r = c.get("/mapi/emsmdb/", &[]).await;
+    assert_eq!(
+        r.status, 200,
+        "no Type 3 was accepted: anonymous, Exchange's to answer"
+    );
+}
+
+/// Kind 2: every name form of user01 in Basic to MAPI, which only user01's policy
+/// blocks: refused; Exchange receives nothing. Names exgate cannot map fail closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_name_form_of_a_blocked_user_is_refused() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start(ONPREM, PILOT, &[upstream.url()]).await;
+    for name in [
+        "\\user01",
+        ".\\user01",
+        "user01",
+        "USER01",
+        "CONTOSO\\user01",
+        "contoso\\USER01",
+        "contoso.com\\user01",
+        "user01@contoso.com",
+        "User01@Contoso.COM",
+        "user01@contoso",
+        "FABRIKAM\\user01",
+        "user01@fabrikam.com",
+        "CONTOSO\\user01@contoso.com",
+        "user01 ",
+        "a\\b\\user01",
+        "user01@",
+    ] {
+        let mut c = gate.client().await;
+        for path in BLOCKED_PATHS {
+            let r = c
+                .get(
+                    path,
+                    &[("authorization", &basic(name, "Pilot-Passw0rd-01"))],
+                )
+                .await;
+            assert_eq!(r.status, 401, "{name:?} {path}");
+        }
+        let r = c
+            .get(
+                "/mapi/emsmdb/",
+                &[("authorization", &ntlm_type3("NTLM", "", name))],
+            )
+            .await;
+        assert_eq!(r.status, 401, "NTLM {name:?}");
+    }
+    assert!(upstream.requests().is_empty(), "{:?}", upstream.requests());
+    // user02 has no policy: their forms pass.
+    let mut c = gate.client().await;
+    for name in ["\\user02", ".\\user02", "contoso.com\\user02"] {
+        let r = c
+            .get("/mapi/emsmdb/", &[("authorization", &basic(name, "x"))])
+            .await;
+        assert_eq!(r.status, 200, "{name}");
+    }
+}
+
+/// Kind 3: the ProxyShell family with an allowed user's Basic credentials: 400, nothing
+/// reaches Exchange. Legitimate Autodiscover v2 requests still do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxyshell_family_never_reaches_exchange() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start(ONPREM, PILOT, &[upstream.url()]).await;
+    let auth = basic("user02@contoso.com", "Winter2026!");
+    let form = "application/x-www-form-urlencoded";
+    for (method, target, headers, body) in [
+        (
+            "POST",
+            "/autodiscover/admin@localhost//powershell/autodiscover.json?x=a",
+            vec![("cookie", "Email=autodiscover/admin@localhost")],
+            "",
+        ),
+        (
+            "GET",
+            "/autodiscover/autodiscover.json?a..foo.var/powershell/?&Protocol=XYZ",
+            vec![("cookie", "Email=autodiscover/autodiscover.json?a..foo.var")],
+            "",
+        ),
+        (
+            "POST",
+            "/autodiscover/autodiscover.json?a..foo.var/mapi/nspi/",
+            vec![("content-type", form)],
+            "Email=autodiscover/autodiscover.json?a..foo.var",
+        ),
+        (
+            "GET",
+            "/autodiscover/autodiscover.json?@evil.com/owa/&Email=autodiscover/autodiscover.json%3f@evil.com",
+            vec![],
+            "",
+        ),
+        (
+            "GET",
+            "/autodiscover/autodiscover.json",
+            vec![("cookie", "X-BackEndCookie=1; email=user@contoso.com")],
+            "",
+        ),
+        (
+            "GET",
+            "/autodiscover/autodiscover.json/../../mapi/nspi/",
+            vec![],
+            "",
+        ),
+    ] {
+        let mut headers = headers;
+        headers.push(("authorization", &auth));
+        let mut c = gate.client().await;
+        let r = c
+            .send(method, target, &headers, full(body.to_owned()))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 400, "{method} {target} {headers:?}");
+    }
+    assert!(upstream.requests().is_empty(), "{:?}", upstream.requests());
+    let mut c = gate.client().await;
+    for target in [
+        "/autodiscover/autodiscover.json?Email=user02@contoso.com&Protocol=EWS&RedirectCount=1",
+        "/autodiscover/autodiscover.json/v1.0/user02@contoso.com?Protocol=Rest",
+        "/autodiscover/autodiscover.json/v1.0/user02%40contoso.com?Protocol=ActiveSync",
+    ] {
+        assert_eq!(c.get(target, &[]).await.status, 200, "{target}");
+    }
+}
+
+/// Kind 4: without issuers, a password sent to the conversion endpoint is legacy Basic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_to_the_conversion_endpoint_is_legacy_basic() {
+    let upstream = Upstream::start().await;
+    let online = "[exchange]\ndeployment = \"online\"\n[policy]\nscript = \"policies.ps1\"\n[[users]]\nupn = \"user01@contoso.com\"\nsam = \"CONTOSO\\\\user01\"\n";
+    let script =
+        "New-AuthenticationPolicy -Name BlockPs\nSet-User user01 -AuthenticationPolicy BlockPs\n";
+    let gate = Exgate::start(online, script, &[upstream.url()]).await;
+    let mut c = gate.client().await;
+    for target in [
+        "/powershell-liveid?BasicAuthToOAuthConversion=true",
+        "/PowerShell-LiveID/?BasicAuthToOAuthConversion=TRUE",
+        "/powershell-liveid?BasicAuthToOAuthConversion=false&BasicAuthToOAuthConversion=true",
+        "/powershell-liveid?BasicAuthToOAuthConversion=true&BasicAuthToOAuthConversion=true",
+        "/powershell-liveid?basicauthtooauthconversion=true&DelegatedOrg=contoso.com",
+    ] {
+        for password in ["Pilot-Passw0rd-01", "Bearer Pilot-Passw0rd-01", "a.b.c"] {
+            let r = c
+                .get(
+                    target,
+                    &[("authorization", &basic("user01@contoso.com", password))],
+                )
+                .await;
+            assert_eq!(r.status, 401, "{target} {password}");
+        }
+    }
+    assert!(upstream.requests().is_empty(), "{:?}", upstream.requests());
+}
+
+/// Kind 5: request framing a strict server refuses, answered before any decision,
+/// never forwarded, counted as the client's error and never as the upstream's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_the_clients_fault() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start(ONPREM, "", &[upstream.url()]).await;
+    let host = "Host: mail.contoso.com\r\n";
+    let cases: Vec<(String, u16, &str)> = vec![
+        (
+            format!(
+                "POST /ews/exchange.asmx HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\n\r\nffffffffffffffff1\r\nx\r\n0\r\n\r\n"
+            ),
+            400,
+            "body_framing",
+        ),
+        (
+            format!(
+                "POST /ews/exchange.asmx HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\n\r\nzz\r\nx\r\n0\r\n\r\n"
+            ),
+            400,
+            "body_framing",
+        ),
+        (
+            "GET /mapi/ HTTP/1.1\r\n\r\n".to_owned(),
+            400,
+            "missing_host",
+        ),
+        (
+            format!("GET /mapi/ HTTP/1.1\r\n{host}Host: evil.example\r\n\r\n"),
+            400,
+            "duplicate_host",
+        ),
+        (
+            format!("GET http://evil.example/mapi/ HTTP/1.1\r\n{host}\r\n"),
+            400,
+            "host_mismatch",
+        ),
+        (
+            format!(
+                "POST /ews/ HTTP/1.1\r\n{host}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            ),
+            400,
+            "content_length_with_transfer_encoding",
+        ),
+        (
+            format!(
+                "POST /ews/ HTTP/1.1\r\n{host}Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello"
+            ),
+            400,
+            "duplicate_content_length",
+        ),
+        (
+            format!("CONNECT mail.contoso.com:443 HTTP/1.1\r\n{host}\r\n"),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            format!("TRACE / HTTP/1.1\r\n{host}\r\n"),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "GET /mapi/ HTTP/1.1\nHost: mail.contoso.com\n\n".to_owned(),
+            400,
+            "bare_lf",
+        ),
+        (
+            format!("GET /mapi/ HTTP/1.1\r\n{host}X-A: 1\n\r\n"),
+            400,
+            "bare_lf",
+        ),
+        (
+            format!(
+                "POST /ews/ HTTP/1.1\r\n{host}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"
+            ),
+            400,
+            "malformed_head",
+        ),
+    ];
+    for (request, status, reason) in &cases {
+        let (got, text) =
+            raw_exchange(gate.addr(), request.as_bytes(), Duration::from_secs(2)).await;
+        assert_eq!(got, *status, "{request:?}\n{text}");
+        let _ = reason;
+    }
+    assert!(upstream.requests().is_empty(), "{:?}", upstream.requests());
+    let metrics = gate.metrics().await;
+    assert!(
+        !metrics.contains("exgate_upstream_errors_total{"),
+        "{metrics}"
+    );
+    for reason in [
+        "malformed_head",
+        "bare_lf",
+        "body_framing",
+        "missing_host",
+        "duplicate_host",
+        "host_mismatch",
+        "content_length_with_transfer_encoding",
+        "duplicate_content_length",
+        "method_not_allowed",
+    ] {
+        let want = cases.iter().filter(|c| c.2 == reason).count();
+        let line = format!("exgate_client_errors_total{{reason=\"{reason}\"}} {want}");
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
+}
+
+/// A small body that stalls is timed out with 408, never reaches Exchange, and never
+/// counts against the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_small_body_gets_408_and_never_reaches_exchange() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start_with("idle_timeout_seconds = 1", ONPREM, "", &[upstream.url()]).await;
+    let request = "POST /ews/exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nContent-Length: 1000\r\n\r\n0123456789";
+    let started = std::time::Instant::now();
+    let (status, text) =
+        raw_exchange(gate.addr(), request.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(status, 408, "{text}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(upstream.requests().is_empty(), "{:?}", upstream.requests());
+    let metrics = gate.metrics().await;
+    assert!(
+        metrics.contains(r#"exgate_client_errors_total{reason="body_stalled"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("exgate_upstream_errors_total{"),
+        "{metrics}"
+    );
+}
+
+/// `server.max_header_bytes` holds to the byte: a head of exactly the limit is served, one
+/// byte more gets 431 and never reaches Exchange; so does a head far above it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_head_limit_is_exact() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start_with("max_header_bytes = 8192", ONPREM, "", &[upstream.url()]).await;
+    let head = |size: usize| {
+        let start = "GET /ews/ HTTP/1.1\r\nHost: mail.contoso.com\r\nX-Pad: ";
+        let pad = size - start.len() - 4;
+        format!("{start}{}\r\n\r\n", "a".repeat(pad))
+    };
+    assert_eq!(head(8192).len(), 8192);
+    let (status, text) =
+        raw_exchange(gate.addr(), head(8192).as_bytes(), Duration::from_secs(2)).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(upstream.requests().len(), 1);
+    for size in [8193, 20_000, 114_000] {
+        let (status, text) =
+            raw_exchange(gate.addr(), head(size).as_bytes(), Duration::from_secs(2)).await;
+        assert!(status == 431, "{size}: {}", &text[..text.len().min(200)]);
+    }
+    assert_eq!(upstream.requests().len(), 1);
+}
