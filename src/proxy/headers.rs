@@ -74,11 +74,10 @@ pub fn bearer_challenge(c: &ChallengeConfig) -> HeaderValue {
     HeaderValue::from_str(&text).expect("challenge parameters are validated ASCII without quotes")
 }
 
-const LEGACY_SCHEMES: [&str; 4] = ["basic", "ntlm", "negotiate", "digest"];
-
-/// Removes `Basic`, `NTLM`, `Negotiate` and `Digest` challenges from a 401's
-/// `WWW-Authenticate` headers (which may join several challenges with commas), and adds
-/// the Bearer challenge when none is left.
+/// Removes every challenge but `Bearer` from a 401's `WWW-Authenticate` headers (which
+/// may join several challenges with commas) — `Basic`, `NTLM`, `Negotiate`, IIS 10's
+/// `Nego2`, `Kerberos`, `Digest` and any scheme not yet invented: an allowlist, not a
+/// denylist (SPEC §6) — and adds the Bearer challenge when none is left.
 pub fn strip_legacy_challenges(headers: &mut HeaderMap, bearer: &HeaderValue) {
     let values: Vec<HeaderValue> = headers
         .get_all(header::WWW_AUTHENTICATE)
@@ -93,14 +92,12 @@ pub fn strip_legacy_challenges(headers: &mut HeaderMap, bearer: &HeaderValue) {
         };
         let kept: Vec<&str> = split_challenges(text)
             .into_iter()
-            .filter(|c| !LEGACY_SCHEMES.contains(&scheme_of(c).to_ascii_lowercase().as_str()))
+            .filter(|c| scheme_of(c).eq_ignore_ascii_case("bearer"))
             .collect();
         if kept.is_empty() {
             continue;
         }
-        has_bearer |= kept
-            .iter()
-            .any(|c| scheme_of(c).eq_ignore_ascii_case("bearer"));
+        has_bearer = true;
         if let Ok(v) = HeaderValue::from_str(&kept.join(", ")) {
             headers.append(header::WWW_AUTHENTICATE, v);
         }

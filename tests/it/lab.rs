@@ -8,13 +8,13 @@ use std::process::{Child, Command, Stdio};
 
 use crate::support::*;
 
-struct LabProcess {
+pub(crate) struct LabProcess {
     child: Child,
-    banner: String,
+    pub(crate) banner: String,
 }
 
 impl LabProcess {
-    fn start(scenario: &str, dir: &Path) -> LabProcess {
+    pub(crate) fn start(scenario: &str, dir: &Path) -> LabProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_exgate"))
             .args([
                 "lab",
@@ -48,7 +48,7 @@ impl LabProcess {
         LabProcess { child, banner }
     }
 
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();

@@ -3,6 +3,8 @@
 mod attacks;
 mod binary;
 #[cfg(feature = "lab")]
+mod clients;
+#[cfg(feature = "lab")]
 mod lab;
 #[cfg(feature = "lab")]
 mod load;
