@@ -4,6 +4,7 @@
 #
 #   benches/compare.sh                      # DURATION=5 CONNS=32 ROUNDS=1
 #   DURATION=10 ROUNDS=2 benches/compare.sh
+#   BASELINE=/tmp/exgate-old benches/compare.sh   # also an earlier exgate build, same config
 #
 # Workloads: anonymous pass-through (GET /owa/), bearer+MFA on /mapi/ (a pool of 300
 # distinct RS256 tokens), blocked Basic on /ews/, and an 80/20 mix (bearer+MFA / blocked
@@ -75,9 +76,15 @@ EXG_PORT=$(free_port); exgate_config "$EXG_PORT" 10000 > "$WORK/exgate.toml"
 NOCACHE_PORT=$(free_port); exgate_config "$NOCACHE_PORT" 0 > "$WORK/exgate-nocache.toml"
 RUST_LOG=error start exgate 0 "$EXGATE" serve --config "$WORK/exgate.toml"
 RUST_LOG=error start nocache 0 "$EXGATE" serve --config "$WORK/exgate-nocache.toml"
+EXGATES="exgate"
+if [ -n "${BASELINE:-}" ]; then
+    BASE_PORT=$(free_port); exgate_config "$BASE_PORT" 10000 > "$WORK/exgate-baseline.toml"
+    RUST_LOG=error start baseline 0 "$BASELINE" serve --config "$WORK/exgate-baseline.toml"
+    EXGATES="exgate baseline"
+fi
 
-port_of() { case $1 in upstream) echo "$UP_PORT";; plain) echo "$PLAIN_PORT";; haproxy) echo "$ENF_PORT";; exgate) echo "$EXG_PORT";; nocache) echo "$NOCACHE_PORT";; esac; }
-for t in upstream plain haproxy exgate nocache; do
+port_of() { case $1 in upstream) echo "$UP_PORT";; plain) echo "$PLAIN_PORT";; haproxy) echo "$ENF_PORT";; exgate) echo "$EXG_PORT";; nocache) echo "$NOCACHE_PORT";; baseline) echo "$BASE_PORT";; esac; }
+for t in upstream plain haproxy $EXGATES nocache; do
     for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$(port_of $t)/owa/" && break; sleep 0.1; done
 done
 
@@ -88,7 +95,7 @@ check() { # target path header expected
     got=$(curl -s -o /dev/null -w '%{http_code}' -H "$3" "http://127.0.0.1:$(port_of "$1")$2")
     [ "$got" = "$4" ] || { echo "sanity: $1 $2 answered $got, expected $4" >&2; exit 1; }
 }
-for t in haproxy exgate nocache; do
+for t in haproxy $EXGATES nocache; do
     check "$t" /mapi/emsmdb/ "Authorization: Bearer $TOKEN" 200
     check "$t" /EWS/Exchange.asmx "Authorization: Basic dXNlcjAxQGNvbnRvc28uY29tOlN1bW1lcjIwMjYh" 401
 done
@@ -129,10 +136,10 @@ PY
 
 for round in $(seq "$ROUNDS"); do
     echo "round $round/$ROUNDS: ${DURATION}s per run, $CONNS connections" >&2
-    for t in upstream plain haproxy exgate; do run anonymous "$t"; done
-    for t in haproxy exgate nocache; do run bearer "$t"; done
-    for t in haproxy exgate; do run basic "$t"; done
-    for t in haproxy exgate nocache; do run mix "$t"; done
+    for t in upstream plain haproxy $EXGATES; do run anonymous "$t"; done
+    for t in haproxy $EXGATES nocache; do run bearer "$t"; done
+    for t in haproxy $EXGATES; do run basic "$t"; done
+    for t in haproxy $EXGATES nocache; do run mix "$t"; done
 done
 
 python3 - "$RESULTS" <<'PY'
@@ -143,12 +150,12 @@ for line in open(sys.argv[1]):
     rows.setdefault((w, t), []).append((float(rps), float(p50), float(p99), float(cpu)))
 med = {k: [statistics.median(c) for c in zip(*v)] for k, v in rows.items()}
 names = {"upstream": "upstream direct", "plain": "HAProxy pass-through", "haproxy": "HAProxy enforcing",
-         "exgate": "exgate", "nocache": "exgate, token cache off"}
+         "exgate": "exgate", "nocache": "exgate, token cache off", "baseline": "exgate, baseline build"}
 print("| workload | target | req/s | p50 ms | p99 ms | CPU µs/req | CPU vs HAProxy | req/s vs HAProxy |")
 print("|---|---|---|---|---|---|---|---|")
 for w in ["anonymous", "bearer", "basic", "mix"]:
     ref = med.get((w, "plain" if w == "anonymous" else "haproxy"))
-    for t in ["upstream", "plain", "haproxy", "exgate", "nocache"]:
+    for t in ["upstream", "plain", "haproxy", "exgate", "baseline", "nocache"]:
         if (w, t) not in med:
             continue
         rps, p50, p99, cpu = med[(w, t)]

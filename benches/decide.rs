@@ -9,11 +9,13 @@ use std::hint::black_box;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use criterion::{Criterion, criterion_group, criterion_main};
+use exgate::auth::Scheme;
 use exgate::auth::negotiate::build_spnego_kerberos;
 use exgate::auth::ntlm::{AuthenticateParts, build_authenticate, build_negotiate};
 use exgate::policy::cmdlet::{ScriptContext, run_script};
 use exgate::policy::{
-    Context, Deployment, Directory, Engine, Mode, OtherPaths, PolicyStore, Settings, UserEntry,
+    ConnectionIdentity, ConnectionSubject, Context, Deployment, Directory, Engine, Mode,
+    OtherPaths, PolicyStore, Settings, UserEntry,
 };
 
 /// 10,000 users, a pilot group of 500 with the article's policy, and an org default.
@@ -135,6 +137,30 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let eval =
                     engine.evaluate(black_box(target), Some(black_box(header.as_slice())), ctx);
+                black_box(eval.decision)
+            })
+        });
+    }
+    // A later request on a connection NTLM authenticated: no Authorization header, the
+    // connection's user decides (SPEC §3). Compare with `ntlm_type3_blocked_rpc_onprem`.
+    let identity = ConnectionIdentity {
+        scheme: Scheme::Ntlm,
+        subject: ConnectionSubject::User("CONTOSO\\user00042".into()),
+    };
+    let on_connection = Context {
+        connection: Some(&identity),
+        ..Context::default()
+    };
+    for (name, target) in [
+        (
+            "ntlm_connection_blocked_mapi_onprem",
+            "/mapi/emsmdb/?MailboxId=6d2f3c1a-91e4-4b52-8f0a-5e7c9b1d2a44@contoso.com",
+        ),
+        ("ntlm_connection_allowed_ews_onprem", "/EWS/Exchange.asmx"),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let eval = onprem.evaluate(black_box(target), None::<&[u8]>, on_connection);
                 black_box(eval.decision)
             })
         });

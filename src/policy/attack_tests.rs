@@ -491,3 +491,34 @@ fn proxyshell_family_is_rejected_wherever_email_hides() {
         Action::Allow
     );
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        /// Name lookup, the ProxyShell guard's cookie and body checks, and decisions on
+        /// an authenticated connection never panic on what a client sends.
+        #[test]
+        fn hostile_names_cookies_and_targets_never_panic(
+            name in "\\PC{0,60}",
+            cookie in proptest::collection::vec(any::<u8>(), 0..200),
+            target in "/(autodiscover|mapi|ews)?[a-zA-Z%./\\\\?@&=;:0-9-]{0,80}",
+            method in prop::sample::select(vec!["GET", "POST", "HEAD", "PUT"]),
+            has_body in any::<bool>(),
+        ) {
+            let e = engine(Deployment::OnPremises, PILOT);
+            let _ = e.directory().lookup(&name);
+            let identity = identity(Scheme::Ntlm, ConnectionSubject::User(name.clone()));
+            let cookies = [cookie.as_slice()];
+            let ctx = Context {
+                connection: Some(&identity),
+                request: RequestFacts { method: Some(method), has_body, cookies: &cookies },
+                ..Context::default()
+            };
+            let _ = e.evaluate(&target, Some(basic(&name).as_slice()), ctx);
+        }
+    }
+}

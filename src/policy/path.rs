@@ -304,29 +304,68 @@ fn proxyshell_query(autodiscover_v2: bool, query: &str) -> bool {
     if mentions_autodiscover_json(query) {
         return true;
     }
-    autodiscover_v2
-        && query_pairs(query).any(|(key, value)| {
-            if key.eq_ignore_ascii_case("email") {
-                !is_plain_address(&value)
-            } else {
-                key.contains(['@', '/', '\\']) || value.contains('@')
-            }
-        })
+    if !autodiscover_v2 {
+        return false;
+    }
+    let mut emails = 0;
+    query_pairs(query).any(|(key, value)| {
+        if key.eq_ignore_ascii_case("email") {
+            // ASP.NET joins a repeated parameter with commas: not one address.
+            emails += 1;
+            emails > 1 || !is_plain_address(&value)
+        } else {
+            key.contains(['@', '/', '\\']) || value.contains('@')
+        }
+    })
 }
 
-/// The query names `autodiscover.json`, however many times it was percent-encoded.
+/// The query names `autodiscover.json`, however many times (up to three) it was
+/// percent-encoded, `%uXXXX` escapes included (ASP.NET decodes them in a query).
 fn mentions_autodiscover_json(query: &str) -> bool {
     let mut text = Cow::Borrowed(query);
     for _ in 0..3 {
         if contains_ignore_ascii_case(&text, AUTODISCOVER_JSON) {
             return true;
         }
-        match percent_decode_lenient(&text) {
-            Cow::Owned(decoded) if decoded != *text => text = Cow::Owned(decoded),
-            _ => return false,
+        match decode_for_match(&text) {
+            Some(decoded) => text = Cow::Owned(decoded),
+            None => return false,
         }
     }
     contains_ignore_ascii_case(&text, AUTODISCOVER_JSON)
+}
+
+/// One lenient decode of `%XX` and `%uXXXX`; None when there is nothing to decode.
+fn decode_for_match(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return None;
+    }
+    let b = s.as_bytes();
+    let hex4 = |i: usize| {
+        let digits = b.get(i..i + 4)?;
+        let text = std::str::from_utf8(digits).ok()?;
+        u32::from_str_radix(text, 16).ok().and_then(char::from_u32)
+    };
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], b.get(i + 1), b.get(i + 2)) {
+            (b'%', Some(b'u' | b'U'), _) if hex4(i + 2).is_some() => {
+                out.extend(hex4(i + 2));
+                i += 6;
+            }
+            (b'%', Some(&h), Some(&l)) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
+                out.push(char::from(hex_value(h) << 4 | hex_value(l)));
+                i += 3;
+            }
+            _ => {
+                let ch = s[i..].chars().next().unwrap_or('\u{fffd}');
+                out.push(ch);
+                i += ch.len_utf8();
+            }
+        }
+    }
+    (out != s).then_some(out)
 }
 
 /// What else Exchange reads an `Email` from on an Autodiscover v2 path (SPEC §2):
@@ -338,12 +377,14 @@ pub fn autodiscover_v2_request_refused(request: &RequestFacts<'_>) -> bool {
 }
 
 /// A `Cookie` header value (RFC 6265 §4.2.1, `name=value; name=value`) holding a cookie
-/// whose name, trimmed and percent-decoded, is `Email` in any case.
+/// whose name, percent-decoded and stripped of blanks and quotes, is `Email` in any case.
 fn has_email_cookie(header: &[u8]) -> bool {
     header.split(|b| *b == b';').any(|pair| {
         let name = pair.split(|b| *b == b'=').next().unwrap_or_default();
         let name = String::from_utf8_lossy(name.trim_ascii());
-        percent_decode_lenient(&name).eq_ignore_ascii_case("email")
+        let name = percent_decode_lenient(&name);
+        name.trim_matches(|c: char| c == '"' || c.is_whitespace())
+            .eq_ignore_ascii_case("email")
     })
 }
 

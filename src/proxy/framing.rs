@@ -1,10 +1,12 @@
 //! What a strict HTTP/1.1 server refuses before anything else looks at a request
 //! (SPEC §6): framing that two parsers could read two ways, and methods a reverse proxy
-//! in front of Exchange has no business relaying. Pure checks over the parsed head; the
-//! raw bytes hyper already consumed are checked by [`super::head_guard`].
+//! in front of Exchange has no business relaying. A pure check over the parsed head and
+//! what [`super::head_guard`] saw of its raw bytes.
 
 use hyper::header::{self, HeaderMap};
 use hyper::{Method, Uri, Version};
+
+use super::head_guard::HeadVerdict;
 
 /// Why a request was refused as the client's fault. Each is counted in
 /// `exgate_client_errors_total{reason}` and never as an upstream error.
@@ -91,66 +93,75 @@ impl ClientFault {
     }
 }
 
-/// Checks a parsed request head (SPEC §6 table): the method, `Host`, and what hyper
-/// still shows of `Content-Length` (it drops the field when `Transfer-Encoding` is
-/// present; the head guard counts both in the raw bytes).
+/// Checks a request head (SPEC §6 table): what the head guard saw of its raw bytes
+/// (`raw`: exact size, bare LF, how many `Host` and `Content-Length` fields, whether a
+/// `Transfer-Encoding` — hyper drops `Content-Length` then), and the parsed method,
+/// target and version. Reads a header value only for an absolute-form target.
 pub fn check_head(
+    raw: &HeadVerdict,
+    max_header_bytes: usize,
     method: &Method,
     uri: &Uri,
     version: Version,
     headers: &HeaderMap,
 ) -> Result<(), ClientFault> {
+    if raw.lost {
+        return Err(ClientFault::UnfollowedFraming);
+    }
+    if raw.bytes > max_header_bytes {
+        return Err(ClientFault::HeadTooLarge);
+    }
+    if raw.bare_lf {
+        return Err(ClientFault::BareLf);
+    }
     if *method == Method::CONNECT || *method == Method::TRACE {
         return Err(ClientFault::MethodNotAllowed);
     }
-    let mut hosts = headers.get_all(header::HOST).iter();
-    let host = match (hosts.next(), hosts.next()) {
-        (Some(_), Some(_)) => return Err(ClientFault::DuplicateHost),
-        (Some(h), None) => Some(h),
-        (None, _) if version == Version::HTTP_11 => return Err(ClientFault::MissingHost),
-        (None, _) => None,
-    };
-    if let (Some(authority), Some(host)) = (uri.authority(), host) {
-        if !authority
-            .as_str()
-            .as_bytes()
-            .eq_ignore_ascii_case(host.as_bytes())
-        {
+    match raw.hosts {
+        0 if version == Version::HTTP_11 => return Err(ClientFault::MissingHost),
+        0 | 1 => {}
+        _ => return Err(ClientFault::DuplicateHost),
+    }
+    if let Some(authority) = uri.authority() {
+        let host = headers.get(header::HOST).map(|h| h.as_bytes());
+        if host.is_some_and(|h| !authority.as_str().as_bytes().eq_ignore_ascii_case(h)) {
             return Err(ClientFault::HostMismatch);
         }
     }
-    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
-    match (lengths.next(), lengths.next()) {
-        (Some(_), Some(_)) => return Err(ClientFault::DuplicateContentLength),
-        (Some(v), None) if v.as_bytes().contains(&b',') => {
-            return Err(ClientFault::DuplicateContentLength);
-        }
-        (Some(_), None) if headers.contains_key(header::TRANSFER_ENCODING) => {
-            return Err(ClientFault::ContentLengthWithTransferEncoding);
-        }
-        _ => {}
+    match (raw.content_lengths, raw.transfer_encoding) {
+        (0, _) | (1, false) => Ok(()),
+        (1, true) => Err(ClientFault::ContentLengthWithTransferEncoding),
+        _ => Err(ClientFault::DuplicateContentLength),
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const V11: Version = Version::HTTP_11;
+    const LIMIT: usize = 65_536;
+
+    /// A head as the guard reports it, one `Host` unless said otherwise.
+    fn raw() -> HeadVerdict {
+        HeadVerdict {
+            bytes: 100,
+            hosts: 1,
+            ..HeadVerdict::default()
+        }
+    }
+
     fn check(
+        raw: HeadVerdict,
         method: &str,
         target: &str,
         version: Version,
-        fields: &[(&str, &str)],
     ) -> Result<(), ClientFault> {
         let mut headers = HeaderMap::new();
-        for (k, v) in fields {
-            headers.append(
-                hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
+        headers.insert(header::HOST, "mail.contoso.com".parse().unwrap());
         check_head(
+            &raw,
+            LIMIT,
             &method.parse().unwrap(),
             &target.parse().unwrap(),
             version,
@@ -158,101 +169,79 @@ mod tests {
         )
     }
 
-    const V11: Version = Version::HTTP_11;
-
     #[test]
     fn what_a_strict_server_refuses() {
         use ClientFault::*;
-        let host = ("host", "mail.contoso.com");
-        for (method, target, version, fields, fault) in [
+        let with = |f: fn(&mut HeadVerdict)| {
+            let mut v = raw();
+            f(&mut v);
+            v
+        };
+        for (raw, method, target, fault) in [
+            (raw(), "CONNECT", "mail.contoso.com:443", MethodNotAllowed),
+            (raw(), "TRACE", "/", MethodNotAllowed),
+            (with(|v| v.hosts = 0), "GET", "/mapi/", MissingHost),
+            (with(|v| v.hosts = 2), "GET", "/mapi/", DuplicateHost),
+            (raw(), "GET", "http://evil.example/mapi/", HostMismatch),
             (
-                "CONNECT",
-                "mail.contoso.com:443",
-                V11,
-                vec![host],
-                MethodNotAllowed,
-            ),
-            ("TRACE", "/", V11, vec![host], MethodNotAllowed),
-            ("GET", "/mapi/", V11, vec![], MissingHost),
-            (
-                "GET",
-                "/mapi/",
-                V11,
-                vec![host, ("host", "evil")],
-                DuplicateHost,
-            ),
-            ("GET", "/mapi/", V11, vec![host, host], DuplicateHost),
-            (
-                "GET",
-                "http://evil.example/mapi/",
-                V11,
-                vec![host],
-                HostMismatch,
-            ),
-            (
+                raw(),
                 "GET",
                 "https://mail.contoso.com:444/mapi/",
-                V11,
-                vec![host],
                 HostMismatch,
             ),
             (
+                with(|v| {
+                    v.content_lengths = 1;
+                    v.transfer_encoding = true
+                }),
                 "POST",
-                "/ews/exchange.asmx",
-                V11,
-                vec![
-                    host,
-                    ("content-length", "5"),
-                    ("transfer-encoding", "chunked"),
-                ],
+                "/ews/",
                 ContentLengthWithTransferEncoding,
             ),
             (
+                with(|v| v.content_lengths = 2),
                 "POST",
-                "/ews/exchange.asmx",
-                V11,
-                vec![host, ("content-length", "5"), ("content-length", "5")],
+                "/ews/",
                 DuplicateContentLength,
             ),
-            (
-                "POST",
-                "/ews/exchange.asmx",
-                V11,
-                vec![host, ("content-length", "5, 5")],
-                DuplicateContentLength,
-            ),
+            (with(|v| v.bare_lf = true), "GET", "/", BareLf),
+            (with(|v| v.bytes = LIMIT + 1), "GET", "/", HeadTooLarge),
+            (with(|v| v.lost = true), "GET", "/", UnfollowedFraming),
         ] {
             assert_eq!(
-                check(method, target, version, &fields),
+                check(raw, method, target, V11),
                 Err(fault),
-                "{method} {target} {fields:?}"
+                "{method} {target} {raw:?}"
             );
         }
     }
 
     #[test]
     fn what_it_accepts() {
-        let host = ("host", "mail.contoso.com");
-        assert_eq!(check("GET", "/mapi/", V11, &[host]), Ok(()));
-        assert_eq!(check("GET", "/mapi/", Version::HTTP_10, &[]), Ok(()));
+        let with = |f: fn(&mut HeadVerdict)| {
+            let mut v = raw();
+            f(&mut v);
+            v
+        };
+        assert_eq!(check(raw(), "GET", "/mapi/", V11), Ok(()));
         assert_eq!(
-            check("GET", "http://MAIL.contoso.com/mapi/", V11, &[host]),
-            Ok(())
-        );
-        assert_eq!(check("OPTIONS", "*", V11, &[host]), Ok(()));
-        assert_eq!(
-            check(
-                "POST",
-                "/ews/",
-                V11,
-                &[host, ("transfer-encoding", "chunked")]
-            ),
+            check(with(|v| v.hosts = 0), "GET", "/mapi/", Version::HTTP_10),
             Ok(())
         );
         assert_eq!(
-            check("POST", "/ews/", V11, &[host, ("content-length", "12")]),
+            check(raw(), "GET", "http://MAIL.contoso.com/mapi/", V11),
             Ok(())
         );
+        assert_eq!(check(raw(), "OPTIONS", "*", V11), Ok(()));
+        assert_eq!(
+            check(with(|v| v.transfer_encoding = true), "POST", "/ews/", V11),
+            Ok(())
+        );
+        assert_eq!(
+            check(with(|v| v.content_lengths = 1), "POST", "/ews/", V11),
+            Ok(())
+        );
+        assert_eq!(check(with(|v| v.bytes = LIMIT), "GET", "/", V11), Ok(()));
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub struct HeadVerdict {
     pub content_lengths: u8,
     /// The head had a `Transfer-Encoding` field.
     pub transfer_encoding: bool,
+    /// How many `Host` fields the head had.
+    pub hosts: u8,
+    /// The head had a `Cookie` field (the ProxyShell guard reads cookies only then).
+    pub cookie: bool,
     /// The guard could not follow this connection's framing (an unreadable
     /// `Content-Length`, a malformed chunked body): nothing after it can be vouched for.
     pub lost: bool,
@@ -62,24 +66,12 @@ const LINE_PREFIX: usize = 64;
 enum State {
     /// Before a request line; empty lines there are skipped (RFC 9112 §2.2).
     Start,
-    Head(Box<HeadScan>),
+    Head(HeadScan),
     /// Skipping a body of known length.
     Length(u64),
     Chunked(Chunk),
     /// Framing could not be followed; every later head is reported lost.
     Lost,
-}
-
-#[derive(Debug, Default)]
-struct HeadScan {
-    verdict: HeadVerdict,
-    /// The first bytes of the current line, lower-cased.
-    line: Vec<u8>,
-    /// The current line's length so far, its ending excluded.
-    line_len: usize,
-    prev_cr: bool,
-    content_length: Option<u64>,
-    content_length_unreadable: bool,
 }
 
 #[derive(Debug)]
@@ -99,6 +91,73 @@ enum Chunk {
     Trailer {
         line_len: usize,
     },
+}
+
+/// A head being read. Kept inline (no allocation per request): the line prefix is a
+/// fixed array.
+#[derive(Debug)]
+struct HeadScan {
+    verdict: HeadVerdict,
+    /// The first bytes of the current line, as received.
+    line: [u8; LINE_PREFIX],
+    /// The current line's length so far, its ending excluded.
+    line_len: usize,
+    prev_cr: bool,
+    content_length: Option<u64>,
+    content_length_unreadable: bool,
+}
+
+impl HeadScan {
+    fn new() -> HeadScan {
+        HeadScan {
+            verdict: HeadVerdict::default(),
+            line: [0; LINE_PREFIX],
+            line_len: 0,
+            prev_cr: false,
+            content_length: None,
+            content_length_unreadable: false,
+        }
+    }
+
+    /// Appends line bytes, keeping only the first [`LINE_PREFIX`].
+    fn keep(&mut self, bytes: &[u8]) {
+        if self.line_len < LINE_PREFIX {
+            let n = bytes.len().min(LINE_PREFIX - self.line_len);
+            self.line[self.line_len..self.line_len + n].copy_from_slice(&bytes[..n]);
+        }
+        self.line_len += bytes.len();
+    }
+
+    /// Notes `Host`, `Cookie`, `Content-Length` and `Transfer-Encoding` fields;
+    /// `content` is the line's length without its ending.
+    fn inspect_field(&mut self, content: usize) {
+        let line = &self.line[..content.min(LINE_PREFIX)];
+        let named =
+            |name: &[u8]| line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name);
+        match line.first().map(u8::to_ascii_lowercase) {
+            Some(b'c') if named(b"content-length:") => {
+                let v = &mut self.verdict;
+                v.content_lengths = v.content_lengths.saturating_add(1);
+                let value = line[b"content-length:".len()..].trim_ascii();
+                let parsed = (content <= LINE_PREFIX
+                    && !value.is_empty()
+                    && value.iter().all(u8::is_ascii_digit))
+                .then(|| std::str::from_utf8(value).ok()?.parse::<u64>().ok())
+                .flatten();
+                match parsed {
+                    Some(n) => self.content_length = Some(n),
+                    // hyper refuses such a head; the guard cannot follow it either way.
+                    None => self.content_length_unreadable = true,
+                }
+            }
+            Some(b'c') if named(b"cookie:") => self.verdict.cookie = true,
+            Some(b't') if named(b"transfer-encoding:") => self.verdict.transfer_encoding = true,
+            Some(b'h') if named(b"host:") => {
+                self.verdict.hosts = self.verdict.hosts.saturating_add(1);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A client byte stream with a head guard in its read path.
@@ -121,21 +180,42 @@ impl<S> HeadGuard<S> {
     /// Follows the framing through newly read bytes.
     fn scan(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
-            let state = std::mem::replace(&mut self.state, State::Lost);
-            let (next, used) = match state {
+            let used = match &mut self.state {
                 State::Start => match bytes[0] {
-                    b'\r' | b'\n' => (State::Start, 1),
-                    _ => (State::Head(Box::default()), 0),
-                },
-                State::Head(scan) => self.scan_head(scan, bytes),
-                State::Length(left) => {
-                    let used = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
-                    match left - used as u64 {
-                        0 => (State::Start, used),
-                        left => (State::Length(left), used),
+                    b'\r' | b'\n' => 1,
+                    _ => {
+                        self.state = State::Head(HeadScan::new());
+                        0
                     }
+                },
+                State::Head(scan) => match scan_head(scan, bytes) {
+                    (used, false) => used,
+                    (used, true) => {
+                        let State::Head(scan) = std::mem::replace(&mut self.state, State::Start)
+                        else {
+                            unreachable!("matched above")
+                        };
+                        self.state = self.end_of_head(scan);
+                        used
+                    }
+                },
+                State::Length(left) => {
+                    let used = usize::try_from(*left)
+                        .unwrap_or(usize::MAX)
+                        .min(bytes.len());
+                    *left -= used as u64;
+                    if *left == 0 {
+                        self.state = State::Start;
+                    }
+                    used
                 }
-                State::Chunked(chunk) => scan_chunk(chunk, bytes),
+                State::Chunked(chunk) => {
+                    let (next, used) = scan_chunk(chunk, bytes);
+                    if let Some(next) = next {
+                        self.state = next;
+                    }
+                    used
+                }
                 State::Lost => {
                     self.verdicts.push(HeadVerdict {
                         lost: true,
@@ -143,46 +223,11 @@ impl<S> HeadGuard<S> {
                     });
                     // Reported once per read is enough: the request path closes the
                     // connection on a lost verdict.
-                    (State::Lost, bytes.len())
+                    bytes.len()
                 }
             };
-            self.state = next;
             bytes = &bytes[used..];
         }
-    }
-
-    /// Scans head bytes line by line; returns the next state and the bytes used.
-    fn scan_head(&mut self, mut scan: Box<HeadScan>, bytes: &[u8]) -> (State, usize) {
-        let mut used = 0;
-        while used < bytes.len() {
-            let rest = &bytes[used..];
-            let Some(lf) = memchr::memchr(b'\n', rest) else {
-                keep_prefix(&mut scan.line, rest);
-                scan.line_len += rest.len();
-                scan.prev_cr = rest.last() == Some(&b'\r');
-                scan.verdict.bytes += rest.len();
-                return (State::Head(scan), bytes.len());
-            };
-            let segment = &rest[..lf];
-            let cr = match lf {
-                0 => scan.prev_cr,
-                _ => segment[lf - 1] == b'\r',
-            };
-            keep_prefix(&mut scan.line, segment);
-            scan.line_len += lf;
-            scan.verdict.bytes += lf + 1;
-            scan.verdict.bare_lf |= !cr;
-            used += lf + 1;
-            let content = scan.line_len - usize::from(cr);
-            if content == 0 {
-                return (self.end_of_head(*scan), used);
-            }
-            inspect_field(&mut scan, content);
-            scan.line.clear();
-            scan.line_len = 0;
-            scan.prev_cr = false;
-        }
-        (State::Head(scan), used)
     }
 
     fn end_of_head(&mut self, scan: HeadScan) -> State {
@@ -193,11 +238,7 @@ impl<S> HeadGuard<S> {
         } else if verdict.transfer_encoding {
             // With a Content-Length as well the request is refused and the connection
             // closed; alone, the body is chunked (hyper refuses any other coding).
-            State::Chunked(Chunk::Size {
-                size: 0,
-                digits: 0,
-                ext: false,
-            })
+            size_start()
         } else {
             match scan.content_length {
                 Some(n) if n > 0 => State::Length(n),
@@ -209,82 +250,86 @@ impl<S> HeadGuard<S> {
     }
 }
 
-fn keep_prefix(line: &mut Vec<u8>, bytes: &[u8]) {
-    let room = LINE_PREFIX.saturating_sub(line.len());
-    line.extend(bytes.iter().take(room).map(u8::to_ascii_lowercase));
-}
-
-/// Notes `Content-Length` and `Transfer-Encoding` fields; `content` is the line's length
-/// without its ending.
-fn inspect_field(scan: &mut HeadScan, content: usize) {
-    let line = &scan.line[..content.min(scan.line.len())];
-    if let Some(value) = line.strip_prefix(b"content-length:") {
-        scan.verdict.content_lengths = scan.verdict.content_lengths.saturating_add(1);
-        let value = value.trim_ascii();
-        let parsed =
-            (content <= LINE_PREFIX && !value.is_empty() && value.iter().all(u8::is_ascii_digit))
-                .then(|| std::str::from_utf8(value).ok()?.parse::<u64>().ok())
-                .flatten();
-        match parsed {
-            Some(n) => scan.content_length = Some(n),
-            // hyper refuses such a head; the guard cannot follow it either way.
-            None => scan.content_length_unreadable = true,
+/// Scans head bytes line by line; returns the bytes used and whether the head ended.
+fn scan_head(scan: &mut HeadScan, bytes: &[u8]) -> (usize, bool) {
+    let mut used = 0;
+    while used < bytes.len() {
+        let rest = &bytes[used..];
+        let Some(lf) = memchr::memchr(b'\n', rest) else {
+            scan.keep(rest);
+            scan.prev_cr = rest.last() == Some(&b'\r');
+            scan.verdict.bytes += rest.len();
+            return (bytes.len(), false);
+        };
+        let segment = &rest[..lf];
+        let cr = match lf {
+            0 => scan.prev_cr,
+            _ => segment[lf - 1] == b'\r',
+        };
+        scan.keep(segment);
+        scan.verdict.bytes += lf + 1;
+        scan.verdict.bare_lf |= !cr;
+        used += lf + 1;
+        let content = scan.line_len - usize::from(cr);
+        if content == 0 {
+            return (used, true);
         }
-    } else if line.starts_with(b"transfer-encoding:") {
-        scan.verdict.transfer_encoding = true;
+        scan.inspect_field(content);
+        scan.line_len = 0;
+        scan.prev_cr = false;
     }
+    (used, false)
 }
 
-/// Follows a chunked body (RFC 9112 §7.1); anything malformed is lost framing (hyper
-/// fails that request too).
-fn scan_chunk(chunk: Chunk, bytes: &[u8]) -> (State, usize) {
+/// Follows a chunked body (RFC 9112 §7.1), updating `chunk` in place or returning the
+/// next state; anything malformed is lost framing (hyper fails that request too).
+fn scan_chunk(chunk: &mut Chunk, bytes: &[u8]) -> (Option<State>, usize) {
+    let b = bytes[0];
     match chunk {
         Chunk::Data(left) => {
-            let used = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
-            match left - used as u64 {
-                0 => (State::Chunked(Chunk::DataEnd { seen_cr: false }), used),
-                left => (State::Chunked(Chunk::Data(left)), used),
+            let used = usize::try_from(*left)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            *left -= used as u64;
+            if *left == 0 {
+                *chunk = Chunk::DataEnd { seen_cr: false };
             }
+            (None, used)
         }
-        Chunk::DataEnd { seen_cr } => match (bytes[0], seen_cr) {
-            (b'\r', false) => (State::Chunked(Chunk::DataEnd { seen_cr: true }), 1),
-            (b'\n', _) => (size_start(), 1),
-            _ => (State::Lost, 0),
+        Chunk::DataEnd { seen_cr } => match (b, *seen_cr) {
+            (b'\r', false) => {
+                *seen_cr = true;
+                (None, 1)
+            }
+            (b'\n', _) => (Some(size_start()), 1),
+            _ => (Some(State::Lost), 0),
         },
         Chunk::Size { size, digits, ext } => {
-            let b = bytes[0];
-            let next = match b {
-                b'\n' if digits == 0 => State::Lost,
-                b'\n' if size == 0 => State::Chunked(Chunk::Trailer { line_len: 0 }),
-                b'\n' => State::Chunked(Chunk::Data(size)),
-                _ if ext => State::Chunked(Chunk::Size { size, digits, ext }),
-                b';' | b' ' | b'\t' | b'\r' => State::Chunked(Chunk::Size {
-                    size,
-                    digits,
-                    ext: true,
-                }),
-                _ if b.is_ascii_hexdigit() && digits < 16 => {
-                    let v = u64::from(hex(b));
-                    State::Chunked(Chunk::Size {
-                        size: size << 4 | v,
-                        digits: digits + 1,
-                        ext,
-                    })
+            match b {
+                b'\n' if *digits == 0 => return (Some(State::Lost), 0),
+                b'\n' if *size == 0 => *chunk = Chunk::Trailer { line_len: 0 },
+                b'\n' => *chunk = Chunk::Data(*size),
+                _ if *ext => {}
+                b';' | b' ' | b'\t' | b'\r' => *ext = true,
+                _ if b.is_ascii_hexdigit() && *digits < 16 => {
+                    *size = *size << 4 | u64::from(hex(b));
+                    *digits += 1;
                 }
-                _ => State::Lost,
-            };
-            (next, 1)
+                _ => return (Some(State::Lost), 0),
+            }
+            (None, 1)
         }
-        Chunk::Trailer { line_len } => match bytes[0] {
-            b'\n' if line_len == 0 => (State::Start, 1),
-            b'\n' => (State::Chunked(Chunk::Trailer { line_len: 0 }), 1),
-            b'\r' => (State::Chunked(Chunk::Trailer { line_len }), 1),
-            _ => (
-                State::Chunked(Chunk::Trailer {
-                    line_len: line_len + 1,
-                }),
-                1,
-            ),
+        Chunk::Trailer { line_len } => match b {
+            b'\n' if *line_len == 0 => (Some(State::Start), 1),
+            b'\n' => {
+                *line_len = 0;
+                (None, 1)
+            }
+            b'\r' => (None, 1),
+            _ => {
+                *line_len += 1;
+                (None, 1)
+            }
         },
     }
 }

@@ -28,6 +28,7 @@ fn a_plain_head_is_measured_exactly() {
         v,
         [HeadVerdict {
             bytes: GET.len(),
+            hosts: 1,
             ..HeadVerdict::default()
         }]
     );
@@ -63,6 +64,15 @@ fn bodies_are_skipped_and_pipelined_heads_each_get_a_verdict() {
     assert_eq!(v[0].content_lengths, 1);
     assert!(v[1].transfer_encoding);
     assert_eq!(v[2].bytes, GET.len());
+}
+
+#[test]
+fn host_and_cookie_fields_are_counted_in_any_case() {
+    let v =
+        all_splits(b"GET / HTTP/1.1\r\nhOsT: a\r\nHOST: b\r\nCOOKIE: Email=x\r\nX-Host: c\r\n\r\n");
+    assert_eq!((v[0].hosts, v[0].cookie), (2, true));
+    let v = all_splits(b"GET / HTTP/1.1\r\nX-Cookie: a\r\nHostile: b\r\n\r\n");
+    assert_eq!((v[0].hosts, v[0].cookie), (0, false));
 }
 
 #[test]
@@ -102,4 +112,63 @@ fn a_head_larger_than_any_limit_is_measured_across_reads() {
     input.extend(std::iter::repeat_n(b'a', 200_000));
     input.extend_from_slice(b"\r\n\r\n");
     assert_eq!(verdicts(&input, 4096)[0].bytes, input.len());
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One well-formed request: a GET, a POST with a `Content-Length` body, or a POST
+    /// with a chunked body (extensions, a trailer), bodies of arbitrary bytes.
+    fn request(kind: usize, path: &str, body: &[u8]) -> Vec<u8> {
+        let mut out = format!("POST /{path} HTTP/1.1\r\nHost: a\r\n").into_bytes();
+        match kind {
+            0 => out = format!("GET /{path} HTTP/1.1\r\nHost: a\r\n\r\n").into_bytes(),
+            1 => {
+                out.extend(format!("Content-Length: {}\r\n\r\n", body.len()).bytes());
+                out.extend_from_slice(body);
+            }
+            _ => {
+                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                for chunk in body.chunks(7) {
+                    out.extend(format!("{:x};e=1\r\n", chunk.len()).bytes());
+                    out.extend_from_slice(chunk);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"0\r\nX-T: 1\r\n\r\n");
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2000),
+            step in 1usize..64,
+        ) {
+            let _ = verdicts(&bytes, step);
+        }
+
+        #[test]
+        fn a_well_formed_pipeline_gets_one_clean_verdict_per_head_however_split(
+            requests in proptest::collection::vec(
+                (0usize..3, "[a-z]{0,20}", proptest::collection::vec(any::<u8>(), 0..100)),
+                1..5,
+            ),
+            step in 1usize..50,
+        ) {
+            let mut input = Vec::new();
+            for (kind, path, body) in &requests {
+                input.extend(request(*kind, path, body));
+            }
+            let v = verdicts(&input, step);
+            prop_assert_eq!(v.len(), requests.len());
+            for verdict in v {
+                prop_assert!(!verdict.bare_lf && !verdict.lost);
+            }
+        }
+    }
 }

@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 
 use super::body::{BodyFault, RequestBody};
 use super::framing::{self, ClientFault};
-use super::head_guard::Verdicts;
+use super::head_guard::{HeadVerdict, Verdicts};
 use super::idle::IdleTimeout;
 use super::respond::{self, BoxError, ProxyBody, Refusal};
 use super::upstream::{Head, Pinned, UpstreamError};
@@ -247,9 +247,10 @@ impl Connection {
     async fn phases(&self, req: Request<Incoming>) -> (Response<ProxyBody>, Outcome) {
         let snapshot = self.shared.snapshot.load_full();
         // Phase: refuse what a strict HTTP/1.1 server refuses, before any decision.
-        if let Err(fault) = self.check_framing(&req) {
-            return self.client_fault(&snapshot, fault);
-        }
+        let raw = match self.check_framing(&req) {
+            Ok(raw) => raw,
+            Err(fault) => return self.client_fault(&snapshot, fault),
+        };
         let mut auth = self.auth.lock().await;
 
         // Phase: decide (pure), then validate a bearer token. The credentials, password
@@ -258,12 +259,16 @@ impl Connection {
         let (mut decision, token_refusal, credentials, user) = {
             let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
             let headers = req.headers().get_all(header::AUTHORIZATION);
-            let cookies: Vec<&[u8]> = req
-                .headers()
-                .get_all(header::COOKIE)
-                .iter()
-                .map(HeaderValue::as_bytes)
-                .collect();
+            // Only the ProxyShell guard reads cookies, and only on Autodiscover v2 paths.
+            let cookies: Vec<&[u8]> = match raw.cookie {
+                false => Vec::new(),
+                true => req
+                    .headers()
+                    .get_all(header::COOKIE)
+                    .iter()
+                    .map(HeaderValue::as_bytes)
+                    .collect(),
+            };
             let ctx = Context {
                 prior_mechanism: auth.mechanism,
                 token_user: None,
@@ -289,11 +294,18 @@ impl Connection {
             };
             (decision, token_refusal, eval.credentials, user)
         };
+        if connection_authenticating(&credentials) {
+            if auth.identity.is_some() {
+                // A new authentication leg never reaches the upstream connection an
+                // earlier one authenticated: Exchange might keep serving that connection
+                // as its old user after the new leg fails, while exgate would no longer
+                // know who it is. The leg goes to a new upstream connection instead.
+                auth.forget();
+            }
+            auth.authenticated = true;
+        }
         if let Some(m) = credentials.negotiated_mechanism() {
             auth.mechanism = Some(m);
-        }
-        if connection_authenticating(&credentials) {
-            auth.authenticated = true;
         }
         let pin = auth.authenticated;
         let anonymous = matches!(credentials, Credentials::None);
@@ -393,25 +405,18 @@ impl Connection {
 
     /// Phase: SPEC §6's strictness table, on the raw head (the guard's verdict) and the
     /// parsed one. A request whose raw head the guard did not see is refused: exgate
-    /// does not vouch for framing it could not follow.
-    fn check_framing(&self, req: &Request<Incoming>) -> Result<(), ClientFault> {
-        let verdict = self.verdicts.take().ok_or(ClientFault::UnfollowedFraming)?;
-        if verdict.lost {
-            return Err(ClientFault::UnfollowedFraming);
-        }
-        if verdict.bytes > self.max_header_bytes {
-            return Err(ClientFault::HeadTooLarge);
-        }
-        if verdict.bare_lf {
-            return Err(ClientFault::BareLf);
-        }
-        if verdict.content_lengths > 1 {
-            return Err(ClientFault::DuplicateContentLength);
-        }
-        if verdict.content_lengths == 1 && verdict.transfer_encoding {
-            return Err(ClientFault::ContentLengthWithTransferEncoding);
-        }
-        framing::check_head(req.method(), req.uri(), req.version(), req.headers())
+    /// does not vouch for framing it could not follow. Returns the verdict.
+    fn check_framing(&self, req: &Request<Incoming>) -> Result<HeadVerdict, ClientFault> {
+        let raw = self.verdicts.take().ok_or(ClientFault::UnfollowedFraming)?;
+        framing::check_head(
+            &raw,
+            self.max_header_bytes,
+            req.method(),
+            req.uri(),
+            req.version(),
+            req.headers(),
+        )?;
+        Ok(raw)
     }
 
     /// Answers a request refused as the client's fault before any decision: counted as

@@ -533,3 +533,65 @@ async fn the_head_limit_is_exact() {
     }
     assert_eq!(upstream.requests().len(), 1);
 }
+
+/// Found by the red team: a later authentication leg that Exchange refuses made exgate
+/// forget the connection's user while the upstream connection stayed authenticated, so
+/// bare requests were forwarded as anonymous and served as user01. Now no new leg ever
+/// reaches the upstream connection an earlier leg authenticated: the poisoned leg and
+/// everything after it travel on a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_leg_cannot_strip_the_identity_off_an_authenticated_connection() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start(ONPREM, PILOT, &[upstream.url()]).await;
+    let poisons = [
+        "NTLM".to_owned(),
+        "Negotiate".to_owned(),
+        "NTLM !!!!".to_owned(),
+        "NTLM TlRMTVNTUAADAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_owned(),
+        "Negotiate oQcwBaADCgEA".to_owned(),
+        "Negotiate YCgGCSqGSIb3EgECAgEAbgAAAAAAAAAAAAAAAAAAAAAAAAAA".to_owned(),
+        kerberos(),
+        ntlm_type1("NTLM"),
+        ntlm_type3("NTLM", "CONTOSO", "user02"),
+        ntlm_type3("Negotiate", "CONTOSO", "user02"),
+    ];
+    for login in ["/owa/", "/EWS/Exchange.asmx"] {
+        for poison in &poisons {
+            let mut c = gate.client().await;
+            let t1 = c
+                .get(login, &[("authorization", &ntlm_type1("NTLM"))])
+                .await;
+            assert_eq!(t1.status, 401);
+            let t3 = c
+                .get(
+                    login,
+                    &[("authorization", &ntlm_type3("NTLM", "CONTOSO", "user01"))],
+                )
+                .await;
+            assert_eq!(t3.status, 200);
+            let authenticated = t3.header("x-upstream-connection").unwrap().to_owned();
+            let before = upstream.requests().len();
+            let _ = c.get("/owa/", &[("authorization", poison)]).await;
+            let r = c.get("/mapi/emsmdb/", &[]).await;
+            let cell = format!("login {login}, poison {}", &poison[..poison.len().min(24)]);
+            let seen = upstream.requests();
+            for req in &seen[before..] {
+                assert_ne!(
+                    req.connection.to_string(),
+                    authenticated,
+                    "{cell}: {} {} reached user01's authenticated connection",
+                    req.method,
+                    req.target
+                );
+            }
+            // Whatever the poison did, MAPI is never served on user01's connection.
+            if r.status == 200 {
+                assert_ne!(
+                    r.header("x-upstream-connection"),
+                    Some(authenticated.as_str()),
+                    "{cell}"
+                );
+            }
+        }
+    }
+}
