@@ -1,5 +1,6 @@
 //! The user directory: which declared user a presented name belongs to (SPEC §4).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 /// A user as declared in `[[users]]`.
@@ -163,7 +164,14 @@ impl Directory {
         if presented.is_empty() {
             return Lookup::Unknown;
         }
-        let key = presented.to_lowercase();
+        // Most names arrive in lower case already: no copy then.
+        let key: Cow<'_, str> = match presented
+            .bytes()
+            .any(|b| !b.is_ascii() || b.is_ascii_uppercase())
+        {
+            true => Cow::Owned(presented.to_lowercase()),
+            false => Cow::Borrowed(presented),
+        };
         if let Some(found) = self.lookup_exact(&key) {
             return found;
         }
@@ -236,7 +244,16 @@ impl<'a> NameForm<'a> {
     /// None for a name no directory accepts: blanks around it, control characters,
     /// empty parts, or more than one separator.
     fn parse(name: &'a str) -> Option<NameForm<'a>> {
-        if name.trim() != name || name.chars().any(char::is_control) {
+        let blank_or_control = match name.is_ascii() {
+            true => {
+                let b = name.as_bytes();
+                b.iter().any(u8::is_ascii_control)
+                    || b.first().is_some_and(u8::is_ascii_whitespace)
+                    || b.last().is_some_and(u8::is_ascii_whitespace)
+            }
+            false => name.trim() != name || name.chars().any(char::is_control),
+        };
+        if blank_or_control {
             return None;
         }
         let form = match name.split_once('\\') {

@@ -148,28 +148,32 @@ pub fn normalize_path(raw: &str) -> Result<String, TargetError> {
     normalize_decoded(&decode_path(raw)?)
 }
 
-/// Decodes a raw path once, strictly, into UTF-8.
-fn decode_path(raw: &str) -> Result<String, TargetError> {
+/// Decodes a raw path once, strictly, into UTF-8 (borrowed when there is nothing to
+/// decode, as for nearly every real path).
+fn decode_path(raw: &str) -> Result<Cow<'_, str>, TargetError> {
+    if !raw.bytes().any(|b| b == b'%' || is_control(b)) {
+        return Ok(Cow::Borrowed(raw));
+    }
     let decoded = percent_decode_strict(raw.as_bytes())?;
-    String::from_utf8(decoded).map_err(|_| TargetError::InvalidUtf8)
+    String::from_utf8(decoded)
+        .map(Cow::Owned)
+        .map_err(|_| TargetError::InvalidUtf8)
 }
 
 fn normalize_decoded(text: &str) -> Result<String, TargetError> {
     let trailing_slash = text.ends_with(['/', '\\']);
 
     let mut out = String::with_capacity(text.len() + 1);
-    // Byte offsets in `out` where each kept segment's leading '/' starts, for `..`.
-    let mut starts: Vec<usize> = Vec::new();
     for segment in text.split(['/', '\\']) {
         match segment {
             "" | "." => {}
             ".." => {
-                let start = starts.pop().ok_or(TargetError::EscapesRoot)?;
+                // Every kept segment starts with the only '/' it holds.
+                let start = out.rfind('/').ok_or(TargetError::EscapesRoot)?;
                 out.truncate(start);
             }
             s if s.ends_with(['.', ' ']) => return Err(TargetError::TrailingDotOrSpace),
             s => {
-                starts.push(out.len());
                 out.push('/');
                 out.extend(s.chars().map(|c| c.to_ascii_lowercase()));
             }

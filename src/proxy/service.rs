@@ -150,7 +150,7 @@ impl Connection {
                 user_agent,
             )
         });
-        let (res, outcome) = self.phases(req).await;
+        let (res, outcome) = self.phases(req, started).await;
         let elapsed = started.elapsed();
         let shared = &self.shared;
         shared.metrics.record_duration(
@@ -193,11 +193,16 @@ impl Connection {
     /// Smart lockout and spray detection for legacy credentials that name a user: notes
     /// the attempt, and refuses it at the edge when the user is locked out from here or
     /// the address is a blocked spray source.
-    fn protect_before(&self, decision: &Decision, user: Option<&str>) -> Option<Reason> {
+    fn protect_before(
+        &self,
+        decision: &Decision,
+        user: Option<&str>,
+        now: Instant,
+    ) -> Option<Reason> {
         let (true, Some(user)) = (decision.legacy, user) else {
             return None;
         };
-        let (protect, ip, now) = (&self.shared.protect, self.peer.ip(), Instant::now());
+        let (protect, ip) = (&self.shared.protect, self.peer.ip());
         if protect.attempt(user, ip, now) {
             self.shared.metrics.record_spray_suspect();
             self.audit_event("spray_suspect", user, None);
@@ -244,7 +249,11 @@ impl Connection {
         }
     }
 
-    async fn phases(&self, req: Request<Incoming>) -> (Response<ProxyBody>, Outcome) {
+    async fn phases(
+        &self,
+        req: Request<Incoming>,
+        started: Instant,
+    ) -> (Response<ProxyBody>, Outcome) {
         let snapshot = self.shared.snapshot.load_full();
         // Phase: refuse what a strict HTTP/1.1 server refuses, before any decision.
         let raw = match self.check_framing(&req) {
@@ -319,6 +328,9 @@ impl Connection {
         {
             (true, _, _) => None,
             (false, Some(id), _) => Some(&directory.user(id).upn),
+            // A refused request only counts for spray detection, where the name as
+            // presented is enough (variants of one name count as several: stricter).
+            (false, None, Some(u)) if !decision.action.forwards() => Some(u),
             (false, None, Some(u)) => Some(match directory.lookup(u) {
                 Lookup::Found(id) => &directory.user(id).upn,
                 Lookup::Unknown | Lookup::Ambiguous => u,
@@ -326,7 +338,8 @@ impl Connection {
             (false, None, None) => None,
         };
         if token_refusal.is_none() {
-            if let Some(reason) = self.protect_before(&decision, protect_key) {
+            // The request's start is "now" enough for windows of seconds.
+            if let Some(reason) = self.protect_before(&decision, protect_key, started) {
                 decision = Decision {
                     action: Action::Block,
                     reason,
