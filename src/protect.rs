@@ -91,7 +91,7 @@ impl UserState {
 struct SprayState {
     window_start: Instant,
     /// Hashes of the lower-cased user names seen (no allocation per attempt).
-    users: HashSet<u64>,
+    users: NameHashes,
     flagged: bool,
 }
 
@@ -100,11 +100,45 @@ fn name_hash(user: &str) -> u64 {
     use std::hash::{BuildHasher, Hasher};
     static SEED: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
     let mut h = SEED.get_or_init(std::hash::RandomState::new).build_hasher();
-    for c in user.chars().flat_map(char::to_lowercase) {
-        h.write_u32(u32::from(c));
+    // The lower-cased UTF-8 bytes, written in blocks: names equal but for case hash
+    // alike, and an ASCII name (nearly all) is lower-cased on the stack.
+    if user.is_ascii() {
+        let mut block = [0u8; 64];
+        for chunk in user.as_bytes().chunks(block.len()) {
+            let block = &mut block[..chunk.len()];
+            block.copy_from_slice(chunk);
+            block.make_ascii_lowercase();
+            h.write(block);
+        }
+    } else {
+        h.write(user.to_lowercase().as_bytes());
     }
     h.finish()
 }
+
+/// The names seen from one address are already keyed hashes: hashing them again would
+/// only cost time.
+#[derive(Clone, Copy, Default)]
+struct NameHashHasher(u64);
+
+impl std::hash::Hasher for NameHashHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed here (`write_u64`); fold anything else in.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type NameHashes = HashSet<u64, std::hash::BuildHasherDefault<NameHashHasher>>;
 
 /// What happened when a bad password was recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,13 +258,13 @@ impl Protect {
         }
         let state = sources.entry(ip).or_insert_with(|| SprayState {
             window_start: now,
-            users: HashSet::new(),
+            users: NameHashes::default(),
             flagged: false,
         });
         if now.duration_since(state.window_start) >= window {
             *state = SprayState {
                 window_start: now,
-                users: HashSet::new(),
+                users: NameHashes::default(),
                 flagged: false,
             };
         }
@@ -393,6 +427,11 @@ mod tests {
             name_hash("user01@contoso.com")
         );
         assert_ne!(name_hash("user01"), name_hash("user02"));
+        assert_eq!(name_hash("ÉRIC@Contoso.com"), name_hash("éric@contoso.com"));
+        // Longer than one stack block.
+        let long = "A".repeat(150);
+        assert_eq!(name_hash(&long), name_hash(&long.to_lowercase()));
+        assert_ne!(name_hash(&long), name_hash(&"a".repeat(149)));
     }
 
     #[test]
