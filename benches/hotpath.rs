@@ -13,7 +13,7 @@ use exgate::config::ChallengeConfig;
 use exgate::metrics::Metrics;
 use exgate::policy::{Action, Decision, Protocol, Reason};
 use exgate::proxy::{
-    append_forwarded, bearer_challenge, remove_hop_by_hop, strip_legacy_challenges,
+    append_forwarded, bearer_challenge, client_address, remove_hop_by_hop, strip_legacy_challenges,
 };
 use exgate::token::{Verified, VerifiedCache};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
@@ -42,12 +42,12 @@ fn outlook_headers() -> HeaderMap {
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("hotpath");
     let headers = outlook_headers();
-    let client = "198.51.100.7".parse().unwrap();
+    let client = client_address("198.51.100.7".parse().unwrap());
     group.bench_function("request_header_rewrite", |b| {
         b.iter(|| {
             let mut h = headers.clone();
             remove_hop_by_hop(&mut h);
-            append_forwarded(&mut h, black_box(client), true);
+            append_forwarded(&mut h, black_box(&client), true);
             black_box(h)
         })
     });

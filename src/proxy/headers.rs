@@ -46,23 +46,35 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::TRANSFER_ENCODING);
 }
 
-/// Appends the client's address to `X-Forwarded-For` and the scheme it used to
-/// `X-Forwarded-Proto`, keeping what earlier proxies wrote.
-pub fn append_forwarded(headers: &mut HeaderMap, client: IpAddr, https: bool) {
-    let proto = if https { "https" } else { "http" };
-    append_list(headers, "x-forwarded-for", &client.to_string());
-    append_list(headers, "x-forwarded-proto", proto);
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// The client's address as a header value, built once per connection.
+pub fn client_address(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.to_string()).expect("an IP address is visible ASCII")
 }
 
-fn append_list(headers: &mut HeaderMap, name: &'static str, item: &str) {
-    let joined = match headers.get(name).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {item}"),
-        _ => item.to_owned(),
+/// Appends the client's address (from [`client_address`]) to `X-Forwarded-For` and the
+/// scheme it used to `X-Forwarded-Proto`, keeping what earlier proxies wrote.
+pub fn append_forwarded(headers: &mut HeaderMap, client: &HeaderValue, https: bool) {
+    let proto = HeaderValue::from_static(if https { "https" } else { "http" });
+    append_list(headers, X_FORWARDED_FOR, client);
+    append_list(headers, X_FORWARDED_PROTO, &proto);
+}
+
+fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &HeaderValue) {
+    let joined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.trim().is_empty() => {
+            let item = item.to_str().unwrap_or_default();
+            // Only ASCII addresses and schemes are appended to a visible-ASCII value.
+            match HeaderValue::from_str(&format!("{existing}, {item}")) {
+                Ok(v) => v,
+                Err(_) => return,
+            }
+        }
+        _ => item.clone(),
     };
-    // Only ASCII addresses and schemes are appended to a visible-ASCII value.
-    if let Ok(v) = HeaderValue::from_str(&joined) {
-        headers.insert(name, v);
-    }
+    headers.insert(name, joined);
 }
 
 /// The Bearer challenge Exchange sends, from `[exchange.challenge]`.

@@ -41,11 +41,11 @@ fn hop_by_hop_headers_and_those_named_by_connection_are_removed() {
 #[test]
 fn forwarded_headers_are_appended() {
     let mut h = map(&[("x-forwarded-for", "203.0.113.7")]);
-    append_forwarded(&mut h, "127.0.0.1".parse().unwrap(), true);
+    append_forwarded(&mut h, &client_address("127.0.0.1".parse().unwrap()), true);
     assert_eq!(all(&h, "x-forwarded-for"), ["203.0.113.7, 127.0.0.1"]);
     assert_eq!(all(&h, "x-forwarded-proto"), ["https"]);
     let mut h = HeaderMap::new();
-    append_forwarded(&mut h, "::1".parse().unwrap(), false);
+    append_forwarded(&mut h, &client_address("::1".parse().unwrap()), false);
     assert_eq!(all(&h, "x-forwarded-for"), ["::1"]);
     assert_eq!(all(&h, "x-forwarded-proto"), ["http"]);
 }

@@ -27,7 +27,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use framing::ClientFault;
 pub use headers::{
-    append_forwarded, bearer_challenge, remove_hop_by_hop, split_challenges,
+    append_forwarded, bearer_challenge, client_address, remove_hop_by_hop, split_challenges,
     strip_legacy_challenges,
 };
 pub use respond::ProxyBody;

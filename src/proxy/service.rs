@@ -61,6 +61,8 @@ impl ConnectionAuth {
 struct Connection {
     shared: Arc<Shared>,
     peer: SocketAddr,
+    /// The peer's address as an `X-Forwarded-For` item, formatted once.
+    client_address: HeaderValue,
     https: bool,
     /// What the head guard saw of each request head's raw bytes.
     verdicts: Verdicts,
@@ -86,6 +88,7 @@ impl ConnectionService {
     ) -> ConnectionService {
         ConnectionService(Arc::new(Connection {
             shared,
+            client_address: headers::client_address(peer.ip()),
             peer,
             https,
             verdicts,
@@ -576,7 +579,7 @@ impl Connection {
     fn forward_head(&self, parts: hyper::http::request::Parts) -> Head {
         let mut headers = parts.headers;
         headers::remove_hop_by_hop(&mut headers);
-        headers::append_forwarded(&mut headers, self.peer.ip(), self.https);
+        headers::append_forwarded(&mut headers, &self.client_address, self.https);
         Head {
             method: parts.method,
             path_and_query: parts
