@@ -1,8 +1,9 @@
 //! The client's request body on its way to Exchange (SPEC §6, §7): every body, of any
 //! length, has an idle timeout; a small body is read whole, and a large one's first
 //! frame, before an upstream connection is used, so a small body that is malformed or
-//! stalls, or a large one that does so from its first byte, never reaches Exchange; and whatever goes wrong with the body later is recorded as the client's
-//! fault, so that it is answered 400/408 and never counted against the upstream.
+//! stalls, or a large one that does so from its first byte, never reaches Exchange; and
+//! whatever goes wrong with the body later is recorded as the client's fault, so that it
+//! is answered 400/408 and never counted against the upstream.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -11,10 +12,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use tokio::time::{Instant, Sleep};
 
 use super::framing::ClientFault;
+use super::idle::{IdleTimedOut, IdleTimeout};
 use super::respond::BoxError;
 
 /// Why a request body failed, shared between the body (which sees the failure) and the
@@ -33,18 +35,12 @@ impl BodyFault {
     }
 }
 
-/// The body stalled longer than its idle timeout.
-#[derive(Debug, thiserror::Error)]
-#[error("request body idle for more than {0:?}")]
-pub struct BodyIdle(Duration);
-
 /// A client request body with an idle timeout and fault attribution.
 pub struct RequestBody {
-    inner: Incoming,
+    /// The client's body behind its idle timeout.
+    inner: IdleTimeout,
     /// Frames read ahead by [`RequestBody::read_ahead`], sent first.
     ahead: VecDeque<Frame<Bytes>>,
-    idle: Duration,
-    deadline: Pin<Box<Sleep>>,
     fault: BodyFault,
 }
 
@@ -53,10 +49,8 @@ impl RequestBody {
     pub fn new(inner: Incoming, idle: Duration) -> (RequestBody, BodyFault) {
         let fault = BodyFault::default();
         let body = RequestBody {
-            inner,
+            inner: IdleTimeout::always(inner.map_err(BoxError::from).boxed(), idle),
             ahead: VecDeque::new(),
-            idle,
-            deadline: Box::pin(tokio::time::sleep(idle)),
             fault: fault.clone(),
         };
         (body, fault)
@@ -83,8 +77,15 @@ impl RequestBody {
         }
     }
 
-    fn classify(error: &hyper::Error) -> ClientFault {
-        if error.is_incomplete_message() {
+    /// Whose fault a body error is: the idle timeout's, or what hyper says of the
+    /// client's bytes (a connection closed early, or framing it could not read).
+    fn classify(error: &BoxError) -> ClientFault {
+        if error.is::<IdleTimedOut>() {
+            ClientFault::BodyStalled
+        } else if error
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
             ClientFault::BodyAborted
         } else {
             ClientFault::BodyFraming
@@ -93,26 +94,13 @@ impl RequestBody {
 }
 
 impl RequestBody {
-    /// The next frame from the client, with the idle timer and fault attribution.
+    /// The next frame from the client, recording whose fault an error is.
     fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Err(e))) => {
-                self.fault.set(RequestBody::classify(&e));
-                Poll::Ready(Some(Err(Box::new(e))))
-            }
-            Poll::Ready(frame) => {
-                let next = Instant::now() + self.idle;
-                self.deadline.as_mut().reset(next);
-                Poll::Ready(frame.map(|f| f.map_err(|e| Box::new(e) as BoxError)))
-            }
-            Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    self.fault.set(ClientFault::BodyStalled);
-                    Poll::Ready(Some(Err(Box::new(BodyIdle(self.idle)))))
-                }
-                Poll::Pending => Poll::Pending,
-            },
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(e))) = &frame {
+            self.fault.set(RequestBody::classify(e));
         }
+        frame
     }
 }
 

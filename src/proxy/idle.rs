@@ -42,12 +42,17 @@ impl IdleTimeout {
         {
             return inner;
         }
+        IdleTimeout::always(inner, idle).boxed()
+    }
+
+    /// Wraps `inner` whatever its length: every request body has an idle timeout
+    /// (SPEC §7), however small.
+    pub fn always(inner: ProxyBody, idle: Duration) -> IdleTimeout {
         IdleTimeout {
             inner,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
         }
-        .boxed()
     }
 }
 

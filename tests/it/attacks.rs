@@ -40,25 +40,6 @@ async fn authenticate(c: &mut Client, scheme: &str, user: &str) -> String {
     t3.header("x-upstream-connection").unwrap().to_owned()
 }
 
-async fn audit_lines(gate: &Exgate, n: usize) -> Vec<serde_json::Value> {
-    let path = gate
-        .running
-        .config_path()
-        .with_file_name("audit/exgate.jsonl");
-    for _ in 0..100 {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if lines.len() >= n {
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("fewer than {n} audit lines in {}", path.display());
-}
-
 /// Kind 1: every later request shape on a connection user01 authenticated, to every
 /// protocol their policy blocks, is refused; Exchange receives nothing; the client
 /// connection stays open and its next handshake works on a new upstream connection.
@@ -499,15 +480,7 @@ async fn a_stalled_small_body_gets_408_and_never_reaches_exchange() {
     assert_eq!(status, 408, "{text}");
     assert!(started.elapsed() < Duration::from_secs(4));
     assert!(upstream.requests().is_empty(), "{:?}", upstream.requests());
-    let metrics = gate.metrics().await;
-    assert!(
-        metrics.contains(r#"exgate_client_errors_total{reason="body_stalled"} 1"#),
-        "{metrics}"
-    );
-    assert!(
-        !metrics.contains("exgate_upstream_errors_total{"),
-        "{metrics}"
-    );
+    assert_only_client_errors(&gate.metrics().await, "body_stalled", 1);
 }
 
 /// `server.max_header_bytes` holds to the byte: a head of exactly the limit is served, one

@@ -13,31 +13,6 @@ const CONFIG: &str = "[exchange]\ndeployment = \"online\"\n[policy]\nscript = \"
 
 const PILOT: &str = "New-AuthenticationPolicy Pilot\nSet-User user01 -AuthenticationPolicy Pilot\n";
 
-/// The audit lines written so far, waiting until there are at least `n`.
-async fn audit_lines(gate: &Exgate, n: usize) -> Vec<serde_json::Value> {
-    let path = gate
-        .running
-        .config_path()
-        .with_file_name("audit/exgate.jsonl");
-    for _ in 0..200 {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if lines.len() >= n {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            return text
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("fewer than {n} audit lines in {}", path.display());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_blocked_request_produces_exactly_one_audit_line_without_secrets() {
     let upstream = Upstream::start().await;

@@ -58,6 +58,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -633,4 +634,40 @@ pub async fn raw_exchange(
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, text)
+}
+
+/// The audit lines written so far, waiting until there are at least `n`.
+pub async fn audit_lines(gate: &Exgate, n: usize) -> Vec<serde_json::Value> {
+    let path = gate
+        .running
+        .config_path()
+        .with_file_name("audit/exgate.jsonl");
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= n {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            return text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("fewer than {n} audit lines in {}", path.display());
+}
+
+/// `n` client errors of `reason` were counted, and not one upstream error: what the
+/// client did wrong is never blamed on Exchange.
+pub fn assert_only_client_errors(metrics: &str, reason: &str, n: u64) {
+    let line = format!("exgate_client_errors_total{{reason=\"{reason}\"}} {n}");
+    assert!(metrics.contains(&line), "{line}\n{metrics}");
+    assert!(
+        !metrics.contains("exgate_upstream_errors_total{"),
+        "{metrics}"
+    );
 }
