@@ -3,19 +3,19 @@
 //! (a test in `tests/it/purity.rs` keeps it that way).
 
 pub mod cmdlet;
+mod context;
 mod decision;
 mod directory;
 mod engine;
 pub mod path;
 mod protocol;
+mod proxyshell;
 mod store;
 
+pub use context::{ConnectionIdentity, ConnectionSubject, Context, RequestFacts};
 pub use decision::{Action, Decision, Reason};
 pub use directory::{Directory, DirectoryError, Lookup, UserEntry, UserId};
-pub use engine::{
-    ConnectionIdentity, ConnectionSubject, Context, Engine, Evaluation, Mode, OtherPaths,
-    RequestFacts, Settings,
-};
+pub use engine::{Engine, Evaluation, Mode, OtherPaths, Settings};
 pub use path::{Target, TargetError, classify};
 pub use protocol::{Protocol, Switch, SwitchSet};
 pub use store::{AuthenticationPolicy, Deployment, PolicyId, PolicyStore};

@@ -7,8 +7,10 @@
 
 use std::borrow::Cow;
 
-use super::engine::RequestFacts;
 use super::protocol::Protocol;
+use super::proxyshell::{
+    AUTODISCOVER_JSON, contains_ignore_ascii_case, is_autodiscover_v2_path, proxyshell_query,
+};
 
 /// Why a request target was refused with 400 before any policy was consulted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -223,11 +225,11 @@ fn percent_decode_strict(raw: &[u8]) -> Result<Vec<u8>, TargetError> {
     Ok(out)
 }
 
-const fn is_control(b: u8) -> bool {
+pub(super) const fn is_control(b: u8) -> bool {
     b < 0x20 || b == 0x7f
 }
 
-const fn hex_value(b: u8) -> u8 {
+pub(super) const fn hex_value(b: u8) -> u8 {
     match b {
         b'0'..=b'9' => b - b'0',
         b'a'..=b'f' => b - b'a' + 10,
@@ -244,7 +246,7 @@ pub fn query_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, s
     })
 }
 
-fn percent_decode_lenient(s: &str) -> Cow<'_, str> {
+pub(super) fn percent_decode_lenient(s: &str) -> Cow<'_, str> {
     if !s.contains('%') {
         return Cow::Borrowed(s);
     }
@@ -264,153 +266,6 @@ fn percent_decode_lenient(s: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(String::from_utf8_lossy(&out).into_owned())
-}
-
-const AUTODISCOVER_JSON: &str = "autodiscover.json";
-
-/// The only places `autodiscover.json` may appear in a path (SPEC §2):
-/// `/autodiscover/autodiscover.json` and `/autodiscover/autodiscover.json/v1.0/<one plain
-/// address>`, spelled plainly — no `.`/`..` segments, `\`, or repeated `/` that would let
-/// the path Exchange's front end matches differ from the one exgate classified.
-fn is_autodiscover_v2_path(decoded: &str, normalized: &str) -> bool {
-    let plain = decoded.len() == normalized.len()
-        && decoded
-            .bytes()
-            .zip(normalized.bytes())
-            .all(|(a, b)| a.to_ascii_lowercase() == b);
-    let mut segments = normalized.split('/').filter(|s| !s.is_empty());
-    let shape = match (
-        segments.next(),
-        segments.next(),
-        segments.next(),
-        segments.next(),
-    ) {
-        (Some("autodiscover"), Some(AUTODISCOVER_JSON), None, None) => true,
-        (Some("autodiscover"), Some(AUTODISCOVER_JSON), Some("v1.0"), Some(address)) => {
-            is_plain_address(address)
-        }
-        _ => false,
-    };
-    plain && shape && segments.next().is_none()
-}
-
-/// ProxyShell (CVE-2021-34473) and ProxyNotShell (CVE-2022-41040) routed
-/// `/autodiscover/autodiscover.json?@x/<backend path>&Email=autodiscover/autodiscover.json%3F@x`
-/// to the backend path. On any path, a query that mentions `autodiscover.json` (decoded up
-/// to three times) is refused. On an Autodiscover v2 path a legitimate query carries
-/// `Email=<one address>`, `Protocol=…` and `RedirectCount=…`: an `@` outside a
-/// plain-address `Email=`, an `Email=` that is not one plain address, or a key holding a
-/// path character is refused.
-fn proxyshell_query(autodiscover_v2: bool, query: &str) -> bool {
-    if query.is_empty() {
-        return false;
-    }
-    if mentions_autodiscover_json(query) {
-        return true;
-    }
-    if !autodiscover_v2 {
-        return false;
-    }
-    let mut emails = 0;
-    query_pairs(query).any(|(key, value)| {
-        if key.eq_ignore_ascii_case("email") {
-            // ASP.NET joins a repeated parameter with commas: not one address.
-            emails += 1;
-            emails > 1 || !is_plain_address(&value)
-        } else {
-            key.contains(['@', '/', '\\']) || value.contains('@')
-        }
-    })
-}
-
-/// The query names `autodiscover.json`, however many times (up to three) it was
-/// percent-encoded, `%uXXXX` escapes included (ASP.NET decodes them in a query).
-fn mentions_autodiscover_json(query: &str) -> bool {
-    let mut text = Cow::Borrowed(query);
-    for _ in 0..3 {
-        if contains_ignore_ascii_case(&text, AUTODISCOVER_JSON) {
-            return true;
-        }
-        match decode_for_match(&text) {
-            Some(decoded) => text = Cow::Owned(decoded),
-            None => return false,
-        }
-    }
-    contains_ignore_ascii_case(&text, AUTODISCOVER_JSON)
-}
-
-/// One lenient decode of `%XX` and `%uXXXX`; None when there is nothing to decode.
-fn decode_for_match(s: &str) -> Option<String> {
-    if !s.contains('%') {
-        return None;
-    }
-    let b = s.as_bytes();
-    let hex4 = |i: usize| {
-        let digits = b.get(i..i + 4)?;
-        let text = std::str::from_utf8(digits).ok()?;
-        u32::from_str_radix(text, 16).ok().and_then(char::from_u32)
-    };
-    let mut out = String::with_capacity(s.len());
-    let mut i = 0;
-    while i < b.len() {
-        match (b[i], b.get(i + 1), b.get(i + 2)) {
-            (b'%', Some(b'u' | b'U'), _) if hex4(i + 2).is_some() => {
-                out.extend(hex4(i + 2));
-                i += 6;
-            }
-            (b'%', Some(&h), Some(&l)) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
-                out.push(char::from(hex_value(h) << 4 | hex_value(l)));
-                i += 3;
-            }
-            _ => {
-                let ch = s[i..].chars().next().unwrap_or('\u{fffd}');
-                out.push(ch);
-                i += ch.len_utf8();
-            }
-        }
-    }
-    (out != s).then_some(out)
-}
-
-/// What else Exchange reads an `Email` from on an Autodiscover v2 path (SPEC §2):
-/// refused when the request is not a GET or HEAD (when the method is known), has a body
-/// (a form `Email=`), or carries any `Email` cookie.
-pub fn autodiscover_v2_request_refused(request: &RequestFacts<'_>) -> bool {
-    let method_refused = request.method.is_some_and(|m| m != "GET" && m != "HEAD");
-    method_refused || request.has_body || request.cookies.iter().any(|c| has_email_cookie(c))
-}
-
-/// A `Cookie` header value (RFC 6265 §4.2.1, `name=value; name=value`) holding a cookie
-/// whose name, percent-decoded and stripped of blanks and quotes, is `Email` in any case.
-fn has_email_cookie(header: &[u8]) -> bool {
-    header.split(|b| *b == b';').any(|pair| {
-        let name = pair.split(|b| *b == b'=').next().unwrap_or_default();
-        let name = String::from_utf8_lossy(name.trim_ascii());
-        let name = percent_decode_lenient(&name);
-        name.trim_matches(|c: char| c == '"' || c.is_whitespace())
-            .eq_ignore_ascii_case("email")
-    })
-}
-
-/// One address: exactly one `@` with text on both sides, and no character that could
-/// make it a path, a second parameter or another encoding.
-fn is_plain_address(s: &str) -> bool {
-    let Some((local, domain)) = s.split_once('@') else {
-        return false;
-    };
-    !local.is_empty()
-        && !domain.is_empty()
-        && !domain.contains('@')
-        && !s
-            .bytes()
-            .any(|b| b.is_ascii_whitespace() || is_control(b) || b"/\\?#%&:;".contains(&b))
-}
-
-fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
-    haystack
-        .as_bytes()
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 #[cfg(test)]

@@ -7,29 +7,30 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderValue};
-use hyper::http::uri::PathAndQuery;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response};
 use tokio::sync::Mutex;
 
+mod faults;
+mod forward;
+mod protect;
+
+use forward::rewrite_response;
+
 use super::body::{BodyFault, RequestBody};
-use super::framing::{self, ClientFault};
-use super::head_guard::{HeadVerdict, Verdicts};
-use super::idle::IdleTimeout;
-use super::respond::{self, BoxError, ProxyBody, Refusal};
-use super::upstream::{Head, Pinned, UpstreamError};
+use super::head_guard::Verdicts;
+use super::respond::{self, ProxyBody, Refusal};
+use super::upstream::{Pinned, UpstreamError};
 use super::{Shared, Snapshot, headers};
 use crate::audit::AuditRecord;
 use crate::auth::{Credentials, Mechanism};
 use crate::policy::{
-    Action, ConnectionIdentity, Context, Decision, Evaluation, Lookup, Protocol, Reason,
-    RequestFacts,
+    Action, ConnectionIdentity, Context, Decision, Evaluation, Lookup, Reason, RequestFacts,
 };
-use crate::protect::BadPassword;
 use crate::token::TokenError;
 
 /// What one client connection holds upstream and has established about its
@@ -191,65 +192,6 @@ impl Connection {
             }
         }
         res
-    }
-
-    /// Smart lockout and spray detection for legacy credentials that name a user: notes
-    /// the attempt, and refuses it at the edge when the user is locked out from here or
-    /// the address is a blocked spray source.
-    fn protect_before(
-        &self,
-        decision: &Decision,
-        user: Option<&str>,
-        now: Instant,
-    ) -> Option<Reason> {
-        let (true, Some(user)) = (decision.legacy, user) else {
-            return None;
-        };
-        let (protect, ip) = (&self.shared.protect, self.peer.ip());
-        if protect.attempt(user, ip, now) {
-            self.shared.metrics.record_spray_suspect();
-            self.audit_event("spray_suspect", user, None);
-            tracing::warn!(client = %ip, "password spray suspected: many user names from one address");
-        }
-        if !decision.action.forwards() {
-            return None;
-        }
-        if protect.spray_blocked(ip, now) {
-            return Some(Reason::SpraySuspect);
-        }
-        protect.locked_out(user, ip, now).map(|_| Reason::LockedOut)
-    }
-
-    /// Feeds Exchange's verdict on forwarded legacy credentials back into lockout.
-    fn protect_after(&self, decision: &Decision, user: Option<&str>, status: u16) {
-        let (true, Some(user)) = (decision.legacy, user) else {
-            return;
-        };
-        let (protect, ip) = (&self.shared.protect, self.peer.ip());
-        if status == 401 {
-            if let BadPassword::LockedOut(location) = protect.bad_password(user, ip, Instant::now())
-            {
-                self.shared.metrics.record_lockout(location.as_str());
-                self.audit_event("lockout", user, Some(location.as_str()));
-            }
-        } else if status < 400 {
-            protect.good_password(user, ip);
-        }
-    }
-
-    fn audit_event(&self, event: &str, user: &str, location: Option<&str>) {
-        if let Some(audit) = &self.shared.audit {
-            audit.write(&AuditRecord {
-                ts: crate::audit::timestamp(),
-                event: Some(event.into()),
-                request_id: audit.request_id(),
-                client_ip: self.peer.ip().to_string(),
-                user: Some(user.into()),
-                legacy: true,
-                location: location.map(Into::into),
-                ..AuditRecord::default()
-            });
-        }
     }
 
     async fn phases(
@@ -419,75 +361,6 @@ impl Connection {
         (res, outcome)
     }
 
-    /// Phase: SPEC §6's strictness table, on the raw head (the guard's verdict) and the
-    /// parsed one. A request whose raw head the guard did not see is refused: exgate
-    /// does not vouch for framing it could not follow. Returns the verdict.
-    fn check_framing(&self, req: &Request<Incoming>) -> Result<HeadVerdict, ClientFault> {
-        let raw = self.verdicts.take().ok_or(ClientFault::UnfollowedFraming)?;
-        framing::check_head(
-            &raw,
-            self.max_header_bytes,
-            req.method(),
-            req.uri(),
-            req.version(),
-            req.headers(),
-        )?;
-        Ok(raw)
-    }
-
-    /// Answers a request refused as the client's fault before any decision: counted as
-    /// a client error, decided `reject`, and the client connection closed (its framing
-    /// cannot be trusted).
-    fn client_fault(
-        &self,
-        snapshot: &Snapshot,
-        fault: ClientFault,
-    ) -> (Response<ProxyBody>, Outcome) {
-        self.shared.metrics.record_client_error(fault);
-        let decision = Decision {
-            action: Action::Reject,
-            reason: Reason::BadRequest,
-            protocol: Protocol::Other,
-            scheme: crate::auth::Scheme::None,
-            policy: None,
-            legacy: false,
-            user: None,
-            connection: false,
-        };
-        self.shared.metrics.record(&decision);
-        let mut res = respond::refusal(Refusal::Client(fault), &snapshot.bearer);
-        respond::close_connection(&mut res);
-        let outcome = Outcome {
-            decision,
-            user: None,
-            credentials: false,
-            upstream_status: None,
-        };
-        (res, outcome)
-    }
-
-    /// Answers a request whose body failed (malformed chunked coding, stalled, aborted):
-    /// the client's fault, never the upstream's. The upstream connection, which may hold
-    /// part of the request, is closed; so is the client's.
-    async fn body_fault(
-        &self,
-        snapshot: &Snapshot,
-        fault: ClientFault,
-        pin: bool,
-        outcome: Outcome,
-    ) -> (Response<ProxyBody>, Outcome) {
-        self.shared.metrics.record_client_error(fault);
-        let mut auth = self.auth.lock().await;
-        auth.upstream = None;
-        if pin {
-            auth.forget();
-        }
-        drop(auth);
-        let mut res = respond::refusal(Refusal::Client(fault), &snapshot.bearer);
-        respond::close_connection(&mut res);
-        (res, outcome)
-    }
-
     /// After Exchange answered a leg of NTLM or Negotiate: a final leg it accepted leaves
     /// its user on the connection (SPEC §3 "Connection identity"); one it refused leaves
     /// nobody.
@@ -565,96 +438,4 @@ impl Connection {
         }
         respond::refusal(Refusal::Decided(decision), &snapshot.bearer)
     }
-
-    /// RPC over HTTP channels and MAPI long polls sit idle for minutes; nothing else
-    /// should.
-    fn idle_timeout(&self, protocol: Protocol) -> Duration {
-        let t = &self.shared.timeouts;
-        match protocol {
-            Protocol::Rpc | Protocol::Mapi => t.long_idle,
-            _ => t.idle,
-        }
-    }
-
-    fn forward_head(&self, parts: hyper::http::request::Parts) -> Head {
-        let mut headers = parts.headers;
-        headers::remove_hop_by_hop(&mut headers);
-        headers::append_forwarded(&mut headers, &self.client_address, self.https);
-        Head {
-            method: parts.method,
-            path_and_query: parts
-                .uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-            headers,
-        }
-    }
-
-    async fn forward(
-        &self,
-        head: Head,
-        body: Option<ProxyBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let upstream = &self.shared.upstream;
-        let mut auth = self.auth.lock().await;
-        // An idle upstream connection the server has closed is replaced before anything
-        // is sent — unless NTLM or Negotiate authenticated it: that state cannot move.
-        let stale = auth.upstream.as_ref().is_some_and(Pinned::is_closed);
-        if stale && !auth.authenticated {
-            auth.upstream = None;
-        }
-        if auth.upstream.is_none() {
-            auth.upstream = Some(upstream.pin().await?);
-        }
-        let own = auth.upstream.as_mut().expect("connected above");
-        let req = upstream.request_on(own, head, body);
-        match upstream.send_on(own, req).await {
-            Ok(res) => Ok(res),
-            // Closed under us before the request was written: once more on a new
-            // connection, if it has no body (SPEC §7) and this one carried no
-            // authentication.
-            Err((_, Some(req))) if !auth.authenticated && req.body().is_end_stream() => {
-                auth.upstream = Some(upstream.pin().await?);
-                let own = auth.upstream.as_mut().expect("connected above");
-                upstream.send_on(own, req).await.map_err(|(e, _)| {
-                    auth.upstream = None;
-                    e
-                })
-            }
-            Err((e, _)) => {
-                auth.upstream = None;
-                Err(e)
-            }
-        }
-    }
-}
-
-/// Phase: rewrite the upstream response. Hop-by-hop headers go; an anonymous request's
-/// 401 loses its legacy challenges where the organization default blocks legacy.
-fn rewrite_response(
-    res: Response<Incoming>,
-    snapshot: &Snapshot,
-    decision: &Decision,
-    anonymous: bool,
-    pinned: bool,
-    idle: Duration,
-) -> Response<ProxyBody> {
-    let (mut parts, body) = res.into_parts();
-    headers::remove_hop_by_hop(&mut parts.headers);
-    if parts.status == StatusCode::UNAUTHORIZED
-        && anonymous
-        && snapshot.strip_legacy_challenges[decision.protocol.index()]
-    {
-        headers::strip_legacy_challenges(&mut parts.headers, &snapshot.bearer);
-    }
-    if pinned {
-        // RFC 4559 §6: this proxy keeps authenticated connections apart.
-        parts.headers.insert(
-            "proxy-support",
-            HeaderValue::from_static("Session-Based-Authentication"),
-        );
-    }
-    let body = IdleTimeout::wrap(body.map_err(BoxError::from).boxed(), idle);
-    Response::from_parts(parts, body)
 }

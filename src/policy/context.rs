@@ -1,0 +1,96 @@
+//! What the engine knows of a request besides its target and `Authorization`: the
+//! connection it came on (who authenticated it, which Negotiate mechanism), the token
+//! stage's user, and the request facts the ProxyShell guard reads. Plain data.
+
+use crate::auth::{Credentials, Mechanism, NtlmMessage, Scheme};
+
+/// Facts about the connection and earlier stages that the request alone does not carry.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Context<'a> {
+    /// The mechanism an earlier `Negotiate` leg on this connection established.
+    pub prior_mechanism: Option<Mechanism>,
+    /// The user of a validated bearer token (from the token stage), for on-premises
+    /// `BlockModernAuth*`. Without it the organization default decides, as for Kerberos.
+    pub token_user: Option<&'a str>,
+    /// Who authenticated this client connection earlier (SPEC §3 "Connection identity").
+    pub connection: Option<&'a ConnectionIdentity>,
+    /// What the ProxyShell guard reads besides the target (SPEC §2).
+    pub request: RequestFacts<'a>,
+}
+
+/// Parts of a request other than its target and `Authorization` that the ProxyShell
+/// guard reads on Autodiscover v2 paths: Exchange also takes `Email` from a form body and
+/// from a cookie (SPEC §2).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestFacts<'a> {
+    /// The request method; None when the caller does not know it (benches, unit tests).
+    pub method: Option<&'a str>,
+    /// The request has a body (a `Content-Length` above 0 or a chunked body).
+    pub has_body: bool,
+    /// The values of the request's `Cookie` headers.
+    pub cookies: &'a [&'a [u8]],
+}
+
+/// Who authenticated a client connection with NTLM or Negotiate, remembered by the proxy
+/// because Exchange serves every later request on that connection as that user, with or
+/// without an `Authorization` header (SPEC §3 "Connection identity").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionIdentity {
+    /// The scheme that authenticated the connection (`ntlm`, `negotiate_ntlm`,
+    /// `kerberos`, `negotiate`): later requests are counted under it.
+    pub scheme: Scheme,
+    pub subject: ConnectionSubject,
+}
+
+/// The user behind a [`ConnectionIdentity`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectionSubject {
+    /// The user an NTLM Type 3 named, as presented (`DOMAIN\user`, `user@domain`).
+    User(String),
+    /// Kerberos: the ticket hides the user, so the organization default decides.
+    Hidden,
+    /// Credentials that named nobody: the strictest applicable policy decides.
+    Unidentified,
+}
+
+impl ConnectionIdentity {
+    /// The identity a final authentication leg leaves on its connection once Exchange
+    /// accepted it: an NTLM Type 3, a Kerberos AP-REQ, a later Negotiate leg, or an
+    /// undecodable Negotiate token. None for the legs that only start a handshake (NTLM
+    /// Type 1/2) and for credentials that do not authenticate a connection.
+    pub fn established_by(
+        credentials: &Credentials,
+        prior: Option<Mechanism>,
+    ) -> Option<ConnectionIdentity> {
+        let subject = match credentials {
+            Credentials::Ntlm { message, .. } => match message {
+                NtlmMessage::Negotiate | NtlmMessage::Challenge => return None,
+                NtlmMessage::Authenticate(_) => credentials
+                    .user()
+                    .map_or(ConnectionSubject::Unidentified, |u| {
+                        ConnectionSubject::User(u.into_owned())
+                    }),
+                NtlmMessage::Malformed => ConnectionSubject::Unidentified,
+            },
+            Credentials::Kerberos => ConnectionSubject::Hidden,
+            Credentials::NegotiateContinuation => match prior {
+                Some(Mechanism::Kerberos) => ConnectionSubject::Hidden,
+                Some(Mechanism::Ntlm) | None => ConnectionSubject::Unidentified,
+            },
+            Credentials::NegotiateUnknown => ConnectionSubject::Unidentified,
+            _ => return None,
+        };
+        Some(ConnectionIdentity {
+            scheme: credentials.scheme(),
+            subject,
+        })
+    }
+
+    /// The user name as presented, for the audit log and lockout.
+    pub fn user(&self) -> Option<&str> {
+        match &self.subject {
+            ConnectionSubject::User(u) => Some(u),
+            ConnectionSubject::Hidden | ConnectionSubject::Unidentified => None,
+        }
+    }
+}
