@@ -66,11 +66,12 @@ pub(super) fn proxyshell_query(autodiscover_v2: bool, query: &str) -> bool {
     })
 }
 
-/// The query names `autodiscover.json`, however many times (up to three) it was
-/// percent-encoded, `%uXXXX` escapes included (ASP.NET decodes them in a query).
+/// The query names `autodiscover.json`, however many times it was percent-encoded
+/// (decoded until nothing changes; each round shortens the text, so this ends),
+/// `%uXXXX` escapes included (ASP.NET decodes them in a query).
 fn mentions_autodiscover_json(query: &str) -> bool {
     let mut text = Cow::Borrowed(query);
-    for _ in 0..3 {
+    loop {
         if contains_ignore_ascii_case(&text, AUTODISCOVER_JSON) {
             return true;
         }
@@ -79,7 +80,6 @@ fn mentions_autodiscover_json(query: &str) -> bool {
             None => return false,
         }
     }
-    contains_ignore_ascii_case(&text, AUTODISCOVER_JSON)
 }
 
 /// One lenient decode of `%XX` and `%uXXXX`; None when there is nothing to decode.

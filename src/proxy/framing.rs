@@ -3,7 +3,7 @@
 //! in front of Exchange has no business relaying. A pure check over the parsed head and
 //! what [`super::head_guard`] saw of its raw bytes.
 
-use hyper::header::{self, HeaderMap};
+use hyper::header::{self, HeaderMap, HeaderName};
 use hyper::{Method, Uri, Version};
 
 use super::head_guard::HeadVerdict;
@@ -35,6 +35,10 @@ pub enum ClientFault {
     BodyStalled,
     /// The client closed the connection before sending the whole body.
     BodyAborted,
+    /// `Connection` names a field exgate decides on (`Authorization`, `Cookie`, `Host`,
+    /// `Content-Length`): as a hop-by-hop option it would be removed after the decision,
+    /// so Exchange would see a different request (RFC 9110 §7.6.1 forbids sending it).
+    ConnectionNamesEndToEnd,
     /// hyper could not parse the request head at all (an invalid request line or field,
     /// conflicting `Content-Length` values); hyper answers it with 400 itself.
     MalformedHead,
@@ -45,7 +49,7 @@ pub enum ClientFault {
 
 impl ClientFault {
     /// Every fault, for metric pre-registration and exhaustive tests.
-    pub const ALL: [ClientFault; 13] = [
+    pub const ALL: [ClientFault; 14] = [
         ClientFault::MethodNotAllowed,
         ClientFault::MissingHost,
         ClientFault::DuplicateHost,
@@ -57,6 +61,7 @@ impl ClientFault {
         ClientFault::BodyFraming,
         ClientFault::BodyStalled,
         ClientFault::BodyAborted,
+        ClientFault::ConnectionNamesEndToEnd,
         ClientFault::MalformedHead,
         ClientFault::UnfollowedFraming,
     ];
@@ -77,6 +82,7 @@ impl ClientFault {
             ClientFault::BodyFraming => "body_framing",
             ClientFault::BodyStalled => "body_stalled",
             ClientFault::BodyAborted => "body_aborted",
+            ClientFault::ConnectionNamesEndToEnd => "connection_names_end_to_end",
             ClientFault::MalformedHead => "malformed_head",
             ClientFault::UnfollowedFraming => "unfollowed_framing",
         }
@@ -129,10 +135,37 @@ pub fn check_head(
         }
     }
     match (raw.content_lengths, raw.transfer_encoding) {
-        (0, _) | (1, false) => Ok(()),
-        (1, true) => Err(ClientFault::ContentLengthWithTransferEncoding),
-        _ => Err(ClientFault::DuplicateContentLength),
+        (0, _) | (1, false) => {}
+        (1, true) => return Err(ClientFault::ContentLengthWithTransferEncoding),
+        _ => return Err(ClientFault::DuplicateContentLength),
     }
+    if raw.connection && names_decided_field(headers) {
+        return Err(ClientFault::ConnectionNamesEndToEnd);
+    }
+    Ok(())
+}
+
+/// The fields exgate's decision reads, which no `Connection` option may remove.
+const DECIDED_FIELDS: [HeaderName; 4] = [
+    header::AUTHORIZATION,
+    header::COOKIE,
+    header::HOST,
+    header::CONTENT_LENGTH,
+];
+
+/// Whether a `Connection` field names one of [`DECIDED_FIELDS`] (RFC 9110 §7.6.1:
+/// comma-separated, case-insensitive, optional whitespace).
+fn names_decided_field(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|option| {
+            DECIDED_FIELDS
+                .iter()
+                .any(|f| option.eq_ignore_ascii_case(f.as_str().as_bytes()))
+        })
 }
 
 #[cfg(test)]
@@ -157,8 +190,21 @@ mod tests {
         target: &str,
         version: Version,
     ) -> Result<(), ClientFault> {
+        check_with(raw, method, target, version, &[])
+    }
+
+    fn check_with(
+        raw: HeadVerdict,
+        method: &str,
+        target: &str,
+        version: Version,
+        connection: &[&str],
+    ) -> Result<(), ClientFault> {
         let mut headers = HeaderMap::new();
         headers.insert(header::HOST, "mail.contoso.com".parse().unwrap());
+        for c in connection {
+            headers.append(header::CONNECTION, c.parse().unwrap());
+        }
         check_head(
             &raw,
             LIMIT,
@@ -212,6 +258,44 @@ mod tests {
                 check(raw, method, target, V11),
                 Err(fault),
                 "{method} {target} {raw:?}"
+            );
+        }
+    }
+
+    /// Found by the red team: `Connection: Authorization` made exgate remove the
+    /// `Authorization` it had decided on, after deciding.
+    #[test]
+    fn connection_may_not_name_a_field_the_decision_reads() {
+        let with_connection = HeadVerdict {
+            connection: true,
+            ..raw()
+        };
+        for options in [
+            &["Authorization"][..],
+            &["close,AUTHORIZATION"],
+            &["\tAuthorization "],
+            &["x, , Authorization"],
+            &["keep-alive", "authorization"],
+            &["Cookie"],
+            &["Host"],
+            &["content-length"],
+        ] {
+            assert_eq!(
+                check_with(with_connection, "GET", "/mapi/", V11, options),
+                Err(ClientFault::ConnectionNamesEndToEnd),
+                "{options:?}"
+            );
+        }
+        for options in [
+            &["keep-alive"][..],
+            &["close"],
+            &["Upgrade, Keep-Alive"],
+            &["X-Authorization"],
+        ] {
+            assert_eq!(
+                check_with(with_connection, "GET", "/mapi/", V11, options),
+                Ok(()),
+                "{options:?}"
             );
         }
     }

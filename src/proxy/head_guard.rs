@@ -31,6 +31,8 @@ pub struct HeadVerdict {
     pub hosts: u8,
     /// The head had a `Cookie` field (the ProxyShell guard reads cookies only then).
     pub cookie: bool,
+    /// The head had a `Connection` field (what it names is checked only then).
+    pub connection: bool,
     /// The guard could not follow this connection's framing (an unreadable
     /// `Content-Length`, a malformed chunked body): nothing after it can be vouched for.
     pub lost: bool,
@@ -128,7 +130,7 @@ impl HeadScan {
         self.line_len += bytes.len();
     }
 
-    /// Notes `Host`, `Cookie`, `Content-Length` and `Transfer-Encoding` fields;
+    /// Notes `Host`, `Cookie`, `Connection`, `Content-Length` and `Transfer-Encoding` fields;
     /// `content` is the line's length without its ending.
     fn inspect_field(&mut self, content: usize) {
         let line = &self.line[..content.min(LINE_PREFIX)];
@@ -151,6 +153,7 @@ impl HeadScan {
                 }
             }
             Some(b'c') if named(b"cookie:") => self.verdict.cookie = true,
+            Some(b'c') if named(b"connection:") => self.verdict.connection = true,
             Some(b't') if named(b"transfer-encoding:") => self.verdict.transfer_encoding = true,
             Some(b'h') if named(b"host:") => {
                 self.verdict.hosts = self.verdict.hosts.saturating_add(1);

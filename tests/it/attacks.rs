@@ -426,6 +426,13 @@ async fn malformed_requests_are_the_clients_fault() {
             "bare_lf",
         ),
         (
+            format!(
+                "GET /mapi/ HTTP/1.1\r\n{host}Authorization: Basic eDp5\r\nConnection: keep-alive, Authorization\r\n\r\n"
+            ),
+            400,
+            "connection_names_end_to_end",
+        ),
+        (
             format!("GET /mapi/ HTTP/1.1\r\n{host}X-A: 1\n\r\n"),
             400,
             "bare_lf",
@@ -451,6 +458,7 @@ async fn malformed_requests_are_the_clients_fault() {
         "{metrics}"
     );
     for reason in [
+        "connection_names_end_to_end",
         "malformed_head",
         "bare_lf",
         "body_framing",

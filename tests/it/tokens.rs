@@ -592,3 +592,65 @@ Set-OrganizationConfig -DefaultAuthenticationPolicy P
         .await;
     assert_eq!(r.status, 401, "without the flag it is plain Basic, blocked");
 }
+
+/// Found by the red team: on a connection user01 authenticated with NTLM, a valid token
+/// of another user, to a protocol user01's policy blocks, was forwarded — and with
+/// `Connection: Authorization` Exchange then served it as user01. The connection's user
+/// is refused whatever the token says, and no `Connection` option may remove a field
+/// the decision read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_does_not_carry_a_blocked_ntlm_connection_past_the_policy() {
+    let script = "New-AuthenticationPolicy -Name BlockLegacyOutlookAuth -BlockLegacyAuthMapi -BlockLegacyAuthRpc -BlockLegacyAuthOfflineAddressBook -BlockLegacyAuthAutodiscover
+Set-User user01 -AuthenticationPolicy BlockLegacyOutlookAuth
+";
+    let Setup {
+        key,
+        upstream,
+        gate,
+        ..
+    } = Setup::start(Wiring {
+        deployment: "onpremises",
+        script,
+        ..ONLINE
+    })
+    .await;
+    let other = bearer(&key.sign(&claims("nobody@contoso.com", true)));
+    for connection in [None, Some("Authorization"), Some("close, AUTHORIZATION")] {
+        for path in ["/mapi/emsmdb/", "/rpc/rpcproxy.dll", "/OAB/x/oab.xml"] {
+            let mut c = gate.client().await;
+            let t1 = c
+                .get("/owa/", &[("authorization", &ntlm_type1("NTLM"))])
+                .await;
+            assert_eq!(t1.status, 401);
+            let t3 = c
+                .get(
+                    "/owa/",
+                    &[("authorization", &ntlm_type3("NTLM", "CONTOSO", "user01"))],
+                )
+                .await;
+            assert_eq!(t3.status, 200);
+            let before = upstream.requests().len();
+            let mut headers = vec![("authorization", other.as_str())];
+            headers.extend(connection.map(|c| ("connection", c)));
+            let r = c
+                .send("GET", path, &headers, full(bytes::Bytes::new()))
+                .await
+                .map(|r| r.status);
+            let cell = format!("{path} Connection: {connection:?}");
+            assert!(matches!(r, Ok(400 | 401) | Err(_)), "{cell}: {r:?}");
+            assert_eq!(
+                upstream.requests().len(),
+                before,
+                "{cell}: reached Exchange"
+            );
+        }
+    }
+    // Without an NTLM connection the same token is served.
+    let mut c = gate.client().await;
+    assert_eq!(
+        c.get("/mapi/emsmdb/", &[("authorization", &other)])
+            .await
+            .status,
+        200
+    );
+}

@@ -389,6 +389,11 @@ impl Connection {
         if eval.decision.reason == Reason::NotGoverned {
             return (eval.decision, None, None); // OWA and ECP are Exchange's own business
         }
+        if eval.decision.connection {
+            // The connection's NTLM/Kerberos user is refused this protocol: whatever the
+            // token says, the upstream connection still carries that user (SPEC §3).
+            return (eval.decision, None, None);
+        }
         let refused = |reason, refusal| {
             let decision = Decision {
                 action: Action::Block,
