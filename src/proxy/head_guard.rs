@@ -353,6 +353,18 @@ const fn hex(b: u8) -> u8 {
     }
 }
 
+/// The verdicts the guard reaches on `reads`, fed in that order as if each had come from
+/// one read of the socket (for the fuzzer and tests: the same state machine as a live
+/// connection's).
+pub fn verdicts_of<'a>(reads: impl IntoIterator<Item = &'a [u8]>) -> Vec<HeadVerdict> {
+    let queue = Verdicts::default();
+    let mut guard = HeadGuard::new((), queue.clone());
+    for read in reads {
+        guard.scan(read);
+    }
+    std::iter::from_fn(|| queue.take()).collect()
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for HeadGuard<S> {
     fn poll_read(
         self: Pin<&mut Self>,

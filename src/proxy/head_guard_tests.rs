@@ -2,12 +2,7 @@ use super::*;
 
 /// Feeds `input` in pieces of `step` bytes and returns the verdicts.
 fn verdicts(input: &[u8], step: usize) -> Vec<HeadVerdict> {
-    let queue = Verdicts::default();
-    let mut guard = HeadGuard::new((), queue.clone());
-    for piece in input.chunks(step.max(1)) {
-        guard.scan(piece);
-    }
-    std::iter::from_fn(|| queue.take()).collect()
+    verdicts_of(input.chunks(step.max(1)))
 }
 
 /// The same verdicts however the bytes are split across reads.

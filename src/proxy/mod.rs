@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 pub use framing::ClientFault;
+pub use head_guard::{HeadVerdict, verdicts_of};
 pub use headers::{
     append_forwarded, bearer_challenge, client_address, remove_hop_by_hop, split_challenges,
     strip_legacy_challenges,
