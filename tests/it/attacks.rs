@@ -507,6 +507,12 @@ async fn the_head_limit_is_exact() {
         raw_exchange(gate.addr(), head(8192).as_bytes(), Duration::from_secs(2)).await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(upstream.requests().len(), 1);
+    // More than 100 fields: hyper's own 431, still counted as the client's.
+    let many: String = (0..101).map(|i| format!("X-{i}: a\r\n")).collect();
+    let request = format!("GET /ews/ HTTP/1.1\r\nHost: mail.contoso.com\r\n{many}\r\n");
+    let (status, _) = raw_exchange(gate.addr(), request.as_bytes(), Duration::from_secs(2)).await;
+    assert_eq!(status, 431);
+    assert_only_client_errors(&gate.metrics().await, "head_too_large", 1);
     for size in [8193, 20_000, 114_000] {
         let (status, text) =
             raw_exchange(gate.addr(), head(size).as_bytes(), Duration::from_secs(2)).await;
