@@ -39,6 +39,7 @@ pub struct ConnectionIdentity {
     /// The scheme that authenticated the connection (`ntlm`, `negotiate_ntlm`,
     /// `kerberos`, `negotiate`): later requests are counted under it.
     pub scheme: Scheme,
+    /// Who that was, as far as exgate can tell.
     pub subject: ConnectionSubject,
 }
 

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use super::context::RequestFacts;
 use super::path::{hex_value, is_control, percent_decode_lenient, query_pairs};
 
+/// The file name Exchange treats as Autodiscover v2 wherever a path contains it.
 pub(super) const AUTODISCOVER_JSON: &str = "autodiscover.json";
 
 /// The only places `autodiscover.json` may appear in a path (SPEC §2):
@@ -149,6 +150,7 @@ fn is_plain_address(s: &str) -> bool {
             .any(|b| b.is_ascii_whitespace() || is_control(b) || b"/\\?#%&:;".contains(&b))
 }
 
+/// Whether `needle` (ASCII) occurs in `haystack`, ignoring ASCII case.
 pub(super) fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
     haystack
         .as_bytes()
