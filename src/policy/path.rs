@@ -42,6 +42,13 @@ pub enum TargetError {
     /// A fragment (`#`) in the request target, which no client sends.
     #[error("request target contains a fragment")]
     Fragment,
+    /// The path as sent, read literally (split on `/` only: nothing decoded, no `\`, no
+    /// dot segment resolved), names another protocol than its normalized form:
+    /// `/mapi/../owa/`, `/ews/%2e%2e/mapi/`, `\mapi\emsmdb`, `/%6Dapi/`. exgate forwards
+    /// the path as sent, so a server that routes on it literally would serve another
+    /// protocol than the one exgate decided for.
+    #[error("the path as sent names another protocol than its normalized form")]
+    RawPathDisagrees,
     /// The ProxyShell pattern: an Autodiscover request whose query names another path.
     #[error("autodiscover query names another path (ProxyShell pattern)")]
     ProxyShell,
@@ -92,6 +99,10 @@ pub fn classify(target: &str) -> Result<Target, TargetError> {
         return Err(TargetError::ProxyShell);
     }
     let protocol = protocol_of(first, second);
+    // Only a path that normalization changed beyond case can disagree.
+    if !path.eq_ignore_ascii_case(&normalized) && literal_protocol(path) != protocol {
+        return Err(TargetError::RawPathDisagrees);
+    }
     let basic_auth_to_oauth = first == "powershell-liveid" && {
         let mut conversion = query_pairs(query)
             .filter(|(k, _)| k.eq_ignore_ascii_case("BasicAuthToOAuthConversion"));
@@ -105,6 +116,15 @@ pub fn classify(target: &str) -> Result<Target, TargetError> {
         basic_auth_to_oauth,
         autodiscover_v2,
     })
+}
+
+/// The protocol a server reading the raw path literally would route to: its first
+/// non-empty `/`-separated segments, lower-cased, nothing else done.
+fn literal_protocol(raw: &str) -> Protocol {
+    let mut segments = raw.split('/').filter(|s| !s.is_empty());
+    let first = segments.next().unwrap_or("").to_ascii_lowercase();
+    let second = segments.next().unwrap_or("").to_ascii_lowercase();
+    protocol_of(&first, &second)
 }
 
 fn protocol_of(first: &str, second: &str) -> Protocol {

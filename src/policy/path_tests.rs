@@ -43,10 +43,35 @@ fn every_virtual_directory_maps_to_its_protocol() {
 }
 
 #[test]
-fn classification_ignores_case_slashes_and_dot_segments() {
+fn classification_ignores_case_repeated_slashes_and_harmless_dot_segments() {
     for target in [
         "/MAPI/emsmdb",
         "//mapi//emsmdb",
+        "/mapi/./emsmdb",
+        "/mapi/emsmdb/../nspi/",
+        "/Mapi/EMSMDB/",
+        "/mapi/%65msmdb",
+    ] {
+        assert_eq!(protocol(target), Protocol::Mapi, "{target}");
+    }
+}
+
+/// Found by the red team: exgate forwards the path as sent, so where normalization moves
+/// a request to another protocol, a server that routes on the raw path would serve a
+/// protocol exgate did not decide for. Every such path is refused.
+#[test]
+fn a_path_whose_raw_reading_names_another_protocol_is_refused() {
+    for target in [
+        "/mapi/../owa/",
+        "/mapi/%2e%2e/owa/",
+        "/mapi\\..\\owa/",
+        "/mapi%2f..%2fowa/",
+        "/mapi/..%5cowa/",
+        "/mapi/emsmdb/../../owa/",
+        "/mapi/../ews/exchange.asmx",
+        "/oab/../owa/",
+        "/rpc/../ecp/",
+        "/autodiscover/../owa/",
         "/ews/../mapi/emsmdb",
         "/./mapi/./emsmdb",
         "\\mapi\\emsmdb",
@@ -55,8 +80,15 @@ fn classification_ignores_case_slashes_and_dot_segments() {
         "/mapi%2femsmdb",
         "/mapi%5cemsmdb",
         "/x/y/../../mapi",
+        "/owa/../mapi/",
+        "/ecp/%72eportingwebservice/",
+        "/ecp/x/../reportingwebservice/",
     ] {
-        assert_eq!(protocol(target), Protocol::Mapi, "{target}");
+        assert_eq!(
+            classify(target),
+            Err(TargetError::RawPathDisagrees),
+            "{target}"
+        );
     }
 }
 

@@ -598,3 +598,44 @@ async fn a_later_leg_cannot_strip_the_identity_off_an_authenticated_connection()
         }
     }
 }
+
+/// Found by the red team: exgate forwards the path as sent, so `/mapi/../owa/` — OWA to
+/// exgate, MAPI to a server routing on the raw path — carried user01's blocked MAPI
+/// through, with Basic or on an NTLM connection. A path whose raw reading names another
+/// protocol than its normalized form is refused, never forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_that_reads_as_another_protocol_raw_never_reaches_exchange() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start(ONPREM, PILOT, &[upstream.url()]).await;
+    let paths = [
+        "/mapi/../owa/",
+        "/mapi/%2e%2e/owa/",
+        "/mapi%2f..%2fowa/",
+        "/mapi/..%5cowa/",
+        "/mapi/emsmdb/../../owa/",
+        "/mapi/../ews/exchange.asmx",
+        "/oab/../owa/",
+        "/rpc/../ecp/",
+        "/autodiscover/../owa/",
+    ];
+    let auth = basic("user01@contoso.com", "Pilot-Passw0rd-01");
+    for path in paths {
+        let mut c = gate.client().await;
+        let r = c.get(path, &[("authorization", &auth)]).await;
+        assert_eq!(r.status, 400, "Basic {path}");
+        let mut c = gate.client().await;
+        authenticate(&mut c, "NTLM", "user01").await;
+        let before = upstream.requests().len();
+        let r = c.get(path, &[]).await;
+        assert_eq!(r.status, 400, "NTLM connection {path}");
+        assert_eq!(upstream.requests().len(), before, "{path}");
+    }
+    let raw = "GET /mapi\\..\\owa/ HTTP/1.1\r\nHost: mail.contoso.com\r\nAuthorization: Basic dXNlcjAxQGNvbnRvc28uY29tOlBpbG90LVBhc3N3MHJkLTAx\r\n\r\n";
+    let (status, _) = raw_exchange(gate.addr(), raw.as_bytes(), Duration::from_secs(2)).await;
+    assert_eq!(status, 400);
+    let seen = upstream.requests();
+    assert!(
+        seen.iter().all(|r| r.target == "/EWS/Exchange.asmx"),
+        "only the NTLM sign-ins reached Exchange: {seen:?}"
+    );
+}
