@@ -236,14 +236,18 @@ fn init_tracing_with(default: &str) {
 
 fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     init_tracing();
-    let config = match config::load(path) {
-        Ok(c) => c,
-        Err(errors) => {
-            eprint!("{}: {errors}", path.display());
-            return Ok(ExitCode::from(EXIT_CONFIG));
-        }
-    };
     runtime()?.block_on(async {
+        // First of all: SIGHUP's default action ends the process, and `systemctl start`
+        // followed at once by `systemctl reload` may send it while the configuration is
+        // still loading. A SIGHUP that arrives before the proxy runs is a reload after.
+        let mut signals = Signals::install()?;
+        let config = match config::load(path) {
+            Ok(c) => c,
+            Err(errors) => {
+                eprint!("{}: {errors}", path.display());
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+        };
         let running = match crate::proxy::start(config).await {
             Ok(r) => r,
             Err(e) if e.downcast_ref::<config::ConfigErrors>().is_some() => {
@@ -259,27 +263,41 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         );
         use std::io::Write as _;
         std::io::stdout().flush()?;
-        wait_for_signals(&running).await?;
+        signals.serve(&running).await;
         tracing::info!("shutting down: draining in-flight requests");
         running.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
 }
 
-/// SIGHUP reloads; SIGTERM or SIGINT returns so the caller can drain and exit.
-async fn wait_for_signals(running: &crate::proxy::Running) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    loop {
-        tokio::select! {
-            _ = hup.recv() => {
-                // The outcome is logged and counted by reload() itself.
-                let _ = running.shared.reload();
+/// The signals `exgate serve` answers, registered before anything else is done.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// SIGHUP reloads; SIGTERM or SIGINT returns so the caller can drain and exit.
+    async fn serve(&mut self, running: &crate::proxy::Running) {
+        loop {
+            tokio::select! {
+                _ = self.hup.recv() => {
+                    // The outcome is logged and counted by reload() itself.
+                    let _ = running.shared.reload();
+                }
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
             }
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
         }
     }
 }
@@ -317,6 +335,7 @@ fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
     let dir = args.dir.unwrap_or_else(|| lab::default_dir(args.scenario));
     let exe = std::env::current_exe()?;
     runtime()?.block_on(async {
+        let mut signals = Signals::install()?;
         let options = lab::LabOptions {
             scenario: args.scenario,
             dir: dir.clone(),
@@ -326,7 +345,7 @@ fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         print!("{}", lab::banner(&running.info, &dir, &exe));
         use std::io::Write as _;
         std::io::stdout().flush()?;
-        wait_for_signals(&running.running).await?;
+        signals.serve(&running.running).await;
         running.running.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })

@@ -33,6 +33,7 @@ pub struct RawServer {
     pub long_idle_timeout_seconds: Option<u64>,
     pub max_header_bytes: Option<u64>,
     pub shutdown_grace_seconds: Option<u64>,
+    pub listen_backlog: Option<u64>,
 }
 
 #[derive(Default, Deserialize)]

@@ -147,6 +147,9 @@ pub struct ServerConfig {
     pub long_idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub shutdown_grace: Duration,
+    /// `server.listen_backlog`: the accept queue of `server.listen` (the kernel caps it at
+    /// `net.core.somaxconn`).
+    pub listen_backlog: u32,
 }
 
 /// A PEM certificate chain and its private key.
@@ -240,6 +243,13 @@ pub fn server(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Se
             format!("{max_header_bytes} is outside 8192..=1048576"),
         ));
     }
+    let listen_backlog = s.listen_backlog.unwrap_or(4096);
+    if !(1..=65_535).contains(&listen_backlog) {
+        errors.push(error(
+            "server.listen_backlog",
+            format!("{listen_backlog} is outside 1..=65535"),
+        ));
+    }
     ServerConfig {
         listen: address(
             "server.listen",
@@ -273,6 +283,7 @@ pub fn server(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Se
             errors,
         ),
         max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(65_536),
+        listen_backlog: u32::try_from(listen_backlog).unwrap_or(4096),
         shutdown_grace: seconds(
             "server.shutdown_grace_seconds",
             s.shutdown_grace_seconds,

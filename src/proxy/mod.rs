@@ -248,8 +248,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         },
         config_path: config.path.clone(),
     });
-    let listener = TcpListener::bind(config.server.listen)
-        .await
+    let listener = bind_with_backlog(config.server.listen, config.server.listen_backlog)
         .with_context(|| format!("binding server.listen {}", config.server.listen))?;
     let admin = TcpListener::bind(config.server.admin_listen)
         .await
@@ -274,6 +273,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown,
         tasks,
     })
+}
+
+/// Binds `addr` with an accept queue of `backlog` connections (`server.listen_backlog`,
+/// SPEC §7): a burst of connects waits in the queue instead of for a SYN retransmit.
+fn bind_with_backlog(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 async fn accept_loop(

@@ -176,3 +176,143 @@ async fn passwords_never_appear_in_logs_or_metrics() {
         "only the allowed requests were forwarded"
     );
 }
+
+/// `server.listen_backlog` sizes the accept queue (SPEC §7): what `ss` shows as the
+/// listening socket's Send-Q. The default is 4096 (capped by `net.core.somaxconn`).
+#[test]
+fn the_accept_queue_is_as_long_as_configured() {
+    let send_q = |port: u16| -> u32 {
+        let out = std::process::Command::new("ss")
+            .args(["-ltnH", &format!("sport = :{port}")])
+            .output()
+            .expect("ss (iproute2)");
+        let line = text(&out.stdout);
+        line.split_whitespace()
+            .nth(2)
+            .unwrap_or_else(|| panic!("no listening socket on {port}: {line}"))
+            .parse()
+            .unwrap()
+    };
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for (extra, want) in [
+        ("listen_backlog = 777", 777.min(somaxconn)),
+        ("", 4096.min(somaxconn)),
+    ] {
+        let dir = write_files(&[
+            (
+                "exgate.toml",
+                &config_text(CONFIG, &["http://127.0.0.1:9".into()], extra),
+            ),
+            ("policies.ps1", ""),
+        ]);
+        let exgate = Spawned::start(&dir, "warn");
+        assert_eq!(send_q(exgate.proxy.port()), want, "{extra:?}");
+        exgate.stop();
+    }
+    let dir = write_files(&[
+        (
+            "exgate.toml",
+            &config_text(CONFIG, &["http://127.0.0.1:9".into()], "listen_backlog = 0"),
+        ),
+        ("policies.ps1", ""),
+    ]);
+    let out = exgate(&["validate", "--config", arg(&dir.join("exgate.toml"))]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        text(&out.stderr).contains("server.listen_backlog"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// SIGHUP's default action ends a process: exgate installs its handler before it loads
+/// anything, so a reload sent while it starts (`systemctl start` then `reload`) is a
+/// reload, not a kill.
+#[test]
+fn sighup_while_starting_does_not_kill_exgate() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    // 5,000 declared users make the start take long enough to hit it on purpose.
+    let users: String = (0..5_000)
+        .map(|i| format!("[[users]]\nupn = \"u{i}@contoso.com\"\n"))
+        .collect();
+    let config = config_text(
+        &format!("{CONFIG}{users}"),
+        &["http://127.0.0.1:9".into()],
+        "",
+    );
+    let dir = write_files(&[("exgate.toml", &config), ("policies.ps1", PILOT)]);
+    let mut sent_while_starting = 0;
+    for _ in 0..5 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_exgate"))
+            .args(["serve", "--config", arg(&dir.join("exgate.toml"))])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        // As soon as the process catches SIGHUP, send it again and again until it serves.
+        let caught = || {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    let mask = s
+                        .lines()
+                        .find_map(|l| l.strip_prefix("SigCgt:"))?
+                        .trim()
+                        .to_owned();
+                    u64::from_str_radix(&mask, 16).ok()
+                })
+                .is_some_and(|mask| mask & 1 != 0)
+        };
+        let started = std::time::Instant::now();
+        while !caught() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "SIGHUP never caught"
+            );
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        let listening = loop {
+            let _ = Command::new("kill")
+                .args(["-HUP", &pid.to_string()])
+                .status();
+            if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(2)) {
+                break line;
+            }
+            sent_while_starting += 1;
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "SIGHUP killed exgate while it started"
+            );
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "never listened"
+            );
+        };
+        assert!(listening.starts_with("exgate listening"), "{listening}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(child.try_wait().unwrap().is_none(), "SIGHUP killed exgate");
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        assert!(child.wait().unwrap().success());
+    }
+    // The handler was there before exgate listened: SIGHUPs arrived while it started.
+    assert!(
+        sent_while_starting > 0,
+        "no SIGHUP was sent before exgate listened"
+    );
+}
