@@ -96,11 +96,21 @@ pub fn load_with_env(
         .add_source(file)
         .add_source(environment)
         .build()
-        .map_err(|e| ConfigErrors(vec![error(path.display().to_string(), e.to_string())]))?;
+        .map_err(|e| {
+            ConfigErrors(vec![error(
+                path.display().to_string(),
+                redact(&e.to_string()),
+            )])
+        })?;
 
     let mut unknown = Vec::new();
     let raw: raw::RawConfig = serde_ignored::deserialize(built, |p| unknown.push(p.to_string()))
-        .map_err(|e| ConfigErrors(vec![error(path.display().to_string(), e.to_string())]))?;
+        .map_err(|e| {
+            ConfigErrors(vec![error(
+                path.display().to_string(),
+                redact(&e.to_string()),
+            )])
+        })?;
     let mut errors: Vec<ConfigError> = unknown
         .into_iter()
         .map(|key| error(dotted(&key), "unknown key"))
@@ -232,3 +242,43 @@ pub fn build_engine(config: &Config) -> Result<Engine, ConfigErrors> {
 
 #[cfg(test)]
 mod tests;
+
+/// A parser's error message without the values it quotes: the TOML parser prints the
+/// offending source line, and serde the value of a wrong type — either may be a secret
+/// (`admin.token`, a key pasted into the wrong field). Positions and keys stay.
+fn redact(message: &str) -> String {
+    message
+        .lines()
+        .filter(|line| {
+            // Source snippets: `  |`, `8 | token = "…"`, `  |      ^`.
+            let t = line.trim_start();
+            let t = t.trim_start_matches(|c: char| c.is_ascii_digit());
+            !t.trim_start().starts_with('|')
+        })
+        .map(redact_value)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `invalid type: string "v", expected …` → `invalid type: string [redacted], expected …`
+/// (also `invalid value:` and backtick-quoted values).
+fn redact_value(line: &str) -> String {
+    let mut out = line.to_owned();
+    for marker in ["invalid type: ", "invalid value: "] {
+        let Some(start) = out.find(marker).map(|i| i + marker.len()) else {
+            continue;
+        };
+        let end = out[start..]
+            .find(", expected")
+            .map_or(out.len(), |i| start + i);
+        let value = &out[start..end];
+        let open = value.find(['"', '`']);
+        let close = value.rfind(['"', '`']);
+        if let (Some(open), Some(close)) = (open, close) {
+            if close > open {
+                out.replace_range(start + open..=start + close, "[redacted]");
+            }
+        }
+    }
+    out
+}

@@ -265,3 +265,39 @@ fn mfa_without_issuers_is_an_error() {
     let errors = load_with_env(&write(&toml, None), Some(HashMap::new())).unwrap_err();
     assert_eq!(keys(&errors), ["tokens.mfa.require_for"]);
 }
+
+/// Issue "availability": a TOML error on the `admin.token` line printed the line, and a
+/// wrong type printed the value. Neither may appear in any error message.
+#[test]
+fn configuration_errors_never_quote_a_value() {
+    let secret = "SuperSecretAdminToken123";
+    for toml in [
+        format!("{MINIMAL}[admin]\ntoken = \"{secret} oops\n"),
+        format!("{MINIMAL}[admin]\ntoken = '{secret}\n"),
+        format!("{MINIMAL}[admin]\ntoken = {secret}\n"),
+        format!("{MINIMAL}[server]\nmax_header_bytes = \"{secret}\"\n"),
+    ] {
+        let errors = load(&write(&toml, None)).unwrap_err();
+        let text = errors.to_string();
+        assert!(!text.contains(secret), "{text}");
+        assert!(!text.contains("SuperSecret"), "{text}");
+        assert!(!text.is_empty());
+    }
+}
+
+#[test]
+fn redaction_keeps_positions_and_keys() {
+    let toml_error = "TOML parse error at line 8, column 39\n  |\n8 | token = \"x\n  |        ^\ninvalid basic string, expected `\"`\n";
+    assert_eq!(
+        redact(toml_error),
+        "TOML parse error at line 8, column 39\ninvalid basic string, expected `\"`"
+    );
+    assert_eq!(
+        redact("invalid type: string \"hunter2\", expected an integer for key `server.x`"),
+        "invalid type: string [redacted], expected an integer for key `server.x`"
+    );
+    assert_eq!(
+        redact("invalid value: integer `-5`, expected u64"),
+        "invalid value: integer [redacted], expected u64"
+    );
+}
