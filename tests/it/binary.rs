@@ -316,3 +316,48 @@ fn sighup_while_starting_does_not_kill_exgate() {
         "no SIGHUP was sent before exgate listened"
     );
 }
+
+/// At start exgate raises its open-file soft limit to the hard limit (SPEC §7): under
+/// `prlimit --nofile=1024:8192` (the shape of a default systemd unit) it runs with 8192.
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = write_files(&[
+        (
+            "exgate.toml",
+            &config_text(CONFIG, &["http://127.0.0.1:9".into()], ""),
+        ),
+        ("policies.ps1", ""),
+    ]);
+    let mut child = Command::new("prlimit")
+        .args([
+            "--nofile=1024:8192",
+            env!("CARGO_BIN_EXE_exgate"),
+            "serve",
+            "--config",
+        ])
+        .arg(dir.join("exgate.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prlimit (util-linux)");
+    let line = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert!(line.starts_with("exgate listening"), "{line}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(&open_files[3..5], ["8192", "8192"], "{limits}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}
