@@ -24,12 +24,7 @@ for tool in haproxy wrk taskset python3 curl; do
 done
 cargo build --release --quiet
 EXGATE=$PWD/target/release/exgate
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "${KEEP:-}" ] || rm -rf "$WORK"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+. benches/common.sh
 TENANT=6f3b5b2a-1c4d-4e8f-9a0b-7c6d5e4f3a2b
 export ISSUER="https://sts.windows.net/$TENANT/" AUDIENCE="https://outlook.office365.com"
 

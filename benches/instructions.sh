@@ -16,11 +16,7 @@ for tool in valgrind haproxy wrk python3 curl; do
     command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind haproxy wrk python3 curl >/dev/null; break; }
 done
 cargo build --release --quiet
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+. benches/common.sh
 
 UP_PORT=$(free_port); export UP_PORT
 FE_PORT=$UP_PORT haproxy -f benches/peers/haproxy-upstream.cfg > "$WORK/up.log" 2>&1 &

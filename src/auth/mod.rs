@@ -150,6 +150,18 @@ impl Credentials {
         }
     }
 
+    /// Whether these credentials are a leg of NTLM or Negotiate, which authenticate the
+    /// connection rather than the request (RFC 4559 §6): the proxy pins it.
+    pub fn authenticates_connection(&self) -> bool {
+        matches!(
+            self,
+            Credentials::Ntlm { .. }
+                | Credentials::Kerberos
+                | Credentials::NegotiateContinuation
+                | Credentials::NegotiateUnknown
+        )
+    }
+
     /// Whether these credentials start or finish a new authentication of the connection
     /// (an NTLM Type 1 or Type 3, a Kerberos AP-REQ) rather than riding on the identity
     /// an earlier handshake left on it.

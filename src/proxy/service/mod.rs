@@ -116,17 +116,6 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
 /// upload then never holds an Exchange connection.
 const READ_WHOLE_BELOW_BYTES: u64 = 64 * 1024;
 
-/// NTLM and Negotiate authenticate the connection, not the request.
-fn connection_authenticating(credentials: &Credentials) -> bool {
-    matches!(
-        credentials,
-        Credentials::Ntlm { .. }
-            | Credentials::Kerberos
-            | Credentials::NegotiateContinuation
-            | Credentials::NegotiateUnknown
-    )
-}
-
 /// What the request path learned, for metrics, the audit log and protection.
 struct Outcome {
     decision: Decision,
@@ -237,7 +226,8 @@ impl Connection {
                 snapshot
                     .engine
                     .evaluate(target, headers.iter().map(HeaderValue::as_bytes), ctx);
-            let (decision, token_refusal, token_user) = self.token_stage(&snapshot, &eval).await;
+            let (decision, token_refusal, token_user) =
+                self.token_stage(&snapshot, &eval, ctx).await;
             let user = match (decision.connection, token_user) {
                 (true, _) => auth
                     .identity
@@ -248,7 +238,7 @@ impl Connection {
             };
             (decision, token_refusal, eval.credentials, user)
         };
-        if connection_authenticating(&credentials) {
+        if credentials.authenticates_connection() {
             if auth.identity.is_some() {
                 // A new authentication leg never reaches the upstream connection an
                 // earlier one authenticated: Exchange might keep serving that connection
@@ -374,12 +364,14 @@ impl Connection {
     }
 
     /// Phase: validate the bearer token (SPEC §5), when issuers are configured. A valid
-    /// token's user re-decides on-premises `BlockModernAuth*`; then the MFA requirement
-    /// of the protocol applies.
+    /// token's user re-decides on-premises `BlockModernAuth*` in the request's own context
+    /// (`ctx`, the connection's identity included); then the MFA requirement of the
+    /// protocol applies.
     async fn token_stage(
         &self,
         snapshot: &Snapshot,
         eval: &Evaluation,
+        ctx: Context<'_>,
     ) -> (Decision, Option<Refusal>, Option<String>) {
         let (Some(validator), Some(token), Some(target)) =
             (&self.shared.tokens, eval.token(), eval.target)
@@ -390,8 +382,9 @@ impl Connection {
             return (eval.decision, None, None); // OWA and ECP are Exchange's own business
         }
         if eval.decision.connection {
-            // The connection's NTLM/Kerberos user is refused this protocol: whatever the
-            // token says, the upstream connection still carries that user (SPEC §3).
+            // The connection's NTLM/Kerberos user is refused this protocol, whatever the
+            // token says (SPEC §3): the re-decision below would refuse it too, so no
+            // signature is verified for it.
             return (eval.decision, None, None);
         }
         let refused = |reason, refusal| {
@@ -414,7 +407,7 @@ impl Connection {
         };
         let ctx = Context {
             token_user: verified.user.as_deref(),
-            ..Context::default()
+            ..ctx
         };
         let decision = snapshot.engine.decide(&target, &eval.credentials, ctx);
         if decision.action.forwards()
