@@ -278,7 +278,7 @@ fn raise_file_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => tracing::info!(
             open_files = limit,
-            forwarded_connections = limit / 2,
+            default_max_connections = crate::proxy::default_max_connections(),
             "open-file limit raised to the hard limit"
         ),
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),

@@ -5,8 +5,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::auth::Scheme;
@@ -32,6 +32,17 @@ pub const UPSTREAM_ERRORS_TOTAL: &str = "exgate_upstream_errors_total";
 /// `exgate_client_errors_total{reason}`: requests refused as the client's fault
 /// (framing, stalled or aborted bodies, oversized heads, refused methods).
 pub const CLIENT_ERRORS_TOTAL: &str = "exgate_client_errors_total";
+/// `exgate_overload_total{reason}`: connections and requests refused because exgate
+/// itself ran out of room (`max_connections`, `file_descriptors`), never an upstream's
+/// fault (SPEC §7 "Limits").
+pub const OVERLOAD_TOTAL: &str = "exgate_overload_total";
+/// `exgate_client_connections`: client connections open now.
+pub const CLIENT_CONNECTIONS: &str = "exgate_client_connections";
+/// `exgate_client_connections_limit`: `server.max_connections` as in effect.
+pub const CLIENT_CONNECTIONS_LIMIT: &str = "exgate_client_connections_limit";
+/// `exgate_upstream_healthy{server}`: 1 while the server passes every active health
+/// check, 0 otherwise (the label is the configured address, a bounded set).
+pub const UPSTREAM_HEALTHY: &str = "exgate_upstream_healthy";
 /// `exgate_lockouts_total{location}`.
 pub const LOCKOUTS_TOTAL: &str = "exgate_lockouts_total";
 /// `exgate_spray_suspects_total`.
@@ -61,6 +72,12 @@ pub struct Metrics {
     upstream_requests: Vec<IntCounter>,
     upstream_errors: IntCounterVec,
     client_errors: IntCounterVec,
+    overload: IntCounterVec,
+    /// `exgate_client_connections`.
+    pub client_connections: IntGauge,
+    /// `exgate_client_connections_limit`.
+    pub client_connections_limit: IntGauge,
+    upstream_healthy: IntGaugeVec,
     lockouts: IntCounterVec,
     spray_suspects: IntCounter,
     audit_dropped: IntCounter,
@@ -143,6 +160,29 @@ impl Metrics {
         for fault in crate::proxy::ClientFault::ALL {
             client_errors.with_label_values(&[fault.as_str()]);
         }
+        let overload = counter_vec(
+            OVERLOAD_TOTAL,
+            "Connections and requests refused because exgate itself was out of room, by reason.",
+            "reason",
+        );
+        for reason in ["max_connections", "file_descriptors"] {
+            overload.with_label_values(&[reason]);
+        }
+        let client_connections =
+            IntGauge::new(CLIENT_CONNECTIONS, "Client connections open now.").expect("valid");
+        let client_connections_limit = IntGauge::new(
+            CLIENT_CONNECTIONS_LIMIT,
+            "Client connections served at once at most (server.max_connections).",
+        )
+        .expect("valid metric");
+        let upstream_healthy = IntGaugeVec::new(
+            Opts::new(
+                UPSTREAM_HEALTHY,
+                "1 while the upstream server passes its active health checks, else 0.",
+            ),
+            &["server"],
+        )
+        .expect("valid metric");
         let lockouts = counter_vec(
             LOCKOUTS_TOTAL,
             "Smart lockouts engaged, by location (familiar or unknown).",
@@ -167,6 +207,7 @@ impl Metrics {
             &upstream_requests_vec,
             &upstream_errors,
             &client_errors,
+            &overload,
             &lockouts,
         ] {
             registry
@@ -181,6 +222,14 @@ impl Metrics {
                 .register(Box::new(c.clone()))
                 .expect("metric names are unique");
         }
+        for g in [&client_connections, &client_connections_limit] {
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric names are unique");
+        }
+        registry
+            .register(Box::new(upstream_healthy.clone()))
+            .expect("metric names are unique");
         let upstream_requests = ["1xx", "2xx", "3xx", "4xx", "5xx"]
             .map(|class| upstream_requests_vec.with_label_values(&[class]))
             .to_vec();
@@ -195,6 +244,10 @@ impl Metrics {
             upstream_requests,
             upstream_errors,
             client_errors,
+            overload,
+            client_connections,
+            client_connections_limit,
+            upstream_healthy,
             lockouts,
             spray_suspects,
             audit_dropped,
@@ -275,6 +328,19 @@ impl Metrics {
         self.client_errors
             .with_label_values(&[fault.as_str()])
             .inc();
+    }
+
+    /// Counts a connection or request refused because exgate was out of room
+    /// (`max_connections`, `file_descriptors`).
+    pub fn record_overload(&self, reason: &'static str) {
+        self.overload.with_label_values(&[reason]).inc();
+    }
+
+    /// Sets `exgate_upstream_healthy{server}` (the configured address).
+    pub fn set_upstream_healthy(&self, server: &str, healthy: bool) {
+        self.upstream_healthy
+            .with_label_values(&[server])
+            .set(i64::from(healthy));
     }
 
     /// Counts a lockout that engaged (`familiar` or `unknown`).

@@ -34,6 +34,7 @@ pub struct RawServer {
     pub max_header_bytes: Option<u64>,
     pub shutdown_grace_seconds: Option<u64>,
     pub listen_backlog: Option<u64>,
+    pub max_connections: Option<u64>,
 }
 
 #[derive(Default, Deserialize)]
@@ -43,6 +44,8 @@ pub struct RawUpstream {
     pub ca_file: Option<String>,
     pub insecure_skip_verify: Option<bool>,
     pub connect_timeout_seconds: Option<u64>,
+    pub response_header_timeout_seconds: Option<u64>,
+    pub health_check_interval_seconds: Option<u64>,
 }
 
 #[derive(Default, Deserialize)]
@@ -106,6 +109,7 @@ pub struct RawIssuer {
     pub leeway_seconds: Option<u64>,
     pub refresh_interval_seconds: Option<u64>,
     pub unknown_kid_refresh_min_seconds: Option<u64>,
+    pub fetch_timeout_seconds: Option<u64>,
 }
 
 #[derive(Default, Deserialize)]

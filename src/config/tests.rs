@@ -236,7 +236,13 @@ fn server_defaults_and_relative_tls_paths() {
         cfg.server.tls.unwrap().cert,
         path.with_file_name("tls/c.pem")
     );
-    assert_eq!(cfg.upstream.connect_timeout.as_secs(), 5);
+    assert_eq!(cfg.upstream.connect_timeout.as_secs(), 3);
+    assert_eq!(cfg.upstream.response_header_timeout.as_secs(), 120);
+    assert_eq!(
+        cfg.upstream.health_check_interval,
+        Some(std::time::Duration::from_secs(5))
+    );
+    assert_eq!(cfg.server.max_connections, None);
     assert_eq!(cfg.challenge, ChallengeConfig::default());
 }
 

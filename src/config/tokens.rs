@@ -32,11 +32,13 @@ pub struct IssuerConfig {
     pub leeway: Duration,
     pub refresh_interval: Duration,
     pub unknown_kid_refresh_min: Duration,
+    /// `fetch_timeout_seconds`: bounds one key fetch, discovery document included.
+    pub fetch_timeout: Duration,
 }
 
 impl IssuerConfig {
     /// SPEC §5's defaults: RS256, 300 s leeway, a refresh every 12 h, unknown-`kid`
-    /// refetches at most every 5 min.
+    /// refetches at most every 5 min, 5 s per fetch.
     pub fn new(issuer: &str, audiences: &[&str], source: KeySource) -> IssuerConfig {
         IssuerConfig {
             issuer: issuer.to_owned(),
@@ -46,6 +48,7 @@ impl IssuerConfig {
             leeway: Duration::from_secs(300),
             refresh_interval: Duration::from_secs(43_200),
             unknown_kid_refresh_min: Duration::from_secs(300),
+            fetch_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -190,6 +193,12 @@ pub fn tokens(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> To
             &key("unknown_kid_refresh_min_seconds"),
             raw_issuer.unknown_kid_refresh_min_seconds,
             config.unknown_kid_refresh_min.as_secs(),
+            errors,
+        );
+        config.fetch_timeout = seconds(
+            &key("fetch_timeout_seconds"),
+            raw_issuer.fetch_timeout_seconds,
+            config.fetch_timeout.as_secs(),
             errors,
         );
         issuers.push(config);

@@ -150,6 +150,9 @@ pub struct ServerConfig {
     /// `server.listen_backlog`: the accept queue of `server.listen` (the kernel caps it at
     /// `net.core.somaxconn`).
     pub listen_backlog: u32,
+    /// `server.max_connections`: client connections served at once; None sizes it from
+    /// the open-file limit at start (SPEC §7 "Limits").
+    pub max_connections: Option<usize>,
 }
 
 /// A PEM certificate chain and its private key.
@@ -166,6 +169,11 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
     pub insecure_skip_verify: bool,
     pub connect_timeout: Duration,
+    /// `upstream.response_header_timeout_seconds`: the wait for an upstream's response
+    /// headers, except for MAPI `NotificationWait` and RPC over HTTP (SPEC §7).
+    pub response_header_timeout: Duration,
+    /// `upstream.health_check_interval_seconds`; None when set to 0 (checks off).
+    pub health_check_interval: Option<Duration>,
 }
 
 /// The parameters of the Bearer challenge (`[exchange.challenge]`), as Exchange sends them.
@@ -250,7 +258,15 @@ pub fn server(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Se
             format!("{listen_backlog} is outside 1..=65535"),
         ));
     }
+    let max_connections = match s.max_connections {
+        Some(0) => {
+            errors.push(error("server.max_connections", "must be at least 1"));
+            None
+        }
+        n => n.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+    };
     ServerConfig {
+        max_connections,
         listen: address(
             "server.listen",
             s.listen.as_deref(),
@@ -323,9 +339,19 @@ pub fn upstream(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> 
         connect_timeout: seconds(
             "upstream.connect_timeout_seconds",
             u.connect_timeout_seconds,
-            5,
+            3,
             errors,
         ),
+        response_header_timeout: seconds(
+            "upstream.response_header_timeout_seconds",
+            u.response_header_timeout_seconds,
+            120,
+            errors,
+        ),
+        health_check_interval: match u.health_check_interval_seconds {
+            Some(0) => None,
+            v => Some(Duration::from_secs(v.unwrap_or(5))),
+        },
     }
 }
 

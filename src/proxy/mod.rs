@@ -5,6 +5,7 @@ mod body;
 mod framing;
 mod head_guard;
 mod headers;
+mod health;
 mod idle;
 mod respond;
 mod service;
@@ -21,7 +22,7 @@ use hyper::header::HeaderValue;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
@@ -90,7 +91,7 @@ pub struct Shared {
     pub tokens: Option<Arc<TokenValidator>>,
     /// Per protocol: bearer tokens must show MFA (`tokens.mfa.require_for`).
     require_mfa: [bool; Protocol::ALL.len()],
-    upstream: upstream::Upstream,
+    upstream: Arc<upstream::Upstream>,
     timeouts: Timeouts,
     config_path: PathBuf,
     state_file: Option<PathBuf>,
@@ -189,6 +190,8 @@ pub struct Running {
     pub shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Background work that runs until stopped (the health checks).
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Running {
@@ -201,6 +204,9 @@ impl Running {
     /// returns when every connection is closed.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        for task in &self.background {
+            task.abort();
+        }
         for task in self.tasks {
             let _ = task.await;
         }
@@ -212,7 +218,7 @@ impl Running {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let snapshot = Snapshot::build(&config).map_err(anyhow::Error::new)?;
     let tls_client = tls::client_config(&config.upstream)?;
-    let upstream = upstream::Upstream::new(&config.upstream, tls_client);
+    let upstream = Arc::new(upstream::Upstream::new(&config.upstream, tls_client));
     let acceptor = match &config.server.tls {
         Some(files) => Some(TlsAcceptor::from(Arc::new(tls::server_config(files)?))),
         None => None,
@@ -255,6 +261,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("binding server.admin_listen {}", config.server.admin_listen))?;
     let proxy_addr = listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
+    let max_connections = config
+        .server
+        .max_connections
+        .unwrap_or_else(default_max_connections);
+    metrics
+        .client_connections_limit
+        .set(i64::try_from(max_connections).unwrap_or(i64::MAX));
+    tracing::info!(max_connections, "client connections served at once at most");
+    let background = vec![tokio::spawn(
+        shared.upstream.clone().run_health_checks(metrics.clone()),
+    )];
     let (shutdown, watch) = watch::channel(false);
     let tasks = vec![
         tokio::spawn(accept_loop(
@@ -262,6 +279,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             acceptor,
             shared.clone(),
             config.server.clone(),
+            Arc::new(Semaphore::new(max_connections)),
             watch.clone(),
         )),
         tokio::spawn(crate::admin::serve(admin, shared.clone(), watch)),
@@ -272,7 +290,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shared,
         shutdown,
         tasks,
+        background,
     })
+}
+
+/// Descriptors kept back from client connections: listeners, the audit log, key fetches,
+/// health checks, the admin listener's clients, and the brief accept of a connection
+/// refused over capacity.
+const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// `server.max_connections` when not configured (SPEC §7 "Limits"): what the open-file
+/// soft limit allows once the reserve is kept, at two descriptors per forwarded
+/// connection (the client's and its upstream's), at least 1.
+pub fn default_max_connections() -> usize {
+    let soft = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+    let n = soft.saturating_sub(RESERVED_DESCRIPTORS) / 2;
+    usize::try_from(n.max(1)).unwrap_or(usize::MAX)
 }
 
 /// Binds `addr` with an accept queue of `backlog` connections (`server.listen_backlog`,
@@ -287,22 +320,42 @@ fn bind_with_backlog(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListe
     socket.listen(backlog)
 }
 
+/// Connections refused over capacity that may be lingering at once (each holds its
+/// descriptor for up to [`OVER_CAPACITY_LINGER`]); beyond this they are closed unanswered.
+const OVER_CAPACITY_ANSWERS: usize = 64;
+/// How long a refused connection is drained after its 503, so that the client reads the
+/// answer instead of a reset (a close with unread bytes sends RST).
+const OVER_CAPACITY_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn accept_loop(
     listener: TcpListener,
     acceptor: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     server: ServerConfig,
+    capacity: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
+    let answering = Arc::new(Semaphore::new(OVER_CAPACITY_ANSWERS));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    spawn_connection(stream, peer, acceptor.clone(), shared.clone(), &server, &graceful);
-                }
+                Ok((stream, peer)) => match capacity.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let open = OpenConnection::new(permit, &shared.metrics);
+                        spawn_connection(stream, peer, acceptor.clone(), shared.clone(), &server, &graceful, open);
+                    }
+                    Err(_) => {
+                        shared.metrics.record_overload("max_connections");
+                        refuse_over_capacity(stream, acceptor.is_some(), &answering);
+                    }
+                },
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
+                    // Out of file descriptors and the like: exgate's own exhaustion,
+                    // counted as such; back off instead of spinning.
+                    if is_descriptor_exhaustion(&e) {
+                        shared.metrics.record_overload("file_descriptors");
+                    }
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
@@ -319,6 +372,60 @@ async fn accept_loop(
     }
 }
 
+/// Whether an accept failed for lack of descriptors (EMFILE, ENFILE) or buffers.
+fn is_descriptor_exhaustion(e: &std::io::Error) -> bool {
+    upstream::is_local_exhaustion(e)
+}
+
+/// A client connection beyond `server.max_connections` (SPEC §6): a plain-HTTP one is
+/// sent a raw 503 with `Retry-After` and drained briefly before it is closed; a TLS one
+/// is closed at once (a handshake would cost what the limit protects). Never touches an
+/// upstream.
+fn refuse_over_capacity(stream: TcpStream, tls: bool, answering: &Arc<Semaphore>) {
+    let Ok(permit) = answering.clone().try_acquire_owned() else {
+        return; // dropped: closed unanswered
+    };
+    if tls {
+        return;
+    }
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = stream;
+        let linger = async {
+            stream.write_all(respond::OVER_CAPACITY).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 4096];
+            while stream.read(&mut sink).await? > 0 {}
+            std::io::Result::Ok(())
+        };
+        let _ = tokio::time::timeout(OVER_CAPACITY_LINGER, linger).await;
+        drop(permit);
+    });
+}
+
+/// A client connection's place under `server.max_connections`, counted in
+/// `exgate_client_connections`; released when the connection ends.
+struct OpenConnection {
+    _permit: OwnedSemaphorePermit,
+    gauge: prometheus::IntGauge,
+}
+
+impl OpenConnection {
+    fn new(permit: OwnedSemaphorePermit, metrics: &Metrics) -> OpenConnection {
+        metrics.client_connections.inc();
+        OpenConnection {
+            _permit: permit,
+            gauge: metrics.client_connections.clone(),
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
 /// How far above `server.max_header_bytes` hyper's read buffer may grow: heads up to
 /// there reach the head guard's exact check; beyond it hyper refuses them itself.
 const HYPER_BUFFER_MARGIN: usize = 16 * 1024;
@@ -330,6 +437,7 @@ fn spawn_connection(
     shared: Arc<Shared>,
     server: &ServerConfig,
     graceful: &GracefulShutdown,
+    open: OpenConnection,
 ) {
     let _ = stream.set_nodelay(true);
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -353,6 +461,7 @@ fn spawn_connection(
     let watcher = graceful.watcher();
     let handshake_timeout = server.header_read_timeout;
     tokio::spawn(async move {
+        let _open = open;
         let result = match acceptor {
             None => {
                 let io = TokioIo::new(head_guard::HeadGuard::new(stream, verdicts));

@@ -25,6 +25,11 @@ pub enum Refusal {
     UpstreamUnreachable,
     /// No upstream server is available (all ejected).
     NoUpstream,
+    /// exgate is out of local resources (file descriptors, ports): 503 with
+    /// `Retry-After`, never blamed on a server.
+    Overloaded,
+    /// The upstream server sent no response headers in time.
+    UpstreamTimeout,
     /// The bearer token failed validation.
     InvalidToken(TokenError),
     /// The bearer token shows no MFA where it is required (RFC 9470).
@@ -96,6 +101,13 @@ pub fn refusal(r: Refusal, bearer: &HeaderValue) -> Response<ProxyBody> {
         )),
         Refusal::UpstreamUnreachable => text(StatusCode::BAD_GATEWAY, "Bad Gateway\n"),
         Refusal::NoUpstream => text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n"),
+        Refusal::Overloaded => {
+            let mut res = text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n");
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            res
+        }
+        Refusal::UpstreamTimeout => text(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout\n"),
         Refusal::Client(fault) => match fault.status() {
             405 => {
                 let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
@@ -123,6 +135,10 @@ fn with_error(bearer: &HeaderValue, error: &str, description: &str) -> HeaderVal
     );
     HeaderValue::from_bytes(&v).unwrap_or_else(|_| bearer.clone())
 }
+
+/// What a client connection beyond `server.max_connections` is sent, raw, before it is
+/// closed (SPEC §6): exgate reads nothing from it.
+pub const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n\r\nService Unavailable\n";
 
 /// Asks the client to close the connection after this response (used when an NTLM or
 /// Negotiate connection's upstream is gone or its Type 3 was blocked).
@@ -163,6 +179,12 @@ mod tests {
         assert_eq!(status(decided(Action::Reject, Reason::AmbiguousPath)), 400);
         assert_eq!(status(Refusal::UpstreamUnreachable), 502);
         assert_eq!(status(Refusal::NoUpstream), 503);
+        assert_eq!(status(Refusal::Overloaded), 503);
+        assert_eq!(status(Refusal::UpstreamTimeout), 504);
+        assert_eq!(
+            refusal(Refusal::Overloaded, &bearer).headers()[header::RETRY_AFTER],
+            "1"
+        );
         assert_eq!(status(Refusal::InvalidToken(TokenError::Expired)), 401);
         assert_eq!(status(Refusal::InvalidToken(TokenError::NoKeys)), 503);
         assert_eq!(status(Refusal::MfaRequired), 401);

@@ -1,7 +1,9 @@
-//! The array of Exchange servers: round-robin with passive ejection, and one dedicated,
-//! never-pooled connection per client connection (which is also what NTLM and Negotiate
-//! need: the authenticated connection is never shared).
+//! The array of Exchange servers: round-robin over the servers whose active health
+//! checks pass, passive ejection on connect failures, and one dedicated, never-pooled
+//! connection per client connection (which is also what NTLM and Negotiate need: the
+//! authenticated connection is never shared).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -14,8 +16,11 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower_service::Service;
 
+use super::health::{InUse, Probe, ServerHealth};
 use super::respond::{ProxyBody, empty};
 use crate::config::UpstreamConfig;
+use crate::metrics::Metrics;
+use crate::policy::Protocol;
 
 /// How long a server that refused a connection is left out of the rotation.
 const EJECT_FOR: Duration = Duration::from_secs(10);
@@ -29,6 +34,13 @@ pub enum UpstreamError {
     NoServer,
     #[error("upstream server unreachable or failed")]
     Unreachable,
+    /// exgate itself is out of file descriptors, memory or local ports: not the
+    /// server's fault, so no server is ejected (SPEC §7 "Limits").
+    #[error("out of local resources (file descriptors, memory or ports)")]
+    LocalExhaustion,
+    /// The server did not send response headers within the protocol's wait.
+    #[error("upstream server sent no response headers in time")]
+    ResponseTimeout,
 }
 
 /// What is forwarded of a request besides its body.
@@ -43,9 +55,12 @@ pub struct Head {
 struct Server {
     /// `scheme://authority`.
     base: Uri,
+    /// The address as configured: the `server` label of `exgate_upstream_healthy`.
+    label: String,
     host_header: HeaderValue,
     /// Milliseconds since `Upstream::epoch` until which the server is skipped.
     ejected_until_ms: AtomicU64,
+    health: ServerHealth,
 }
 
 /// The upstream servers and the connections to them.
@@ -54,6 +69,33 @@ pub struct Upstream {
     next: AtomicUsize,
     connector: Connector,
     epoch: Instant,
+    /// The protocols requests used, whose virtual directories the checks cover.
+    in_use: InUse,
+    /// The wait for response headers (`upstream.response_header_timeout_seconds`).
+    pub response_header_timeout: Duration,
+    health_check_interval: Option<Duration>,
+}
+
+/// `errno` values that mean this host, not the server, ran out of something (Linux):
+/// ENOMEM, ENFILE, EMFILE, EADDRNOTAVAIL (no ephemeral port left), ENOBUFS.
+const LOCAL_EXHAUSTION_ERRNOS: [i32; 5] = [12, 23, 24, 99, 105];
+
+/// Whether a connect error is exgate's own exhaustion rather than the server's failure:
+/// walks the error's sources for an I/O error with one of the errnos above.
+pub fn is_local_exhaustion(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io
+                .raw_os_error()
+                .is_some_and(|n| LOCAL_EXHAUSTION_ERRNOS.contains(&n))
+            {
+                return true;
+            }
+        }
+        current = e.source();
+    }
+    false
 }
 
 impl Upstream {
@@ -73,9 +115,11 @@ impl Upstream {
             .iter()
             .map(|uri| Server {
                 base: uri.clone(),
+                label: uri.to_string().trim_end_matches('/').to_owned(),
                 host_header: HeaderValue::from_str(uri.authority().map_or("", |a| a.as_str()))
                     .expect("a parsed authority is a valid header value"),
                 ejected_until_ms: AtomicU64::new(0),
+                health: ServerHealth::default(),
             })
             .collect();
         Upstream {
@@ -83,6 +127,9 @@ impl Upstream {
             next: AtomicUsize::new(0),
             connector,
             epoch: Instant::now(),
+            in_use: InUse::default(),
+            response_header_timeout: config.response_header_timeout,
+            health_check_interval: config.health_check_interval,
         }
     }
 
@@ -90,14 +137,33 @@ impl Upstream {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// The next server in rotation that is not ejected.
-    fn pick(&self) -> Option<usize> {
+    /// The next server in rotation that is not ejected and passes its checks for
+    /// `protocol`. When none passes, any server not ejected: a health check that fails
+    /// everywhere (a missing `healthcheck.htm`, a probe blocked on the way) must not turn
+    /// into an outage exgate caused itself (Envoy's "panic threshold").
+    fn pick(&self, protocol: Protocol) -> Option<usize> {
         let n = self.servers.len();
         let now = self.now_ms();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|k| (start + k) % n)
-            .find(|&i| self.servers[i].ejected_until_ms.load(Ordering::Relaxed) <= now)
+        let available =
+            |i: &usize| self.servers[*i].ejected_until_ms.load(Ordering::Relaxed) <= now;
+        let mut order = (0..n).map(|k| (start + k) % n);
+        order
+            .clone()
+            .filter(available)
+            .find(|&i| self.servers[i].health.serves(protocol))
+            .or_else(|| order.find(available))
+    }
+
+    /// Notes that a request for `protocol` is forwarded: its virtual directory joins the
+    /// health checks.
+    pub fn note_in_use(&self, protocol: Protocol) {
+        self.in_use.note(protocol);
+    }
+
+    /// Whether the server behind `own` still passes its checks for `protocol`.
+    pub fn serves(&self, own: &Pinned, protocol: Protocol) -> bool {
+        self.servers[own.server].health.serves(protocol)
     }
 
     fn eject(&self, i: usize) {
@@ -124,13 +190,20 @@ impl Upstream {
     }
 
     /// Opens a dedicated connection for one client connection that authenticates with
-    /// NTLM or Negotiate (RFC 4559 §6): it is never pooled or shared.
-    pub async fn pin(&self) -> Result<Pinned, UpstreamError> {
+    /// NTLM or Negotiate (RFC 4559 §6): it is never pooled or shared. The server is one
+    /// that serves `protocol`. A connect that fails or times out ejects the server and
+    /// tries the next; one that fails for lack of local descriptors or ports ejects
+    /// nobody and returns [`UpstreamError::LocalExhaustion`].
+    pub async fn pin(&self, protocol: Protocol) -> Result<Pinned, UpstreamError> {
         for _ in 0..self.servers.len() {
-            let server = self.pick().ok_or(UpstreamError::NoServer)?;
+            let server = self.pick(protocol).ok_or(UpstreamError::NoServer)?;
             let mut connector = self.connector.clone();
             let io = match connector.call(self.servers[server].base.clone()).await {
                 Ok(io) => io,
+                Err(e) if is_local_exhaustion(e.as_ref()) => {
+                    tracing::warn!(error = %e, "out of local resources connecting upstream; no server ejected");
+                    return Err(UpstreamError::LocalExhaustion);
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "pinned upstream connect failed");
                     self.eject(server);
@@ -183,6 +256,95 @@ impl Upstream {
         body: Option<ProxyBody>,
     ) -> Request<ProxyBody> {
         self.request(own.server, head, body.unwrap_or_else(empty))
+    }
+}
+
+impl Upstream {
+    /// Runs the active health checks until the process ends (SPEC §7 "Health"): every
+    /// half interval a round probes, on every server at once, the health-check page of
+    /// each protocol in use, each probe on a new connection and bounded by half an
+    /// interval. So a server that freezes is out of the rotation within one interval,
+    /// and one that recovers is back within half of one. Does nothing when the checks
+    /// are off (`health_check_interval_seconds = 0`).
+    pub async fn run_health_checks(self: Arc<Self>, metrics: Arc<Metrics>) {
+        let Some(interval) = self.health_check_interval else {
+            return;
+        };
+        for server in &self.servers {
+            metrics.set_upstream_healthy(&server.label, true);
+        }
+        let every = interval / 2;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.check_round(every, &metrics).await;
+        }
+    }
+
+    /// One round of checks on every server; updates health, the gauge and the log.
+    async fn check_round(self: &Arc<Self>, timeout: Duration, metrics: &Metrics) {
+        let checked = self.in_use.checked();
+        let mut probes = tokio::task::JoinSet::new();
+        for server in 0..self.servers.len() {
+            for &(protocol, path) in &checked {
+                let this = self.clone();
+                probes.spawn(async move {
+                    let probe = tokio::time::timeout(timeout, this.probe(server, path))
+                        .await
+                        .unwrap_or(Probe::NoAnswer);
+                    (server, protocol, probe)
+                });
+            }
+        }
+        let mut results = vec![Vec::new(); self.servers.len()];
+        while let Some(done) = probes.join_next().await {
+            if let Ok((server, protocol, probe)) = done {
+                results[server].push((protocol, probe));
+            }
+        }
+        for (server, results) in self.servers.iter().zip(results) {
+            for (protocol, passes) in server.health.record(&results) {
+                match passes {
+                    true => {
+                        tracing::info!(server = %server.label, protocol = protocol.as_str(), "upstream health check passes again; back in rotation")
+                    }
+                    false => {
+                        tracing::warn!(server = %server.label, protocol = protocol.as_str(), "upstream health check failed; out of rotation for this protocol")
+                    }
+                }
+            }
+            let healthy = results.iter().all(|(_, p)| *p == Probe::Pass);
+            metrics.set_upstream_healthy(&server.label, healthy);
+        }
+    }
+
+    /// One check: `GET <path>` on a new connection, as a load balancer probes Exchange.
+    async fn probe(&self, server: usize, path: &'static str) -> Probe {
+        let s = &self.servers[server];
+        let mut connector = self.connector.clone();
+        let Ok(io) = connector.call(s.base.clone()).await else {
+            return Probe::NoAnswer;
+        };
+        let Ok((mut sender, conn)) = http1::handshake::<_, ProxyBody>(io).await else {
+            return Probe::NoAnswer;
+        };
+        let conn = tokio::spawn(conn);
+        let mut req = Request::new(empty());
+        *req.uri_mut() = Uri::from_static(path);
+        let headers = req.headers_mut();
+        headers.insert(header::HOST, s.host_header.clone());
+        headers.insert(
+            header::USER_AGENT,
+            HeaderValue::from_static("exgate-healthcheck"),
+        );
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let probe = match sender.send_request(req).await {
+            Ok(res) => Probe::of_status(res.status().as_u16()),
+            Err(_) => Probe::NoAnswer,
+        };
+        conn.abort();
+        probe
     }
 }
 

@@ -1,7 +1,10 @@
 //! Signing keys per issuer: one shared cache for the whole process, refreshed in the
 //! background with jitter, refetched at most once per interval on an unknown `kid`
 //! (single-flight: concurrent misses wait for one fetch instead of starting many), and
-//! kept when a fetch fails (the last good keys keep serving).
+//! kept when a fetch fails (the last good keys keep serving). While an issuer has no
+//! keys at all (a start during an outage), a bearer request fetches at once, at most
+//! once a second, so service returns with the endpoint instead of with the background
+//! retry. Every fetch is bounded by the issuer's `fetch_timeout_seconds`.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -26,8 +29,12 @@ use crate::metrics::Metrics;
 
 /// Largest key document accepted.
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
-/// Time allowed for one fetch.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for one connect (the whole fetch has the issuer's own bound as well).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// While an issuer has no keys, the least time between two fetches a request triggers.
+const EMPTY_REFETCH_MIN: Duration = Duration::from_secs(1);
+/// The background retry's longest pause while an issuer has no keys.
+const EMPTY_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Why keys could not be fetched.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +123,7 @@ impl Fetcher {
             .with_no_client_auth();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
-        http.set_connect_timeout(Some(FETCH_TIMEOUT));
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let connector = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -129,25 +136,37 @@ impl Fetcher {
 
     async fn get(&self, uri: &Uri) -> Result<Bytes, FetchError> {
         let fail = |e: String| FetchError::Http(uri.to_string(), e);
-        let request = async {
-            let res = self
-                .client
-                .get(uri.clone())
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            if !res.status().is_success() {
-                return Err(fail(format!("status {}", res.status())));
-            }
-            let body = Limited::new(res.into_body(), MAX_DOCUMENT_BYTES);
-            Ok(body
-                .collect()
-                .await
-                .map_err(|e| fail(e.to_string()))?
-                .to_bytes())
-        };
-        tokio::time::timeout(FETCH_TIMEOUT, request)
+        let res = self
+            .client
+            .get(uri.clone())
             .await
-            .map_err(|_| fail("timed out".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+        if !res.status().is_success() {
+            return Err(fail(format!("status {}", res.status())));
+        }
+        let body = Limited::new(res.into_body(), MAX_DOCUMENT_BYTES);
+        Ok(body
+            .collect()
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .to_bytes())
+    }
+
+    /// Fetches and parses the key set a source names, all within `timeout` (the
+    /// discovery document and the key document together).
+    pub async fn key_set_within(
+        &self,
+        source: &KeySource,
+        timeout: Duration,
+    ) -> Result<KeySet, FetchError> {
+        tokio::time::timeout(timeout, self.key_set(source))
+            .await
+            .unwrap_or_else(|_| {
+                Err(FetchError::Http(
+                    source_name(source),
+                    format!("timed out after {timeout:?}"),
+                ))
+            })
     }
 
     /// Fetches and parses the key set a source names.
@@ -189,6 +208,14 @@ impl Default for Fetcher {
     }
 }
 
+/// Where a key source points, for messages.
+fn source_name(source: &KeySource) -> String {
+    match source {
+        KeySource::JwksFile(path) => path.display().to_string(),
+        KeySource::JwksUrl(uri) | KeySource::OpenIdConfiguration(uri) => uri.to_string(),
+    }
+}
+
 /// One issuer's keys, shared by every connection.
 pub struct IssuerKeys {
     source: KeySource,
@@ -197,6 +224,7 @@ pub struct IssuerKeys {
     last_fetch: Mutex<Option<Instant>>,
     refresh_interval: Duration,
     unknown_kid_min: Duration,
+    fetch_timeout: Duration,
 }
 
 impl IssuerKeys {
@@ -205,6 +233,7 @@ impl IssuerKeys {
         source: KeySource,
         refresh_interval: Duration,
         unknown_kid_min: Duration,
+        fetch_timeout: Duration,
     ) -> IssuerKeys {
         IssuerKeys {
             source,
@@ -212,6 +241,7 @@ impl IssuerKeys {
             last_fetch: Mutex::new(None),
             refresh_interval,
             unknown_kid_min,
+            fetch_timeout,
         }
     }
 
@@ -227,7 +257,10 @@ impl IssuerKeys {
         metrics: &Metrics,
     ) -> Result<(), FetchError> {
         *last = Some(Instant::now());
-        match fetcher.key_set(&self.source).await {
+        match fetcher
+            .key_set_within(&self.source, self.fetch_timeout)
+            .await
+        {
             Ok(set) => {
                 tracing::debug!(keys = set.len(), "signing keys refreshed");
                 self.current.store(Some(Arc::new(set)));
@@ -259,13 +292,26 @@ impl IssuerKeys {
         let _ = self.fetch_locked(&mut last, fetcher, metrics).await;
     }
 
-    /// Fetches until the first success (backing off to a minute), then every
-    /// `refresh_interval` ±10%. Runs until the process ends.
+    /// While the issuer has no keys: a request with a token fetches now, unless a
+    /// fetch started less than a second ago (single flight: concurrent callers wait for
+    /// the fetch in progress, then find keys or a fresh attempt). Waits at most the fetch
+    /// timeout, plus that of a fetch already in progress.
+    pub async fn refresh_when_empty(&self, fetcher: &Fetcher, metrics: &Metrics) {
+        let mut last = self.last_fetch.lock().await;
+        if self.current.load().is_some() || last.is_some_and(|t| t.elapsed() < EMPTY_REFETCH_MIN) {
+            return;
+        }
+        let _ = self.fetch_locked(&mut last, fetcher, metrics).await;
+    }
+
+    /// Fetches until the first success (backing off to 30 s; requests fetch sooner, see
+    /// [`IssuerKeys::refresh_when_empty`]), then every `refresh_interval` ±10%. Runs
+    /// until the process ends.
     pub async fn run_refresher(self: Arc<Self>, fetcher: Arc<Fetcher>, metrics: Arc<Metrics>) {
         let mut backoff = Duration::from_secs(1);
-        while self.refresh(&fetcher, &metrics).await.is_err() {
+        while self.current.load().is_none() && self.refresh(&fetcher, &metrics).await.is_err() {
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(60));
+            backoff = (backoff * 2).min(EMPTY_BACKOFF_MAX);
         }
         loop {
             tokio::time::sleep(jitter(self.refresh_interval)).await;

@@ -106,6 +106,7 @@ impl TokenValidator {
                         c.source.clone(),
                         c.refresh_interval,
                         c.unknown_kid_refresh_min,
+                        c.fetch_timeout,
                     )),
                     algorithms,
                     config: c.clone(),
@@ -221,7 +222,14 @@ impl TokenValidator {
                     .await;
                 issuer.keys.current().ok_or(TokenError::UnknownKey)?
             }
-            None => return Err(TokenError::NoKeys),
+            None => {
+                // A start during an outage: fetch now rather than at the next retry.
+                issuer
+                    .keys
+                    .refresh_when_empty(&self.fetcher, &self.metrics)
+                    .await;
+                issuer.keys.current().ok_or(TokenError::NoKeys)?
+            }
         };
         let key = keys.get(kid).ok_or(TokenError::UnknownKey)?;
         match jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, alg) {

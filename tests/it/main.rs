@@ -1,6 +1,7 @@
 //! exgate's integration tests: one binary, a module per area (keeps CI builds few).
 
 mod attacks;
+mod availability;
 mod binary;
 #[cfg(feature = "lab")]
 mod clients;

@@ -489,10 +489,17 @@ pub const PROTOCOL_PATHS: [(&str, &str); 9] = [
 
 /// A configuration with port-0 listeners (plus `server_extra` in `[server]`), the given
 /// upstreams, and `toml` after them.
+///
+/// Active health checks are off unless `toml` sets their interval: their probes would
+/// reach the recording upstream and take its connection numbers.
 pub fn config_text(toml: &str, upstreams: &[String], server_extra: &str) -> String {
     let servers: Vec<String> = upstreams.iter().map(|u| format!("\"{u}\"")).collect();
+    let checks = match toml.contains("health_check_interval_seconds") {
+        true => "",
+        false => "health_check_interval_seconds = 0\n",
+    };
     format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{server_extra}\n[upstream]\nservers = [{}]\n{toml}",
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{server_extra}\n[upstream]\nservers = [{}]\n{checks}{toml}",
         servers.join(", ")
     )
 }
@@ -509,10 +516,27 @@ impl Spawned {
     /// Starts `exgate serve --config <dir>/exgate.toml` with `RUST_LOG=rust_log` and waits
     /// for its "listening" line.
     pub fn start(dir: &Path, rust_log: &str) -> Spawned {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_exgate"));
+        command.args(["serve", "--config", arg(&dir.join("exgate.toml"))]);
+        Spawned::run(command, rust_log)
+    }
+
+    /// Like [`Spawned::start`], under an open-file limit of `nofile` (soft and hard),
+    /// set by util-linux's `prlimit`, which then executes exgate in its place.
+    pub fn start_limited(dir: &Path, rust_log: &str, nofile: u64) -> Spawned {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_exgate"))
+            .args(["serve", "--config", arg(&dir.join("exgate.toml"))]);
+        Spawned::run(command, rust_log)
+    }
+
+    fn run(mut command: Command, rust_log: &str) -> Spawned {
         use std::io::{BufRead, BufReader, Read};
         use std::process::Stdio;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_exgate"))
-            .args(["serve", "--config", arg(&dir.join("exgate.toml"))])
+        let mut child = command
             .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

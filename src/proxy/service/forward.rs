@@ -13,7 +13,7 @@ use super::Connection;
 use crate::policy::{Decision, Protocol};
 use crate::proxy::idle::IdleTimeout;
 use crate::proxy::respond::{BoxError, ProxyBody};
-use crate::proxy::upstream::{Head, Pinned, UpstreamError};
+use crate::proxy::upstream::{Head, UpstreamError};
 use crate::proxy::{Snapshot, headers};
 
 impl Connection {
@@ -24,6 +24,25 @@ impl Connection {
         match protocol {
             Protocol::Rpc | Protocol::Mapi => t.long_idle,
             _ => t.idle,
+        }
+    }
+
+    /// How long to wait for the response headers (SPEC §7): a MAPI `NotificationWait`
+    /// long poll (MS-OXCMAPIHTTP §2.2.2.2: `X-RequestType: NotificationWait`) and every
+    /// RPC over HTTP request may be held by Exchange for minutes; the rest get
+    /// `upstream.response_header_timeout_seconds`.
+    pub(super) fn response_header_wait(&self, protocol: Protocol, head: &Head) -> Duration {
+        let long_poll = match protocol {
+            Protocol::Rpc => true,
+            Protocol::Mapi => head
+                .headers
+                .get("x-requesttype")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"NotificationWait")),
+            _ => false,
+        };
+        match long_poll {
+            true => self.shared.timeouts.long_idle,
+            false => self.shared.upstream.response_header_timeout,
         }
     }
 
@@ -42,36 +61,60 @@ impl Connection {
         }
     }
 
+    /// Sends the request on the client connection's own upstream connection, opening
+    /// one to a server that serves `protocol` when there is none, and waits at most
+    /// `wait` for the response headers (then the upstream connection is closed).
     pub(super) async fn forward(
         &self,
+        protocol: Protocol,
         head: Head,
         body: Option<ProxyBody>,
+        wait: Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let upstream = &self.shared.upstream;
+        upstream.note_in_use(protocol);
         let mut auth = self.auth.lock().await;
-        // An idle upstream connection the server has closed is replaced before anything
-        // is sent — unless NTLM or Negotiate authenticated it: that state cannot move.
-        let stale = auth.upstream.as_ref().is_some_and(Pinned::is_closed);
-        if stale && !auth.authenticated {
+        // An idle upstream connection the server has closed, or whose server has left the
+        // rotation for this protocol, is replaced before anything is sent — unless NTLM
+        // or Negotiate authenticated it: that state cannot move.
+        let replace = auth
+            .upstream
+            .as_ref()
+            .is_some_and(|own| own.is_closed() || !upstream.serves(own, protocol));
+        if replace && !auth.authenticated {
             auth.upstream = None;
         }
         if auth.upstream.is_none() {
-            auth.upstream = Some(upstream.pin().await?);
+            auth.upstream = Some(upstream.pin(protocol).await?);
         }
         let own = auth.upstream.as_mut().expect("connected above");
         let req = upstream.request_on(own, head, body);
-        match upstream.send_on(own, req).await {
+        let sent = match tokio::time::timeout(wait, upstream.send_on(own, req)).await {
+            Ok(sent) => sent,
+            Err(_) => {
+                auth.upstream = None;
+                return Err(UpstreamError::ResponseTimeout);
+            }
+        };
+        match sent {
             Ok(res) => Ok(res),
             // Closed under us before the request was written: once more on a new
             // connection, if it has no body (SPEC §7) and this one carried no
             // authentication.
             Err((_, Some(req))) if !auth.authenticated && req.body().is_end_stream() => {
-                auth.upstream = Some(upstream.pin().await?);
+                auth.upstream = Some(upstream.pin(protocol).await?);
                 let own = auth.upstream.as_mut().expect("connected above");
-                upstream.send_on(own, req).await.map_err(|(e, _)| {
-                    auth.upstream = None;
-                    e
-                })
+                match tokio::time::timeout(wait, upstream.send_on(own, req)).await {
+                    Ok(Ok(res)) => Ok(res),
+                    Ok(Err((e, _))) => {
+                        auth.upstream = None;
+                        Err(e)
+                    }
+                    Err(_) => {
+                        auth.upstream = None;
+                        Err(UpstreamError::ResponseTimeout)
+                    }
+                }
             }
             Err((e, _)) => {
                 auth.upstream = None;

@@ -316,7 +316,8 @@ impl Connection {
         };
 
         // Phase: forward, on the client connection's own upstream connection.
-        let result = self.forward(head, body).await;
+        let wait = self.response_header_wait(decision.protocol, &head);
+        let result = self.forward(decision.protocol, head, body, wait).await;
         if let Some(fault) = fault.as_ref().and_then(BodyFault::get) {
             if result.is_err() {
                 return self.body_fault(&snapshot, fault, pin, outcome).await;
@@ -334,11 +335,28 @@ impl Connection {
                 rewrite_response(res, &snapshot, &decision, anonymous, pin, idle)
             }
             Err(e) => {
-                let (refusal, reason) = match e {
-                    UpstreamError::NoServer => (Refusal::NoUpstream, "no_server"),
-                    UpstreamError::Unreachable => (Refusal::UpstreamUnreachable, "unreachable"),
+                let refusal = match e {
+                    UpstreamError::NoServer => Refusal::NoUpstream,
+                    UpstreamError::Unreachable => Refusal::UpstreamUnreachable,
+                    UpstreamError::ResponseTimeout => Refusal::UpstreamTimeout,
+                    UpstreamError::LocalExhaustion => Refusal::Overloaded,
                 };
-                self.shared.metrics.record_upstream_error(reason);
+                match e {
+                    UpstreamError::NoServer => {
+                        self.shared.metrics.record_upstream_error("no_server")
+                    }
+                    UpstreamError::Unreachable => {
+                        self.shared.metrics.record_upstream_error("unreachable")
+                    }
+                    UpstreamError::ResponseTimeout => self
+                        .shared
+                        .metrics
+                        .record_upstream_error("response_timeout"),
+                    // exgate's own exhaustion is never counted against Exchange.
+                    UpstreamError::LocalExhaustion => {
+                        self.shared.metrics.record_overload("file_descriptors")
+                    }
+                }
                 let mut res = respond::refusal(refusal, &snapshot.bearer);
                 if pin {
                     // The authenticated upstream connection is gone: the client must
