@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
 /// Time allowed for one connect (the whole fetch has the issuer's own bound as well).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// While an issuer has no keys, the least time between two fetches a request triggers.
+/// While an issuer has no keys, the least time between two fetches requests trigger.
 const EMPTY_REFETCH_MIN: Duration = Duration::from_secs(1);
 /// The background retry's longest pause while an issuer has no keys.
 const EMPTY_BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -292,14 +292,23 @@ impl IssuerKeys {
         let _ = self.fetch_locked(&mut last, fetcher, metrics).await;
     }
 
-    /// While the issuer has no keys: a request with a token fetches now, unless a
-    /// fetch started less than a second ago (single flight: concurrent callers wait for
-    /// the fetch in progress, then find keys or a fresh attempt). Waits at most the fetch
-    /// timeout, plus that of a fetch already in progress.
+    /// While the issuer has no keys: a request with a token fetches, at most once a
+    /// second. Single flight: callers queue on the lock, and one that finds a fetch
+    /// started after it arrived takes that fetch's outcome instead of starting another,
+    /// so a burst costs one fetch per second however large it is. A caller waits for
+    /// the fetch in progress, at most a second, then its own fetch (each bounded by the
+    /// fetch timeout), so after an outage the first request gets keys within a second
+    /// of the endpoint's return plus the fetch itself.
     pub async fn refresh_when_empty(&self, fetcher: &Fetcher, metrics: &Metrics) {
+        let arrived = Instant::now();
         let mut last = self.last_fetch.lock().await;
-        if self.current.load().is_some() || last.is_some_and(|t| t.elapsed() < EMPTY_REFETCH_MIN) {
+        if self.current.load().is_some() || last.is_some_and(|t| t >= arrived) {
             return;
+        }
+        if let Some(since) = last.map(|t| t.elapsed()) {
+            if since < EMPTY_REFETCH_MIN {
+                tokio::time::sleep(EMPTY_REFETCH_MIN - since).await;
+            }
         }
         let _ = self.fetch_locked(&mut last, fetcher, metrics).await;
     }

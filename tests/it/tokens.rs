@@ -20,6 +20,8 @@ struct Idp {
     addr: std::net::SocketAddr,
     jwks: Arc<Mutex<String>>,
     down: Arc<AtomicBool>,
+    /// Accept, then never answer (a hung endpoint).
+    hang: Arc<AtomicBool>,
     fetches: Arc<AtomicUsize>,
 }
 
@@ -29,20 +31,27 @@ impl Idp {
         let addr = listener.local_addr().unwrap();
         let jwks_doc = Arc::new(Mutex::new(jwks(keys)));
         let down = Arc::new(AtomicBool::new(false));
+        let hang = Arc::new(AtomicBool::new(false));
         let fetches = Arc::new(AtomicUsize::new(0));
         let (doc, is_down, count) = (jwks_doc.clone(), down.clone(), fetches.clone());
+        let hung = hang.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 let (doc, is_down, count) = (doc.clone(), is_down.clone(), count.clone());
+                let hung = hung.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |req: hyper::Request<hyper::body::Incoming>| {
                             let (doc, is_down, count) =
                                 (doc.clone(), is_down.clone(), count.clone());
+                            let hung = hung.clone();
                             async move {
+                                if hung.load(Ordering::SeqCst) {
+                                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                                }
                                 let mut res = Response::new(Full::new(Bytes::new()));
                                 if is_down.load(Ordering::SeqCst) {
                                     *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
@@ -70,6 +79,7 @@ impl Idp {
             addr,
             jwks: jwks_doc,
             down,
+            hang,
             fetches,
         }
     }
@@ -117,6 +127,8 @@ struct Wiring<'a> {
     openid: bool,
     /// Take the identity provider down before exgate starts (and do not wait for keys).
     idp_down: bool,
+    /// `fetch_timeout_seconds` of the issuer, when set.
+    fetch_timeout: Option<u64>,
 }
 
 const ONLINE: Wiring<'static> = Wiring {
@@ -125,6 +137,7 @@ const ONLINE: Wiring<'static> = Wiring {
     unknown_kid_min: 300,
     openid: false,
     idp_down: false,
+    fetch_timeout: None,
 };
 
 impl Setup {
@@ -140,6 +153,10 @@ impl Setup {
             )
         } else {
             format!("jwks_url = \"http://{}/keys\"", idp.addr)
+        };
+        let source = match w.fetch_timeout {
+            Some(t) => format!("{source}\nfetch_timeout_seconds = {t}"),
+            None => source,
         };
         let toml = tokens_toml(w.deployment, &source, w.unknown_kid_min);
         let gate = Exgate::start(&toml, w.script, &[upstream.url()]).await;
@@ -493,6 +510,82 @@ async fn without_keys_tokens_get_503_and_readyz_waits() {
             .await
             .status,
         200
+    );
+}
+
+/// Issue 11: after a start during an outage long enough for the background retry to
+/// back off, the first bearer request after the endpoint returns is answered 200 within
+/// 2 s (it fetches the keys itself), and a burst during the outage costs about one fetch
+/// per second, not one per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_outage_at_start_the_first_token_is_served_within_two_seconds() {
+    let Setup {
+        key: k1, idp, gate, ..
+    } = Setup::start(Wiring {
+        idp_down: true,
+        ..ONLINE
+    })
+    .await;
+    let token = k1.sign(&claims("user01@contoso.com", true));
+    let auth = bearer(&token);
+    // 4.5 s of outage: the background retry is now sleeping 4 s at a time.
+    let outage = std::time::Instant::now();
+    let mut refused = 0;
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (addr, auth) = (gate.addr(), auth.clone());
+            tokio::spawn(async move {
+                let mut c = Client::connect(addr).await;
+                c.get("/ews/", &[("authorization", &auth)]).await.status
+            })
+        })
+        .collect();
+    for t in tasks {
+        refused += usize::from(t.await.unwrap() == 503);
+    }
+    assert_eq!(refused, 20, "no keys, no service");
+    tokio::time::sleep(Duration::from_millis(4500).saturating_sub(outage.elapsed())).await;
+    let failed = gate.metrics().await;
+    let failures: f64 = failed
+        .lines()
+        .find_map(|l| l.strip_prefix("exgate_jwks_refreshes_total{result=\"failure\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(failures <= 10.0, "{failures} fetches in a 4.5 s outage");
+    idp.down.store(false, Ordering::SeqCst);
+    let back = std::time::Instant::now();
+    let mut c = gate.client().await;
+    let status = c.get("/ews/", &[("authorization", &auth)]).await.status;
+    assert_eq!(status, 200);
+    assert!(
+        back.elapsed() < Duration::from_secs(2),
+        "{:?} after the endpoint returned",
+        back.elapsed()
+    );
+}
+
+/// Issue 11: against a key endpoint that accepts and never answers, a token with an
+/// unknown `kid` is answered 401 within the issuer's `fetch_timeout_seconds`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_kid_against_a_hung_endpoint_is_answered_within_the_fetch_timeout() {
+    let Setup { idp, gate, .. } = Setup::start(Wiring {
+        unknown_kid_min: 1,
+        fetch_timeout: Some(2),
+        ..ONLINE
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    idp.hang.store(true, Ordering::SeqCst);
+    let stranger = SigningKey::generate("k9");
+    let token = stranger.sign(&claims("user01@contoso.com", true));
+    let mut c = gate.client().await;
+    let started = std::time::Instant::now();
+    let r = c.get("/ews/", &[("authorization", &bearer(&token))]).await;
+    assert_eq!(r.status, 401);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(3),
+        "answered after {took:?}"
     );
 }
 
