@@ -21,8 +21,15 @@ use crate::proxy::{CmdletError, Shared};
 /// Largest cmdlet script accepted by `POST /cmdlet`.
 const MAX_SCRIPT_BYTES: usize = 64 * 1024;
 
+/// Admin connections served at once: they come out of the descriptors exgate keeps in
+/// reserve (SPEC §7 "Limits"), so a local scraper gone wrong cannot take the proxy's.
+const MAX_ADMIN_CONNECTIONS: usize = 32;
+/// Time an admin client has to send its request head, and to send the next one.
+const ADMIN_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves the admin endpoints until `stop` fires.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let capacity = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -35,6 +42,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
             },
             _ = stop.changed() => return,
         };
+        let Ok(permit) = capacity.clone().try_acquire_owned() else {
+            continue; // closed: the admin listener is full
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
@@ -42,8 +52,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
                 async move { Ok::<_, Infallible>(route(&shared, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(ADMIN_HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            drop(permit);
         });
     }
 }

@@ -526,3 +526,43 @@ async fn two_thousand_concurrent_connections_all_get_answers() {
         upstream.requests().iter().map(|r| r.connection).collect();
     assert_eq!(connections.len(), 2000);
 }
+
+/// The admin listener serves at most 32 connections at once, from the descriptors kept
+/// in reserve: one more is closed unanswered, and `/healthz` answers again as soon as a
+/// place frees; the proxy listener is unaffected meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_is_bounded_and_the_proxy_is_not_starved_by_it() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start(ONLINE, "", &[upstream.url()]).await;
+    let admin = gate.running.admin_addr;
+    let mut idle = Vec::new();
+    for _ in 0..32 {
+        idle.push(TcpStream::connect(admin).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, _) = raw_exchange(
+        admin,
+        b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(status, 0, "the 33rd admin connection was served");
+    let mut c = gate.client().await;
+    assert_eq!(c.get("/owa/", &[]).await.status, 200);
+    drop(idle.pop());
+    let mut healthy = false;
+    for _ in 0..50 {
+        let (status, _) = raw_exchange(
+            admin,
+            b"GET /healthz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(2),
+        )
+        .await;
+        if status == 200 {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(healthy);
+}
