@@ -94,11 +94,7 @@ pub fn refusal(r: Refusal, bearer: &HeaderValue) -> Response<ProxyBody> {
             }
             res
         }
-        Refusal::MfaRequired => challenge(&with_error(
-            bearer,
-            "insufficient_user_authentication",
-            "Multi-factor authentication is required",
-        )),
+        Refusal::MfaRequired => mfa_required(bearer, &[]),
         Refusal::UpstreamUnreachable => text(StatusCode::BAD_GATEWAY, "Bad Gateway\n"),
         Refusal::NoUpstream => text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n"),
         Refusal::Overloaded => {
@@ -125,6 +121,31 @@ pub fn refusal(r: Refusal, bearer: &HeaderValue) -> Response<ProxyBody> {
             _ => text(StatusCode::BAD_REQUEST, "Bad Request\n"),
         },
     }
+}
+
+/// The 401 for a valid token without MFA where MFA is required (SPEC §5). With no
+/// authentication-context ids: RFC 9470's `insufficient_user_authentication`. With
+/// `tokens.mfa.auth_context_ids`: the Conditional Access authentication-context claims
+/// challenge, `error="insufficient_claims", claims="<base64 of
+/// {"access_token":{"acrs":{"essential":true,"value":"<first id>"}}}>"`, which is what
+/// makes MSAL (and so Outlook) re-acquire a token with the step-up (Microsoft identity
+/// platform, "Claims challenges, claims requests, and client capabilities").
+pub fn mfa_required(bearer: &HeaderValue, auth_context_ids: &[String]) -> Response<ProxyBody> {
+    let Some(id) = auth_context_ids.first() else {
+        return challenge(&with_error(
+            bearer,
+            "insufficient_user_authentication",
+            "Multi-factor authentication is required",
+        ));
+    };
+    use base64::Engine as _;
+    let claims = serde_json::json!({"access_token": {"acrs": {"essential": true, "value": id}}});
+    let encoded = base64::engine::general_purpose::STANDARD.encode(claims.to_string());
+    let mut v = bearer.as_bytes().to_vec();
+    v.extend_from_slice(
+        format!(", error=\"insufficient_claims\", claims=\"{encoded}\"").as_bytes(),
+    );
+    challenge(&HeaderValue::from_bytes(&v).unwrap_or_else(|_| bearer.clone()))
 }
 
 /// The Bearer challenge with an RFC 6750 `error` and `error_description`.
@@ -207,6 +228,18 @@ mod tests {
 #[cfg(test)]
 mod token_tests {
     use super::*;
+
+    #[test]
+    fn with_auth_context_ids_missing_mfa_is_a_claims_challenge() {
+        let bearer = HeaderValue::from_static("Bearer client_id=\"x\"");
+        let res = mfa_required(&bearer, &["c1".to_owned(), "c2".to_owned()]);
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        // Microsoft's documented example challenge for auth context c1.
+        assert_eq!(
+            res.headers()[header::WWW_AUTHENTICATE],
+            "Bearer client_id=\"x\", error=\"insufficient_claims\", claims=\"eyJhY2Nlc3NfdG9rZW4iOnsiYWNycyI6eyJlc3NlbnRpYWwiOnRydWUsInZhbHVlIjoiYzEifX19\""
+        );
+    }
 
     #[test]
     fn invalid_tokens_get_error_description_and_diagnostics() {

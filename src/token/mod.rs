@@ -141,6 +141,12 @@ impl TokenValidator {
         }
     }
 
+    /// `tokens.mfa.auth_context_ids`: `acrs` values that count as MFA, the first of
+    /// which a missing-MFA refusal asks for (SPEC §5 step-up).
+    pub fn auth_context_ids(&self) -> &[String] {
+        &self.auth_context_ids
+    }
+
     /// Whether every issuer has keys (`/readyz`).
     pub fn ready(&self) -> bool {
         self.issuers.iter().all(|i| i.keys.current().is_some())

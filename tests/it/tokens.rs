@@ -129,6 +129,8 @@ struct Wiring<'a> {
     idp_down: bool,
     /// `fetch_timeout_seconds` of the issuer, when set.
     fetch_timeout: Option<u64>,
+    /// `tokens.mfa.auth_context_ids`.
+    auth_context_ids: &'a [&'a str],
 }
 
 const ONLINE: Wiring<'static> = Wiring {
@@ -138,6 +140,7 @@ const ONLINE: Wiring<'static> = Wiring {
     openid: false,
     idp_down: false,
     fetch_timeout: None,
+    auth_context_ids: &[],
 };
 
 impl Setup {
@@ -158,7 +161,15 @@ impl Setup {
             Some(t) => format!("{source}\nfetch_timeout_seconds = {t}"),
             None => source,
         };
-        let toml = tokens_toml(w.deployment, &source, w.unknown_kid_min);
+        let mut toml = tokens_toml(w.deployment, &source, w.unknown_kid_min);
+        if !w.auth_context_ids.is_empty() {
+            let ids: Vec<String> = w
+                .auth_context_ids
+                .iter()
+                .map(|i| format!("\"{i}\""))
+                .collect();
+            toml.push_str(&format!("auth_context_ids = [{}]\n", ids.join(", ")));
+        }
         let gate = Exgate::start(&toml, w.script, &[upstream.url()]).await;
         if !w.idp_down {
             wait_ready(&gate).await;
@@ -511,6 +522,47 @@ async fn without_keys_tokens_get_503_and_readyz_waits() {
             .status,
         200
     );
+}
+
+/// SPEC §5 step-up: with `tokens.mfa.auth_context_ids`, a token without MFA gets
+/// Conditional Access's claims challenge for the first id, which MSAL answers by
+/// acquiring a token whose `acrs` holds it; that token passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_context_ids_missing_mfa_gets_the_claims_challenge() {
+    let Setup {
+        key,
+        upstream,
+        gate,
+        ..
+    } = Setup::start(Wiring {
+        auth_context_ids: &["c1", "c7"],
+        ..ONLINE
+    })
+    .await;
+    let mut c = gate.client().await;
+    let without = key.sign(&claims("user01@contoso.com", false));
+    let r = c
+        .get("/mapi/emsmdb/", &[("authorization", &bearer(&without))])
+        .await;
+    assert_eq!(r.status, 401);
+    let challenge = r.header("www-authenticate").unwrap();
+    assert!(
+        challenge.ends_with(
+            r#", error="insufficient_claims", claims="eyJhY2Nlc3NfdG9rZW4iOnsiYWNycyI6eyJlc3NlbnRpYWwiOnRydWUsInZhbHVlIjoiYzEifX19""#
+        ),
+        "{challenge}"
+    );
+    assert!(challenge.starts_with("Bearer "), "{challenge}");
+    let mut stepped_up = claims("user01@contoso.com", false);
+    stepped_up["acrs"] = serde_json::json!(["c1"]);
+    let r = c
+        .get(
+            "/mapi/emsmdb/",
+            &[("authorization", &bearer(&key.sign(&stepped_up)))],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(upstream.requests().len(), 1);
 }
 
 /// Issue 11: after a start during an outage long enough for the background retry to

@@ -292,7 +292,13 @@ impl Connection {
         };
 
         if let Some(refusal) = token_refusal {
-            return (respond::refusal(refusal, &snapshot.bearer), outcome);
+            let res = match (refusal, self.shared.tokens.as_deref()) {
+                (Refusal::MfaRequired, Some(tokens)) => {
+                    respond::mfa_required(&snapshot.bearer, tokens.auth_context_ids())
+                }
+                _ => respond::refusal(refusal, &snapshot.bearer),
+            };
+            return (res, outcome);
         }
         if !decision.action.forwards() {
             return (self.refuse(&snapshot, decision, pin, &mut auth), outcome);
