@@ -16,7 +16,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 
-use super::{Scenario, SharedKeys, TENANT, find_user, ntlm};
+use super::soap::ClientBase;
+use super::{Scenario, SharedKeys, TENANT, autodiscover, ews, find_user, ntlm};
 use crate::auth::{Credentials, NtlmMessage, parse_header};
 use crate::policy::Deployment;
 
@@ -126,21 +127,41 @@ async fn handle(
     }
     let method = req.method().clone();
     let auth = authenticate(state, conn, &req);
-    // Bodies are read (RPC_IN_DATA streams up to its Content-Length) but not kept.
+    // Answers name the address the client used (Host, X-Forwarded-Proto), never the
+    // mock's own.
+    let base = ClientBase::from_headers(req.headers(), state.scenario.deployment());
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    // Bodies are read (RPC_IN_DATA streams up to its Content-Length); only the SOAP and
+    // POX services' requests are kept.
+    let keep = path.starts_with("/ews") || path.starts_with("/autodiscover");
+    let mut kept = Vec::new();
     let mut body = req.into_body();
     while let Some(frame) = body.frame().await {
-        if frame.is_err() {
-            break;
+        let Ok(frame) = frame else { break };
+        if let Some(data) = frame.data_ref().filter(|_| keep) {
+            if kept.len() + data.len() <= MAX_KEPT_BODY {
+                kept.extend_from_slice(data);
+            }
         }
     }
+    let v2 = path.starts_with("/autodiscover/autodiscover.json");
     let (scheme, user, res) = match auth {
         Auth::Refused(res) => ("refused", None, res),
-        Auth::Anonymous if path.starts_with("/autodiscover/autodiscover.json") => {
-            ("none", None, autodiscover_v2(&path))
-        }
+        Auth::Anonymous if v2 => ("none", None, autodiscover_v2(&base, &path, &query)),
         Auth::Anonymous => ("none", None, challenge(state)),
         Auth::User(user, scheme) => {
-            let res = content(&method, &path, &user);
+            let res = if v2 {
+                autodiscover_v2(&base, &path, &query)
+            } else {
+                let request = Served {
+                    method: &method,
+                    path: &path,
+                    user: &user,
+                    base: &base,
+                    body: &kept,
+                };
+                content(state.scenario.deployment(), &request)
+            };
             (scheme, Some(user), res)
         }
     };
@@ -273,64 +294,45 @@ fn challenge(state: &State) -> Response<Full<Bytes>> {
     res
 }
 
-fn autodiscover_v2(path: &str) -> Response<Full<Bytes>> {
-    let protocol = if path.contains("activesync") {
-        "ActiveSync"
-    } else {
-        "AutodiscoverV1"
-    };
-    reply(
-        StatusCode::OK,
-        "application/json",
-        format!(
-            r#"{{"Protocol":"{protocol}","Url":"https://mail.contoso.com/autodiscover/autodiscover.xml"}}"#
-        ),
-    )
+fn autodiscover_v2(base: &ClientBase, path: &str, query: &str) -> Response<Full<Bytes>> {
+    let (status, json) = autodiscover::v2(base, path, query);
+    reply(status, "application/json; charset=utf-8", json)
+}
+
+/// The largest SOAP or POX request body the mock keeps (larger ones are cut, and so
+/// fail to parse).
+const MAX_KEPT_BODY: usize = 4 << 20;
+
+/// An authenticated request, as `content` needs it.
+struct Served<'a> {
+    method: &'a Method,
+    /// Lowercased.
+    path: &'a str,
+    /// The user's UPN.
+    user: &'a str,
+    base: &'a ClientBase,
+    body: &'a [u8],
 }
 
 /// What each virtual directory answers an authenticated user.
-fn content(method: &Method, path: &str, user: &str) -> Response<Full<Bytes>> {
-    let name = user.split('@').next().unwrap_or(user);
+fn content(deployment: Deployment, request: &Served) -> Response<Full<Bytes>> {
+    let Served {
+        method,
+        path,
+        user,
+        base,
+        body,
+    } = *request;
     let first = |vdir: &str| path.starts_with(vdir);
-    if first("/autodiscover") {
-        reply(
-            StatusCode::OK,
-            "text/xml; charset=utf-8",
-            format!(
-                r#"<?xml version="1.0" encoding="utf-8"?>
-<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006">
-  <Response xmlns="http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a">
-    <User><DisplayName>{name}</DisplayName><AutoDiscoverSMTPAddress>{user}</AutoDiscoverSMTPAddress></User>
-    <Account><AccountType>email</AccountType><Action>settings</Action>
-      <Protocol Type="mapiHttp" Version="1">
-        <MailStore><ExternalUrl>https://mail.contoso.com/mapi/emsmdb/?MailboxId=6d2f3c1a-91e4-4b52-8f0a-5e7c9b1d2a44@contoso.com</ExternalUrl></MailStore>
-        <AddressBook><ExternalUrl>https://mail.contoso.com/mapi/nspi/?MailboxId=6d2f3c1a-91e4-4b52-8f0a-5e7c9b1d2a44@contoso.com</ExternalUrl></AddressBook>
-      </Protocol>
-      <Protocol><Type>WEB</Type><External><OWAUrl AuthenticationMethod="Fba">https://mail.contoso.com/owa/</OWAUrl></External></Protocol>
-    </Account>
-  </Response>
-</Autodiscover>
-"#
-            ),
-        )
-    } else if first("/ews") {
-        let items = [
-            "Welcome to the exgate lab",
-            "Q3 planning: pilot group moves off Basic",
-            "Your MFA registration is complete",
-        ];
-        let xml: String = items
-            .iter()
-            .map(|s| format!("<t:Message><t:Subject>{s}</t:Subject><t:From><t:Mailbox><t:EmailAddress>admin@contoso.com</t:EmailAddress></t:Mailbox></t:From></t:Message>"))
-            .collect();
-        reply(
-            StatusCode::OK,
-            "text/xml; charset=utf-8",
-            format!(
-                r#"<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><m:FindItemResponse xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages" xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types"><m:ResponseMessages><m:FindItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode><m:RootFolder TotalItemsInView="{}" IncludesLastItemInRange="true"><t:Items>{xml}</t:Items></m:RootFolder></m:FindItemResponseMessage></m:ResponseMessages></m:FindItemResponse></s:Body></s:Envelope>"#,
-                items.len()
-            ),
-        )
+    let soap = |(status, xml): (StatusCode, String)| reply(status, "text/xml; charset=utf-8", xml);
+    let mailbox = find_user(user);
+    if first("/autodiscover") && method == Method::POST {
+        match path {
+            "/autodiscover/autodiscover.svc" => soap(autodiscover::soap(deployment, base, body)),
+            _ => soap(autodiscover::pox(deployment, base, body)),
+        }
+    } else if let (true, true, Some(mailbox)) = (first("/ews"), method == Method::POST, mailbox) {
+        soap(ews::respond(deployment, mailbox, body))
     } else if first("/mapi") {
         let mut res = reply(
             StatusCode::OK,

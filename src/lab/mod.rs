@@ -3,10 +3,14 @@
 //! front, in one process on loopback, wired for one of the four architectures of
 //! Microsoft's "MFA-protected Outlook desktop access in hybrid messaging" article.
 
+mod autodiscover;
 mod banner;
+mod ews;
 mod exchange;
 mod idp;
+mod mailbox;
 pub mod ntlm;
+mod soap;
 mod walk;
 
 use std::fmt;

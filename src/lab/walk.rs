@@ -60,6 +60,9 @@ async fn received_count(info: &LabInfo) -> anyhow::Result<usize> {
     Ok(list.len())
 }
 
+/// EWS FindItem on the Inbox, as Outlook and EWS clients send it (MS-OXWSSRCH).
+const FIND_INBOX: &str = r#"<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages" xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types"><s:Header><t:RequestedServerVersion Version="Exchange2016"/></s:Header><s:Body><m:FindItem Traversal="Shallow"><m:ItemShape><t:BaseShape>Default</t:BaseShape></m:ItemShape><m:ParentFolderIds><t:DistinguishedFolderId Id="inbox"/></m:ParentFolderIds></m:FindItem></s:Body></s:Envelope>"#;
+
 /// Walks the scenario of the lab described by `info` (its directory is `dir`).
 pub async fn walk(info: &LabInfo, dir: &Path) -> anyhow::Result<Vec<Step>> {
     let scenario = info.scenario;
@@ -212,7 +215,7 @@ pub async fn walk(info: &LabInfo, dir: &Path) -> anyhow::Result<Vec<Step>> {
             ("authorization", bearer.as_str()),
             ("content-type", "text/xml"),
         ],
-        "<FindItem/>",
+        FIND_INBOX,
     )
     .await?;
     let subjects = res.text().matches("<t:Subject>").count();
