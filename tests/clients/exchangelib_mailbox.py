@@ -16,7 +16,8 @@ contoso.com has not. exchangelib's Autodiscover cache is where it keeps an endpo
 worked, so that is where this script puts the lab's (in a scratch temp directory, so no
 other run's cache is read). Everything after that is exchangelib's normal path: it POSTs
 GetUserSettings, takes ExternalEwsUrl and the version from the answer, and talks EWS.
-If https (REQUESTS_CA_BUNDLE names the lab's CA when the lab serves TLS).
+With an https URL, requests trusts the CA file that REQUESTS_CA_BUNDLE names (the
+lab's own CA, once the lab serves TLS).
 """
 
 import argparse
