@@ -80,10 +80,7 @@ fn classify_initial(token: &[u8]) -> Token {
     }
     match mech_token {
         Some(inner) if inner.starts_with(ntlm::SIGNATURE) => Token::Ntlm(ntlm::parse(inner)),
-        Some(inner) if inner.first() == Some(&TAG_GSS_INITIAL) => match classify_initial(inner) {
-            Token::Kerberos => Token::Kerberos,
-            _ => Token::Unknown,
-        },
+        Some(inner) if is_kerberos_initial(inner) => Token::Kerberos,
         Some(_) => Token::Unknown,
         // No optimistic token: the preferred mechanism says what comes next.
         None => match first_mech {
@@ -92,6 +89,17 @@ fn classify_initial(token: &[u8]) -> Token {
             _ => Token::Unknown,
         },
     }
+}
+
+/// A GSS initial-context token for Kerberos (RFC 4121 §4.1), as an optimistic mechToken
+/// carries it. Read one level deep, never recursively: no client nests SPNEGO in SPNEGO,
+/// and following such nesting would recurse once per ~30 bytes of the header, deep enough
+/// within a 1 MiB header to overflow a thread's stack and abort the process.
+fn is_kerberos_initial(token: &[u8]) -> bool {
+    der::read(token)
+        .filter(|(outer, _)| outer.tag == TAG_GSS_INITIAL)
+        .and_then(|(outer, _)| der::read(outer.content))
+        .is_some_and(|(oid, _)| oid.tag == TAG_OID && is_kerberos(oid.content))
 }
 
 /// A SPNEGO NegTokenResp: a later leg. NTLM Type 3 travels here in its responseToken.
@@ -262,6 +270,69 @@ mod tests {
         let krb = tlv(0xa1, &tlv(TAG_OID, OID_KRB5));
         let resp = tlv(TAG_NEG_TOKEN_RESP, &tlv(TAG_SEQUENCE, &krb));
         assert_eq!(classify(&resp), Token::Kerberos);
+    }
+
+    /// A NegTokenInit whose mechToken is another NegTokenInit, `depth` deep, around `inner`.
+    /// Built from the inside out in linear time; lengths in long form as needed.
+    fn nested_spnego(depth: usize, inner: &[u8]) -> Vec<u8> {
+        let head = |tag: u8, len: usize| {
+            let mut h = vec![tag];
+            if len < 0x80 {
+                h.push(len as u8);
+            } else {
+                let bytes = len.to_be_bytes();
+                let skip = bytes.iter().take_while(|b| **b == 0).count();
+                h.push(0x80 | (bytes.len() - skip) as u8);
+                h.extend_from_slice(&bytes[skip..]);
+            }
+            h
+        };
+        let mut levels = Vec::with_capacity(depth);
+        let mut size = inner.len();
+        for _ in 0..depth {
+            let mut level = Vec::new();
+            for tag in [TAG_OCTET_STRING, 0xa2, TAG_SEQUENCE, TAG_NEG_TOKEN_INIT] {
+                let h = head(tag, size);
+                size += h.len();
+                level.splice(0..0, h);
+            }
+            let oid = tlv(TAG_OID, OID_SPNEGO);
+            size += oid.len();
+            level.splice(0..0, oid);
+            let h = head(TAG_GSS_INITIAL, size);
+            size += h.len();
+            level.splice(0..0, h);
+            levels.push(level);
+        }
+        let mut token: Vec<u8> = levels.into_iter().rev().flatten().collect();
+        token.extend_from_slice(inner);
+        assert_eq!(token.len(), size);
+        token
+    }
+
+    #[test]
+    fn nested_spnego_is_unknown_and_read_without_recursion() {
+        // Found by review and reproduced with the `spnego` fuzz binary: the decoder
+        // followed SPNEGO nested in SPNEGO recursively, ~28 bytes per level, so a 1 MiB
+        // header (server.max_header_bytes allows it) overflowed a 2 MiB stack such as a
+        // tokio worker's and aborted the process. One level deep is no client's either.
+        assert_eq!(
+            classify(&nested_spnego(2, &build_negotiate())),
+            Token::Unknown
+        );
+        assert_eq!(
+            classify(&nested_spnego(1, &build_spnego_kerberos(100))),
+            Token::Unknown
+        );
+        let deep = nested_spnego(23_000, &build_spnego_kerberos(100));
+        assert!(deep.len() < 786_432, "fits a 1 MiB header in base64");
+        let token = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || classify(&deep))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(token, Token::Unknown);
     }
 
     #[test]
