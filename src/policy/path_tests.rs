@@ -208,6 +208,31 @@ fn proxyshell_pattern_is_rejected() {
 }
 
 #[test]
+fn queries_encoded_deeper_than_any_client_encodes_are_refused_in_linear_time() {
+    // Found by review and reproduced with the `target` fuzz binary: a query of nested
+    // `%25` layers was decoded one layer per round to the end, reading it whole each time;
+    // a 64 KiB request line took minutes. Eight decodings are followed; a ninth is refused.
+    let encoded = |times: usize, text: &str| {
+        let mut query = text.to_owned();
+        for _ in 1..times {
+            query = query.replace('%', "%25");
+        }
+        format!("/ews/?x={query}")
+    };
+    assert_eq!(protocol(&encoded(8, "%41")), Protocol::WebServices);
+    assert_eq!(classify(&encoded(9, "%41")), Err(TargetError::ProxyShell));
+    assert_eq!(
+        classify(&encoded(8, "autodiscover%2ejson")),
+        Err(TargetError::ProxyShell)
+    );
+    let huge = format!("/ews/?x=%{}41", "25".repeat(32_000));
+    assert_eq!(classify(&huge), Err(TargetError::ProxyShell));
+    // An escape that decodes to nothing decodable stops at once, whatever its length.
+    let flat = format!("/ews/?x={}", "%41".repeat(20_000));
+    assert_eq!(protocol(&flat), Protocol::WebServices);
+}
+
+#[test]
 fn legitimate_autodiscover_v2_queries_pass() {
     for target in [
         "/autodiscover/autodiscover.json?Email=user01@contoso.com&Protocol=ActiveSync&RedirectCount=3",

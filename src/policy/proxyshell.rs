@@ -40,8 +40,9 @@ pub(super) fn is_autodiscover_v2_path(decoded: &str, normalized: &str) -> bool {
 
 /// ProxyShell (CVE-2021-34473) and ProxyNotShell (CVE-2022-41040) routed
 /// `/autodiscover/autodiscover.json?@x/<backend path>&Email=autodiscover/autodiscover.json%3F@x`
-/// to the backend path. On any path, a query that mentions `autodiscover.json` (decoded up
-/// to three times) is refused. On an Autodiscover v2 path a legitimate query carries
+/// to the backend path. On any path, a query that mentions `autodiscover.json`, however
+/// often percent-encoded, is refused, and so is one still decoding after
+/// [`MAX_DECODE_ROUNDS`] rounds. On an Autodiscover v2 path a legitimate query carries
 /// `Email=<one address>`, `Protocol=…` and `RedirectCount=…`: an `@` outside a
 /// plain-address `Email=`, an `Email=` that is not one plain address, or a key holding a
 /// path character is refused.
@@ -67,12 +68,18 @@ pub(super) fn proxyshell_query(autodiscover_v2: bool, query: &str) -> bool {
     })
 }
 
-/// The query names `autodiscover.json`, however many times it was percent-encoded
-/// (decoded until nothing changes; each round shortens the text, so this ends),
-/// `%uXXXX` escapes included (ASP.NET decodes them in a query).
+/// Decoding rounds a query may need before it stops changing. Clients encode once, and a
+/// proxy or script in between perhaps once or twice more; each round reads the whole query,
+/// and a `%252525…` query has a layer per two bytes (32 000 in a 64 KiB request line).
+const MAX_DECODE_ROUNDS: usize = 8;
+
+/// The query names `autodiscover.json`, however many times it was percent-encoded,
+/// `%uXXXX` escapes included (ASP.NET decodes them in a query) — or it is still decoding
+/// after [`MAX_DECODE_ROUNDS`] rounds, which no client sends: refused unread rather than
+/// followed layer by layer at a cost quadratic in its length.
 fn mentions_autodiscover_json(query: &str) -> bool {
     let mut text = Cow::Borrowed(query);
-    loop {
+    for _ in 0..=MAX_DECODE_ROUNDS {
         if contains_ignore_ascii_case(&text, AUTODISCOVER_JSON) {
             return true;
         }
@@ -81,6 +88,7 @@ fn mentions_autodiscover_json(query: &str) -> bool {
             None => return false,
         }
     }
+    true
 }
 
 /// One lenient decode of `%XX` and `%uXXXX`; None when there is nothing to decode.
