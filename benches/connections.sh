@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Holds N concurrent client connections on exgate (default 10,000), each forwarding one
-# request to a healthy upstream, under the systemd unit's open-file limit (LimitNOFILE=
+# request to a healthy upstream (then a second request on a sample of them), under the systemd unit's open-file limit (LimitNOFILE=
 # 65536, applied with prlimit; where this machine's hard limit is lower, that limit, said
 # in the output). Then opens EXTRA more (default 100) to show what a connection beyond
 # server.max_connections gets. Reports answers, exgate's memory, and the overload and
@@ -71,7 +71,7 @@ echo "| open-file limit (unit: $UNIT_LIMIT, machine hard limit: $HARD) | $LIMIT 
 echo "| server.max_connections in effect | $MAX |"
 
 python3 - "$PROXY" "$N" "$EXTRA" "$EXGATE_PID" "$ADMIN" <<'PY'
-import asyncio, collections, sys, time, urllib.request
+import asyncio, collections, random, sys, time, urllib.request
 port, n, extra, pid, admin = (int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]),
                               sys.argv[4], int(sys.argv[5]))
 REQ = b"GET /owa/ HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n"
@@ -110,6 +110,10 @@ async def main():
     statuses = collections.Counter(c[2] for c in conns)
     await asyncio.sleep(1)
     held = rss()
+    # The held connections are alive: a sample sends a second request on each.
+    served = [c for c in conns if c[2] == 200]
+    sample = random.sample(served, min(200, len(served)))
+    second = collections.Counter([s for s, _ in await asyncio.gather(*(exchange(r, w) for r, w, _, _ in sample))])
     beyond = await asyncio.gather(*(open_one(sem) for _ in range(extra)))
     beyond_statuses = collections.Counter(c[2] for c in beyond)
     retry_after = sum(1 for c in beyond if b"Retry-After: 1" in c[3])
@@ -118,6 +122,7 @@ async def main():
     fmt = lambda c: ", ".join(f"{k}: {v:,}" for k, v in sorted(c.items(), key=str))
     print(f"| concurrent client connections, one request each | {n:,} ({fmt(statuses)}; opened in {opened:.1f} s) |")
     print(f"| connections beyond them | {extra} ({fmt(beyond_statuses)}; {retry_after} with Retry-After: 1) |")
+    print(f"| second request on {len(sample)} sampled held connections | {fmt(second)} |")
     print(f"| exgate RSS before / holding them | {before / 1024:.1f} MiB / {held / 1024:.1f} MiB ({(held - before) / n:.1f} KiB per connection) |")
     for line in pick("exgate_overload_total") + pick("exgate_upstream_errors_total") + pick("exgate_client_connections "):
         print(f"| `{line.rsplit(' ', 1)[0]}` | {line.rsplit(' ', 1)[1]} |")

@@ -491,7 +491,7 @@ async fn two_thousand_simultaneous_connects_wait_for_no_retransmit() {
     assert_eq!(answered, 20);
 }
 
-/// Many concurrent client connections (2,000 here; `benches/idle_connections.sh` holds
+/// Many concurrent client connections (2,000 here; `benches/connections.sh` holds
 /// 10,000 under the systemd unit's limits) each forward a request on their own upstream
 /// connection, and every one is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

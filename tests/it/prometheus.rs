@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::support::*;
 
-const METRICS: [&str; 11] = [
+const METRICS: [&str; 16] = [
     exgate::metrics::REQUESTS_TOTAL,
     exgate::metrics::LEGACY_AUTH_ATTEMPTS_TOTAL,
     exgate::metrics::TOKEN_VALIDATIONS_TOTAL,
@@ -17,6 +17,11 @@ const METRICS: [&str; 11] = [
     exgate::metrics::REQUEST_DURATION_SECONDS,
     exgate::metrics::UPSTREAM_REQUESTS_TOTAL,
     exgate::metrics::UPSTREAM_ERRORS_TOTAL,
+    exgate::metrics::CLIENT_ERRORS_TOTAL,
+    exgate::metrics::OVERLOAD_TOTAL,
+    exgate::metrics::CLIENT_CONNECTIONS,
+    exgate::metrics::CLIENT_CONNECTIONS_LIMIT,
+    exgate::metrics::UPSTREAM_HEALTHY,
     exgate::metrics::LOCKOUTS_TOTAL,
     exgate::metrics::SPRAY_SUSPECTS_TOTAL,
     exgate::metrics::AUDIT_LINES_DROPPED_TOTAL,
