@@ -18,6 +18,7 @@ pub use directory::{Directory, DirectoryError, Lookup, UserEntry, UserId};
 pub use engine::{Engine, Evaluation, Mode, OtherPaths, Settings};
 pub use path::{Target, TargetError, classify};
 pub use protocol::{Protocol, Switch, SwitchSet};
+pub use proxyshell::autodiscover_v2_request_refused;
 pub use store::{AuthenticationPolicy, Deployment, PolicyId, PolicyStore};
 
 #[cfg(test)]

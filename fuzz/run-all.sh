@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Builds every cargo-fuzz target of fuzz/Cargo.toml and runs each for SECONDS (default 60),
+# one after another, growing fuzz/corpus/<target>. Prints one line per target — seconds,
+# executions, corpus size (files, seeds included), crashes — and exits 1 if any target
+# crashed (panic, overflow, out-of-memory, a 10 s timeout); the inputs are in
+# fuzz/artifacts/<target>/, the logs in fuzz/target/run-all/.
+#
+# Usage: fuzz/run-all.sh [SECONDS] [TARGET...]
+#   FUZZ_MAX_LEN  largest input in bytes (default 4096)
+#   FUZZ_LOCK     a file to flock around each cargo invocation (shared build machines)
+# Needs the nightly toolchain and cargo-fuzz (cargo install --locked cargo-fuzz).
+set -uo pipefail
+cd "$(dirname "$0")"
+
+seconds=${1:-60}
+shift || true
+case $seconds in '' | *[!0-9]*) echo "usage: $0 [SECONDS] [TARGET...]" >&2; exit 2 ;; esac
+
+cargo_() {
+    if [ -n "${FUZZ_LOCK:-}" ]; then flock "$FUZZ_LOCK" cargo +nightly "$@"; else cargo +nightly "$@"; fi
+}
+
+if [ $# -gt 0 ]; then
+    targets=("$@")
+else
+    mapfile -t targets < <(cargo_ fuzz list)
+fi
+[ ${#targets[@]} -gt 0 ] || { echo "no fuzz targets found" >&2; exit 2; }
+
+logs=target/run-all
+mkdir -p "$logs"
+build() {
+    if [ $# -gt 0 ]; then
+        for t in "$@"; do cargo_ fuzz build "$t" || return; done
+    else
+        cargo_ fuzz build
+    fi
+}
+if ! build "$@" >"$logs/build.log" 2>&1; then
+    tail -20 "$logs/build.log" >&2
+    echo "fuzz targets do not build (log: fuzz/$logs/build.log)" >&2
+    exit 1
+fi
+
+failed=0
+printf '%-14s %7s %12s %8s  %s\n' target seconds executions corpus crashes
+for t in "${targets[@]}"; do
+    mkdir -p "corpus/$t" "artifacts/$t"
+    marker=$(mktemp)
+    start=$(date +%s)
+    cargo_ fuzz run "$t" -- -max_total_time="$seconds" -max_len="${FUZZ_MAX_LEN:-4096}" \
+        -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$logs/$t.log" 2>&1
+    status=$?
+    elapsed=$(($(date +%s) - start))
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$t.log" | tail -1)
+    corpus=$(find "corpus/$t" -type f | wc -l)
+    found=$(find "artifacts/$t" -type f -newer "$marker" \
+        \( -name 'crash-*' -o -name 'oom-*' -o -name 'timeout-*' -o -name 'leak-*' \) | sort)
+    rm -f "$marker"
+    crashes=$(printf '%s' "$found" | grep -c . || true)
+    if [ "$status" -ne 0 ] && [ "$crashes" -eq 0 ]; then
+        crashes="exit $status" # died without an artifact (build error, signal)
+    fi
+    printf '%-14s %7s %12s %8s  %s\n' "$t" "$elapsed" "${execs:-?}" "$corpus" "$crashes"
+    if [ "$status" -ne 0 ] || [ -n "$found" ]; then
+        failed=1
+        for f in $found; do echo "    fuzz/$f" ; done
+        grep -m1 -A3 -E '^thread .* panicked|ERROR: libFuzzer' "$logs/$t.log" | sed 's/^/    /'
+    fi
+done
+exit "$failed"
