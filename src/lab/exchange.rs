@@ -17,8 +17,9 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 
 use super::soap::ClientBase;
+use super::spnego::{self, ClientToken};
 use super::{Scenario, SharedKeys, TENANT, autodiscover, ews, find_user, ntlm};
-use crate::auth::{Credentials, NtlmMessage, parse_header};
+use crate::auth::{Credentials, NtlmIdentity, NtlmMessage, parse_header};
 use crate::policy::Deployment;
 
 /// A running mock Exchange.
@@ -47,8 +48,16 @@ struct State {
 /// NTLM authenticates the connection: its state lives here.
 #[derive(Default)]
 struct Connection {
-    server_challenge: Option<[u8; 8]>,
+    /// The NTLM handshake under way, between the CHALLENGE and the AUTHENTICATE.
+    handshake: Option<Handshake>,
     user: Option<String>,
+}
+
+/// An NTLM handshake under way, raw or inside SPNEGO.
+struct Handshake {
+    ntlm: ntlm::ServerHandshake,
+    /// Inside SPNEGO: the DER of the client's mechTypes, which the mechListMICs sign.
+    spnego_mech_types: Option<Vec<u8>>,
 }
 
 /// Starts the mock Exchange on 127.0.0.1:0.
@@ -95,7 +104,9 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
 
 /// Who the request authenticated as, or the 401 to send.
 enum Auth {
-    User(String, &'static str),
+    /// The user, the scheme to record, and the `WWW-Authenticate` the answer carries (the
+    /// last SPNEGO leg rides on the 200, RFC 4559 §5).
+    User(String, &'static str, Option<HeaderValue>),
     Anonymous,
     Refused(Response<Full<Bytes>>),
 }
@@ -149,8 +160,8 @@ async fn handle(
         Auth::Refused(res) => ("refused", None, res),
         Auth::Anonymous if v2 => ("none", None, autodiscover_v2(&base, &path, &query)),
         Auth::Anonymous => ("none", None, challenge(state)),
-        Auth::User(user, scheme) => {
-            let res = if v2 {
+        Auth::User(user, scheme, last_leg) => {
+            let mut res = if v2 {
                 autodiscover_v2(&base, &path, &query)
             } else {
                 let request = Served {
@@ -162,6 +173,9 @@ async fn handle(
                 };
                 content(state.scenario.deployment(), &request)
             };
+            if let Some(value) = last_leg {
+                res.headers_mut().insert("www-authenticate", value);
+            }
             (scheme, Some(user), res)
         }
     };
@@ -183,7 +197,7 @@ fn authenticate(state: &State, conn: &Mutex<Connection>, req: &Request<Incoming>
     let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
     let Some(header) = req.headers().get("authorization") else {
         return match &conn.user {
-            Some(user) => Auth::User(user.clone(), "ntlm"),
+            Some(user) => Auth::User(user.clone(), "ntlm", None),
             None => Auth::Anonymous,
         };
     };
@@ -196,49 +210,33 @@ fn authenticate(state: &State, conn: &Mutex<Connection>, req: &Request<Incoming>
     match parse_header(header.as_bytes()) {
         Credentials::Basic(b) => match b.user().and_then(find_user) {
             Some(u) if b.password().expose() == u.password.as_bytes() => {
-                Auth::User(u.upn.to_owned(), "basic")
+                Auth::User(u.upn.to_owned(), "basic", None)
             }
             _ => Auth::Refused(challenge(state)),
         },
-        Credentials::Ntlm { message, .. } => match message {
-            NtlmMessage::Negotiate => {
-                let mut server_challenge = [0u8; 8];
-                aws_lc_rs::rand::fill(&mut server_challenge).expect("system randomness");
-                conn.server_challenge = Some(server_challenge);
-                let msg = ntlm::build_challenge("CONTOSO", server_challenge);
-                let mut res = reply(StatusCode::UNAUTHORIZED, "text/html", String::new());
-                res.headers_mut().insert(
-                    "www-authenticate",
-                    HeaderValue::from_str(&format!("{scheme_word} {}", STANDARD.encode(msg)))
-                        .expect("base64 is a valid header value"),
-                );
-                Auth::Refused(res)
-            }
-            NtlmMessage::Authenticate(id) => {
-                let user = find_user(&id.user).filter(|u| {
-                    conn.server_challenge.is_some_and(|c| {
-                        let raw = header
-                            .as_bytes()
-                            .splitn(2, |b| *b == b' ')
-                            .nth(1)
-                            .unwrap_or_default();
-                        let msg = STANDARD.decode(raw.trim_ascii()).unwrap_or_default();
-                        ntlm::verify_response(&msg, c, &id.domain, &id.user, u.password)
-                    })
-                });
-                conn.server_challenge = None;
-                match user {
-                    Some(u) => {
-                        conn.user = Some(u.upn.to_owned());
-                        Auth::User(u.upn.to_owned(), "ntlm")
-                    }
-                    None => Auth::Refused(challenge(state)),
-                }
-            }
-            _ => Auth::Refused(challenge(state)),
-        },
+        Credentials::Ntlm { negotiate, .. } => {
+            let raw = header
+                .as_bytes()
+                .splitn(2, |b| *b == b' ')
+                .nth(1)
+                .unwrap_or_default();
+            let token = STANDARD.decode(raw.trim_ascii()).unwrap_or_default();
+            let leg = match negotiate.then(|| spnego::parse(&token)).flatten() {
+                None => Leg::Raw(&token),
+                Some(ClientToken::Init {
+                    mech_types,
+                    mech_token: Some(t),
+                }) => Leg::Init(t, mech_types),
+                Some(ClientToken::Resp {
+                    response_token: Some(t),
+                    mech_list_mic,
+                }) => Leg::Resp(t, mech_list_mic),
+                Some(_) => return Auth::Refused(challenge(state)),
+            };
+            ntlm_leg(state, &mut conn, &scheme_word, leg)
+        }
         Credentials::Bearer(token) => match verify_token(state, token.expose()) {
-            Some(user) => Auth::User(user, "bearer"),
+            Some(user) => Auth::User(user, "bearer", None),
             None => {
                 let mut res = challenge(state);
                 res.headers_mut().insert(
@@ -252,6 +250,128 @@ fn authenticate(state: &State, conn: &Mutex<Connection>, req: &Request<Incoming>
         },
         _ => Auth::Refused(challenge(state)),
     }
+}
+
+/// Where an NTLM message came: bare (`NTLM`, or `Negotiate` as Windows sends it when NTLM
+/// is all it has), or inside SPNEGO's first or later token (RFC 4559, MS-SPNG).
+enum Leg<'a> {
+    Raw(&'a [u8]),
+    /// The NTLM message and the DER of the client's mechTypes.
+    Init(&'a [u8], Vec<u8>),
+    /// The NTLM message and the client's mechListMIC.
+    Resp(&'a [u8], Option<&'a [u8]>),
+}
+
+/// One leg of the NTLMv2 server side: a NEGOTIATE starts a handshake, an AUTHENTICATE
+/// finishes the connection's, each in the wrapping the handshake began with.
+fn ntlm_leg(state: &State, conn: &mut Connection, scheme_word: &str, leg: Leg<'_>) -> Auth {
+    let message = match &leg {
+        Leg::Raw(m) | Leg::Init(m, _) | Leg::Resp(m, _) => *m,
+    };
+    match (crate::auth::ntlm::parse(message), leg) {
+        (NtlmMessage::Negotiate, Leg::Raw(_)) => {
+            start_handshake(state, conn, scheme_word, message, None)
+        }
+        (NtlmMessage::Negotiate, Leg::Init(_, mech_types)) => {
+            start_handshake(state, conn, scheme_word, message, Some(mech_types))
+        }
+        (NtlmMessage::Authenticate(id), Leg::Raw(_)) => {
+            finish_handshake(state, conn, scheme_word, (message, &id), false, None)
+        }
+        (NtlmMessage::Authenticate(id), Leg::Resp(_, client_mic)) => {
+            finish_handshake(state, conn, scheme_word, (message, &id), true, client_mic)
+        }
+        _ => Auth::Refused(challenge(state)),
+    }
+}
+
+/// Answers a NEGOTIATE with the CHALLENGE, inside a NegTokenResp when the NEGOTIATE came
+/// inside SPNEGO (MS-SPNG 3.2.5.2), and keeps the handshake on the connection.
+fn start_handshake(
+    state: &State,
+    conn: &mut Connection,
+    scheme_word: &str,
+    negotiate: &[u8],
+    spnego_mech_types: Option<Vec<u8>>,
+) -> Auth {
+    let mut server_challenge = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut server_challenge).expect("system randomness");
+    let Some(ntlm) =
+        ntlm::ServerHandshake::start(negotiate, "CONTOSO", server_challenge, ntlm::filetime_now())
+    else {
+        return Auth::Refused(challenge(state));
+    };
+    let answer = match spnego_mech_types {
+        Some(_) => spnego::accept_incomplete(ntlm.challenge()),
+        None => ntlm.challenge().to_vec(),
+    };
+    conn.handshake = Some(Handshake {
+        ntlm,
+        spnego_mech_types,
+    });
+    let mut res = reply(StatusCode::UNAUTHORIZED, "text/html", String::new());
+    res.headers_mut()
+        .insert("www-authenticate", auth_header(scheme_word, &answer));
+    Auth::Refused(res)
+}
+
+/// Checks an AUTHENTICATE against the lab user's password and the connection's
+/// handshake, which must have begun in the same wrapping; inside SPNEGO, completes the
+/// mechListMIC exchange and gives the last token for the 200.
+fn finish_handshake(
+    state: &State,
+    conn: &mut Connection,
+    scheme_word: &str,
+    (message, id): (&[u8], &NtlmIdentity),
+    spnego: bool,
+    client_mic: Option<&[u8]>,
+) -> Auth {
+    let handshake = conn.handshake.take();
+    let checked = handshake.and_then(|h| {
+        (h.spnego_mech_types.is_some() == spnego).then_some(())?;
+        let user = find_user(&id.user)?;
+        let session = h
+            .ntlm
+            .finish(message, &id.domain, &id.user, user.password)?;
+        let last_leg = match h.spnego_mech_types {
+            Some(mech_types) => Some(auth_header(
+                scheme_word,
+                &spnego_completion(&session, &mech_types, client_mic)?,
+            )),
+            None => None,
+        };
+        Some((user, last_leg))
+    });
+    let Some((user, last_leg)) = checked else {
+        return Auth::Refused(challenge(state));
+    };
+    conn.user = Some(user.upn.to_owned());
+    let scheme = if spnego { "negotiate" } else { "ntlm" };
+    Auth::User(user.upn.to_owned(), scheme, last_leg)
+}
+
+/// The last SPNEGO token, after a good AUTHENTICATE: `accept-completed`, with the
+/// mechListMIC exchange (RFC 4178 §5) when the client sent a mechListMIC or its
+/// AUTHENTICATE carried a MIC (which makes it mandatory for Windows: MS-SPNG Appendix A,
+/// note on 3.1.5.1). None when the client's mechListMIC is missing or wrong.
+fn spnego_completion(
+    session: &ntlm::Session,
+    mech_types: &[u8],
+    client_mic: Option<&[u8]>,
+) -> Option<Vec<u8>> {
+    if client_mic.is_none() && !session.mic_present() {
+        return Some(spnego::accept_completed(None));
+    }
+    session
+        .verify_client_signature(mech_types, client_mic?)
+        .then_some(())?;
+    let ours = session.server_signature(mech_types)?;
+    Some(spnego::accept_completed(Some(&ours)))
+}
+
+fn auth_header(scheme_word: &str, token: &[u8]) -> HeaderValue {
+    HeaderValue::from_str(&format!("{scheme_word} {}", STANDARD.encode(token)))
+        .expect("base64 is a valid header value")
 }
 
 /// Exchange validates the token itself (signature, issuer, audience); the user is `upn`.

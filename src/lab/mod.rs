@@ -11,6 +11,7 @@ mod idp;
 mod mailbox;
 pub mod ntlm;
 mod soap;
+mod spnego;
 mod walk;
 
 use std::fmt;
