@@ -13,6 +13,9 @@ Prints one JSON line per PATH:
 connection_reused: no new TCP connection was opened for this request (auth legs included);
 local_port: the client's port of the connection that carried the final answer;
 legs: the statuses of the auth legs before the final answer (e.g. [401, 401]).
+With --negotiate, a request that ran a handshake also has "spnego": the server answered in
+SPNEGO (a NegTokenResp, as IIS does, not a bare NTLM challenge), and "mech_list_mic": the
+server's last token carried a mechListMIC, which pyspnego verified (a wrong one raises).
 Exits 0 whatever the statuses.
 """
 
@@ -26,6 +29,7 @@ import requests
 import spnego
 import urllib3.connection
 from requests_ntlm import HttpNtlmAuth
+from spnego._spnego import NegTokenResp, unpack_token  # pyspnego's own SPNEGO decoder
 
 # Count the TCP connections urllib3 opens or tries to (a reused connection opens none).
 CONNECTS = []
@@ -40,10 +44,20 @@ def _counting_connect(self):
 urllib3.connection.HTTPConnection.connect = _counting_connect
 
 
+def negotiate_token(r):
+    """The token of the response's `WWW-Authenticate: Negotiate <token>`, if any."""
+    for value in (v.strip() for v in r.headers.get("www-authenticate", "").split(",")):
+        if value.lower().startswith("negotiate "):
+            return base64.b64decode(value.split(" ", 1)[1])
+    return None
+
+
 class NegotiateAuth(requests.auth.AuthBase):
-    """`Authorization: Negotiate` with NTLM inside SPNEGO, by pyspnego (pure Python: no
-    Kerberos, so SPNEGO offers NTLM only). Like HttpNtlmAuth, it answers a 401 by running
-    the handshake on the same connection, and sends nothing on an authenticated one."""
+    """`Authorization: Negotiate` with NTLM inside SPNEGO, by pyspnego's own SPNEGO
+    (use_negotiate; without Kerberos it offers NTLM only). Like HttpNtlmAuth, it answers a
+    401 by running the handshake on the same connection, and sends nothing on an
+    authenticated one. The server's last token, on the 200, is given to pyspnego too, as
+    mutual authentication: pyspnego checks its mechListMIC."""
 
     def __init__(self, user, password):
         self.user, self.password = user, password
@@ -65,8 +79,10 @@ class NegotiateAuth(requests.auth.AuthBase):
             hostname=urlparse(r.url).hostname,
             service="HTTP",
             protocol="negotiate",
+            options=spnego.NegotiateOptions.use_negotiate,
         )
         history, token = [], ctx.step()  # NegTokenInit carrying the NTLM Type 1
+        spnego_seen = mic_seen = False
         while token is not None:
             r.content  # read the body so the connection can carry the next leg
             r.raw.release_conn()
@@ -74,18 +90,21 @@ class NegotiateAuth(requests.auth.AuthBase):
             req = r.request.copy()
             req.headers["Authorization"] = "Negotiate " + base64.b64encode(token).decode()
             r = r.connection.send(req, **kwargs)
-            if r.status_code != 401 or ctx.complete:
+            answer = negotiate_token(r)
+            if answer is not None:
+                resp = unpack_token(answer)
+                if isinstance(resp, NegTokenResp):
+                    spnego_seen = True
+                    mic_seen = resp.mech_list_mic is not None
+            if r.status_code != 401:
+                if answer is not None and not ctx.complete:
+                    ctx.step(answer)  # accept-completed: verifies the mechListMIC
                 break
-            challenge = next(
-                (v.split(" ", 1)[1] for v in (s.strip() for s in
-                 r.headers.get("www-authenticate", "").split(","))
-                 if v.lower().startswith("negotiate ")),
-                None,
-            )
-            if challenge is None:
+            if answer is None or ctx.complete:
                 break
-            token = ctx.step(base64.b64decode(challenge))  # NTLM Type 3
+            token = ctx.step(answer)  # NTLM Type 3 (and the client's mechListMIC)
         r.history[:0] = history
+        r.spnego = {"spnego": spnego_seen, "mech_list_mic": mic_seen and ctx.complete}
         return r
 
 
@@ -118,8 +137,9 @@ def main():
                 port = None
             r.content  # reading the body gives the connection back to the pool
             status, legs = r.status_code, [h.status_code for h in r.history]
+            negotiate = getattr(r, "spnego", {})
         except requests.RequestException as e:
-            status, legs, port = type(e).__name__, [], None
+            status, legs, port, negotiate = type(e).__name__, [], None, {}
         new = len(CONNECTS) - before
         print(json.dumps({
             "path": path,
@@ -128,6 +148,7 @@ def main():
             "new_connections": new,
             "local_port": port,
             "legs": legs,
+            **negotiate,
         }), flush=True)
     return 0
 
