@@ -105,6 +105,7 @@ pub struct RawIssuer {
     pub openid_configuration_url: Option<String>,
     pub jwks_url: Option<String>,
     pub jwks_file: Option<String>,
+    pub ca_file: Option<String>,
     pub algorithms: Vec<String>,
     pub leeway_seconds: Option<u64>,
     pub refresh_interval_seconds: Option<u64>,

@@ -266,6 +266,44 @@ fn a_static_jwks_file_is_read_at_validation() {
 }
 
 #[test]
+fn an_issuer_ca_file_is_read_at_validation() {
+    let issuer = |source: &str, ca: &str| {
+        format!(
+            "{MINIMAL}[[tokens.issuers]]\nissuer = \"https://adfs.contoso.com/adfs\"\naudiences = [\"a\"]\n{source}\nca_file = \"{ca}\"\n"
+        )
+    };
+    let https = "openid_configuration_url = \"https://adfs.contoso.com/adfs/.well-known/openid-configuration\"";
+    let path = write(&issuer(https, "ca.pem"), None);
+    let errors = load_with_env(&path, Some(HashMap::new())).unwrap_err();
+    assert_eq!(keys(&errors), ["tokens.issuers[0].ca_file"]);
+    std::fs::write(path.with_file_name("ca.pem"), "not a certificate\n").unwrap();
+    let errors = load_with_env(&path, Some(HashMap::new())).unwrap_err();
+    assert!(
+        errors.0[0].message.contains("holds no certificate"),
+        "{errors}"
+    );
+
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&key).unwrap();
+    std::fs::write(path.with_file_name("ca.pem"), ca.pem()).unwrap();
+    let cfg = load_with_env(&path, Some(HashMap::new())).unwrap();
+    assert_eq!(
+        cfg.tokens.issuers[0].ca_roots.as_ref().map(|r| r.len()),
+        Some(1)
+    );
+
+    // A static key file is fetched from nowhere: a CA for it is a mistake.
+    std::fs::write(&path, issuer("jwks_file = \"jwks.json\"", "ca.pem")).unwrap();
+    let errors = load_with_env(&path, Some(HashMap::new())).unwrap_err();
+    assert!(
+        keys(&errors).contains(&"tokens.issuers[0].ca_file"),
+        "{errors}"
+    );
+}
+
+#[test]
 fn mfa_without_issuers_is_an_error() {
     let toml = format!("{MINIMAL}[tokens.mfa]\nrequire_for = [\"Mapi\"]\n");
     let errors = load_with_env(&write(&toml, None), Some(HashMap::new())).unwrap_err();

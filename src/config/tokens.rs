@@ -34,6 +34,9 @@ pub struct IssuerConfig {
     pub unknown_kid_refresh_min: Duration,
     /// `fetch_timeout_seconds`: bounds one key fetch, discovery document included.
     pub fetch_timeout: Duration,
+    /// `ca_file`, read: the only roots trusted for this issuer's `https://` key
+    /// documents; None trusts the system's roots.
+    pub ca_roots: Option<rustls::RootCertStore>,
 }
 
 impl IssuerConfig {
@@ -49,6 +52,7 @@ impl IssuerConfig {
             refresh_interval: Duration::from_secs(43_200),
             unknown_kid_refresh_min: Duration::from_secs(300),
             fetch_timeout: Duration::from_secs(5),
+            ca_roots: None,
         }
     }
 }
@@ -88,6 +92,23 @@ fn url(key: &str, text: &str, errors: &mut Vec<ConfigError>) -> Option<hyper::Ur
             None
         }
     }
+}
+
+/// Reads a PEM file of CA certificates (at load, so that `validate` catches a bad one).
+fn ca_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| fail(&e))? {
+        roots
+            .add(cert.map_err(|e| fail(&e))?)
+            .map_err(|e| fail(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(fail(&"holds no certificate"));
+    }
+    Ok(roots)
 }
 
 /// Validates `[tokens]`.
@@ -172,6 +193,18 @@ pub fn tokens(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> To
                 )),
             }
         }
+        let ca_roots = raw_issuer.ca_file.as_ref().and_then(|f| {
+            if matches!(source, Some(KeySource::JwksFile(_))) {
+                errors.push(error(
+                    key("ca_file"),
+                    "applies to openid_configuration_url and jwks_url, not jwks_file",
+                ));
+                return None;
+            }
+            ca_roots(&base.join(f))
+                .map_err(|e| errors.push(error(key("ca_file"), e)))
+                .ok()
+        });
         let Some(source) = source else {
             continue;
         };
@@ -201,6 +234,7 @@ pub fn tokens(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> To
             config.fetch_timeout.as_secs(),
             errors,
         );
+        config.ca_roots = ca_roots;
         issuers.push(config);
     }
     let cache_max_entries = t.cache_max_entries.unwrap_or(10_000);

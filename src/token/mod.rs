@@ -39,6 +39,8 @@ struct Issuer {
     config: IssuerConfig,
     pattern: IssuerPattern,
     keys: Arc<IssuerKeys>,
+    /// The shared fetcher (system roots), or the issuer's own when it has a `ca_file`.
+    fetcher: Arc<Fetcher>,
     /// The allowed algorithms, by their `alg` header names.
     algorithms: Vec<(&'static str, Algorithm)>,
 }
@@ -55,7 +57,6 @@ struct JoseHeader {
 /// Validates bearer tokens for the whole process.
 pub struct TokenValidator {
     issuers: Vec<Issuer>,
-    fetcher: Arc<Fetcher>,
     cache: VerifiedCache,
     auth_context_ids: Vec<String>,
     metrics: Arc<Metrics>,
@@ -91,6 +92,7 @@ impl TokenValidator {
         if config.issuers.is_empty() {
             return None;
         }
+        let system = Arc::new(Fetcher::new());
         let issuers = config
             .issuers
             .iter()
@@ -109,13 +111,16 @@ impl TokenValidator {
                         c.fetch_timeout,
                     )),
                     algorithms,
+                    fetcher: match &c.ca_roots {
+                        Some(roots) => Arc::new(Fetcher::trusting(roots.clone())),
+                        None => system.clone(),
+                    },
                     config: c.clone(),
                 }
             })
             .collect();
         Some(TokenValidator {
             issuers,
-            fetcher: Arc::new(Fetcher::new()),
             cache: VerifiedCache::new(config.cache_max_entries),
             auth_context_ids: config.auth_context_ids.clone(),
             metrics,
@@ -129,7 +134,7 @@ impl TokenValidator {
                 issuer
                     .keys
                     .clone()
-                    .run_refresher(self.fetcher.clone(), self.metrics.clone()),
+                    .run_refresher(issuer.fetcher.clone(), self.metrics.clone()),
             );
         }
     }
@@ -137,7 +142,7 @@ impl TokenValidator {
     /// Fetches every issuer's keys once now; for start-up and tests.
     pub async fn refresh_all(&self) {
         for issuer in &self.issuers {
-            let _ = issuer.keys.refresh(&self.fetcher, &self.metrics).await;
+            let _ = issuer.keys.refresh(&issuer.fetcher, &self.metrics).await;
         }
     }
 
@@ -224,7 +229,7 @@ impl TokenValidator {
             Some(_) => {
                 issuer
                     .keys
-                    .refresh_for_unknown_kid(&self.fetcher, &self.metrics)
+                    .refresh_for_unknown_kid(&issuer.fetcher, &self.metrics)
                     .await;
                 issuer.keys.current().ok_or(TokenError::UnknownKey)?
             }
@@ -232,7 +237,7 @@ impl TokenValidator {
                 // A start during an outage: fetch now rather than at the next retry.
                 issuer
                     .keys
-                    .refresh_when_empty(&self.fetcher, &self.metrics)
+                    .refresh_when_empty(&issuer.fetcher, &self.metrics)
                     .await;
                 issuer.keys.current().ok_or(TokenError::NoKeys)?
             }
