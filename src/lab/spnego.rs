@@ -77,7 +77,9 @@ pub enum ClientToken<'a> {
     },
     /// A later leg: a NegTokenResp (RFC 4178 §4.2.2).
     Resp {
+        /// The mechanism's token (here an NTLM AUTHENTICATE).
         response_token: Option<&'a [u8]>,
+        /// The client's signature of the mechTypes it sent first (RFC 4178 §5).
         mech_list_mic: Option<&'a [u8]>,
     },
 }

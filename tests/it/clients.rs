@@ -388,15 +388,17 @@ fn curl_negotiate_with_gss_ntlmssp_is_answered_in_spnego_and_decided_by_its_user
         let user_file = dir.join(format!("ntlm-{user}"));
         std::fs::write(&user_file, format!("CONTOSO:{user}:{password}\n")).unwrap();
         let headers = dir.join(format!("headers-{user}"));
-        let out = Command::new("curl")
-            .env("NTLM_USER_FILE", &user_file)
+        let mut curl = Command::new("curl");
+        curl.env("NTLM_USER_FILE", &user_file)
             .args(["-s", "--negotiate", "-u", ":", "-D", arg(&headers)])
             .args(["-o", "/dev/null", "-w", "%{http_code}\n"])
             .arg(format!("{proxy}/EWS/Exchange.asmx"))
             .args(["-o", "/dev/null", "-w", "%{http_code}\n"])
-            .arg(format!("{proxy}/mapi/emsmdb/"))
-            .output()
-            .unwrap();
+            .arg(format!("{proxy}/mapi/emsmdb/"));
+        if let Some(ca) = lab_ca(&dir) {
+            curl.arg("--cacert").arg(ca);
+        }
+        let out = curl.output().unwrap();
         let codes: Vec<String> = text(&out.stdout).lines().map(Into::into).collect();
         assert_eq!(codes, ["200", mapi], "{user}: {}", text(&out.stderr));
         // IIS's answers: a NegTokenResp selecting NTLMSSP with the CHALLENGE, then on
