@@ -23,9 +23,11 @@ const MAX_SCRIPT_BYTES: usize = 64 * 1024;
 
 /// Admin connections served at once: they come out of the descriptors exgate keeps in
 /// reserve (SPEC §7 "Limits"), so a local scraper gone wrong cannot take the proxy's.
-const MAX_ADMIN_CONNECTIONS: usize = 32;
-/// Time an admin client has to send its request head, and to send the next one.
-const ADMIN_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const MAX_ADMIN_CONNECTIONS: usize = 32;
+/// How long one admin connection may last, request and answer together: each serves one
+/// request (no keep-alive), so a stuck or trickling client holds its place for this long
+/// at most, and a persistent scraper cannot hold one at all.
+const ADMIN_CONNECTION_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves the admin endpoints until `stop` fires.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -51,11 +53,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(route(&shared, req).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(ADMIN_HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(ADMIN_CONNECTION_DEADLINE, conn).await;
             drop(permit);
         });
     }

@@ -126,7 +126,8 @@ pub struct TokenArgs {
 #[cfg(feature = "lab")]
 #[derive(Debug, clap::Args)]
 pub struct LoadArgs {
-    /// exgate's URL; loopback only (default: the lab's).
+    /// exgate's URL, loopback only (default: the lab's); https:// is verified against
+    /// the lab's CA (ca.pem in --dir).
     #[arg(long)]
     pub target: Option<String>,
     /// Stop after this many seconds.
@@ -278,7 +279,6 @@ fn raise_file_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => tracing::info!(
             open_files = limit,
-            default_max_connections = crate::proxy::default_max_connections(),
             "open-file limit raised to the hard limit"
         ),
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
@@ -466,7 +466,8 @@ fn load(args: &LoadArgs) -> anyhow::Result<ExitCode> {
         (None, None) => anyhow::bail!("--target is required when no lab runs in {}", dir.display()),
     };
     let options = load::LoadOptions {
-        target: load::loopback_target(&target)?,
+        // An https:// target (the lab's exgate) is verified against the lab's CA.
+        target: load::loopback_target(&target)?.trusting(&dir.join(lab::pki::CA_FILE))?,
         duration: std::time::Duration::from_secs(args.duration_seconds),
         max_requests: args.requests,
         concurrency: args.concurrency,

@@ -137,3 +137,86 @@ impl Body for RequestBody {
         hint
     }
 }
+
+/// Whether a request body has gone out whole: the response-header timeout runs from
+/// then (SPEC §7), so a long upload that keeps moving is never cut as Exchange's delay.
+#[derive(Clone, Debug, Default)]
+pub struct Sent(Arc<(std::sync::atomic::AtomicBool, tokio::sync::Notify)>);
+
+impl Sent {
+    /// A signal already given (a request without a body).
+    pub fn done() -> Sent {
+        let sent = Sent::default();
+        sent.mark();
+        sent
+    }
+
+    /// Waits until the body has gone out whole (forever, if it never does).
+    pub async fn wait(&self) {
+        let (flag, notify) = &*self.0;
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if flag.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn mark(&self) {
+        let (flag, notify) = &*self.0;
+        flag.store(true, std::sync::atomic::Ordering::Release);
+        notify.notify_waiters();
+    }
+}
+
+/// A body that gives its [`Sent`] signal once its last frame has been taken.
+pub struct SignalEnd {
+    inner: super::respond::ProxyBody,
+    sent: Sent,
+}
+
+impl SignalEnd {
+    /// Wraps `inner`; `sent` fires when it ends.
+    pub fn new(inner: super::respond::ProxyBody) -> (SignalEnd, Sent) {
+        let sent = Sent::default();
+        if inner.is_end_stream() {
+            sent.mark();
+        }
+        (
+            SignalEnd {
+                inner,
+                sent: sent.clone(),
+            },
+            sent,
+        )
+    }
+}
+
+impl Body for SignalEnd {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        match &frame {
+            Poll::Ready(None) => self.sent.mark(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.sent.mark(),
+            _ => {}
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -45,11 +45,14 @@ pub enum ClientFault {
     /// Earlier framing on the connection could not be followed (an unreadable
     /// `Content-Length`, a malformed chunked body before this request).
     UnfollowedFraming,
+    /// The client stopped reading its response for longer than the idle timeout; the
+    /// connection is closed (no answer can reach it).
+    ResponseUnread,
 }
 
 impl ClientFault {
     /// Every fault, for metric pre-registration and exhaustive tests.
-    pub const ALL: [ClientFault; 14] = [
+    pub const ALL: [ClientFault; 15] = [
         ClientFault::MethodNotAllowed,
         ClientFault::MissingHost,
         ClientFault::DuplicateHost,
@@ -64,6 +67,7 @@ impl ClientFault {
         ClientFault::ConnectionNamesEndToEnd,
         ClientFault::MalformedHead,
         ClientFault::UnfollowedFraming,
+        ClientFault::ResponseUnread,
     ];
 
     /// The label value (`reason` in `exgate_client_errors_total` and the audit log).
@@ -85,6 +89,7 @@ impl ClientFault {
             ClientFault::ConnectionNamesEndToEnd => "connection_names_end_to_end",
             ClientFault::MalformedHead => "malformed_head",
             ClientFault::UnfollowedFraming => "unfollowed_framing",
+            ClientFault::ResponseUnread => "response_unread",
         }
     }
 

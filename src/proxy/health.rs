@@ -57,11 +57,21 @@ impl ServerHealth {
     /// Records a round: per checked protocol, whether its check passed, and whether any
     /// check got an answer. Returns the protocols whose state changed, as (protocol, now
     /// passing) pairs, for the log.
+    ///
+    /// [`Probe::Unknown`] results (exgate could not open a connection for lack of its
+    /// own descriptors) are no evidence either way and change nothing.
     pub fn record(&self, results: &[(Protocol, Probe)]) -> Vec<(Protocol, bool)> {
-        let answering = results.iter().any(|(_, p)| *p != Probe::NoAnswer);
+        let known: Vec<_> = results
+            .iter()
+            .filter(|(_, p)| *p != Probe::Unknown)
+            .collect();
+        if known.is_empty() {
+            return Vec::new();
+        }
+        let answering = known.iter().any(|(_, p)| *p != Probe::NoAnswer);
         self.answering.store(answering, Ordering::Relaxed);
         let mut changed = Vec::new();
-        for (protocol, probe) in results {
+        for (protocol, probe) in known {
             let pass = *probe == Probe::Pass;
             let was = self.passes[protocol.index()].swap(pass, Ordering::Relaxed);
             if was != pass {
@@ -81,6 +91,9 @@ pub enum Probe {
     Fail,
     /// No connection, or no answer within the check timeout.
     NoAnswer,
+    /// Not checked: exgate itself had no descriptor, memory or port for the probe
+    /// (SPEC §7: local exhaustion is never blamed on an upstream).
+    Unknown,
 }
 
 impl Probe {
@@ -182,6 +195,29 @@ mod tests {
         assert!(
             !h.serves(Protocol::WebServices),
             "unchecked, but the server is silent"
+        );
+    }
+
+    #[test]
+    fn a_probe_exgate_could_not_make_changes_nothing() {
+        let h = ServerHealth::default();
+        let changed = h.record(&[
+            (Protocol::Autodiscover, Probe::Unknown),
+            (Protocol::Mapi, Probe::Unknown),
+        ]);
+        assert!(changed.is_empty());
+        assert!(h.serves(Protocol::Mapi) && h.serves(Protocol::Other));
+        h.record(&[
+            (Protocol::Mapi, Probe::Fail),
+            (Protocol::Autodiscover, Probe::Pass),
+        ]);
+        h.record(&[
+            (Protocol::Mapi, Probe::Unknown),
+            (Protocol::Autodiscover, Probe::Pass),
+        ]);
+        assert!(
+            !h.serves(Protocol::Mapi),
+            "an unknown probe is no recovery either"
         );
     }
 

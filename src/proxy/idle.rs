@@ -4,13 +4,17 @@
 //! one, so a stalled client cannot hold a connection and its upstream forever.
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::respond::{BoxError, ProxyBody};
@@ -83,6 +87,124 @@ impl Body for IdleTimeout {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A client that stopped reading: a write to it made no progress for the idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the client read nothing for {0:?}")]
+pub struct ClientNotReading(pub Duration);
+
+/// The write idle timeout of one client connection, in milliseconds: set by the request
+/// path to the timeout of the protocol being answered (RPC and MAPI wait longer).
+#[derive(Clone, Debug)]
+pub struct WriteIdle(Arc<AtomicU64>);
+
+impl WriteIdle {
+    /// A handle starting at `idle`.
+    pub fn new(idle: Duration) -> WriteIdle {
+        WriteIdle(Arc::new(AtomicU64::new(millis(idle))))
+    }
+
+    /// Sets the timeout for what is written from now on.
+    pub fn set(&self, idle: Duration) {
+        self.0.store(millis(idle), Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Duration {
+        Duration::from_millis(self.0.load(Ordering::Relaxed))
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The client side of a connection with a write idle timeout: a write that stays
+/// pending (the client's receive window is full: it stopped reading) for the connection's
+/// [`WriteIdle`] fails with [`ClientNotReading`], which makes hyper close the connection
+/// and so drop the upstream response and its connection. Without it a client that
+/// requests a large response and never reads it holds its place and an Exchange
+/// connection for as long as it likes: a response body's own idle timeout only runs
+/// while the body is polled, and nothing polls it while the client's window is full.
+pub struct WriteStall<S> {
+    inner: S,
+    idle: WriteIdle,
+    /// Armed while a write is pending.
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> WriteStall<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, idle: WriteIdle) -> WriteStall<S> {
+        WriteStall {
+            inner,
+            idle,
+            deadline: None,
+        }
+    }
+
+    /// After a write attempt: progress disarms the timer, a pending write arms it (once)
+    /// and fails when it fires.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.deadline = None;
+            return poll;
+        }
+        let idle = self.idle.get();
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                ClientNotReading(idle),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteStall<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteStall<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, poll)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 

@@ -9,7 +9,8 @@ mod health;
 mod idle;
 mod respond;
 mod service;
-mod tls;
+/// TLS for both sides; the lab serves its identity provider with the same listener setup.
+pub(crate) mod tls;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -264,7 +265,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let max_connections = config
         .server
         .max_connections
-        .unwrap_or_else(default_max_connections);
+        .unwrap_or_else(|| default_max_connections(config.upstream.servers.len()));
     metrics
         .client_connections_limit
         .set(i64::try_from(max_connections).unwrap_or(i64::MAX));
@@ -294,17 +295,25 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })
 }
 
-/// Descriptors kept back from client connections: listeners, the audit log, key fetches,
-/// health checks, the admin listener's clients, and the brief accept of a connection
-/// refused over capacity.
-const RESERVED_DESCRIPTORS: u64 = 128;
+/// Descriptors kept back from client connections whatever the configuration: listeners,
+/// the audit log, key fetches, standard streams.
+const RESERVED_DESCRIPTORS: u64 = 32;
+/// Descriptors one health-check round may hold per upstream server: one probe per
+/// virtual directory checked (at most nine).
+const PROBE_DESCRIPTORS_PER_SERVER: u64 = 9;
 
 /// `server.max_connections` when not configured (SPEC §7 "Limits"): what the open-file
-/// soft limit allows once the reserve is kept, at two descriptors per forwarded
-/// connection (the client's and its upstream's), at least 1.
-pub fn default_max_connections() -> usize {
+/// soft limit allows once exgate's own needs are kept back — the fixed reserve, the
+/// connections refused over capacity that linger, the admin listener's, and a round of
+/// health checks on `servers` servers — at two descriptors per forwarded connection
+/// (the client's and its upstream's), at least 1.
+pub fn default_max_connections(servers: usize) -> usize {
     let soft = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
-    let n = soft.saturating_sub(RESERVED_DESCRIPTORS) / 2;
+    let kept = RESERVED_DESCRIPTORS
+        + OVER_CAPACITY_ANSWERS as u64
+        + crate::admin::MAX_ADMIN_CONNECTIONS as u64
+        + PROBE_DESCRIPTORS_PER_SERVER * servers as u64;
+    let n = soft.saturating_sub(kept) / 2;
     usize::try_from(n.max(1)).unwrap_or(usize::MAX)
 }
 
@@ -337,25 +346,50 @@ async fn accept_loop(
 ) {
     let graceful = GracefulShutdown::new();
     let answering = Arc::new(Semaphore::new(OVER_CAPACITY_ANSWERS));
+    // A descriptor held back for the moment the others run out (libev's and nginx's
+    // trick): freed, it lets exgate take one waiting connection and answer it 503.
+    let mut spare = open_spare();
+    let mut short = false;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => match capacity.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        let open = OpenConnection::new(permit, &shared.metrics);
-                        spawn_connection(stream, peer, acceptor.clone(), shared.clone(), &server, &graceful, open);
+                Ok((stream, peer)) => {
+                    short = false;
+                    match capacity.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let open = OpenConnection::new(permit, &shared.metrics);
+                            spawn_connection(stream, peer, acceptor.clone(), shared.clone(), &server, &graceful, open);
+                        }
+                        Err(_) => {
+                            shared.metrics.record_overload("max_connections");
+                            refuse_over_capacity(stream, acceptor.is_some(), &answering);
+                        }
                     }
-                    Err(_) => {
-                        shared.metrics.record_overload("max_connections");
-                        refuse_over_capacity(stream, acceptor.is_some(), &answering);
-                    }
-                },
-                Err(e) => {
-                    // Out of file descriptors and the like: exgate's own exhaustion,
-                    // counted as such; back off instead of spinning.
-                    if is_descriptor_exhaustion(&e) {
+                }
+                Err(e) if is_descriptor_exhaustion(&e) => {
+                    // exgate's own exhaustion, counted as such (once per shortage, and
+                    // once per connection answered): the spare descriptor takes one
+                    // waiting client, which is answered 503 and closed; then back off
+                    // instead of spinning.
+                    if !std::mem::replace(&mut short, true) {
                         shared.metrics.record_overload("file_descriptors");
+                        tracing::warn!(error = %e, "out of file descriptors: refusing connections with 503");
                     }
+                    if spare.take().is_some() {
+                        if let Ok(Ok((stream, _))) = tokio::time::timeout(
+                            std::time::Duration::from_millis(10),
+                            listener.accept(),
+                        )
+                        .await
+                        {
+                            shared.metrics.record_overload("file_descriptors");
+                            answer_unavailable_now(stream, acceptor.is_some());
+                        }
+                        spare = open_spare();
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
@@ -372,9 +406,47 @@ async fn accept_loop(
     }
 }
 
+/// Whether `error` or one of its sources is an `E` (I/O errors included: their inner
+/// error is searched too).
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<E>() {
+            return true;
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if inner.is::<E>() {
+                return true;
+            }
+        }
+        current = e.source();
+    }
+    false
+}
+
 /// Whether an accept failed for lack of descriptors (EMFILE, ENFILE) or buffers.
 fn is_descriptor_exhaustion(e: &std::io::Error) -> bool {
     upstream::is_local_exhaustion(e)
+}
+
+/// The spare descriptor [`accept_loop`] frees when the others run out.
+fn open_spare() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+/// Answers a connection taken on the spare descriptor with the raw 503 (a TLS one is
+/// just closed) and closes it at once: the descriptor is needed back. What the client
+/// already sent is read first, so the close is a FIN, not a reset that could discard
+/// the answer.
+fn answer_unavailable_now(stream: TcpStream, tls: bool) {
+    if !tls {
+        let _ = stream.try_write(respond::OVER_CAPACITY);
+        let mut sink = [0u8; 4096];
+        while matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {}
+    }
 }
 
 /// A client connection beyond `server.max_connections` (SPEC §6): a plain-HTTP one is
@@ -450,6 +522,7 @@ fn spawn_connection(
         .keep_alive(true);
     let https = acceptor.is_some();
     let verdicts = head_guard::Verdicts::default();
+    let write_idle = idle::WriteIdle::new(server.idle_timeout);
     let metrics = shared.metrics.clone();
     let service = service::ConnectionService::new(
         shared,
@@ -457,6 +530,7 @@ fn spawn_connection(
         https,
         verdicts.clone(),
         server.max_header_bytes,
+        write_idle.clone(),
     );
     let watcher = graceful.watcher();
     let handshake_timeout = server.header_read_timeout;
@@ -464,7 +538,8 @@ fn spawn_connection(
         let _open = open;
         let result = match acceptor {
             None => {
-                let io = TokioIo::new(head_guard::HeadGuard::new(stream, verdicts));
+                let guard = head_guard::HeadGuard::new(stream, verdicts);
+                let io = TokioIo::new(idle::WriteStall::new(guard, write_idle));
                 let conn = builder.serve_connection(io, service);
                 watcher.watch(conn).await
             }
@@ -478,12 +553,16 @@ fn spawn_connection(
                         }
                         Err(_) => return,
                     };
-                let io = TokioIo::new(head_guard::HeadGuard::new(tls, verdicts));
+                let guard = head_guard::HeadGuard::new(tls, verdicts);
+                let io = TokioIo::new(idle::WriteStall::new(guard, write_idle));
                 let conn = builder.serve_connection(io, service);
                 watcher.watch(conn).await
             }
         };
         if let Err(e) = &result {
+            if caused_by::<idle::ClientNotReading>(e) {
+                metrics.record_client_error(ClientFault::ResponseUnread);
+            }
             // hyper answered a head it could not parse (400) or that overflowed its
             // buffer (431) itself: still the client's fault, and counted as such.
             if e.is_parse() || e.is_parse_too_large() {

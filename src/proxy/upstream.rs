@@ -314,8 +314,14 @@ impl Upstream {
                     }
                 }
             }
-            let healthy = results.iter().all(|(_, p)| *p == Probe::Pass);
-            metrics.set_upstream_healthy(&server.label, healthy);
+            let mut known = results
+                .iter()
+                .filter(|(_, p)| *p != Probe::Unknown)
+                .peekable();
+            if known.peek().is_some() {
+                let healthy = known.all(|(_, p)| *p == Probe::Pass);
+                metrics.set_upstream_healthy(&server.label, healthy);
+            }
         }
     }
 
@@ -323,8 +329,10 @@ impl Upstream {
     async fn probe(&self, server: usize, path: &'static str) -> Probe {
         let s = &self.servers[server];
         let mut connector = self.connector.clone();
-        let Ok(io) = connector.call(s.base.clone()).await else {
-            return Probe::NoAnswer;
+        let io = match connector.call(s.base.clone()).await {
+            Ok(io) => io,
+            Err(e) if is_local_exhaustion(e.as_ref()) => return Probe::Unknown,
+            Err(_) => return Probe::NoAnswer,
         };
         let Ok((mut sender, conn)) = http1::handshake::<_, ProxyBody>(io).await else {
             return Probe::NoAnswer;

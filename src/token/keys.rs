@@ -287,11 +287,26 @@ impl IssuerKeys {
         self.fetch_locked(&mut last, fetcher, metrics).await
     }
 
+    /// The fetch lock, or None after waiting out a fetch that was in progress when the
+    /// caller arrived: its outcome is the caller's too (single flight), so no caller
+    /// waits for more than the fetch in progress or its own, never for a queue of them.
+    async fn lock_or_join(&self) -> Option<tokio::sync::MutexGuard<'_, Option<Instant>>> {
+        match self.last_fetch.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(_) => {
+                drop(self.last_fetch.lock().await);
+                None
+            }
+        }
+    }
+
     /// On a token with an unknown `kid`: fetch, unless a fetch started less than
-    /// `unknown_kid_refresh_min_seconds` ago. Concurrent callers queue on the lock and
-    /// then find the fetch fresh, so a burst of unknown `kid`s costs one fetch.
+    /// `unknown_kid_refresh_min_seconds` ago or one is in progress (then its outcome
+    /// serves), so a burst of unknown `kid`s costs one fetch and waits for one at most.
     pub async fn refresh_for_unknown_kid(&self, fetcher: &Fetcher, metrics: &Metrics) {
-        let mut last = self.last_fetch.lock().await;
+        let Some(mut last) = self.lock_or_join().await else {
+            return;
+        };
         if last.is_some_and(|t| t.elapsed() < self.unknown_kid_min) {
             return;
         }
@@ -299,16 +314,15 @@ impl IssuerKeys {
     }
 
     /// While the issuer has no keys: a request with a token fetches, at most once a
-    /// second. Single flight: callers queue on the lock, and one that finds a fetch
-    /// started after it arrived takes that fetch's outcome instead of starting another,
-    /// so a burst costs one fetch per second however large it is. A caller waits for
-    /// the fetch in progress, at most a second, then its own fetch (each bounded by the
-    /// fetch timeout), so after an outage the first request gets keys within a second
-    /// of the endpoint's return plus the fetch itself.
+    /// second; one that arrives while a fetch is in progress (or waits out the second)
+    /// takes that fetch's outcome. So a caller waits at most a second plus one fetch
+    /// timeout, a burst costs one fetch per second, and after an outage the first
+    /// request gets keys within a second of the endpoint's return plus the fetch itself.
     pub async fn refresh_when_empty(&self, fetcher: &Fetcher, metrics: &Metrics) {
-        let arrived = Instant::now();
-        let mut last = self.last_fetch.lock().await;
-        if self.current.load().is_some() || last.is_some_and(|t| t >= arrived) {
+        let Some(mut last) = self.lock_or_join().await else {
+            return;
+        };
+        if self.current.load().is_some() {
             return;
         }
         if let Some(since) = last.map(|t| t.elapsed()) {

@@ -194,10 +194,15 @@ async fn handle_upstream(
         body_len,
         body: kept,
     });
-    let mut res = Response::new(Full::new(Bytes::from(format!(
-        "upstream saw {} {} on connection {connection}",
-        parts.method, target
-    ))));
+    // A path with `big` in it gets a 32 MiB answer (a large attachment, an OAB file).
+    let text = match target.contains("big") {
+        true => Bytes::from(vec![b'x'; 32 << 20]),
+        false => Bytes::from(format!(
+            "upstream saw {} {} on connection {connection}",
+            parts.method, target
+        )),
+    };
+    let mut res = Response::new(Full::new(text));
     res.headers_mut()
         .insert("x-upstream-connection", HeaderValue::from(connection));
     res.headers_mut()

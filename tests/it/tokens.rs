@@ -641,6 +641,84 @@ async fn an_unknown_kid_against_a_hung_endpoint_is_answered_within_the_fetch_tim
     );
 }
 
+/// Red-team finding: concurrent callers queued for one fetch each. Now 20 concurrent
+/// unknown `kid`s against a hung endpoint all get their 401 within one fetch timeout
+/// (they share the one fetch), even with `unknown_kid_refresh_min_seconds` shorter
+/// than the fetch timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_unknown_kids_against_a_hung_endpoint_share_one_fetch() {
+    let Setup { idp, gate, .. } = Setup::start(Wiring {
+        unknown_kid_min: 1,
+        fetch_timeout: Some(2),
+        ..ONLINE
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    idp.hang.store(true, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let addr = gate.addr();
+            tokio::spawn(async move {
+                let stranger = SigningKey::generate(&format!("k{i}"));
+                let token = stranger.sign(&claims("user01@contoso.com", true));
+                let mut c = Client::connect(addr).await;
+                let status = c
+                    .get("/ews/", &[("authorization", &bearer(&token))])
+                    .await
+                    .status;
+                (status, started.elapsed())
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (status, took) = t.await.unwrap();
+        assert_eq!(status, 401);
+        assert!(
+            took < Duration::from_millis(3500),
+            "answered after {took:?}"
+        );
+    }
+}
+
+/// Red-team finding: while no keys were held, callers waited for the fetch in progress
+/// and then for one of their own. Now 20 concurrent tokens against a hung endpoint all
+/// get their 503 within a second plus one fetch timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_keys_concurrent_tokens_wait_for_one_fetch_at_most() {
+    let Setup {
+        key: k1, idp, gate, ..
+    } = Setup::start(Wiring {
+        idp_down: true,
+        fetch_timeout: Some(2),
+        ..ONLINE
+    })
+    .await;
+    idp.hang.store(true, Ordering::SeqCst);
+    idp.down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let token = k1.sign(&claims("user01@contoso.com", true));
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (addr, auth) = (gate.addr(), bearer(&token));
+            tokio::spawn(async move {
+                let mut c = Client::connect(addr).await;
+                let status = c.get("/ews/", &[("authorization", &auth)]).await.status;
+                (status, started.elapsed())
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (status, took) = t.await.unwrap();
+        assert_eq!(status, 503);
+        assert!(
+            took < Duration::from_millis(3500),
+            "answered after {took:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_premises_block_modern_auth_applies_to_the_tokens_user() {
     let script = "New-AuthenticationPolicy NoModernMapi -BlockModernAuthMapi

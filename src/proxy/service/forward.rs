@@ -11,6 +11,7 @@ use hyper::{Response, StatusCode};
 
 use super::Connection;
 use crate::policy::{Decision, Protocol};
+use crate::proxy::body::{Sent, SignalEnd};
 use crate::proxy::idle::IdleTimeout;
 use crate::proxy::respond::{BoxError, ProxyBody};
 use crate::proxy::upstream::{Head, UpstreamError};
@@ -88,10 +89,22 @@ impl Connection {
             auth.upstream = Some(upstream.pin(protocol).await?);
         }
         let own = auth.upstream.as_mut().expect("connected above");
+        // The wait for response headers starts once the body has gone out whole.
+        let (body, body_sent) = match body {
+            Some(body) => {
+                let (body, sent) = SignalEnd::new(body);
+                (Some(body.boxed()), sent)
+            }
+            None => (None, Sent::done()),
+        };
         let req = upstream.request_on(own, head, body);
-        let sent = match tokio::time::timeout(wait, upstream.send_on(own, req)).await {
-            Ok(sent) => sent,
-            Err(_) => {
+        let deadline = async {
+            body_sent.wait().await;
+            tokio::time::sleep(wait).await;
+        };
+        let sent = tokio::select! {
+            sent = upstream.send_on(own, req) => sent,
+            () = deadline => {
                 auth.upstream = None;
                 return Err(UpstreamError::ResponseTimeout);
             }
@@ -104,6 +117,7 @@ impl Connection {
             Err((_, Some(req))) if !auth.authenticated && req.body().is_end_stream() => {
                 auth.upstream = Some(upstream.pin(protocol).await?);
                 let own = auth.upstream.as_mut().expect("connected above");
+                // Only a body-less request is sent again: its wait starts at once.
                 match tokio::time::timeout(wait, upstream.send_on(own, req)).await {
                     Ok(Ok(res)) => Ok(res),
                     Ok(Err((e, _))) => {

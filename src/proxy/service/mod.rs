@@ -23,6 +23,7 @@ use forward::rewrite_response;
 
 use super::body::{BodyFault, RequestBody};
 use super::head_guard::Verdicts;
+use super::idle::WriteIdle;
 use super::respond::{self, ProxyBody, Refusal};
 use super::upstream::{Pinned, UpstreamError};
 use super::{Shared, Snapshot, headers};
@@ -69,6 +70,8 @@ struct Connection {
     verdicts: Verdicts,
     /// `server.max_header_bytes`.
     max_header_bytes: usize,
+    /// The write idle timeout of the client side, set per response to its protocol's.
+    write_idle: WriteIdle,
     // HTTP/1.1 serves one request at a time per connection, so this lock is never
     // contended; it exists because the upstream sender is used across an await.
     auth: Mutex<ConnectionAuth>,
@@ -86,6 +89,7 @@ impl ConnectionService {
         https: bool,
         verdicts: Verdicts,
         max_header_bytes: usize,
+        write_idle: WriteIdle,
     ) -> ConnectionService {
         ConnectionService(Arc::new(Connection {
             shared,
@@ -94,6 +98,7 @@ impl ConnectionService {
             https,
             verdicts,
             max_header_bytes,
+            write_idle,
             auth: Mutex::new(ConnectionAuth::default()),
         }))
     }
@@ -307,6 +312,7 @@ impl Connection {
         let (parts, body) = req.into_parts();
         let head = self.forward_head(parts);
         let idle = self.idle_timeout(decision.protocol);
+        self.write_idle.set(idle);
         let mut fault = None;
         let body = match has_body {
             false => None,
