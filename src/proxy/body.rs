@@ -85,11 +85,31 @@ impl RequestBody {
         } else if error
             .downcast_ref::<hyper::Error>()
             .is_some_and(hyper::Error::is_incomplete_message)
+            || RequestBody::connection_ended(error.as_ref())
         {
             ClientFault::BodyAborted
         } else {
             ClientFault::BodyFraming
         }
+    }
+
+    /// Whether a body error comes from the client's connection ending early: hyper
+    /// reports a body cut short by EOF or a reset as an I/O error of those kinds.
+    fn connection_ended(error: &(dyn std::error::Error + 'static)) -> bool {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+        let mut current = Some(error);
+        while let Some(e) = current {
+            if e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+                )
+            }) {
+                return true;
+            }
+            current = e.source();
+        }
+        false
     }
 }
 

@@ -711,3 +711,39 @@ fn out_of_descriptors_no_health_check_fails_and_waiting_clients_get_503() {
         assert!(log.contains("out of file descriptors"), "{log}");
     });
 }
+
+/// A client that hangs up in the middle of its body, small or large, with a length or
+/// chunked, is counted as `body_aborted` (a red-team finding: all were `body_framing`),
+/// and never as an upstream error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_cut_short_by_the_client_is_counted_as_aborted() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start(ONLINE, "", &[upstream.url()]).await;
+    let cases: [(&str, usize); 3] = [
+        ("Content-Length: 1000", 10),
+        ("Content-Length: 1048576", 70_000),
+        ("Transfer-Encoding: chunked", 0),
+    ];
+    for (framing, sent) in cases {
+        let mut s = TcpStream::connect(gate.addr()).await.unwrap();
+        let head = format!(
+            "POST /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\n{framing}\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        match sent {
+            0 => s.write_all(b"10\r\n0123456789").await.unwrap(),
+            n => s.write_all(&vec![b'x'; n]).await.unwrap(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(s);
+    }
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = gate.metrics().await;
+        if metrics.contains("exgate_client_errors_total{reason=\"body_aborted\"} 3") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_only_client_errors(&metrics, "body_aborted", 3);
+}
