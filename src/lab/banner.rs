@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{LabInfo, MFA_CODE, USERS};
+use super::{LabInfo, MFA_CODE, USERS, pki};
 
 /// One ready-to-paste command and the HTTP status it prints.
 pub struct Try {
@@ -13,13 +13,18 @@ pub struct Try {
     pub expect: u16,
 }
 
-fn curl(args: &str) -> String {
-    format!("curl -s -o /dev/null -w '%{{http_code}}\\n' {args}")
+fn curl(ca: &Path, args: &str) -> String {
+    format!(
+        "curl -s --cacert '{}' -o /dev/null -w '%{{http_code}}\\n' {args}",
+        ca.display()
+    )
 }
 
 /// The commands to try against a running lab.
 pub fn tries(info: &LabInfo, dir: &Path, exe: &Path) -> Vec<Try> {
     let p = &info.proxy;
+    let ca = dir.join(pki::CA_FILE);
+    let curl = |args: &str| curl(&ca, args);
     let (pilot, other) = (&USERS[0], &USERS[1]);
     let token = |user: &str, mfa: bool| {
         format!(
@@ -105,6 +110,25 @@ pub fn banner(info: &LabInfo, dir: &Path, exe: &Path) -> String {
         info.idp
     );
     let _ = writeln!(out, "  lab directory                  {}", dir.display());
+    let ca = dir.join(pki::CA_FILE);
+    let _ = writeln!(
+        out,
+        "  lab CA (both serve TLS)        {}  (kept across restarts)",
+        ca.display()
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Trust the lab CA in clients:");
+    let _ = writeln!(out, "  curl --cacert '{}' …", ca.display());
+    let _ = writeln!(
+        out,
+        "  export REQUESTS_CA_BUNDLE='{}'   # Python requests: MSAL, exchangelib",
+        ca.display()
+    );
+    let _ = writeln!(
+        out,
+        "  export SSL_CERT_FILE='{}'        # OpenSSL-based clients, Python's ssl",
+        ca.display()
+    );
     let _ = writeln!(out);
     let _ = writeln!(out, "Users (one-time MFA code: {MFA_CODE}):");
     for (i, u) in USERS.iter().enumerate() {

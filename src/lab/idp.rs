@@ -13,8 +13,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio_rustls::TlsAcceptor;
 
 use super::{MFA_CODE, Scenario, SharedKeys, TENANT, find_user, new_kid, save_keys};
+use crate::config::TlsFiles;
 use crate::token::mint::{SigningKey, entra_v1_claims, jwks, mfa_at_adfs};
 
 /// A running identity provider.
@@ -30,10 +32,17 @@ struct State {
     dir: PathBuf,
 }
 
-/// Starts the identity provider on 127.0.0.1:0.
-pub async fn start(scenario: Scenario, keys: Vec<SigningKey>, dir: PathBuf) -> anyhow::Result<Idp> {
+/// Starts the identity provider on 127.0.0.1:0, serving HTTPS with `tls` (Entra and
+/// AD FS serve nothing else, and MSAL refuses an `http://` authority).
+pub async fn start(
+    scenario: Scenario,
+    keys: Vec<SigningKey>,
+    dir: PathBuf,
+    tls: &TlsFiles,
+) -> anyhow::Result<Idp> {
+    let acceptor = TlsAcceptor::from(Arc::new(crate::proxy::tls::server_config(tls)?));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
+    let url = format!("https://localhost:{}", listener.local_addr()?.port());
     let keys: SharedKeys = Arc::new(ArcSwap::from_pointee(keys));
     let state = Arc::new(State {
         scenario,
@@ -43,8 +52,11 @@ pub async fn start(scenario: Scenario, keys: Vec<SigningKey>, dir: PathBuf) -> a
     });
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let state = state.clone();
+            let (state, acceptor) = (state.clone(), acceptor.clone());
             tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
                 let service = hyper::service::service_fn(move |req| {
                     let state = state.clone();
                     async move { Ok::<_, Infallible>(handle(&state, req).await) }

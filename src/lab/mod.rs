@@ -10,6 +10,7 @@ mod exchange;
 mod idp;
 mod mailbox;
 pub mod ntlm;
+pub mod pki;
 mod soap;
 mod spnego;
 mod walk;
@@ -177,6 +178,9 @@ pub struct LabInfo {
     /// The mock identity provider.
     pub idp: String,
     pub config: PathBuf,
+    /// The lab CA's certificate, which exgate's and the identity provider's chain to.
+    #[serde(default)]
+    pub ca: PathBuf,
 }
 
 impl LabInfo {
@@ -280,7 +284,8 @@ pub async fn start(options: LabOptions) -> anyhow::Result<Lab> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let scenario = options.scenario;
     let keys = load_or_create_keys(dir)?;
-    let idp = idp::start(scenario, keys, dir.to_owned()).await?;
+    let pki = pki::prepare(dir)?;
+    let idp = idp::start(scenario, keys, dir.to_owned(), &pki.idp).await?;
     let exchange = exchange::start(scenario, idp.keys.clone(), &idp.url).await?;
 
     let admin_token = random_hex(16);
@@ -312,12 +317,13 @@ pub async fn start(options: LabOptions) -> anyhow::Result<Lab> {
 
     let info = LabInfo {
         scenario,
-        proxy: format!("http://{}", running.proxy_addr),
+        proxy: format!("https://localhost:{}", running.proxy_addr.port()),
         admin: format!("http://{}", running.admin_addr),
         admin_token,
         exchange: exchange.url.clone(),
         idp: idp.url.clone(),
         config: config_path,
+        ca: pki.ca,
     };
     std::fs::write(dir.join("lab.json"), serde_json::to_string_pretty(&info)?)?;
     Ok(Lab { info, running })
@@ -339,6 +345,9 @@ fn config_text(
 [server]
 listen = "127.0.0.1:{port}"
 admin_listen = "127.0.0.1:0"
+# Issued at every start by the lab's CA (ca.pem, kept across restarts).
+tls_cert_file = "exgate.pem"
+tls_key_file = "exgate-key.pem"
 
 [upstream]
 servers = ["{exchange}"]
@@ -359,6 +368,8 @@ state_file = "state.ps1"
 issuer = "https://sts.windows.net/{{tenantid}}/"
 audiences = ["{audience}"]
 openid_configuration_url = "{idp}/common/.well-known/openid-configuration"
+# The identity provider's certificate is the lab CA's, not a public one.
+ca_file = "ca.pem"
 unknown_kid_refresh_min_seconds = 1
 
 [tokens.mfa]

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::Path;
 
 use super::{LabInfo, MFA_CODE, OUTLOOK_CLIENT_ID, Scenario, TENANT, USERS, current_signing_key};
-use crate::client::{HttpResponse, request};
+use crate::client::{Client, HttpResponse};
 use crate::policy::Deployment;
 use crate::token::mint::entra_v1_claims;
 
@@ -54,8 +54,10 @@ fn json_field(res: &HttpResponse, name: &str) -> Option<String> {
     v.get(name)?.as_str().map(str::to_owned)
 }
 
-async fn received_count(info: &LabInfo) -> anyhow::Result<usize> {
-    let res = request("GET", &format!("{}/_lab/received", info.exchange), &[], "").await?;
+async fn received_count(client: &Client, info: &LabInfo) -> anyhow::Result<usize> {
+    let res = client
+        .request("GET", &format!("{}/_lab/received", info.exchange), &[], "")
+        .await?;
     let list: Vec<serde_json::Value> = serde_json::from_slice(&res.body)?;
     Ok(list.len())
 }
@@ -66,6 +68,8 @@ const FIND_INBOX: &str = r#"<?xml version="1.0" encoding="utf-8"?><s:Envelope xm
 /// Walks the scenario of the lab described by `info` (its directory is `dir`).
 pub async fn walk(info: &LabInfo, dir: &Path) -> anyhow::Result<Vec<Step>> {
     let scenario = info.scenario;
+    // exgate and the identity provider serve TLS with certificates of the lab's CA.
+    let client = Client::trusting(&dir.join(super::pki::CA_FILE))?;
     let pilot = &USERS[0];
     let mut steps = Vec::new();
     let autodiscover = format!("{}/autodiscover/autodiscover.xml", info.proxy);
@@ -87,7 +91,9 @@ pub async fn walk(info: &LabInfo, dir: &Path) -> anyhow::Result<Vec<Step>> {
     };
     let mut headers = vec![("content-type", "text/xml")];
     headers.extend_from_slice(probe);
-    let res = request("POST", &autodiscover, &headers, pox.clone()).await?;
+    let res = client
+        .request("POST", &autodiscover, &headers, pox.clone())
+        .await?;
     let challenge = res
         .header("www-authenticate")
         .unwrap_or_default()
@@ -113,7 +119,7 @@ pub async fn walk(info: &LabInfo, dir: &Path) -> anyhow::Result<Vec<Step>> {
     ));
 
     // 3: Outlook connects to Azure AD by using that URL.
-    let res = request("GET", &authorize, &[], "").await?;
+    let res = client.request("GET", &authorize, &[], "").await?;
     steps.push(step(
         "3",
         "Outlook connects to Azure AD by using that URL",
@@ -144,7 +150,9 @@ pub async fn walk(info: &LabInfo, dir: &Path) -> anyhow::Result<Vec<Step>> {
         f
     };
     let content_type = [("content-type", "application/x-www-form-urlencoded")];
-    let res = request("POST", &token_endpoint, &content_type, form(None)).await?;
+    let res = client
+        .request("POST", &token_endpoint, &content_type, form(None))
+        .await?;
     let description = json_field(&res, "error_description").unwrap_or_default();
     let (number, title, expected) = if scenario.mfa_by_adfs() {
         (
@@ -166,7 +174,9 @@ pub async fn walk(info: &LabInfo, dir: &Path) -> anyhow::Result<Vec<Step>> {
         res.status == 400 && description.starts_with(expected),
     ));
 
-    let res = request("POST", &token_endpoint, &content_type, form(Some(MFA_CODE))).await?;
+    let res = client
+        .request("POST", &token_endpoint, &content_type, form(Some(MFA_CODE)))
+        .await?;
     let token = json_field(&res, "access_token").unwrap_or_default();
     let claims = token
         .split('.')
@@ -208,16 +218,17 @@ pub async fn walk(info: &LabInfo, dir: &Path) -> anyhow::Result<Vec<Step>> {
     // Last step: the client uses the token and gets the mailbox content.
     let bearer = format!("Bearer {token}");
     let ews = format!("{}/EWS/Exchange.asmx", info.proxy);
-    let res = request(
-        "POST",
-        &ews,
-        &[
-            ("authorization", bearer.as_str()),
-            ("content-type", "text/xml"),
-        ],
-        FIND_INBOX,
-    )
-    .await?;
+    let res = client
+        .request(
+            "POST",
+            &ews,
+            &[
+                ("authorization", bearer.as_str()),
+                ("content-type", "text/xml"),
+            ],
+            FIND_INBOX,
+        )
+        .await?;
     let subjects = res.text().matches("<t:Subject>").count();
     let first = res
         .text()
@@ -237,16 +248,17 @@ pub async fn walk(info: &LabInfo, dir: &Path) -> anyhow::Result<Vec<Step>> {
         res.status == 200 && subjects == 3,
     ));
     let mapi = format!("{}/mapi/emsmdb/?MailboxId=6d2f3c1a@contoso.com", info.proxy);
-    let res = request(
-        "POST",
-        &mapi,
-        &[
-            ("authorization", bearer.as_str()),
-            ("x-requesttype", "Connect"),
-        ],
-        "",
-    )
-    .await?;
+    let res = client
+        .request(
+            "POST",
+            &mapi,
+            &[
+                ("authorization", bearer.as_str()),
+                ("x-requesttype", "Connect"),
+            ],
+            "",
+        )
+        .await?;
     steps.push(step(
         "11b",
         "…and MAPI over HTTP with the same token",
@@ -259,7 +271,7 @@ pub async fn walk(info: &LabInfo, dir: &Path) -> anyhow::Result<Vec<Step>> {
     ));
 
     // The legacy path the authentication policy blocks (the article's red arrow).
-    let before = received_count(info).await?;
+    let before = received_count(&client, info).await?;
     let basic = {
         use base64::Engine as _;
         format!(
@@ -268,8 +280,10 @@ pub async fn walk(info: &LabInfo, dir: &Path) -> anyhow::Result<Vec<Step>> {
                 .encode(format!("{}:{}", pilot.upn, pilot.password))
         )
     };
-    let res = request("POST", &mapi, &[("authorization", basic.as_str())], "").await?;
-    let after = received_count(info).await?;
+    let res = client
+        .request("POST", &mapi, &[("authorization", basic.as_str())], "")
+        .await?;
+    let after = received_count(&client, info).await?;
     let only_bearer = res
         .headers
         .get_all("www-authenticate")
@@ -298,13 +312,14 @@ pub async fn walk(info: &LabInfo, dir: &Path) -> anyhow::Result<Vec<Step>> {
         false,
         600,
     ));
-    let res = request(
-        "POST",
-        &mapi,
-        &[("authorization", format!("Bearer {no_mfa}").as_str())],
-        "",
-    )
-    .await?;
+    let res = client
+        .request(
+            "POST",
+            &mapi,
+            &[("authorization", format!("Bearer {no_mfa}").as_str())],
+            "",
+        )
+        .await?;
     let challenge = res.header("www-authenticate").unwrap_or_default();
     steps.push(step(
         "mfa",

@@ -93,7 +93,7 @@ pub const DEFAULT_MIX: &str = "bearer-mfa=50,bearer-no-mfa=5,basic=20,ntlm=10,ke
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    pub target: SocketAddr,
+    pub target: Target,
     pub duration: Duration,
     pub max_requests: u64,
     pub concurrency: usize,
@@ -102,15 +102,37 @@ pub struct LoadOptions {
     pub progress: bool,
 }
 
+/// Where the load goes: a loopback address, and TLS when the URL is `https://`.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// The host named in the URL, the TLS server name.
+    host: String,
+    https: bool,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Target {
+    /// Verifies an `https://` target against the CA certificates in `ca_file` only (the
+    /// lab's `ca.pem`); a plain target is left as it is.
+    pub fn trusting(mut self, ca_file: &std::path::Path) -> anyhow::Result<Target> {
+        if self.https {
+            self.tls = Some(crate::client::tls_trusting(ca_file)?);
+        }
+        Ok(self)
+    }
+}
+
 /// The target must be on this machine: 127.0.0.0/8 or ::1.
-pub fn loopback_target(url: &str) -> anyhow::Result<SocketAddr> {
+pub fn loopback_target(url: &str) -> anyhow::Result<Target> {
     let uri: hyper::Uri = url
         .parse()
         .with_context(|| format!("'{url}' is not a URL"))?;
-    anyhow::ensure!(
-        uri.scheme_str() == Some("http"),
-        "exgate load speaks http:// only"
-    );
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => anyhow::bail!("exgate load speaks http:// and https:// only"),
+    };
     let host = uri.host().context("the target has no host")?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let ip: IpAddr = if host == "localhost" {
@@ -123,7 +145,12 @@ pub fn loopback_target(url: &str) -> anyhow::Result<SocketAddr> {
         ip.is_loopback(),
         "exgate load only targets loopback addresses, not {ip}"
     );
-    Ok(SocketAddr::new(ip, uri.port_u16().unwrap_or(80)))
+    Ok(Target {
+        addr: SocketAddr::new(ip, uri.port_u16().unwrap_or(if https { 443 } else { 80 })),
+        host: host.to_owned(),
+        https,
+        tls: None,
+    })
 }
 
 /// Tokens minted up front: verifying a pool of distinct tokens is realistic load; one
@@ -160,18 +187,33 @@ const BASIC_PATHS: [&str; 6] = [
 ];
 
 struct Worker {
-    target: SocketAddr,
+    target: Target,
     sender: Option<SendRequest<Empty<Bytes>>>,
 }
 
 impl Worker {
     async fn sender(&mut self) -> anyhow::Result<&mut SendRequest<Empty<Bytes>>> {
         if self.sender.as_ref().is_none_or(SendRequest::is_closed) {
-            let stream = tokio::net::TcpStream::connect(self.target).await?;
+            let stream = tokio::net::TcpStream::connect(self.target.addr).await?;
             stream.set_nodelay(true)?;
-            let (sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
+            let sender = match &self.target.tls {
+                Some(tls) => {
+                    let name = rustls::pki_types::ServerName::try_from(self.target.host.clone())?;
+                    let stream = tokio_rustls::TlsConnector::from(tls.clone())
+                        .connect(name, stream)
+                        .await?;
+                    let (sender, conn) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                    tokio::spawn(conn);
+                    sender
+                }
+                None => {
+                    let (sender, conn) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                    tokio::spawn(conn);
+                    sender
+                }
+            };
             self.sender = Some(sender);
         }
         Ok(self.sender.as_mut().expect("connected above"))
@@ -185,7 +227,7 @@ impl Worker {
         path: &str,
         auth: Option<&str>,
     ) -> anyhow::Result<(u16, Option<String>)> {
-        let target = self.target;
+        let target = self.target.addr;
         let sender = self.sender().await?;
         let mut req = hyper::Request::builder()
             .method(method)
@@ -215,7 +257,14 @@ pub async fn run(
     key: &SigningKey,
     scenario: crate::lab::Scenario,
 ) -> anyhow::Result<LoadReport> {
-    anyhow::ensure!(options.target.ip().is_loopback(), "loopback targets only");
+    anyhow::ensure!(
+        options.target.addr.ip().is_loopback(),
+        "loopback targets only"
+    );
+    anyhow::ensure!(
+        !options.target.https || options.target.tls.is_some(),
+        "an https:// target needs a CA to trust (Target::trusting)"
+    );
     anyhow::ensure!(
         options.concurrency > 0 && options.concurrency <= 10_000,
         "concurrency must be 1..=10000"
@@ -258,7 +307,7 @@ pub async fn run(
             material.clone(),
             schedule.clone(),
         );
-        let (target, cap) = (options.target, options.max_requests);
+        let (target, cap) = (options.target.clone(), options.max_requests);
         tasks.push(tokio::spawn(async move {
             let mut stats = stats::Collector::default();
             let mut worker = Worker {

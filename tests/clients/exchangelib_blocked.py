@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""exchangelib (the common Python EWS library) over NTLM, plain http, one EWS call.
+"""exchangelib (the common Python EWS library) over NTLM, one EWS call.
 
-    exchangelib_blocked.py --server HOST:PORT --user 'CONTOSO\\user01' --password P
+    exchangelib_blocked.py --server URL|HOST:PORT --user 'CONTOSO\\user01' --password P
                            [--max-wait 30 | --fail-fast]
 
 Prints one JSON line {"outcome": "ok" | <exception class>, "seconds": elapsed,
@@ -42,20 +42,22 @@ requests.Session.post = _counting_post
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--server", required=True, help="HOST:PORT of exgate (plain http)")
+    p.add_argument("--server", required=True,
+                   help="exgate's base URL (https://…: trusted through REQUESTS_CA_BUNDLE), or HOST:PORT for plain http")
     p.add_argument("--user", required=True)
     p.add_argument("--password", required=True)
     p.add_argument("--max-wait", type=int, default=30)
     p.add_argument("--fail-fast", action="store_true", help="FailFast instead of FaultTolerance")
     a = p.parse_args()
 
+    base = a.server if "://" in a.server else f"http://{a.server}"
     start = time.monotonic()
     outcome, detail = "ok", ""
     try:
         config = Configuration(
             # A full service_endpoint is taken as is, so http:// works (a bare
             # server= would become https://).
-            service_endpoint=f"http://{a.server}/EWS/Exchange.asmx",
+            service_endpoint=f"{base}/EWS/Exchange.asmx",
             credentials=Credentials(a.user, a.password),
             auth_type=NTLM,  # no auth-type guessing request
             version=Version(build=Build(15, 1, 2507, 6)),  # Exchange 2016: no version guessing

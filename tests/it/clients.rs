@@ -64,6 +64,8 @@ fn curl_ntlm_reusing_its_connection_is_still_refused_mapi() {
     let out = Command::new("curl")
         .args([
             "-s",
+            "--cacert",
+            arg(&dir.join("ca.pem")),
             "--ntlm",
             "-u",
             &format!("{USER01}:{PASSWORD01}"),
@@ -89,10 +91,13 @@ fn python() -> String {
         .expect("EXGATE_CLIENTS_PYTHON: the venv python with tests/clients/requirements.txt (.ci/run makes it)")
 }
 
-fn run_python(script: &str, args: &[&str]) -> Vec<serde_json::Value> {
+/// Runs a client script against the lab in `dir`, trusting the lab's CA (requests reads
+/// `REQUESTS_CA_BUNDLE`).
+fn run_python(dir: &Path, script: &str, args: &[&str]) -> Vec<serde_json::Value> {
     let out = Command::new(python())
         .arg(repo().join("tests/clients").join(script))
         .args(args)
+        .env("REQUESTS_CA_BUNDLE", dir.join("ca.pem"))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -124,7 +129,7 @@ fn python_ntlm_and_negotiate_sessions_are_refused_mapi_on_their_connection() {
             args.push("--negotiate");
         }
         args.extend(["/EWS/Exchange.asmx", "/mapi/emsmdb/", "/EWS/Exchange.asmx"]);
-        let lines = run_python("ntlm_session.py", &args);
+        let lines = run_python(&dir, "ntlm_session.py", &args);
         assert_eq!(
             statuses(&lines),
             [200, 401, 200],
@@ -144,21 +149,17 @@ fn exchangelib_sees_a_blocked_handshake_as_unauthorized_not_busy() {
     let dir = scratch();
     let lab = LabProcess::start("onprem-ca", &dir);
     let info = lab_info(&dir);
-    let server = info["proxy"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .to_owned();
+    let server = info["proxy"].as_str().unwrap();
     let args = [
         "--server",
-        &server,
+        server,
         "--user",
         USER01,
         "--password",
         PASSWORD01,
         "--fail-fast",
     ];
-    let lines = run_python("exchangelib_blocked.py", &args);
+    let lines = run_python(&dir, "exchangelib_blocked.py", &args);
     assert_eq!(lines[0]["outcome"], "ok", "{lines:?}");
     let out = exgate(&[
         "cmdlet",
@@ -167,7 +168,7 @@ fn exchangelib_sees_a_blocked_handshake_as_unauthorized_not_busy() {
         "Set-AuthenticationPolicy BlockLegacyOutlookAuth -BlockLegacyAuthWebServices",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let lines = run_python("exchangelib_blocked.py", &args);
+    let lines = run_python(&dir, "exchangelib_blocked.py", &args);
     assert_eq!(lines[0]["outcome"], "UnauthorizedError", "{lines:?}");
     assert!(lines[0]["seconds"].as_f64().unwrap() < 5.0, "{lines:?}");
     lab.stop();
@@ -327,7 +328,7 @@ fn pyspnego_negotiate_gets_spnego_answers_and_a_verified_mech_list_mic() {
             "/mapi/emsmdb/",
             "/EWS/Exchange.asmx",
         ];
-        let lines = run_python("ntlm_session.py", &args);
+        let lines = run_python(&dir, "ntlm_session.py", &args);
         assert_eq!(statuses(&lines), [mapi, 200], "{user}: {lines:?}");
         // The handshake that got the 200 was SPNEGO throughout, MIC checked both ways.
         let handshake = lines

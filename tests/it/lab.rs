@@ -85,7 +85,7 @@ fn sh(command: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-fn basic_status(banner: &str, user: &str, password: &str) -> String {
+fn basic_status(dir: &Path, banner: &str, user: &str, password: &str) -> String {
     let proxy = banner
         .lines()
         .find_map(|l| l.trim().strip_prefix("exgate (clients connect here)"))
@@ -93,13 +93,34 @@ fn basic_status(banner: &str, user: &str, password: &str) -> String {
         .trim()
         .to_owned();
     sh(&format!(
-        "curl -s -o /dev/null -w '%{{http_code}}' -u '{user}:{password}' {proxy}/mapi/emsmdb/"
+        "curl -s --cacert '{}' -o /dev/null -w '%{{http_code}}' -u '{user}:{password}' {proxy}/mapi/emsmdb/",
+        dir.join("ca.pem").display()
     ))
 }
 
 fn run_scenario(scenario: &str, mfa_marker: &str) {
     let dir = scratch();
     let lab = LabProcess::start(scenario, &dir);
+
+    // TLS: exgate and the identity provider serve certificates of the lab's CA, which
+    // the banner names with what each kind of client needs to trust it.
+    let ca = dir.join("ca.pem");
+    let ca_pem = std::fs::read(&ca).unwrap();
+    for needed in [
+        format!("curl --cacert '{}'", ca.display()),
+        format!("REQUESTS_CA_BUNDLE='{}'", ca.display()),
+        format!("SSL_CERT_FILE='{}'", ca.display()),
+    ] {
+        assert!(lab.banner.contains(&needed), "{needed}\n{}", lab.banner);
+    }
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("lab.json")).unwrap()).unwrap();
+    for url in ["proxy", "idp"] {
+        assert!(
+            info[url].as_str().unwrap().starts_with("https://"),
+            "{info}"
+        );
+    }
 
     // The printed commands behave as printed.
     let commands = printed_commands(&lab.banner);
@@ -126,7 +147,7 @@ fn run_scenario(scenario: &str, mfa_marker: &str) {
 
     // A cmdlet changes the outcome live…
     assert_eq!(
-        basic_status(&lab.banner, "user02@contoso.com", "Lab-Passw0rd-02"),
+        basic_status(&dir, &lab.banner, "user02@contoso.com", "Lab-Passw0rd-02"),
         "200"
     );
     let out = exgate(&[
@@ -137,7 +158,7 @@ fn run_scenario(scenario: &str, mfa_marker: &str) {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(
-        basic_status(&lab.banner, "user02@contoso.com", "Lab-Passw0rd-02"),
+        basic_status(&dir, &lab.banner, "user02@contoso.com", "Lab-Passw0rd-02"),
         "401"
     );
     let bad = exgate(&[
@@ -153,15 +174,16 @@ fn run_scenario(scenario: &str, mfa_marker: &str) {
         text(&bad.stderr)
     );
 
-    // …and survives a restart.
+    // …and survives a restart, as does the CA clients were told to trust.
     lab.stop();
     let lab = LabProcess::start(scenario, &dir);
+    assert_eq!(std::fs::read(&ca).unwrap(), ca_pem, "the lab CA is kept");
     assert_eq!(
-        basic_status(&lab.banner, "user02@contoso.com", "Lab-Passw0rd-02"),
+        basic_status(&dir, &lab.banner, "user02@contoso.com", "Lab-Passw0rd-02"),
         "401"
     );
     assert_eq!(
-        basic_status(&lab.banner, "user03@contoso.com", "Lab-Passw0rd-03"),
+        basic_status(&dir, &lab.banner, "user03@contoso.com", "Lab-Passw0rd-03"),
         "200"
     );
     lab.stop();

@@ -24,7 +24,10 @@ async fn lab() -> (exgate::lab::Lab, std::path::PathBuf) {
 async fn the_mix_runs_for_a_few_seconds_and_the_counts_add_up() {
     let (lab, dir) = lab().await;
     let options = LoadOptions {
-        target: loopback_target(&lab.info.proxy).unwrap(),
+        target: loopback_target(&lab.info.proxy)
+            .unwrap()
+            .trusting(&lab.info.ca)
+            .unwrap(),
         duration: Duration::from_secs(2),
         max_requests: 1_000_000,
         concurrency: 4,
@@ -79,7 +82,10 @@ async fn the_mix_runs_for_a_few_seconds_and_the_counts_add_up() {
 async fn the_request_cap_is_exact() {
     let (lab, dir) = lab().await;
     let options = LoadOptions {
-        target: loopback_target(&lab.info.proxy).unwrap(),
+        target: loopback_target(&lab.info.proxy)
+            .unwrap()
+            .trusting(&lab.info.ca)
+            .unwrap(),
         duration: Duration::from_secs(30),
         max_requests: 500,
         concurrency: 8,
@@ -97,11 +103,12 @@ fn only_loopback_targets_are_accepted() {
     assert!(loopback_target("http://127.1.2.3:8443").is_ok());
     assert!(loopback_target("http://[::1]:8443").is_ok());
     assert!(loopback_target("http://localhost:8443").is_ok());
+    assert!(loopback_target("https://localhost:8443").is_ok());
     for url in [
         "http://10.0.0.1:80",
         "http://192.168.1.1",
         "http://93.184.216.34",
-        "https://127.0.0.1",
+        "ftp://127.0.0.1",
         "http://example.com",
     ] {
         assert!(loopback_target(url).is_err(), "{url}");
