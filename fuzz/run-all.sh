@@ -7,7 +7,7 @@
 #
 # Usage: fuzz/run-all.sh [SECONDS] [TARGET...]
 #   FUZZ_MAX_LEN  largest input in bytes (default 4096)
-#   FUZZ_LOCK     a file to flock around each cargo invocation (shared build machines)
+#   FUZZ_LOCK     a file to flock around the build and each run (shared build machines)
 # Needs the nightly toolchain and cargo-fuzz (cargo install --locked cargo-fuzz).
 set -uo pipefail
 cd "$(dirname "$0")"
@@ -16,9 +16,10 @@ seconds=${1:-60}
 shift || true
 case $seconds in '' | *[!0-9]*) echo "usage: $0 [SECONDS] [TARGET...]" >&2; exit 2 ;; esac
 
-cargo_() {
-    if [ -n "${FUZZ_LOCK:-}" ]; then flock "$FUZZ_LOCK" cargo +nightly "$@"; else cargo +nightly "$@"; fi
+locked() {
+    if [ -n "${FUZZ_LOCK:-}" ]; then flock "$FUZZ_LOCK" "$@"; else "$@"; fi
 }
+cargo_() { locked cargo +nightly "$@"; }
 
 if [ $# -gt 0 ]; then
     targets=("$@")
@@ -42,16 +43,22 @@ if ! build "$@" >"$logs/build.log" 2>&1; then
     exit 1
 fi
 
+bin=target/$(rustc +nightly -vV | sed -n 's/^host: //p')/release
 failed=0
 printf '%-14s %7s %12s %8s  %s\n' target seconds executions corpus crashes
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t" "artifacts/$t"
     marker=$(mktemp)
     start=$(date +%s)
-    cargo_ fuzz run "$t" -- -max_total_time="$seconds" -max_len="${FUZZ_MAX_LEN:-4096}" \
-        -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$logs/$t.log" 2>&1
+    # The binaries built above, as `cargo fuzz run` runs them, so that every target runs
+    # the same build even if the sources change meanwhile.
+    ASAN_OPTIONS=detect_odr_violation=0 locked "$bin/$t" "corpus/$t" -artifact_prefix="artifacts/$t/" \
+        -max_total_time="$seconds" -max_len="${FUZZ_MAX_LEN:-4096}" -timeout=10 \
+        -rss_limit_mb=2048 -print_final_stats=1 >"$logs/$t.log" 2>&1
     status=$?
-    elapsed=$(($(date +%s) - start))
+    # The time libFuzzer ran, not counting a wait for the lock.
+    elapsed=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$logs/$t.log" | tail -1)
+    elapsed=${elapsed:-$(($(date +%s) - start))}
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$t.log" | tail -1)
     corpus=$(find "corpus/$t" -type f | wc -l)
     found=$(find "artifacts/$t" -type f -newer "$marker" \
