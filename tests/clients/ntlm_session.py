@@ -32,16 +32,20 @@ from requests_ntlm import HttpNtlmAuth
 from spnego._spnego import NegTokenResp, unpack_token  # pyspnego's own SPNEGO decoder
 
 # Count the TCP connections urllib3 opens or tries to (a reused connection opens none).
+# HTTPSConnection has its own connect, which does not call HTTPConnection's: hook both.
 CONNECTS = []
-_connect = urllib3.connection.HTTPConnection.connect
 
 
-def _counting_connect(self):
-    CONNECTS.append(self)
-    _connect(self)
+def _counting(connect):
+    def counting_connect(self):
+        CONNECTS.append(self)
+        connect(self)
+
+    return counting_connect
 
 
-urllib3.connection.HTTPConnection.connect = _counting_connect
+for _cls in (urllib3.connection.HTTPConnection, urllib3.connection.HTTPSConnection):
+    _cls.connect = _counting(_cls.connect)
 
 
 def negotiate_token(r):
