@@ -87,6 +87,17 @@ pub enum LabCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Return a stopped lab to a fresh lab's state: remove the cmdlets sent to it, its
+    /// audit log and configuration (its CA and signing keys stay). Refuses while the lab
+    /// runs.
+    Reset {
+        /// The lab's scenario (finds its default directory).
+        #[arg(long, default_value = "online-ca", value_parser = parse_scenario)]
+        scenario: crate::lab::Scenario,
+        /// The lab's directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `exgate token`.
@@ -326,6 +337,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 #[cfg(feature = "lab")]
 fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
     use crate::lab;
+    if let Some(LabCommand::Reset { scenario, dir }) = &args.walk {
+        let dir = dir.clone().unwrap_or_else(|| lab::default_dir(*scenario));
+        let removed = lab::reset(&dir)?;
+        for path in &removed {
+            println!("removed {}", path.display());
+        }
+        println!(
+            "{} is a fresh lab: `exgate lab --scenario {scenario} --dir {}` starts it",
+            dir.display(),
+            dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(LabCommand::Walk { scenario, dir }) = args.walk {
         let dir = dir.unwrap_or_else(|| lab::default_dir(scenario));
         let info = lab::LabInfo::read(&dir)?;

@@ -147,10 +147,10 @@ pub fn build(input: impl BufRead) -> std::io::Result<Report> {
                 _ => row.blocked += 1,
             }
             seen(&mut row.first_seen, &mut row.last_seen, &l.ts);
-            if let Some(ua) = &l.user_agent {
-                if row.user_agents.len() < KEEP_DISTINCT {
-                    row.user_agents.insert(ua.clone());
-                }
+            if let Some(ua) = &l.user_agent
+                && row.user_agents.len() < KEEP_DISTINCT
+            {
+                row.user_agents.insert(ua.clone());
             }
             if row.client_ips.len() < KEEP_DISTINCT {
                 row.client_ips.insert(l.client_ip.clone());

@@ -97,7 +97,7 @@ fn read_u32(msg: &[u8], at: usize) -> Option<u32> {
 /// page 437, which is what Windows clients in Western locales send.
 fn decode_string(bytes: &[u8], unicode: bool) -> Option<String> {
     if unicode {
-        if bytes.len() % 2 != 0 {
+        if !bytes.len().is_multiple_of(2) {
             return None;
         }
         let units = bytes

@@ -274,10 +274,10 @@ fn redact_value(line: &str) -> String {
         let value = &out[start..end];
         let open = value.find(['"', '`']);
         let close = value.rfind(['"', '`']);
-        if let (Some(open), Some(close)) = (open, close) {
-            if close > open {
-                out.replace_range(start + open..=start + close, "[redacted]");
-            }
+        if let (Some(open), Some(close)) = (open, close)
+            && close > open
+        {
+            out.replace_range(start + open..=start + close, "[redacted]");
         }
     }
     out

@@ -167,6 +167,18 @@ pub fn banner(info: &LabInfo, dir: &Path, exe: &Path) -> String {
         exe.display(),
         dir.display()
     );
+    let _ = writeln!(
+        out,
+        "Who still uses legacy auth:          '{}' report '{}'",
+        exe.display(),
+        dir.join("audit/exgate.jsonl").display()
+    );
+    let _ = writeln!(
+        out,
+        "Start over (after Ctrl-C):           '{}' lab reset --dir '{}'",
+        exe.display(),
+        dir.display()
+    );
     let _ = writeln!(out);
     let _ = writeln!(out, "exgate lab ready. Ctrl-C stops it.");
     out

@@ -149,10 +149,10 @@ async fn handle(
     let mut body = req.into_body();
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else { break };
-        if let Some(data) = frame.data_ref().filter(|_| keep) {
-            if kept.len() + data.len() <= MAX_KEPT_BODY {
-                kept.extend_from_slice(data);
-            }
+        if let Some(data) = frame.data_ref().filter(|_| keep)
+            && kept.len() + data.len() <= MAX_KEPT_BODY
+        {
+            kept.extend_from_slice(data);
         }
     }
     let v2 = path.starts_with("/autodiscover/autodiscover.json");

@@ -217,6 +217,67 @@ pub struct LabOptions {
 pub struct Lab {
     pub info: LabInfo,
     pub running: crate::proxy::Running,
+    /// `lab.lock`, held while the lab runs: another lab refuses this directory.
+    _lock: std::fs::File,
+}
+
+/// The lock file a running lab holds in its directory.
+const LOCK_FILE: &str = "lab.lock";
+
+/// Takes the lab directory's lock (an advisory lock on `lab.lock`, released when the
+/// process ends, however it ends). Fails, before any file is written, when another
+/// running lab holds it.
+fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .with_context(|| format!("opening {}", dir.join(LOCK_FILE).display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another lab is running in {} (stop it, or give this one its own --dir)",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", dir.join(LOCK_FILE).display()))
+        }
+    }
+}
+
+/// What `exgate lab reset` removes: the state a lab accumulates (cmdlets sent to it,
+/// the audit log, its configuration and `lab.json`). The CA and the identity provider's
+/// keys stay, so clients that trust the lab keep trusting it.
+pub const RESET_REMOVES: [&str; 5] = [
+    "state.ps1",
+    "audit",
+    "lab.json",
+    "exgate.toml",
+    "policies.ps1",
+];
+
+/// `exgate lab reset`: returns a stopped lab directory to a fresh lab's state. Refuses
+/// while a lab runs there. Returns what was removed.
+pub fn reset(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let _lock = lock_dir(dir)?;
+    let mut removed = Vec::new();
+    for name in RESET_REMOVES {
+        let path = dir.join(name);
+        let result = match path.is_dir() {
+            true => std::fs::remove_dir_all(&path),
+            false => std::fs::remove_file(&path),
+        };
+        match result {
+            Ok(()) => removed.push(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+        }
+    }
+    Ok(removed)
 }
 
 /// The identity provider's signing keys, kept in the lab directory so that tokens and
@@ -282,6 +343,7 @@ fn new_kid() -> String {
 pub async fn start(options: LabOptions) -> anyhow::Result<Lab> {
     let dir = &options.dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let lock = lock_dir(dir)?;
     let scenario = options.scenario;
     let keys = load_or_create_keys(dir)?;
     let pki = pki::prepare(dir)?;
@@ -326,7 +388,11 @@ pub async fn start(options: LabOptions) -> anyhow::Result<Lab> {
         ca: pki.ca,
     };
     std::fs::write(dir.join("lab.json"), serde_json::to_string_pretty(&info)?)?;
-    Ok(Lab { info, running })
+    Ok(Lab {
+        info,
+        running,
+        _lock: lock,
+    })
 }
 
 fn config_text(
@@ -377,6 +443,10 @@ require_for = ["Autodiscover", "Mapi", "OfflineAddressBook", "WebServices"]
 
 [admin]
 token = "{admin_token}"
+
+# Every decision, one JSON line each: `exgate report audit/exgate.jsonl`.
+[audit]
+path = "audit/exgate.jsonl"
 "#,
         deployment = scenario.deployment().as_str(),
         audience = scenario.audience(),

@@ -182,17 +182,17 @@ impl Engine {
                 false,
             );
         }
-        if let Some(identity) = ctx.connection {
-            if !credentials.authenticates_anew() {
-                let by_connection = self.decide_connection(protocol, identity);
-                if !by_connection.action.forwards()
-                    || matches!(
-                        credentials,
-                        Credentials::None | Credentials::NegotiateContinuation
-                    )
-                {
-                    return by_connection;
-                }
+        if let Some(identity) = ctx.connection
+            && !credentials.authenticates_anew()
+        {
+            let by_connection = self.decide_connection(protocol, identity);
+            if !by_connection.action.forwards()
+                || matches!(
+                    credentials,
+                    Credentials::None | Credentials::NegotiateContinuation
+                )
+            {
+                return by_connection;
             }
         }
         self.decide_credentials(target, credentials, ctx)

@@ -417,10 +417,9 @@ fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 's
         if let Some(inner) = e
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
+            && inner.is::<E>()
         {
-            if inner.is::<E>() {
-                return true;
-            }
+            return true;
         }
         current = e.source();
     }

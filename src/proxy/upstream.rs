@@ -85,13 +85,12 @@ const LOCAL_EXHAUSTION_ERRNOS: [i32; 5] = [12, 23, 24, 99, 105];
 pub fn is_local_exhaustion(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(error);
     while let Some(e) = current {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io
                 .raw_os_error()
                 .is_some_and(|n| LOCAL_EXHAUSTION_ERRNOS.contains(&n))
-            {
-                return true;
-            }
+        {
+            return true;
         }
         current = e.source();
     }

@@ -105,10 +105,10 @@ impl VerifiedCache {
             .unwrap_or_else(|e| e.into_inner());
         if shard.len() >= self.per_shard && !shard.contains_key(&sig) {
             shard.retain(|_, v| now <= v.valid_until);
-            if shard.len() >= self.per_shard {
-                if let Some(victim) = shard.keys().next().cloned() {
-                    shard.remove(&victim);
-                }
+            if shard.len() >= self.per_shard
+                && let Some(victim) = shard.keys().next().cloned()
+            {
+                shard.remove(&victim);
             }
         }
         shard.insert(sig, verified);

@@ -325,10 +325,10 @@ impl IssuerKeys {
         if self.current.load().is_some() {
             return;
         }
-        if let Some(since) = last.map(|t| t.elapsed()) {
-            if since < EMPTY_REFETCH_MIN {
-                tokio::time::sleep(EMPTY_REFETCH_MIN - since).await;
-            }
+        if let Some(since) = last.map(|t| t.elapsed())
+            && since < EMPTY_REFETCH_MIN
+        {
+            tokio::time::sleep(EMPTY_REFETCH_MIN - since).await;
         }
         let _ = self.fetch_locked(&mut last, fetcher, metrics).await;
     }

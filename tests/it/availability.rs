@@ -101,7 +101,7 @@ async fn load(addr: SocketAddr, workers: usize, length: Duration) -> Vec<Sample>
             while begin.elapsed() < length {
                 let started = begin.elapsed();
                 sent += 1;
-                if sent % 20 == 0 {
+                if sent.is_multiple_of(20) {
                     client = None;
                 }
                 if client.as_ref().is_none_or(Client::is_closed) {

@@ -208,3 +208,193 @@ fn lab_onprem_ca() {
 fn lab_onprem_adfs() {
     run_scenario("onprem-adfs", "MSIS7068");
 }
+
+/// The `exgate …` and `curl …` commands of a README section's `sh` blocks, in order,
+/// with their trailing comment (what they answer) when there is one.
+fn readme_commands(section: &str) -> Vec<String> {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let start = readme.find(section).expect("the section exists");
+    let rest = &readme[start + section.len()..];
+    let end = rest
+        .find("\n### ")
+        .or(rest.find("\n## "))
+        .unwrap_or(rest.len());
+    let mut in_block = false;
+    let mut commands = Vec::new();
+    for line in rest[..end].lines() {
+        let line = line.trim();
+        if line.starts_with("```") {
+            in_block = line == "```sh";
+            continue;
+        }
+        if in_block && (line.starts_with("exgate ") || line.starts_with("curl ")) {
+            commands.push(line.to_owned());
+        }
+    }
+    commands
+}
+
+/// The README's rollout, run as printed (plus `cmdlet --dir`, and the lab's real
+/// directory and address) on a
+/// fresh lab of each deployment: report-only for everyone reports user02 without
+/// blocking, `exgate report` names them, the article's pilot stays enforced, and the
+/// organization step blocks user02.
+fn rollout(scenario: &str) {
+    let dir = scratch();
+    let lab = LabProcess::start(scenario, &dir);
+    let exe = env!("CARGO_BIN_EXE_exgate");
+    let proxy = lab
+        .banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("exgate (clients connect here)"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let commands = readme_commands("### Rolling out, the way Microsoft recommends");
+    assert!(commands.len() >= 7, "{commands:?}");
+    let online = scenario.starts_with("online");
+    let (step1, rest) = commands.split_at(
+        commands
+            .iter()
+            .position(|c| c.contains("-Name BlockLegacyOutlookAuth"))
+            .expect("step 2 creates the pilot policy"),
+    );
+    let run = |command: &str| -> std::process::Output {
+        let command = command
+            .replace("/tmp/exgate-lab/online-ca", arg(&dir))
+            .replace("https://localhost:18443", &proxy);
+        let command = match command.strip_prefix("exgate cmdlet ") {
+            Some(args) => format!("'{exe}' cmdlet --dir '{}' {args}", dir.display()),
+            None => match command.strip_prefix("exgate ") {
+                Some(args) => format!("'{exe}' {args}"),
+                None => command.split("   #").next().unwrap().to_owned(),
+            },
+        };
+        Command::new("sh").args(["-c", &command]).output().unwrap()
+    };
+    let user02 = || basic_status(&dir, &lab.banner, "user02@contoso.com", "Lab-Passw0rd-02");
+    let user01 = || basic_status(&dir, &lab.banner, "user01@contoso.com", "Pilot-Passw0rd-01");
+    assert_eq!(user02(), "200");
+    assert_eq!(user01(), "401", "the lab starts with the article's pilot");
+    // Step 1: the New-AuthenticationPolicy of this deployment, then the rest.
+    let mut report = String::new();
+    for command in step1 {
+        let deployment_specific = command.contains("New-AuthenticationPolicy -Name OrgBlockLegacy");
+        if deployment_specific && command.contains("-BlockLegacyAuth") == online {
+            continue;
+        }
+        let out = run(command);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{command}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if command.starts_with("curl ") {
+            assert_eq!(text.trim(), "200", "{command}: reported, not blocked");
+        }
+        if command.starts_with("exgate report") {
+            report = text;
+        }
+    }
+    let would_block = report
+        .split("What report-only policies would block")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(would_block.contains("user02@contoso.com"), "{report}");
+    assert!(would_block.contains("OrgBlockLegacy"), "{report}");
+    assert_eq!(user01(), "401", "the pilot stays enforced");
+    // Step 3 (step 2 is the lab's starting point).
+    let step3 = rest.last().unwrap();
+    assert!(step3.contains("-ReportOnly:$false"), "{step3}");
+    let out = run(step3);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(user02(), "401", "the organization default now enforces");
+    lab.stop();
+}
+
+#[test]
+fn the_readme_rollout_works_as_printed_online() {
+    rollout("online-ca");
+}
+
+#[test]
+fn the_readme_rollout_works_as_printed_on_premises() {
+    rollout("onprem-ca");
+}
+
+/// A second lab refuses a directory a running lab holds, before writing anything;
+/// `exgate lab reset` refuses while the lab runs, and afterwards removes its state but
+/// keeps its CA.
+#[test]
+fn a_running_lab_keeps_its_directory_and_reset_starts_over() {
+    let dir = scratch();
+    let lab = LabProcess::start("online-ca", &dir);
+    let exe = env!("CARGO_BIN_EXE_exgate");
+    let config_before = std::fs::read(dir.join("exgate.toml")).unwrap();
+    let out = Command::new(exe)
+        .args(["lab", "--dir", arg(&dir), "--port", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("another lab is running"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(dir.join("exgate.toml")).unwrap(),
+        config_before
+    );
+    let out = Command::new(exe)
+        .args(["lab", "reset", "--dir", arg(&dir)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "reset refused while the lab runs");
+    // Leave state behind: a cmdlet, audit lines.
+    let out = Command::new(exe)
+        .args([
+            "cmdlet",
+            "--dir",
+            arg(&dir),
+            "New-AuthenticationPolicy -Name Leftover",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(dir.join("state.ps1").exists());
+    lab.stop();
+    assert!(
+        dir.join("audit/exgate.jsonl").exists(),
+        "the lab writes an audit log"
+    );
+    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
+    let out = Command::new(exe)
+        .args(["lab", "reset", "--dir", arg(&dir)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!dir.join("state.ps1").exists());
+    assert!(!dir.join("audit").exists());
+    assert_eq!(
+        std::fs::read(dir.join("ca.pem")).unwrap(),
+        ca,
+        "the CA stays"
+    );
+    // A fresh lab: the leftover policy is gone.
+    let lab = LabProcess::start("online-ca", &dir);
+    let out = Command::new(exe)
+        .args(["cmdlet", "--dir", arg(&dir), "Get-AuthenticationPolicy"])
+        .output()
+        .unwrap();
+    assert!(
+        !text(&out.stdout).contains("Leftover"),
+        "{}",
+        text(&out.stdout)
+    );
+    lab.stop();
+}

@@ -296,13 +296,13 @@ impl Body for Generated {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }
-        if self.before_gate == 0 {
-            if let Some(gate) = self.gate.as_mut() {
-                if gate.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                self.gate = None;
+        if self.before_gate == 0
+            && let Some(gate) = self.gate.as_mut()
+        {
+            if gate.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
             }
+            self.gate = None;
         }
         let n = self.remaining.min(self.chunk.len() as u64) as usize;
         self.remaining -= n as u64;

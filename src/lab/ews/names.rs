@@ -123,7 +123,7 @@ pub(super) fn convert_id(w: &mut Writer, ctx: Ctx, op: &Element) -> io::Result<(
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

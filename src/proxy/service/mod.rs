@@ -156,34 +156,34 @@ impl Connection {
             outcome.decision.action,
             elapsed.as_secs_f64(),
         );
-        if let (Some(audit), Some((method, path, user_agent))) = (&shared.audit, audited) {
-            if outcome.credentials || !outcome.decision.action.forwards() {
-                let d = &outcome.decision;
-                let snapshot = shared.snapshot.load();
-                audit.write(&AuditRecord {
-                    ts: crate::audit::timestamp(),
-                    event: None,
-                    request_id: audit.request_id(),
-                    client_ip: self.peer.ip().to_string(),
-                    method,
-                    path,
-                    protocol: d.protocol.as_str().into(),
-                    client_app: d.protocol.client_app().into(),
-                    scheme: d.scheme.as_str().into(),
-                    user: outcome.user.clone(),
-                    policy: d
-                        .policy
-                        .map(|p| snapshot.engine.store().policy(p).name.clone()),
-                    decision: d.action.as_str().into(),
-                    reason: d.reason.as_str().into(),
-                    status: res.status().as_u16(),
-                    upstream_status: outcome.upstream_status,
-                    duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
-                    user_agent,
-                    legacy: d.legacy,
-                    location: None,
-                });
-            }
+        if let (Some(audit), Some((method, path, user_agent))) = (&shared.audit, audited)
+            && (outcome.credentials || !outcome.decision.action.forwards())
+        {
+            let d = &outcome.decision;
+            let snapshot = shared.snapshot.load();
+            audit.write(&AuditRecord {
+                ts: crate::audit::timestamp(),
+                event: None,
+                request_id: audit.request_id(),
+                client_ip: self.peer.ip().to_string(),
+                method,
+                path,
+                protocol: d.protocol.as_str().into(),
+                client_app: d.protocol.client_app().into(),
+                scheme: d.scheme.as_str().into(),
+                user: outcome.user.clone(),
+                policy: d
+                    .policy
+                    .map(|p| snapshot.engine.store().policy(p).name.clone()),
+                decision: d.action.as_str().into(),
+                reason: d.reason.as_str().into(),
+                status: res.status().as_u16(),
+                upstream_status: outcome.upstream_status,
+                duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+                user_agent,
+                legacy: d.legacy,
+                location: None,
+            });
         }
         res
     }
@@ -330,10 +330,10 @@ impl Connection {
         // Phase: forward, on the client connection's own upstream connection.
         let wait = self.response_header_wait(decision.protocol, &head);
         let result = self.forward(decision.protocol, head, body, wait).await;
-        if let Some(fault) = fault.as_ref().and_then(BodyFault::get) {
-            if result.is_err() {
-                return self.body_fault(&snapshot, fault, pin, outcome).await;
-            }
+        if let Some(fault) = fault.as_ref().and_then(BodyFault::get)
+            && result.is_err()
+        {
+            return self.body_fault(&snapshot, fault, pin, outcome).await;
         }
         let res = match result {
             Ok(res) => {
