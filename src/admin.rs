@@ -24,10 +24,11 @@ const MAX_SCRIPT_BYTES: usize = 64 * 1024;
 /// Admin connections served at once: they come out of the descriptors exgate keeps in
 /// reserve (SPEC §7 "Limits"), so a local scraper gone wrong cannot take the proxy's.
 pub const MAX_ADMIN_CONNECTIONS: usize = 32;
-/// How long one admin connection may last, request and answer together: each serves one
-/// request (no keep-alive), so a stuck or trickling client holds its place for this long
-/// at most, and a persistent scraper cannot hold one at all.
+/// How long one admin connection lasts at most, keep-alive included: a stuck or
+/// trickling client, or a persistent scraper, holds its place this long and no longer.
 const ADMIN_CONNECTION_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+/// After the deadline: time to finish the request in progress.
+const ADMIN_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Serves the admin endpoints until `stop` fires.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -54,9 +55,18 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
                 async move { Ok::<_, Infallible>(route(&shared, req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(ADMIN_CONNECTION_DEADLINE, conn).await;
+            tokio::pin!(conn);
+            // At the deadline the connection finishes the request in progress, if any,
+            // and closes (a keep-alive scraper reconnects); one that cannot finish
+            // within a few more seconds is dropped.
+            if tokio::time::timeout(ADMIN_CONNECTION_DEADLINE, conn.as_mut())
+                .await
+                .is_err()
+            {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(ADMIN_DRAIN, conn).await;
+            }
             drop(permit);
         });
     }
