@@ -129,6 +129,12 @@ pub fn banner(info: &LabInfo, dir: &Path, exe: &Path) -> String {
         "  export SSL_CERT_FILE='{}'        # OpenSSL-based clients, Python's ssl",
         ca.display()
     );
+    let _ = writeln!(
+        out,
+        "  MSAL: authority='{}/{}', instance_discovery=False; the one-time code as data={{\"mfa_code\": \"{MFA_CODE}\"}}",
+        info.idp,
+        super::TENANT
+    );
     let _ = writeln!(out);
     let _ = writeln!(out, "Users (one-time MFA code: {MFA_CODE}):");
     for (i, u) in USERS.iter().enumerate() {

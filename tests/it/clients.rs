@@ -460,3 +460,110 @@ fn received_schemes(exchange: &str) -> Vec<(String, String)> {
         .filter_map(|r| Some((r["scheme"].as_str()?.into(), r["user"].as_str()?.into())))
         .collect()
 }
+
+/// Microsoft's MSAL for Python 1.39, unmodified (tests/clients/msal_flows.py), against
+/// the lab's identity provider over the lab's TLS (REQUESTS_CA_BUNDLE), in every
+/// scenario and under each kind of authority path: username and password refused
+/// without the second factor (Entra's AADSTS50076 with its claims, or AD FS's MSIS7068),
+/// a token with it, an account in MSAL's cache, acquire_token_silent (refresh token,
+/// then the cache), a forced refresh, and the claims-challenge step-up (`acrs`). The
+/// token then reads the Inbox through exgate.
+#[test]
+#[ignore = "needs the Python clients venv; .ci/run runs it"]
+fn msal_signs_in_caches_refreshes_and_steps_up_against_the_lab() {
+    const TENANT: &str = "6f3b5b2a-1c4d-4e8f-9a0b-7c6d5e4f3a2b";
+    for (scenario, tenant, scope) in [
+        (
+            "online-ca",
+            TENANT,
+            "https://outlook.office365.com/EWS.AccessAsUser.All",
+        ),
+        (
+            "online-adfs",
+            "common",
+            "https://outlook.office365.com/.default",
+        ),
+        (
+            "onprem-ca",
+            "contoso.com",
+            "https://mail.contoso.com/EWS.AccessAsUser.All",
+        ),
+        (
+            "onprem-adfs",
+            "organizations",
+            "https://mail.contoso.com/.default",
+        ),
+    ] {
+        let dir = scratch();
+        let lab = LabProcess::start(scenario, &dir);
+        let info = lab_info(&dir);
+        let authority = format!("{}/{tenant}", info["idp"].as_str().unwrap());
+        let args = [
+            "--authority",
+            &authority,
+            "--scope",
+            scope,
+            "--user",
+            "user01@contoso.com",
+            "--password",
+            PASSWORD01,
+            "--mfa-code",
+            "246810",
+            "--proxy",
+            info["proxy"].as_str().unwrap(),
+        ];
+        let run = &run_python(&dir, "msal_flows.py", &args)[0];
+        let context = format!("{scenario}: {run}");
+        let refused = &run["without_mfa"];
+        assert_eq!(refused["ok"], false, "{context}");
+        if scenario.ends_with("adfs") {
+            let description = refused["description"].as_str().unwrap();
+            assert!(description.starts_with("MSIS7068"), "{context}");
+        } else {
+            assert_eq!(refused["error"], "invalid_grant", "{context}");
+            assert_eq!(refused["suberror"], "basic_action", "{context}");
+            assert_eq!(
+                refused["error_codes"],
+                serde_json::json!([50076]),
+                "{context}"
+            );
+            assert_eq!(refused["claims"], true, "{context}");
+        }
+        let token = &run["with_mfa"];
+        assert_eq!(token["ok"], true, "{context}");
+        assert_eq!(token["upn"], "user01@contoso.com", "{context}");
+        assert_eq!(token["client_info"], true, "{context}");
+        let id_token = &token["id_token"];
+        assert_eq!(
+            id_token["aud"], "d3590ed6-52b3-4102-aeff-aad2292ab01c",
+            "{context}"
+        );
+        assert_eq!(id_token["tid"], TENANT, "{context}");
+        assert_eq!(id_token["oid"], token["oid"], "{context}");
+        assert_eq!(
+            id_token["preferred_username"], "user01@contoso.com",
+            "{context}"
+        );
+        assert_eq!(
+            run["accounts"],
+            serde_json::json!(["user01@contoso.com"]),
+            "{context}"
+        );
+        assert_eq!(run["silent"]["ok"], true, "{context}");
+        assert_eq!(run["silent"]["oid"], token["oid"], "{context}");
+        assert_eq!(run["silent_cached"]["source"], "cache", "{context}");
+        assert_eq!(run["silent_cached"]["same_token"], true, "{context}");
+        assert_eq!(run["refresh"]["source"], "identity_provider", "{context}");
+        assert_eq!(run["refresh"]["same_token"], false, "{context}");
+        assert_eq!(run["step_up_silent_without_mfa"]["ok"], false, "{context}");
+        for step in ["step_up_silent", "step_up"] {
+            assert_eq!(run[step]["acrs"], serde_json::json!(["c1"]), "{context}");
+        }
+        assert_eq!(
+            run["ews"],
+            serde_json::json!({"status": 200, "items": 3}),
+            "{context}"
+        );
+        lab.stop();
+    }
+}

@@ -6,6 +6,8 @@ mod binary;
 #[cfg(feature = "lab")]
 mod clients;
 #[cfg(feature = "lab")]
+mod idp;
+#[cfg(feature = "lab")]
 mod lab;
 #[cfg(feature = "lab")]
 mod load;

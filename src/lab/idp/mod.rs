@@ -1,11 +1,20 @@
 //! The mock identity provider: Entra ID with a Conditional Access policy "Mobile apps
 //! and desktop clients require MFA", or AD FS with the access control policy "Permit
-//! everyone and require MFA". OpenID discovery, JWKS, a token endpoint (password grant,
-//! with the lab's one-time code as the second factor), and key rotation on demand.
+//! everyone and require MFA", over HTTPS. OpenID discovery for Entra's v1 and v2.0
+//! endpoints (`/common/` or the tenant), JWKS, an authorize page, the token endpoint
+//! ([`token`]: password and refresh-token grants, the lab's one-time code as the second
+//! factor, claims challenges), and key rotation on demand. What MSAL for Python needs:
+//! an authority `https://localhost:<port>/<tenant>` with `instance_discovery=False`.
 
+mod entra;
+#[cfg(test)]
+mod tests;
+mod token;
+
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -15,9 +24,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_rustls::TlsAcceptor;
 
-use super::{MFA_CODE, Scenario, SharedKeys, TENANT, find_user, new_kid, save_keys};
+use super::{Scenario, SharedKeys, TENANT, new_kid, save_keys};
 use crate::config::TlsFiles;
-use crate::token::mint::{SigningKey, entra_v1_claims, jwks, mfa_at_adfs};
+use crate::token::mint::{SigningKey, jwks};
 
 /// A running identity provider.
 pub struct Idp {
@@ -30,6 +39,18 @@ struct State {
     url: String,
     keys: SharedKeys,
     dir: PathBuf,
+    /// Refresh tokens issued, and what each stands for (opaque, like Entra's).
+    refresh_tokens: Mutex<HashMap<String, token::Grant>>,
+}
+
+/// Entra's two token endpoints (Microsoft identity platform, "Access tokens": the token
+/// version follows the resource, the id_token the endpoint).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Version {
+    /// `/oauth2/token`: `resource=`, issuer `https://sts.windows.net/<tid>/`.
+    V1,
+    /// `/oauth2/v2.0/token`: `scope=`, issuer `https://login.microsoftonline.com/<tid>/v2.0`.
+    V2,
 }
 
 /// Starts the identity provider on 127.0.0.1:0, serving HTTPS with `tls` (Entra and
@@ -49,6 +70,7 @@ pub async fn start(
         url: url.clone(),
         keys: keys.clone(),
         dir,
+        refresh_tokens: Mutex::new(HashMap::new()),
     });
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -80,22 +102,49 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> 
     res
 }
 
+/// The tenant a path segment names, as Entra reads it: `common` and `organizations`
+/// stay as they are; the tenant id and its domains are the tenant id.
+fn tenant_of(segment: &str) -> Option<&'static str> {
+    const NAMES: [&str; 3] = [TENANT, "contoso.com", "contoso.onmicrosoft.com"];
+    match segment.to_ascii_lowercase().as_str() {
+        "common" => Some("common"),
+        "organizations" => Some("organizations"),
+        s if NAMES.contains(&s) => Some(TENANT),
+        _ => None,
+    }
+}
+
 async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
-    match (req.method().clone(), path.as_str()) {
-        (Method::GET, p) if p.ends_with("/.well-known/openid-configuration") => json(
-            StatusCode::OK,
-            &serde_json::json!({
-                "issuer": format!("https://sts.windows.net/{TENANT}/"),
-                "authorization_endpoint": format!("{}/common/oauth2/authorize", state.url),
-                "token_endpoint": format!("{}/common/oauth2/token", state.url),
-                "jwks_uri": format!("{}/common/discovery/keys", state.url),
-                "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"],
-                "response_types_supported": ["code", "id_token", "code id_token", "token id_token", "token"],
-                "tenant_region_scope": "EU",
-            }),
-        ),
-        (Method::GET, "/common/discovery/keys") => {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let correlation = entra::correlation_id(&req);
+    if let (&Method::POST, ["_lab", "rotate"]) = (req.method(), segments.as_slice()) {
+        return rotate(state);
+    }
+    let Some((first, rest)) = segments.split_first() else {
+        return not_found();
+    };
+    let Some(tenant) = tenant_of(first) else {
+        return json(
+            StatusCode::BAD_REQUEST,
+            &entra::aad_error(
+                "invalid_tenant",
+                90002,
+                &format!(
+                    "Tenant '{first}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+                ),
+                &correlation,
+            ),
+        );
+    };
+    match (req.method().clone(), rest) {
+        (Method::GET, [".well-known", "openid-configuration"]) => {
+            discovery(state, tenant, Version::V1)
+        }
+        (Method::GET, ["v2.0", ".well-known", "openid-configuration"]) => {
+            discovery(state, tenant, Version::V2)
+        }
+        (Method::GET, ["discovery", "keys"] | ["discovery", "v2.0", "keys"]) => {
             let keys = state.keys.load();
             let refs: Vec<&SigningKey> = keys.iter().collect();
             let mut res = Response::new(Full::new(Bytes::from(jwks(&refs))));
@@ -103,126 +152,95 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
                 .insert("content-type", "application/json".parse().expect("valid"));
             res
         }
-        (Method::GET, "/common/oauth2/authorize") => {
-            let who = if state.scenario.mfa_by_adfs() {
-                "AD FS (federated sign-in, access control policy: Permit everyone and require MFA)"
+        (Method::GET, ["oauth2", "authorize"] | ["oauth2", "v2.0", "authorize"]) => {
+            authorize_page(state)
+        }
+        (Method::POST, ["oauth2", "token"] | ["oauth2", "v2.0", "token"]) => {
+            let version = if rest.len() == 3 {
+                Version::V2
             } else {
-                "Azure AD (Conditional Access: mobile apps and desktop clients require MFA)"
+                Version::V1
             };
-            let mut res = Response::new(Full::new(Bytes::from(format!(
-                "<html><body><h1>Sign in to your account</h1><p>{who}</p><p>Lab clients use the token endpoint: {}/common/oauth2/token</p></body></html>",
-                state.url
-            ))));
-            res.headers_mut().insert(
-                "content-type",
-                "text/html; charset=utf-8".parse().expect("valid"),
-            );
-            res
+            match Limited::new(req.into_body(), 16 * 1024).collect().await {
+                Ok(body) => token::token(state, version, &body.to_bytes(), &correlation),
+                Err(_) => json(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &serde_json::json!({"error": "invalid_request"}),
+                ),
+            }
         }
-        (Method::POST, "/common/oauth2/token") => {
-            let body = match Limited::new(req.into_body(), 16 * 1024).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => {
-                    return json(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        &serde_json::json!({"error": "invalid_request"}),
-                    );
-                }
-            };
-            token(state, &body)
-        }
-        (Method::POST, "/_lab/rotate") => rotate(state),
-        _ => json(
-            StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": "not_found"}),
-        ),
+        _ => not_found(),
     }
 }
 
-fn form(body: &[u8]) -> Vec<(String, String)> {
-    let text = String::from_utf8_lossy(body).replace('+', " ");
-    crate::policy::path::query_pairs(&text)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
-fn aad_error(error: &str, code: u32, description: &str) -> Response<Full<Bytes>> {
+fn not_found() -> Response<Full<Bytes>> {
     json(
-        StatusCode::BAD_REQUEST,
-        &serde_json::json!({
-            "error": error,
-            "error_description": format!("AADSTS{code}: {description}"),
-            "error_codes": [code],
-        }),
+        StatusCode::NOT_FOUND,
+        &serde_json::json!({"error": "not_found"}),
     )
 }
 
-/// The token endpoint: password grant, then the second factor the scenario demands.
-fn token(state: &State, body: &[u8]) -> Response<Full<Bytes>> {
-    let fields = form(body);
-    let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    if get("grant_type") != Some("password") {
-        return aad_error(
-            "unsupported_grant_type",
-            70003,
-            "The app requested an unsupported grant type 'password' only.",
-        );
-    }
-    let resource = get("resource").unwrap_or_default();
-    if resource != state.scenario.audience() {
-        return aad_error(
-            "invalid_resource",
-            500011,
-            &format!("The resource principal named {resource} was not found in the tenant."),
-        );
-    }
-    let user = get("username").and_then(find_user);
-    let Some(user) = user.filter(|u| get("password") == Some(u.password)) else {
-        return aad_error(
-            "invalid_grant",
-            50126,
-            "Error validating credentials due to invalid username or password.",
-        );
+/// The issuer of `version` for `tenant`: a `{tenantid}` template under `/common/` and
+/// `/organizations/`, as Entra publishes it there.
+fn issuer(tenant: &str, version: Version) -> String {
+    let tid = if tenant == TENANT {
+        TENANT
+    } else {
+        "{tenantid}"
     };
-    if get("mfa_code") != Some(MFA_CODE) {
-        return if state.scenario.mfa_by_adfs() {
-            json(
-                StatusCode::BAD_REQUEST,
-                &serde_json::json!({
-                    "error": "interaction_required",
-                    "error_description": "MSIS7068: Access denied. The access control policy 'Permit everyone and require MFA' of the relying party 'Microsoft Office 365 Identity Platform' requires multi-factor authentication.",
-                }),
-            )
-        } else {
-            aad_error(
-                "interaction_required",
-                50076,
-                "Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access '00000002-0000-0ff1-ce00-000000000000'.",
-            )
-        };
+    match version {
+        Version::V1 => format!("https://sts.windows.net/{tid}/"),
+        Version::V2 => format!("https://login.microsoftonline.com/{tid}/v2.0"),
     }
-    let mut claims = entra_v1_claims(TENANT, resource, user.upn, true, 3599);
-    if state.scenario.mfa_by_adfs() {
-        mfa_at_adfs(&mut claims);
-    }
-    let keys = state.keys.load();
-    let Some(key) = keys.first() else {
-        return json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({"error": "temporarily_unavailable"}),
-        );
+}
+
+/// OpenID Connect Discovery 1.0 §3, with Entra's endpoint layout (Microsoft identity
+/// platform, "OpenID Connect on the Microsoft identity platform").
+fn discovery(state: &State, tenant: &str, version: Version) -> Response<Full<Bytes>> {
+    let base = format!("{}/{tenant}", state.url);
+    let (oauth2, keys, scopes) = match version {
+        Version::V1 => ("oauth2", "discovery/keys", vec!["openid"]),
+        Version::V2 => (
+            "oauth2/v2.0",
+            "discovery/v2.0/keys",
+            vec!["openid", "profile", "email", "offline_access"],
+        ),
     };
     json(
         StatusCode::OK,
         &serde_json::json!({
-            "token_type": "Bearer",
-            "scope": "EWS.AccessAsUser.All",
-            "expires_in": "3599",
-            "resource": resource,
-            "access_token": key.sign(&claims),
-            "refresh_token": format!("lab-refresh-{}", super::random_hex(16)),
+            "issuer": issuer(tenant, version),
+            "authorization_endpoint": format!("{base}/{oauth2}/authorize"),
+            "token_endpoint": format!("{base}/{oauth2}/token"),
+            "jwks_uri": format!("{base}/{keys}"),
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "scopes_supported": scopes,
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "nonce", "preferred_username", "name", "tid", "ver", "oid", "upn", "unique_name", "amr"],
+            "tenant_region_scope": "EU",
+            "cloud_instance_name": "microsoftonline.com",
         }),
     )
+}
+
+fn authorize_page(state: &State) -> Response<Full<Bytes>> {
+    let who = if state.scenario.mfa_by_adfs() {
+        "AD FS (federated sign-in, access control policy: Permit everyone and require MFA)"
+    } else {
+        "Azure AD (Conditional Access: mobile apps and desktop clients require MFA)"
+    };
+    let mut res = Response::new(Full::new(Bytes::from(format!(
+        "<html><body><h1>Sign in to your account</h1><p>{who}</p><p>Lab clients use the token endpoint: {}/common/oauth2/token (v1) or {}/common/oauth2/v2.0/token (v2.0, MSAL)</p></body></html>",
+        state.url, state.url
+    ))));
+    res.headers_mut().insert(
+        "content-type",
+        "text/html; charset=utf-8".parse().expect("valid"),
+    );
+    res
 }
 
 /// Publishes a new signing key and signs with it; the previous key stays published
