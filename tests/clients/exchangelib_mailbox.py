@@ -2,8 +2,17 @@
 """exchangelib, unmodified, reading a mailbox through exgate: SOAP Autodiscover, the
 version guess, the Inbox, the folder tree, one message's body, ResolveNames and a sync.
 
-    exchangelib_mailbox.py --url http://127.0.0.1:PORT --email user02@contoso.com \
+    exchangelib_mailbox.py --url https://localhost:PORT --email user02@contoso.com \
                            --user 'CONTOSO\\user02' --password P --auth basic|ntlm
+    exchangelib_mailbox.py --url https://localhost:PORT --email user01@contoso.com \
+                           --user user01@contoso.com --password P --auth oauth \
+                           --authority https://localhost:IDP/TENANT --mfa-code C \
+                           --scope https://outlook.office365.com/EWS.AccessAsUser.All
+
+With --auth oauth, Microsoft's MSAL acquires the token first (username and password
+with the lab's one-time code, as msal_flows.py does), and exchangelib uses it as OAuth2
+credentials holding an access token: Autodiscover, the version guess and the mailbox
+then go over `Authorization: Bearer`, which exgate validates (MFA included).
 
 Prints one JSON line and exits 0 whatever happened:
     {"ok": true, "autodiscover": {...}, "guess": {...}, "inbox": {...}, ...}
@@ -28,10 +37,42 @@ import tempfile
 # exchangelib keeps its Autodiscover cache in the temp directory it sees at import.
 tempfile.tempdir = tempfile.mkdtemp(prefix="exgate-exchangelib-")
 
-from exchangelib import BASIC, NTLM, Account, Configuration, Credentials, FailFast  # noqa: E402
+from exchangelib import (  # noqa: E402
+    BASIC,
+    NTLM,
+    OAUTH2,
+    Account,
+    Configuration,
+    Credentials,
+    FailFast,
+    OAuth2AuthorizationCodeCredentials,
+)
 from exchangelib.autodiscover import AutodiscoverProtocol  # noqa: E402
 from exchangelib.autodiscover.cache import autodiscover_cache  # noqa: E402
 from exchangelib.protocol import CachingProtocol  # noqa: E402
+
+
+def msal_token(a):
+    """An access token from MSAL's username-password flow with the second factor."""
+    import msal
+    from oauthlib.oauth2 import OAuth2Token
+
+    from msal_flows import AuthorityPortSession
+
+    outlook = "d3590ed6-52b3-4102-aeff-aad2292ab01c"  # Outlook desktop's client id
+    app = msal.PublicClientApplication(
+        outlook,
+        authority=a.authority,
+        instance_discovery=False,
+        http_client=AuthorityPortSession(a.authority),
+    )
+    result = app.acquire_token_by_username_password(
+        a.user, a.password, scopes=[a.scope], data={"mfa_code": a.mfa_code}
+    )
+    if "access_token" not in result:
+        raise RuntimeError(f"MSAL: {result.get('error')}: {result.get('error_description', '')[:200]}")
+    return OAuth2Token({"access_token": result["access_token"], "token_type": "Bearer",
+                        "expires_in": result.get("expires_in", 3600)})
 
 
 def main():
@@ -40,14 +81,21 @@ def main():
     p.add_argument("--email", required=True)
     p.add_argument("--user", required=True, help="the login: user@domain or DOMAIN\\user")
     p.add_argument("--password", required=True)
-    p.add_argument("--auth", choices=["basic", "ntlm"], required=True)
+    p.add_argument("--auth", choices=["basic", "ntlm", "oauth"], required=True)
+    p.add_argument("--authority", help="with --auth oauth: the lab's identity provider")
+    p.add_argument("--mfa-code", help="with --auth oauth: the lab's one-time code")
+    p.add_argument("--scope", help="with --auth oauth: the EWS scope to ask for")
     a = p.parse_args()
 
-    auth_type = {"basic": BASIC, "ntlm": NTLM}[a.auth]
-    credentials = Credentials(a.user, a.password)
+    auth_type = {"basic": BASIC, "ntlm": NTLM, "oauth": OAUTH2}[a.auth]
     out = {"ok": False, "auth": a.auth}
-    step = "autodiscover"
+    step = "token"
     try:
+        if a.auth == "oauth":
+            credentials = OAuth2AuthorizationCodeCredentials(access_token=msal_token(a))
+        else:
+            credentials = Credentials(a.user, a.password)
+        step = "autodiscover"
         domain = a.email.split("@", 1)[1].lower()
         autodiscover_cache[(domain, credentials)] = AutodiscoverProtocol(
             config=Configuration(
