@@ -70,7 +70,7 @@ pub fn tries(info: &LabInfo, dir: &Path, exe: &Path) -> Vec<Try> {
             expect: 200,
         },
         Try {
-            what: "a token without MFA does not (insufficient_user_authentication)",
+            what: "a token without MFA does not (a step-up challenge)",
             command: curl(&format!("-H {} {p}/mapi/emsmdb/", token(pilot.upn, false))),
             expect: 401,
         },

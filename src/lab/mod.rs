@@ -31,6 +31,9 @@ use crate::token::mint::SigningKey;
 
 /// The tenant every lab token is issued for.
 pub const TENANT: &str = "6f3b5b2a-1c4d-4e8f-9a0b-7c6d5e4f3a2b";
+/// The Conditional Access authentication context the lab's exgate asks a token without
+/// MFA for (`tokens.mfa.auth_context_ids`, SPEC §5 step-up).
+pub const STEP_UP_CONTEXT: &str = "c1";
 /// The one-time code the lab's "authenticator" accepts.
 pub const MFA_CODE: &str = "246810";
 /// Outlook desktop's client id: the "Mobile apps and desktop clients" of Conditional
@@ -440,7 +443,7 @@ unknown_kid_refresh_min_seconds = 1
 
 [tokens.mfa]
 require_for = ["Autodiscover", "Mapi", "OfflineAddressBook", "WebServices"]
-
+{step_up}
 [admin]
 token = "{admin_token}"
 
@@ -450,6 +453,15 @@ path = "audit/exgate.jsonl"
 "#,
         deployment = scenario.deployment().as_str(),
         audience = scenario.audience(),
+        step_up = match scenario.mfa_by_adfs() {
+            // AD FS has no authentication contexts: RFC 9470's challenge.
+            true => String::new(),
+            // Conditional Access: a token without MFA gets the claims challenge for the
+            // lab's authentication context, on which MSAL (and Outlook) steps up.
+            false => format!(
+                "# A token without MFA gets Conditional Access's claims challenge for this\n# authentication context, the answer MSAL steps up on.\nauth_context_ids = [\"{STEP_UP_CONTEXT}\"]\n"
+            ),
+        },
     )
 }
 

@@ -329,7 +329,13 @@ pub async fn walk(info: &LabInfo, dir: &Path) -> anyhow::Result<Vec<Step>> {
             res.status,
             param(challenge, "error").unwrap_or("-")
         ),
-        res.status == 401 && challenge.contains("insufficient_user_authentication"),
+        // Conditional Access scenarios ask for the step-up (claims challenge); AD FS has
+        // no authentication contexts (RFC 9470).
+        res.status == 401
+            && match info.scenario.mfa_by_adfs() {
+                true => challenge.contains("insufficient_user_authentication"),
+                false => challenge.contains("insufficient_claims") && challenge.contains("claims="),
+            },
     ));
     Ok(steps)
 }

@@ -630,6 +630,7 @@ fn exchangelib_with_an_msal_token_reads_the_pilot_users_mailbox() {
                 .output()
                 .unwrap();
             let token = text(&out.stdout).trim().to_owned();
+            let headers = dir.join("headers.txt");
             let out = Command::new("curl")
                 .args([
                     "-s",
@@ -638,6 +639,7 @@ fn exchangelib_with_an_msal_token_reads_the_pilot_users_mailbox() {
                     "-o",
                     "/dev/null",
                 ])
+                .args(["-D", arg(&headers)])
                 .args(["-w", "%{http_code}", "--oauth2-bearer", &token])
                 .arg(format!("{proxy}/mapi/emsmdb/"))
                 .output()
@@ -647,6 +649,22 @@ fn exchangelib_with_an_msal_token_reads_the_pilot_users_mailbox() {
                 expect,
                 "{scenario} curl --oauth2-bearer, mfa={mfa}"
             );
+            if !mfa && !scenario.mfa_by_adfs() {
+                // The step-up MSAL answers (msal_signs_in_… runs it): the claims challenge
+                // for the lab's authentication context.
+                let head = std::fs::read_to_string(&headers).unwrap();
+                let claims = head
+                    .split("claims=\"")
+                    .nth(1)
+                    .and_then(|c| c.split('"').next())
+                    .unwrap_or_else(|| panic!("{scenario}: no claims challenge in {head}"));
+                let claims: serde_json::Value =
+                    serde_json::from_slice(&STANDARD.decode(claims).unwrap()).unwrap();
+                let asked = serde_json::json!({"access_token": {"acrs": {
+                    "essential": true, "value": exgate::lab::STEP_UP_CONTEXT}}});
+                assert_eq!(claims, asked, "{scenario}");
+                assert!(head.contains("error=\"insufficient_claims\""), "{head}");
+            }
         }
         lab.stop();
     }

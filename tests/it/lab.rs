@@ -139,10 +139,11 @@ fn run_scenario(scenario: &str, mfa_marker: &str) {
         walk.contains("401 from exgate, Bearer challenge only; Exchange received 0 request(s)"),
         "{walk}"
     );
-    assert!(
-        walk.contains("error=\"insufficient_user_authentication\""),
-        "{walk}"
-    );
+    let mfa_error = match scenario.ends_with("adfs") {
+        true => "error=\"insufficient_user_authentication\"",
+        false => "error=\"insufficient_claims\"",
+    };
+    assert!(walk.contains(mfa_error), "{walk}");
     assert!(walk.contains("EWS FindItem: 3 messages"), "{walk}");
 
     // A cmdlet changes the outcome live…
