@@ -154,8 +154,27 @@ pub fn banner(info: &LabInfo, dir: &Path, exe: &Path) -> String {
     for line in s.policy_script().lines() {
         let _ = writeln!(out, "  {line}");
     }
+    // Cmdlets sent to an earlier run of this lab are replayed after the script.
+    let replayed = std::fs::read_to_string(dir.join("state.ps1")).unwrap_or_default();
+    let replayed: Vec<&str> = replayed.lines().filter(|l| !l.trim().is_empty()).collect();
+    if !replayed.is_empty() {
+        let _ = writeln!(
+            out,
+            "then replayed from {}/state.ps1 (cmdlets sent to this lab before; `exgate lab reset` clears them):",
+            dir.display()
+        );
+        for line in &replayed {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
     let _ = writeln!(out);
-    let _ = writeln!(out, "Try (each prints the HTTP status):");
+    let _ = match replayed.is_empty() {
+        true => writeln!(out, "Try (each prints the HTTP status):"),
+        false => writeln!(
+            out,
+            "Try (each prints the HTTP status; the expected ones are a fresh lab's, before the cmdlets above):"
+        ),
+    };
     for t in tries(info, dir, exe) {
         let _ = writeln!(out, "  # {}", t.what);
         let _ = writeln!(out, "  {}   # expect {}", t.command, t.expect);
@@ -169,9 +188,15 @@ pub fn banner(info: &LabInfo, dir: &Path, exe: &Path) -> String {
     );
     let _ = writeln!(
         out,
-        "Roll the policy out to everyone:     '{}' cmdlet --dir '{}' 'Set-OrganizationConfig -DefaultAuthenticationPolicy BlockLegacyOutlookAuth'",
+        "Roll out to everyone, report-only first ('Rolling out' in the README):\n                                      '{}' cmdlet --dir '{}' 'New-AuthenticationPolicy -Name OrgBlockLegacy{}'",
         exe.display(),
-        dir.display()
+        dir.display(),
+        match s.deployment() {
+            crate::policy::Deployment::Online => " -ReportOnly",
+            crate::policy::Deployment::OnPremises => {
+                " -BlockLegacyAuthAutodiscover -BlockLegacyAuthMapi -BlockLegacyAuthOfflineAddressBook -BlockLegacyAuthRpc -BlockLegacyAuthWebServices -ReportOnly"
+            }
+        }
     );
     let _ = writeln!(
         out,

@@ -240,7 +240,7 @@ fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "another lab is running in {} (stop it, or give this one its own --dir)",
+            "another lab is running in {}: stop it first (a new lab can use its own --dir)",
             dir.display()
         ),
         Err(std::fs::TryLockError::Error(e)) => {

@@ -179,6 +179,20 @@ fn run_scenario(scenario: &str, mfa_marker: &str) {
     lab.stop();
     let lab = LabProcess::start(scenario, &dir);
     assert_eq!(std::fs::read(&ca).unwrap(), ca_pem, "the lab CA is kept");
+    // The banner says which cmdlets were replayed, and that its expectations are a
+    // fresh lab's.
+    assert!(lab.banner.contains("then replayed from"), "{}", lab.banner);
+    assert!(
+        lab.banner
+            .contains("-AuthenticationPolicy BlockLegacyOutlookAuth"),
+        "{}",
+        lab.banner
+    );
+    assert!(
+        lab.banner.contains("the expected ones are a fresh lab's"),
+        "{}",
+        lab.banner
+    );
     assert_eq!(
         basic_status(&dir, &lab.banner, "user02@contoso.com", "Lab-Passw0rd-02"),
         "401"
