@@ -655,13 +655,16 @@ async fn concurrent_unknown_kids_against_a_hung_endpoint_share_one_fetch() {
     .await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     idp.hang.store(true, Ordering::SeqCst);
+    // Signed before the clock starts: RSA key generation is slow in a debug build.
+    let tokens: Vec<String> = (0..20)
+        .map(|i| SigningKey::generate(&format!("k{i}")).sign(&claims("user01@contoso.com", true)))
+        .collect();
     let started = std::time::Instant::now();
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
+    let tasks: Vec<_> = tokens
+        .into_iter()
+        .map(|token| {
             let addr = gate.addr();
             tokio::spawn(async move {
-                let stranger = SigningKey::generate(&format!("k{i}"));
-                let token = stranger.sign(&claims("user01@contoso.com", true));
                 let mut c = Client::connect(addr).await;
                 let status = c
                     .get("/ews/", &[("authorization", &bearer(&token))])
