@@ -97,19 +97,14 @@ impl RequestBody {
     /// reports a body cut short by EOF or a reset as an I/O error of those kinds.
     fn connection_ended(error: &(dyn std::error::Error + 'static)) -> bool {
         use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
-        let mut current = Some(error);
-        while let Some(e) = current {
-            if e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+        super::error_chain(error)
+            .filter_map(|e| e.downcast_ref::<std::io::Error>())
+            .any(|io| {
                 matches!(
                     io.kind(),
                     UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
                 )
-            }) {
-                return true;
-            }
-            current = e.source();
-        }
-        false
+            })
     }
 }
 
@@ -164,13 +159,6 @@ impl Body for RequestBody {
 pub struct Sent(Arc<(std::sync::atomic::AtomicBool, tokio::sync::Notify)>);
 
 impl Sent {
-    /// A signal already given (a request without a body).
-    pub fn done() -> Sent {
-        let sent = Sent::default();
-        sent.mark();
-        sent
-    }
-
     /// Waits until the body has gone out whole (forever, if it never does).
     pub async fn wait(&self) {
         let (flag, notify) = &*self.0;

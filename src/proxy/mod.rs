@@ -366,7 +366,7 @@ async fn accept_loop(
                         }
                     }
                 }
-                Err(e) if is_descriptor_exhaustion(&e) => {
+                Err(e) if upstream::is_local_exhaustion(&e) => {
                     // exgate's own exhaustion, counted as such (once per shortage, and
                     // once per connection answered): the spare descriptor takes one
                     // waiting client, which is answered 503 and closed; then back off
@@ -406,29 +406,22 @@ async fn accept_loop(
     }
 }
 
+/// `error` and its sources, outermost first.
+pub(crate) fn error_chain<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| e.source())
+}
+
 /// Whether `error` or one of its sources is an `E` (I/O errors included: their inner
 /// error is searched too).
 fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if e.is::<E>() {
-            return true;
-        }
-        if let Some(inner) = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            && inner.is::<E>()
-        {
-            return true;
-        }
-        current = e.source();
-    }
-    false
-}
-
-/// Whether an accept failed for lack of descriptors (EMFILE, ENFILE) or buffers.
-fn is_descriptor_exhaustion(e: &std::io::Error) -> bool {
-    upstream::is_local_exhaustion(e)
+    error_chain(error).any(|e| {
+        e.is::<E>()
+            || e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<E>())
+    })
 }
 
 /// The spare descriptor [`accept_loop`] frees when the others run out.

@@ -83,18 +83,12 @@ const LOCAL_EXHAUSTION_ERRNOS: [i32; 5] = [12, 23, 24, 99, 105];
 /// Whether a connect error is exgate's own exhaustion rather than the server's failure:
 /// walks the error's sources for an I/O error with one of the errnos above.
 pub fn is_local_exhaustion(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io
-                .raw_os_error()
+    super::error_chain(error)
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(|io| {
+            io.raw_os_error()
                 .is_some_and(|n| LOCAL_EXHAUSTION_ERRNOS.contains(&n))
-        {
-            return true;
-        }
-        current = e.source();
-    }
-    false
+        })
 }
 
 impl Upstream {

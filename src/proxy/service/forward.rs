@@ -11,7 +11,7 @@ use hyper::{Response, StatusCode};
 
 use super::Connection;
 use crate::policy::{Decision, Protocol};
-use crate::proxy::body::{Sent, SignalEnd};
+use crate::proxy::body::SignalEnd;
 use crate::proxy::idle::IdleTimeout;
 use crate::proxy::respond::{BoxError, ProxyBody};
 use crate::proxy::upstream::{Head, UpstreamError};
@@ -90,16 +90,19 @@ impl Connection {
         }
         let own = auth.upstream.as_mut().expect("connected above");
         // The wait for response headers starts once the body has gone out whole.
+        // (A request without a body, most of them, pays for no signal.)
         let (body, body_sent) = match body {
             Some(body) => {
                 let (body, sent) = SignalEnd::new(body);
-                (Some(body.boxed()), sent)
+                (Some(body.boxed()), Some(sent))
             }
-            None => (None, Sent::done()),
+            None => (None, None),
         };
         let req = upstream.request_on(own, head, body);
         let deadline = async {
-            body_sent.wait().await;
+            if let Some(sent) = &body_sent {
+                sent.wait().await;
+            }
             tokio::time::sleep(wait).await;
         };
         let sent = tokio::select! {
