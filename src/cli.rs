@@ -224,6 +224,16 @@ fn validate(path: &std::path::Path) -> ExitCode {
                     .org_default()
                     .map_or("none", |p| store.policy(p).name.as_str()),
             );
+            if let Some(k) = &cfg.kerberos {
+                println!(
+                    "kerberos.keytab {}: {} keys",
+                    k.keytab_path.display(),
+                    k.keytab.entries.len()
+                );
+                for line in k.keytab.describe() {
+                    println!("  {line}");
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

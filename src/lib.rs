@@ -19,6 +19,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod kerberos;
 #[cfg(feature = "lab")]
 pub mod lab;
 #[cfg(feature = "lab")]

@@ -36,6 +36,9 @@ pub const CLIENT_ERRORS_TOTAL: &str = "exgate_client_errors_total";
 /// itself ran out of room (`max_connections`, `file_descriptors`), never an upstream's
 /// fault (SPEC §7 "Limits").
 pub const OVERLOAD_TOTAL: &str = "exgate_overload_total";
+/// `exgate_kerberos_tickets_total{outcome}`: Kerberos tickets read with the keytab
+/// (`decrypted`, `cached`) or not (`malformed`, `no_key`, `integrity`).
+pub const KERBEROS_TICKETS_TOTAL: &str = "exgate_kerberos_tickets_total";
 /// `exgate_client_connections`: client connections open now.
 pub const CLIENT_CONNECTIONS: &str = "exgate_client_connections";
 /// `exgate_client_connections_limit`: `server.max_connections` as in effect.
@@ -73,6 +76,7 @@ pub struct Metrics {
     upstream_errors: IntCounterVec,
     client_errors: IntCounterVec,
     overload: IntCounterVec,
+    kerberos_tickets: IntCounterVec,
     /// `exgate_client_connections`.
     pub client_connections: IntGauge,
     /// `exgate_client_connections_limit`.
@@ -168,6 +172,14 @@ impl Metrics {
         for reason in ["max_connections", "file_descriptors"] {
             overload.with_label_values(&[reason]);
         }
+        let kerberos_tickets = counter_vec(
+            KERBEROS_TICKETS_TOTAL,
+            "Kerberos tickets read with the keytab, or why not, by outcome.",
+            "outcome",
+        );
+        for outcome in ["decrypted", "cached", "malformed", "no_key", "integrity"] {
+            kerberos_tickets.with_label_values(&[outcome]);
+        }
         let client_connections =
             IntGauge::new(CLIENT_CONNECTIONS, "Client connections open now.").expect("valid");
         let client_connections_limit = IntGauge::new(
@@ -208,6 +220,7 @@ impl Metrics {
             &upstream_errors,
             &client_errors,
             &overload,
+            &kerberos_tickets,
             &lockouts,
         ] {
             registry
@@ -245,6 +258,7 @@ impl Metrics {
             upstream_errors,
             client_errors,
             overload,
+            kerberos_tickets,
             client_connections,
             client_connections_limit,
             upstream_healthy,
@@ -334,6 +348,12 @@ impl Metrics {
     /// (`max_connections`, `file_descriptors`).
     pub fn record_overload(&self, reason: &'static str) {
         self.overload.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a Kerberos ticket the keytab stage read (`decrypted`, `cached`) or could not
+    /// (`malformed`, `no_key`, `integrity`).
+    pub fn record_kerberos_ticket(&self, outcome: &'static str) {
+        self.kerberos_tickets.with_label_values(&[outcome]).inc();
     }
 
     /// Sets `exgate_upstream_healthy{server}` (the configured address).

@@ -15,7 +15,7 @@ use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
 pub use basic::BasicCredentials;
-pub use negotiate::Mechanism;
+pub use negotiate::{ApReq, KerberosLeg, Mechanism};
 pub use ntlm::{NtlmIdentity, NtlmMessage};
 pub use secret::Secret;
 
@@ -47,8 +47,9 @@ pub enum Credentials {
         negotiate: bool,
         message: NtlmMessage,
     },
-    /// `Negotiate` carrying Kerberos: the user is hidden from the proxy.
-    Kerberos,
+    /// `Negotiate` carrying Kerberos: the user is hidden in the ticket, which only the
+    /// service's keytab opens (`kerberos::TicketReader`).
+    Kerberos(KerberosLeg),
     /// `Negotiate` NegTokenResp with no NTLM inside: a later leg of whatever mechanism
     /// this connection negotiated earlier.
     NegotiateContinuation,
@@ -130,7 +131,7 @@ impl Credentials {
             Credentials::Ntlm {
                 negotiate: true, ..
             } => Scheme::NegotiateNtlm,
-            Credentials::Kerberos => Scheme::Kerberos,
+            Credentials::Kerberos(_) => Scheme::Kerberos,
             Credentials::NegotiateContinuation | Credentials::NegotiateUnknown => Scheme::Negotiate,
             Credentials::BearerProbe | Credentials::Bearer(_) => Scheme::Bearer,
             Credentials::Other => Scheme::Other,
@@ -156,23 +157,31 @@ impl Credentials {
         matches!(
             self,
             Credentials::Ntlm { .. }
-                | Credentials::Kerberos
+                | Credentials::Kerberos(_)
                 | Credentials::NegotiateContinuation
                 | Credentials::NegotiateUnknown
         )
     }
 
     /// Whether these credentials start or finish a new authentication of the connection
-    /// (an NTLM Type 1 or Type 3, a Kerberos AP-REQ) rather than riding on the identity
-    /// an earlier handshake left on it.
+    /// (an NTLM Type 1 or Type 3, a Kerberos AP-REQ or offer) rather than riding on the
+    /// identity an earlier handshake left on it.
     pub fn authenticates_anew(&self) -> bool {
         matches!(
             self,
             Credentials::Ntlm {
                 message: NtlmMessage::Negotiate | NtlmMessage::Authenticate(_),
                 ..
-            } | Credentials::Kerberos
+            } | Credentials::Kerberos(_)
         )
+    }
+
+    /// The Kerberos AP-REQ these credentials carry, for the keytab stage.
+    pub fn ap_req(&self) -> Option<&ApReq> {
+        match self {
+            Credentials::Kerberos(KerberosLeg::ApReq(ap_req)) => Some(ap_req),
+            _ => None,
+        }
     }
 
     /// The mechanism a `Negotiate` leg established, for the proxy to remember on the
@@ -182,7 +191,7 @@ impl Credentials {
             Credentials::Ntlm {
                 negotiate: true, ..
             } => Some(Mechanism::Ntlm),
-            Credentials::Kerberos => Some(Mechanism::Kerberos),
+            Credentials::Kerberos(_) => Some(Mechanism::Kerberos),
             _ => None,
         }
     }
@@ -234,7 +243,7 @@ pub fn parse_header(value: &[u8]) -> Credentials {
                 negotiate: true,
                 message,
             },
-            Some(negotiate::Token::Kerberos) => Credentials::Kerberos,
+            Some(negotiate::Token::Kerberos(leg)) => Credentials::Kerberos(leg),
             Some(negotiate::Token::Continuation) => Credentials::NegotiateContinuation,
             Some(negotiate::Token::Unknown) | None => Credentials::NegotiateUnknown,
         }

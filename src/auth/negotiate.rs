@@ -24,11 +24,54 @@ pub enum Mechanism {
     Kerberos,
 }
 
+/// The GSS-API token identifier of a Kerberos AP-REQ (RFC 4121 §4.1: `TOK_ID` 01 00).
+const TOK_ID_AP_REQ: [u8; 2] = [0x01, 0x00];
+/// The tag of a Kerberos AP-REQ: `[APPLICATION 14]` (RFC 4120 §5.5.1).
+const TAG_AP_REQ: u8 = 0x6e;
+
+/// A Kerberos AP-REQ (RFC 4120 §5.5.1) as DER, copied out of its GSS and SPNEGO framing.
+/// `Debug` prints its length only: the ticket is not a password, but it is a credential.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApReq(Box<[u8]>);
+
+impl ApReq {
+    /// Wraps DER that starts with the AP-REQ tag (`0x6e`); the rest is read by the keytab
+    /// stage (`kerberos::TicketReader`), which never trusts it.
+    pub fn new(der: &[u8]) -> ApReq {
+        ApReq(der.into())
+    }
+
+    /// The AP-REQ's DER.
+    pub fn der(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ApReq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApReq({} bytes)", self.0.len())
+    }
+}
+
+/// What a Kerberos leg of `Negotiate` carried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KerberosLeg {
+    /// An AP-REQ: its ticket names the client to whoever holds the service's key.
+    ApReq(ApReq),
+    /// Kerberos named as the preferred mechanism (a NegTokenInit without an optimistic
+    /// token, a NegTokenResp's `supportedMech` without a `responseToken`): the handshake
+    /// starts, nobody is named yet.
+    Offered,
+    /// A Kerberos token with no AP-REQ exgate can find (another `TOK_ID`, a
+    /// `responseToken` that is not a GSS Kerberos token): it names nobody.
+    Unreadable,
+}
+
 /// What a decoded Negotiate token turned out to be.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Token {
     Ntlm(NtlmMessage),
-    Kerberos,
+    Kerberos(KerberosLeg),
     /// A NegTokenResp that names no mechanism and carries no NTLM message.
     Continuation,
     Unknown,
@@ -55,7 +98,7 @@ fn classify_initial(token: &[u8]) -> Token {
         return Token::Unknown;
     };
     if is_kerberos(oid.content) {
-        return Token::Kerberos;
+        return Token::Kerberos(kerberos_leg(inner));
     }
     if oid.content != OID_SPNEGO {
         return Token::Unknown;
@@ -80,26 +123,39 @@ fn classify_initial(token: &[u8]) -> Token {
     }
     match mech_token {
         Some(inner) if inner.starts_with(ntlm::SIGNATURE) => Token::Ntlm(ntlm::parse(inner)),
-        Some(inner) if is_kerberos_initial(inner) => Token::Kerberos,
-        Some(_) => Token::Unknown,
+        Some(inner) => match kerberos_initial(inner) {
+            Some(leg) => Token::Kerberos(leg),
+            None => Token::Unknown,
+        },
         // No optimistic token: the preferred mechanism says what comes next.
         None => match first_mech {
             Some(OID_NTLMSSP) => Token::Ntlm(NtlmMessage::Negotiate),
-            Some(m) if is_kerberos(m) => Token::Kerberos,
+            Some(m) if is_kerberos(m) => Token::Kerberos(KerberosLeg::Offered),
             _ => Token::Unknown,
         },
     }
 }
 
+/// The inner token of a GSS Kerberos initial-context token (after the mechanism OID):
+/// `TOK_ID` 01 00 and an AP-REQ (RFC 4121 §4.1), else unreadable.
+fn kerberos_leg(inner: &[u8]) -> KerberosLeg {
+    match inner.strip_prefix(&TOK_ID_AP_REQ) {
+        Some(ap_req) if ap_req.first() == Some(&TAG_AP_REQ) => {
+            KerberosLeg::ApReq(ApReq::new(ap_req))
+        }
+        _ => KerberosLeg::Unreadable,
+    }
+}
+
 /// A GSS initial-context token for Kerberos (RFC 4121 §4.1), as an optimistic mechToken
-/// carries it. Read one level deep, never recursively: no client nests SPNEGO in SPNEGO,
-/// and following such nesting would recurse once per ~30 bytes of the header, deep enough
-/// within a 1 MiB header to overflow a thread's stack and abort the process.
-fn is_kerberos_initial(token: &[u8]) -> bool {
-    der::read(token)
-        .filter(|(outer, _)| outer.tag == TAG_GSS_INITIAL)
-        .and_then(|(outer, _)| der::read(outer.content))
-        .is_some_and(|(oid, _)| oid.tag == TAG_OID && is_kerberos(oid.content))
+/// or a `responseToken` carries it; None when the token is not one. Read one level deep,
+/// never recursively: no client nests SPNEGO in SPNEGO, and following such nesting would
+/// recurse once per ~30 bytes of the header, deep enough within a 1 MiB header to
+/// overflow a thread's stack and abort the process.
+fn kerberos_initial(token: &[u8]) -> Option<KerberosLeg> {
+    let (outer, _) = der::read(token).filter(|(outer, _)| outer.tag == TAG_GSS_INITIAL)?;
+    let (oid, inner) = der::read(outer.content)?;
+    (oid.tag == TAG_OID && is_kerberos(oid.content)).then(|| kerberos_leg(inner))
 }
 
 /// A SPNEGO NegTokenResp: a later leg. NTLM Type 3 travels here in its responseToken.
@@ -122,8 +178,18 @@ fn classify_response(token: &[u8]) -> Token {
     }
     match (response, supported) {
         (Some(inner), _) if inner.starts_with(ntlm::SIGNATURE) => Token::Ntlm(ntlm::parse(inner)),
-        (_, Some(m)) if is_kerberos(m) => Token::Kerberos,
-        _ => Token::Continuation,
+        // The AP-REQ of a client that offered Kerberos without an optimistic token
+        // travels here (RFC 4178 §4.2.2); a raw AP-REQ is taken as one too.
+        (Some(inner), _) if inner.first() == Some(&TAG_AP_REQ) => {
+            Token::Kerberos(KerberosLeg::ApReq(ApReq::new(inner)))
+        }
+        (Some(inner), supported) => match kerberos_initial(inner) {
+            Some(leg) => Token::Kerberos(leg),
+            None if supported.is_some_and(is_kerberos) => Token::Kerberos(KerberosLeg::Unreadable),
+            None => Token::Continuation,
+        },
+        (None, Some(m)) if is_kerberos(m) => Token::Kerberos(KerberosLeg::Offered),
+        (None, _) => Token::Continuation,
     }
 }
 
@@ -235,16 +301,70 @@ mod tests {
         }
     }
 
-    #[test]
-    fn spnego_kerberos_is_kerberos() {
-        assert_eq!(classify(&build_spnego_kerberos(1200)), Token::Kerberos);
+    fn ap_req(bytes: &[u8]) -> Token {
+        Token::Kerberos(KerberosLeg::ApReq(ApReq::new(bytes)))
     }
 
     #[test]
-    fn raw_kerberos_gss_token_is_kerberos() {
+    fn spnego_kerberos_carries_its_ap_req() {
+        match classify(&build_spnego_kerberos(1200)) {
+            Token::Kerberos(KerberosLeg::ApReq(a)) => {
+                assert_eq!(a.der().len(), 1200);
+                assert_eq!(format!("{a:?}"), "ApReq(1200 bytes)");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn raw_kerberos_gss_token_carries_its_ap_req() {
         let mut krb = tlv(TAG_OID, OID_KRB5);
         krb.extend_from_slice(&[1, 0, 0x6e, 0x82]);
-        assert_eq!(classify(&tlv(TAG_GSS_INITIAL, &krb)), Token::Kerberos);
+        assert_eq!(classify(&tlv(TAG_GSS_INITIAL, &krb)), ap_req(&[0x6e, 0x82]));
+    }
+
+    #[test]
+    fn kerberos_tokens_without_an_ap_req_are_unreadable() {
+        // TOK_ID 03 00 (KRB_ERROR), an AP-REQ tag missing, nothing at all.
+        for inner in [&[3u8, 0, 0x7e, 0][..], &[1, 0, 0x30, 0], &[1, 0], &[]] {
+            let mut krb = tlv(TAG_OID, OID_KRB5);
+            krb.extend_from_slice(inner);
+            let token = tlv(TAG_GSS_INITIAL, &krb);
+            assert_eq!(
+                classify(&token),
+                Token::Kerberos(KerberosLeg::Unreadable),
+                "{inner:?}"
+            );
+        }
+    }
+
+    /// A NegTokenResp with a `supportedMech` and a `responseToken`.
+    fn response(supported: Option<&[u8]>, token: &[u8]) -> Vec<u8> {
+        let mut fields = Vec::new();
+        if let Some(oid) = supported {
+            fields.extend(tlv(0xa1, &tlv(TAG_OID, oid)));
+        }
+        fields.extend(tlv(0xa2, &tlv(TAG_OCTET_STRING, token)));
+        tlv(TAG_NEG_TOKEN_RESP, &tlv(TAG_SEQUENCE, &fields))
+    }
+
+    #[test]
+    fn an_ap_req_in_a_response_token_is_found() {
+        // A client that offered Kerberos without an optimistic token sends its AP-REQ in
+        // the next leg: exgate must read it there too, or the offer would be a way around
+        // the ticket's user (the AP-REQ would ride on the offer's decision).
+        let mut gss = tlv(TAG_OID, OID_MS_KRB5);
+        gss.extend_from_slice(&[1, 0, 0x6e, 0x01, 0x00]);
+        let gss = tlv(TAG_GSS_INITIAL, &gss);
+        let expected = ap_req(&[0x6e, 0x01, 0x00]);
+        assert_eq!(classify(&response(Some(OID_KRB5), &gss)), expected);
+        assert_eq!(classify(&response(None, &gss)), expected);
+        assert_eq!(classify(&response(None, &[0x6e, 0x01, 0x00])), expected);
+        assert_eq!(
+            classify(&response(Some(OID_KRB5), b"junk")),
+            Token::Kerberos(KerberosLeg::Unreadable)
+        );
+        assert_eq!(classify(&response(None, b"junk")), Token::Continuation);
     }
 
     #[test]
@@ -258,7 +378,10 @@ mod tests {
             classify(&init_with(OID_NTLMSSP)),
             Token::Ntlm(NtlmMessage::Negotiate)
         );
-        assert_eq!(classify(&init_with(OID_KRB5)), Token::Kerberos);
+        assert_eq!(
+            classify(&init_with(OID_KRB5)),
+            Token::Kerberos(KerberosLeg::Offered)
+        );
         assert_eq!(classify(&init_with(&[0x2a, 0x03])), Token::Unknown);
     }
 
@@ -269,7 +392,7 @@ mod tests {
         assert_eq!(classify(&resp), Token::Continuation);
         let krb = tlv(0xa1, &tlv(TAG_OID, OID_KRB5));
         let resp = tlv(TAG_NEG_TOKEN_RESP, &tlv(TAG_SEQUENCE, &krb));
-        assert_eq!(classify(&resp), Token::Kerberos);
+        assert_eq!(classify(&resp), Token::Kerberos(KerberosLeg::Offered));
     }
 
     /// A NegTokenInit whose mechToken is another NegTokenInit, `depth` deep, around `inner`.

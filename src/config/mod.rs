@@ -2,6 +2,7 @@
 //! with the `config` crate into raw structs, then validated into typed settings. Every
 //! problem is reported at once, each naming its dotted key (or script line).
 
+mod kerberos;
 mod observe;
 mod raw;
 mod tokens;
@@ -10,6 +11,7 @@ mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use kerberos::KerberosConfig;
 pub use tokens::{IssuerConfig, KeySource, TokensConfig};
 pub use validate::{ChallengeConfig, PolicyConfig, ServerConfig, TlsFiles, UpstreamConfig};
 
@@ -69,6 +71,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub challenge: ChallengeConfig,
     pub tokens: TokensConfig,
+    /// `[kerberos]`: the service keytab, read and parsed; None without `keytab`.
+    pub kerberos: Option<KerberosConfig>,
     /// `admin.token`: required as `Authorization: Bearer …` by the admin POST endpoints.
     pub admin_token: Option<crate::auth::Secret>,
     pub audit: crate::audit::AuditConfig,
@@ -122,6 +126,7 @@ pub fn load_with_env(
     let upstream = validate::upstream(&raw, base, &mut errors);
     let challenge = validate::challenge(&raw, &mut errors);
     let tokens = tokens::tokens(&raw, base, &mut errors);
+    let kerberos = kerberos::kerberos(&raw, base, &mut errors);
     let audit = observe::audit(&raw, base, &mut errors);
     let protect = observe::protect(&raw, &mut errors);
     let admin_token = match raw.admin.token.as_deref() {
@@ -142,6 +147,7 @@ pub fn load_with_env(
         upstream,
         challenge,
         tokens,
+        kerberos,
         admin_token,
         audit,
         protect,

@@ -15,6 +15,7 @@ pub struct RawConfig {
     pub policy: RawPolicy,
     pub users: Vec<RawUser>,
     pub tokens: RawTokens,
+    pub kerberos: RawKerberos,
     pub audit: RawAudit,
     pub lockout: RawLockout,
     pub spray: RawSpray,
@@ -118,6 +119,13 @@ pub struct RawIssuer {
 pub struct RawMfa {
     pub require_for: Vec<String>,
     pub auth_context_ids: Vec<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+pub struct RawKerberos {
+    pub keytab: Option<String>,
+    pub cache_max_entries: Option<usize>,
 }
 
 #[derive(Default, Deserialize)]

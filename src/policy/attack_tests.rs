@@ -174,7 +174,8 @@ fn the_connection_identity_follows_policy_changes_and_report_only() {
 #[test]
 fn what_each_final_leg_leaves_on_the_connection() {
     let established = |h: &[u8], prior| {
-        ConnectionIdentity::established_by(&parse_header(h), prior).map(|i| (i.scheme, i.subject))
+        ConnectionIdentity::established_by(&parse_header(h), prior, TicketRead::NoKeytab)
+            .map(|i| (i.scheme, i.subject))
     };
     assert_eq!(
         established(&ntlm_type3("CONTOSO", "user01"), None),

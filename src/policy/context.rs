@@ -2,7 +2,7 @@
 //! connection it came on (who authenticated it, which Negotiate mechanism), the token
 //! stage's user, and the request facts the ProxyShell guard reads. Plain data.
 
-use crate::auth::{Credentials, Mechanism, NtlmMessage, Scheme};
+use crate::auth::{Credentials, KerberosLeg, Mechanism, NtlmMessage, Scheme};
 
 /// Facts about the connection and earlier stages that the request alone does not carry.
 #[derive(Clone, Copy, Debug, Default)]
@@ -14,8 +14,51 @@ pub struct Context<'a> {
     pub token_user: Option<&'a str>,
     /// Who authenticated this client connection earlier (SPEC §3 "Connection identity").
     pub connection: Option<&'a ConnectionIdentity>,
+    /// What the keytab stage read from this request's Kerberos ticket.
+    pub ticket: TicketRead<'a>,
     /// What the ProxyShell guard reads besides the target (SPEC §2).
     pub request: RequestFacts<'a>,
+}
+
+/// What the keytab stage (`[kerberos] keytab`, SPEC §3 "Kerberos") made of a request's
+/// Kerberos leg.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TicketRead<'a> {
+    /// No keytab is configured: Kerberos hides the user, the organization default decides.
+    #[default]
+    NoKeytab,
+    /// The ticket's client, as a user name (`user01@CONTOSO.COM`).
+    Client(&'a str),
+    /// A keytab is configured and the leg names nobody it can vouch for: its ticket did
+    /// not decrypt, or it carries none.
+    Unread,
+}
+
+/// Who a Kerberos leg names, as [`kerberos_subject`] maps it.
+pub(crate) enum KerberosSubject<'a> {
+    /// No keytab: the organization default decides.
+    Hidden,
+    /// An offer without a ticket: a handshake starts, like an NTLM Type 1.
+    Offer,
+    /// The ticket's client.
+    User(&'a str),
+    /// Nobody the keytab can vouch for: the strictest applicable policy decides.
+    Unidentified,
+}
+
+/// The subject of a Kerberos leg (`leg`), or of a later `Negotiate` leg (`leg` None) on a
+/// connection that negotiated Kerberos: the organization default without a keytab, else
+/// the ticket's client or, failing that, nobody (fail closed).
+pub(crate) fn kerberos_subject<'a>(
+    ticket: TicketRead<'a>,
+    leg: Option<&KerberosLeg>,
+) -> KerberosSubject<'a> {
+    match (ticket, leg) {
+        (TicketRead::NoKeytab, _) => KerberosSubject::Hidden,
+        (_, Some(KerberosLeg::Offered)) => KerberosSubject::Offer,
+        (TicketRead::Client(user), Some(KerberosLeg::ApReq(_))) => KerberosSubject::User(user),
+        _ => KerberosSubject::Unidentified,
+    }
 }
 
 /// Parts of a request other than its target and `Authorization` that the ProxyShell
@@ -46,9 +89,11 @@ pub struct ConnectionIdentity {
 /// The user behind a [`ConnectionIdentity`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConnectionSubject {
-    /// The user an NTLM Type 3 named, as presented (`DOMAIN\user`, `user@domain`).
+    /// The user an NTLM Type 3 named, as presented (`DOMAIN\user`, `user@domain`), or
+    /// the client of a Kerberos ticket the keytab opened (`user01@CONTOSO.COM`).
     User(String),
-    /// Kerberos: the ticket hides the user, so the organization default decides.
+    /// Kerberos without a keytab: the ticket hides the user, so the organization default
+    /// decides.
     Hidden,
     /// Credentials that named nobody: the strictest applicable policy decides.
     Unidentified,
@@ -56,13 +101,21 @@ pub enum ConnectionSubject {
 
 impl ConnectionIdentity {
     /// The identity a final authentication leg leaves on its connection once Exchange
-    /// accepted it: an NTLM Type 3, a Kerberos AP-REQ, a later Negotiate leg, or an
-    /// undecodable Negotiate token. None for the legs that only start a handshake (NTLM
-    /// Type 1/2) and for credentials that do not authenticate a connection.
+    /// accepted it: an NTLM Type 3, a Kerberos AP-REQ (its client, as `ticket` read it), a
+    /// later Negotiate leg, or an undecodable Negotiate token. None for the legs that only
+    /// start a handshake (NTLM Type 1/2, a Kerberos offer with a keytab configured) and
+    /// for credentials that do not authenticate a connection.
     pub fn established_by(
         credentials: &Credentials,
         prior: Option<Mechanism>,
+        ticket: TicketRead<'_>,
     ) -> Option<ConnectionIdentity> {
+        let kerberos = |leg| match kerberos_subject(ticket, leg) {
+            KerberosSubject::Hidden => Some(ConnectionSubject::Hidden),
+            KerberosSubject::Offer => None,
+            KerberosSubject::User(u) => Some(ConnectionSubject::User(u.to_owned())),
+            KerberosSubject::Unidentified => Some(ConnectionSubject::Unidentified),
+        };
         let subject = match credentials {
             Credentials::Ntlm { message, .. } => match message {
                 NtlmMessage::Negotiate | NtlmMessage::Challenge => return None,
@@ -73,9 +126,9 @@ impl ConnectionIdentity {
                     }),
                 NtlmMessage::Malformed => ConnectionSubject::Unidentified,
             },
-            Credentials::Kerberos => ConnectionSubject::Hidden,
+            Credentials::Kerberos(leg) => kerberos(Some(leg))?,
             Credentials::NegotiateContinuation => match prior {
-                Some(Mechanism::Kerberos) => ConnectionSubject::Hidden,
+                Some(Mechanism::Kerberos) => kerberos(None)?,
                 Some(Mechanism::Ntlm) | None => ConnectionSubject::Unidentified,
             },
             Credentials::NegotiateUnknown => ConnectionSubject::Unidentified,

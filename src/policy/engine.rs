@@ -4,7 +4,9 @@
 //! from them — so the proxy can share one behind an `Arc` and swap it atomically when a
 //! cmdlet or reload changes the policies. Deciding takes no lock and does no I/O.
 
-use super::context::{ConnectionIdentity, ConnectionSubject, Context};
+use super::context::{
+    ConnectionIdentity, ConnectionSubject, Context, KerberosSubject, kerberos_subject,
+};
 use super::decision::{Action, Decision, Reason};
 use super::directory::{Directory, Lookup, UserId};
 use super::path::{Target, TargetError, classify};
@@ -42,9 +44,11 @@ pub struct Settings {
 enum Subject<'a> {
     /// A presented user name.
     User(&'a str),
-    /// The identity is hidden (Kerberos): the organization default decides.
+    /// The identity is hidden (Kerberos without a keytab): the organization default
+    /// decides.
     OrgDefault,
-    /// NTLM Type 1: nobody yet; decided again at Type 3.
+    /// NTLM Type 1, or a Kerberos offer without a ticket: nobody yet; decided again at
+    /// the Type 3 or AP-REQ.
     HandshakeStart,
     /// Malformed or anonymous credentials: the strictest policy that could apply.
     Unidentified,
@@ -245,6 +249,12 @@ impl Engine {
         // Built once: an NTLM `DOMAIN\user` is not contiguous in the message.
         let name = credentials.user();
         let named = || name.as_deref().map_or(Subject::Unidentified, Subject::User);
+        let kerberos = |leg| match kerberos_subject(ctx.ticket, leg) {
+            KerberosSubject::Hidden => Subject::OrgDefault,
+            KerberosSubject::Offer => Subject::HandshakeStart,
+            KerberosSubject::User(u) => Subject::User(u),
+            KerberosSubject::Unidentified => Subject::Unidentified,
+        };
         let subject = match credentials {
             Credentials::None => {
                 return decision((Action::Allow, Reason::Anonymous, None), false);
@@ -271,9 +281,9 @@ impl Engine {
                 NtlmMessage::Authenticate(_) => named(),
                 NtlmMessage::Challenge | NtlmMessage::Malformed => Subject::Unidentified,
             },
-            Credentials::Kerberos => Subject::OrgDefault,
+            Credentials::Kerberos(leg) => kerberos(Some(leg)),
             Credentials::NegotiateContinuation => match ctx.prior_mechanism {
-                Some(Mechanism::Kerberos) => Subject::OrgDefault,
+                Some(Mechanism::Kerberos) => kerberos(None),
                 Some(Mechanism::Ntlm) | None => Subject::Unidentified,
             },
             Credentials::NegotiateUnknown => Subject::Unidentified,

@@ -12,7 +12,7 @@ mod protocol;
 mod proxyshell;
 mod store;
 
-pub use context::{ConnectionIdentity, ConnectionSubject, Context, RequestFacts};
+pub use context::{ConnectionIdentity, ConnectionSubject, Context, RequestFacts, TicketRead};
 pub use decision::{Action, Decision, Reason};
 pub use directory::{Directory, DirectoryError, Lookup, UserEntry, UserId};
 pub use engine::{Engine, Evaluation, Mode, OtherPaths, Settings};

@@ -38,6 +38,7 @@ pub use respond::ProxyBody;
 use crate::audit::AuditLog;
 use crate::auth::Secret;
 use crate::config::{self, Config, ConfigErrors, ServerConfig};
+use crate::kerberos::TicketReader;
 use crate::metrics::Metrics;
 use crate::policy::cmdlet::{ScriptContext, ScriptError, run_script};
 use crate::policy::{Engine, Protocol};
@@ -53,24 +54,37 @@ pub struct Snapshot {
     /// Per protocol: the organization default blocks legacy authentication, so legacy
     /// challenges are stripped from Exchange's 401s to anonymous requests.
     pub strip_legacy_challenges: [bool; Protocol::ALL.len()],
+    /// Reads Kerberos tickets with `[kerberos] keytab` (None without one): a reload
+    /// re-reads the keytab, so a new key version is picked up with it.
+    pub kerberos: Option<Arc<TicketReader>>,
 }
 
 impl Snapshot {
     /// Builds a snapshot from a validated configuration (reads the policy script).
     pub fn build(config: &Config) -> Result<Snapshot, ConfigErrors> {
         let engine = config::build_engine(config)?;
+        let kerberos = config
+            .kerberos
+            .as_ref()
+            .map(|k| Arc::new(TicketReader::new(k.keytab.clone(), k.cache_max_entries)));
         Ok(Snapshot::with_engine(
             engine,
             headers::bearer_challenge(&config.challenge),
+            kerberos,
         ))
     }
 
-    fn with_engine(engine: Engine, bearer: HeaderValue) -> Snapshot {
+    fn with_engine(
+        engine: Engine,
+        bearer: HeaderValue,
+        kerberos: Option<Arc<TicketReader>>,
+    ) -> Snapshot {
         let strip = Protocol::ALL.map(|p| engine.org_default_blocks_legacy(p));
         Snapshot {
             engine,
             bearer,
             strip_legacy_challenges: strip,
+            kerberos,
         }
     }
 }
@@ -161,7 +175,11 @@ impl Shared {
         if let Some(path) = &self.state_file {
             persist(path, script).map_err(CmdletError::Persist)?;
         }
-        let next = Snapshot::with_engine(engine.with_store(applied.store), current.bearer.clone());
+        let next = Snapshot::with_engine(
+            engine.with_store(applied.store),
+            current.bearer.clone(),
+            current.kerberos.clone(),
+        );
         self.snapshot.store(Arc::new(next));
         tracing::info!(lines = script.lines().count(), "cmdlets applied");
         Ok(applied.output)

@@ -29,8 +29,10 @@ use super::upstream::{Pinned, UpstreamError};
 use super::{Shared, Snapshot, headers};
 use crate::audit::AuditRecord;
 use crate::auth::{Credentials, Mechanism};
+use crate::kerberos::TicketClient;
 use crate::policy::{
     Action, ConnectionIdentity, Context, Decision, Evaluation, Lookup, Reason, RequestFacts,
+    TicketRead,
 };
 use crate::token::TokenError;
 
@@ -204,7 +206,7 @@ impl Connection {
         // Phase: decide (pure), then validate a bearer token. The credentials, password
         // included, are dropped before anything is forwarded or answered.
         let has_body = !req.body().is_end_stream();
-        let (mut decision, token_refusal, credentials, user) = {
+        let (mut decision, token_refusal, credentials, user, ticket_client) = {
             let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
             let headers = req.headers().get_all(header::AUTHORIZATION);
             // Only the ProxyShell guard reads cookies, and only on Autodiscover v2 paths.
@@ -221,27 +223,39 @@ impl Connection {
                 prior_mechanism: auth.mechanism,
                 token_user: None,
                 connection: auth.identity.as_ref(),
+                ticket: match snapshot.kerberos {
+                    Some(_) => TicketRead::Unread,
+                    None => TicketRead::NoKeytab,
+                },
                 request: RequestFacts {
                     method: Some(req.method().as_str()),
                     has_body,
                     cookies: &cookies,
                 },
             };
-            let eval =
+            let mut eval =
                 snapshot
                     .engine
                     .evaluate(target, headers.iter().map(HeaderValue::as_bytes), ctx);
+            let ticket_client = self.kerberos_stage(&snapshot, &mut eval, ctx);
             let (decision, token_refusal, token_user) =
                 self.token_stage(&snapshot, &eval, ctx).await;
-            let user = match (decision.connection, token_user) {
-                (true, _) => auth
+            let user = match (decision.connection, token_user, &ticket_client) {
+                (true, _, _) => auth
                     .identity
                     .as_ref()
                     .and_then(|i| i.user().map(Into::into)),
-                (false, Some(u)) => Some(u),
-                (false, None) => eval.credentials.user().map(|u| u.into_owned()),
+                (false, Some(u), _) => Some(u),
+                (false, None, Some(c)) => Some(c.user.clone()),
+                (false, None, None) => eval.credentials.user().map(|u| u.into_owned()),
             };
-            (decision, token_refusal, eval.credentials, user)
+            (
+                decision,
+                token_refusal,
+                eval.credentials,
+                user,
+                ticket_client,
+            )
         };
         if credentials.authenticates_connection() {
             if auth.identity.is_some() {
@@ -342,7 +356,12 @@ impl Connection {
                 self.shared.metrics.record_upstream_status(status);
                 self.protect_after(&decision, protect_key, status);
                 if pin {
-                    self.note_authentication(&credentials, status).await;
+                    let ticket = match (&snapshot.kerberos, &ticket_client) {
+                        (None, _) => TicketRead::NoKeytab,
+                        (Some(_), Some(c)) => TicketRead::Client(&c.user),
+                        (Some(_), None) => TicketRead::Unread,
+                    };
+                    self.note_authentication(&credentials, ticket, status).await;
                 }
                 rewrite_response(res, &snapshot, &decision, anonymous, pin, idle)
             }
@@ -384,13 +403,53 @@ impl Connection {
     /// After Exchange answered a leg of NTLM or Negotiate: a final leg it accepted leaves
     /// its user on the connection (SPEC §3 "Connection identity"); one it refused leaves
     /// nobody.
-    async fn note_authentication(&self, credentials: &Credentials, status: u16) {
+    async fn note_authentication(
+        &self,
+        credentials: &Credentials,
+        ticket: TicketRead<'_>,
+        status: u16,
+    ) {
         let mut auth = self.auth.lock().await;
-        match ConnectionIdentity::established_by(credentials, auth.mechanism) {
+        match ConnectionIdentity::established_by(credentials, auth.mechanism, ticket) {
             Some(_) if status == 401 => auth.identity = None,
             Some(identity) => auth.identity = Some(identity),
             None => {}
         }
+    }
+
+    /// Phase: read the client out of a Kerberos AP-REQ's ticket with the keytab (SPEC §3
+    /// "Kerberos") and decide again as that client. Without a keytab, or without an
+    /// AP-REQ, nothing changes; a ticket the keytab does not open leaves the decision
+    /// `evaluate` took for it (nobody identified: the strictest policy).
+    fn kerberos_stage(
+        &self,
+        snapshot: &Snapshot,
+        eval: &mut Evaluation,
+        ctx: Context<'_>,
+    ) -> Option<Arc<TicketClient>> {
+        let reader = snapshot.kerberos.as_deref()?;
+        let ap_req = eval.credentials.ap_req()?;
+        let target = eval.target?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let client = match reader.read(ap_req.der(), now) {
+            Ok((client, source)) => {
+                self.shared.metrics.record_kerberos_ticket(source.label());
+                client
+            }
+            Err(e) => {
+                self.shared.metrics.record_kerberos_ticket(e.label());
+                tracing::debug!(peer = %self.peer, "Kerberos ticket not read: {e}");
+                return None;
+            }
+        };
+        let ctx = Context {
+            ticket: TicketRead::Client(&client.user),
+            ..ctx
+        };
+        eval.decision = snapshot.engine.decide(&target, &eval.credentials, ctx);
+        Some(client)
     }
 
     /// Phase: validate the bearer token (SPEC §5), when issuers are configured. A valid

@@ -1,0 +1,92 @@
+//! Kerberos users get their own policy (SPEC §3 "Kerberos"): with the keytab of the
+//! Exchange service principal, exgate decrypts the ticket inside a client's AP-REQ and
+//! reads who the client is. It never answers the AP-REQ (Exchange authenticates the
+//! client, checks the authenticator and keeps the replay cache) and keeps what it read
+//! no longer than the ticket's `endtime`.
+//!
+//! ASN.1 and AES come from `picky-krb`, RC4-HMAC from `kerberos_crypto`; the keytab file
+//! format is read here ([`keytab`]).
+
+pub mod build;
+mod cache;
+pub mod keytab;
+pub mod ticket;
+
+use std::sync::Arc;
+
+pub use cache::TicketCache;
+pub use keytab::{Keytab, KeytabEntry, KeytabError, Principal};
+pub use ticket::{TicketClient, TicketError};
+
+/// Where a [`TicketReader::read`] answer came from (`exgate_kerberos_tickets_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The ticket was decrypted now.
+    Decrypted,
+    /// The very same ticket was decrypted earlier and has not ended.
+    Cached,
+}
+
+impl Source {
+    /// The `outcome` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Source::Decrypted => "decrypted",
+            Source::Cached => "cached",
+        }
+    }
+}
+
+/// Reads the client principal out of AP-REQs with one keytab, caching by ticket.
+pub struct TicketReader {
+    keytab: Arc<Keytab>,
+    cache: TicketCache,
+}
+
+impl std::fmt::Debug for TicketReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TicketReader")
+            .field("keys", &self.keytab.entries.len())
+            .field("cached", &self.cache.len())
+            .finish()
+    }
+}
+
+impl TicketReader {
+    /// A reader over `keytab`, remembering at most `cache_max_entries` tickets (0: none).
+    pub fn new(keytab: Arc<Keytab>, cache_max_entries: usize) -> TicketReader {
+        TicketReader {
+            keytab,
+            cache: TicketCache::new(cache_max_entries),
+        }
+    }
+
+    /// The client of the AP-REQ `ap_req` (DER), at Unix time `now` (seconds).
+    ///
+    /// A ticket read before and not yet ended costs a lookup; any other is decrypted
+    /// ([`ticket::read_client`]) and, when it has not ended, remembered until its
+    /// `endtime`. Errors: the AP-REQ is malformed, no key fits, or none decrypts it.
+    pub fn read(
+        &self,
+        ap_req: &[u8],
+        now: u64,
+    ) -> Result<(Arc<TicketClient>, Source), TicketError> {
+        let ticket = ticket::ticket_der(ap_req).ok_or(TicketError::Malformed)?;
+        if let Some(client) = self.cache.get(ticket, now) {
+            return Ok((client, Source::Cached));
+        }
+        let client = Arc::new(ticket::read_client(&self.keytab, ap_req)?);
+        if client.endtime > now {
+            self.cache.insert(ticket, client.clone(), now);
+        }
+        Ok((client, Source::Decrypted))
+    }
+
+    /// How many tickets are remembered.
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,196 @@
+//! Reading the client out of a Kerberos AP-REQ's ticket (RFC 4120 §5.3, §5.5.1) with the
+//! service's keys. Every input byte is the client's; nothing here trusts a length, a
+//! count or a type it reads.
+
+use picky_asn1::date::Date;
+use picky_asn1::wrapper::IntegerAsn1;
+use picky_krb::crypto::CipherSuite;
+use picky_krb::data_types::{EncTicketPart, PrincipalName, Ticket};
+use picky_krb::messages::ApReq;
+
+use kerberos_crypto::KerberosCipher as _;
+
+use super::keytab::{Keytab, KeytabEntry, etype};
+use crate::auth::der;
+
+/// The key usage of a ticket's `enc-part` (RFC 4120 §7.5.1: 2, "AS-REP Ticket and
+/// TGS-REP Ticket ... encrypted with the service key").
+const KEY_USAGE_TICKET: i32 = 2;
+
+/// At most this many keys are tried on one ticket: a keytab rarely holds more than a few
+/// keys of one type and version, and a ticket that opens with none must not cost more.
+const MAX_KEYS_TRIED: usize = 8;
+
+/// The client a ticket names, and until when the ticket is valid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TicketClient {
+    /// `cname` components joined with `/`, then `@` and `crealm`: `user01@CONTOSO.COM`.
+    pub principal: String,
+    /// The name the directory looks up (SPEC §3: `name@REALM`, the realm being a UPN
+    /// domain or a NetBIOS domain): the principal, or, for an enterprise principal name
+    /// (one component that is itself a UPN, RFC 6806 §5), that UPN.
+    pub user: String,
+    /// The ticket's `endtime`, Unix seconds.
+    pub endtime: u64,
+    /// The ticket's encryption type ([`etype`]).
+    pub etype: i32,
+}
+
+/// Why a ticket names nobody exgate can trust.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TicketError {
+    /// The AP-REQ, its ticket, or the decrypted `EncTicketPart` is not valid DER of the
+    /// expected shape.
+    #[error("malformed AP-REQ or ticket")]
+    Malformed,
+    /// The keytab holds no key of the ticket's encryption type and key version (an old
+    /// key version, another service, an encryption type exgate does not decrypt).
+    #[error("no key in the keytab for the ticket's encryption type and key version")]
+    NoKey,
+    /// No key of that type and version decrypted the ticket with a valid checksum: the
+    /// ticket was made for another service, or tampered with.
+    #[error("the ticket does not decrypt with the keytab's keys")]
+    Integrity,
+}
+
+impl TicketError {
+    /// The `outcome` label of `exgate_kerberos_tickets_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            TicketError::Malformed => "malformed",
+            TicketError::NoKey => "no_key",
+            TicketError::Integrity => "integrity",
+        }
+    }
+}
+
+/// The DER of the ticket inside an AP-REQ (`[APPLICATION 14] SEQUENCE { …, [3] Ticket,
+/// … }`), located without decoding anything else: the cache key.
+pub fn ticket_der(ap_req: &[u8]) -> Option<&[u8]> {
+    let (app, _) = der::read(ap_req).filter(|(t, _)| t.tag == 0x6e)?;
+    let (seq, _) = der::read(app.content).filter(|(t, _)| t.tag == 0x30)?;
+    let field = der::children(seq.content).find(|f| f.tag == 0xa3)?;
+    let (_, after) = der::read(field.content).filter(|(t, _)| t.tag == 0x61)?;
+    Some(&field.content[..field.content.len() - after.len()])
+}
+
+/// Decodes the AP-REQ, finds the keys for its ticket, decrypts the ticket's `enc-part`
+/// and reads `cname`, `crealm` and `endtime`.
+///
+/// Keys tried: those of the ticket's encryption type and key version (any version when
+/// the ticket names none), those of the ticket's service principal first, then the other
+/// principals' (as Windows does: a ticket for any SPN of the Exchange service account is
+/// encrypted with that account's one key). The first key whose checksum verifies wins.
+pub fn read_client(keytab: &Keytab, ap_req: &[u8]) -> Result<TicketClient, TicketError> {
+    let ap_req: ApReq = picky_asn1_der::from_bytes(ap_req).map_err(|_| TicketError::Malformed)?;
+    let ticket: &Ticket = &ap_req.0.ticket.0;
+    let ticket = &ticket.0;
+    let enc = &ticket.enc_part.0;
+    let etype = small_int(&enc.etype.0).ok_or(TicketError::Malformed)?;
+    let kvno = match &enc.kvno.0 {
+        Some(k) => Some(small_int(&k.0).ok_or(TicketError::Malformed)?),
+        None => None,
+    };
+    let realm = ticket.realm.0.0.as_utf8();
+    let sname = names(&ticket.sname.0);
+    let mut candidates: Vec<&KeytabEntry> = keytab
+        .entries
+        .iter()
+        .filter(|e| {
+            i64::from(e.etype) == etype
+                && etype::supported(e.etype)
+                && kvno.is_none_or(|k| i64::from(e.kvno) == k)
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Err(TicketError::NoKey);
+    }
+    // Stable: the service's own keys first, newest version first.
+    candidates.sort_by_key(|e| (!e.principal.matches(&sname, realm), u32::MAX - e.kvno));
+    let cipher = enc.cipher.0.as_ref();
+    let plain = candidates
+        .iter()
+        .take(MAX_KEYS_TRIED)
+        .find_map(|e| decrypt(e, cipher))
+        .ok_or(TicketError::Integrity)?;
+    let part: EncTicketPart =
+        picky_asn1_der::from_bytes(&plain).map_err(|_| TicketError::Malformed)?;
+    let part = &part.0;
+    let cname = names(&part.cname.0);
+    if cname.is_empty() || cname.iter().any(|c| c.is_empty()) {
+        return Err(TicketError::Malformed);
+    }
+    let crealm = part.crealm.0.0.as_utf8();
+    let principal = format!("{}@{crealm}", cname.join("/"));
+    let user = match cname.as_slice() {
+        [upn] if upn.contains('@') => (*upn).to_owned(),
+        _ => principal.clone(),
+    };
+    Ok(TicketClient {
+        principal,
+        user,
+        endtime: unix_seconds(&part.endtime.0.0).ok_or(TicketError::Malformed)?,
+        etype: etype as i32,
+    })
+}
+
+/// Decrypts with one key, None when the checksum does not verify.
+fn decrypt(entry: &KeytabEntry, cipher: &[u8]) -> Option<Vec<u8>> {
+    let key = entry.key.expose();
+    match entry.etype {
+        etype::AES256_CTS_HMAC_SHA1_96 => CipherSuite::Aes256CtsHmacSha196
+            .cipher()
+            .decrypt(key, KEY_USAGE_TICKET, cipher)
+            .ok(),
+        etype::AES128_CTS_HMAC_SHA1_96 => CipherSuite::Aes128CtsHmacSha196
+            .cipher()
+            .decrypt(key, KEY_USAGE_TICKET, cipher)
+            .ok(),
+        etype::RC4_HMAC => kerberos_crypto::Rc4Cipher::new()
+            .decrypt(key, KEY_USAGE_TICKET, cipher)
+            .ok(),
+        _ => None,
+    }
+}
+
+/// The name strings of a principal name.
+fn names(name: &PrincipalName) -> Vec<&str> {
+    name.name_string.0.0.iter().map(|s| s.0.as_utf8()).collect()
+}
+
+/// A DER INTEGER that fits an `i64` (etype and kvno are Int32/UInt32, RFC 4120 §5.2.4).
+fn small_int(value: &IntegerAsn1) -> Option<i64> {
+    let bytes = value.as_signed_bytes_be();
+    if bytes.is_empty() || bytes.len() > 8 {
+        return None;
+    }
+    let fill = if bytes[0] & 0x80 != 0 { 0xff } else { 0 };
+    let mut buf = [fill; 8];
+    buf[8 - bytes.len()..].copy_from_slice(bytes);
+    Some(i64::from_be_bytes(buf))
+}
+
+/// A KerberosTime (GeneralizedTime, UTC, RFC 4120 §5.2.3) as Unix seconds.
+fn unix_seconds<TR: picky_asn1::date::TimeRepr>(date: &Date<TR>) -> Option<u64> {
+    let days = days_from_civil(
+        i64::from(date.year()),
+        i64::from(date.month()),
+        i64::from(date.day()),
+    );
+    let secs = days * 86_400
+        + i64::from(date.hour()) * 3_600
+        + i64::from(date.minute()) * 60
+        + i64::from(date.second());
+    u64::try_from(secs).ok()
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
