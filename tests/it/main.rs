@@ -7,6 +7,8 @@ mod binary;
 mod clients;
 #[cfg(feature = "lab")]
 mod idp;
+mod kdc;
+mod kerberos;
 #[cfg(feature = "lab")]
 mod lab;
 #[cfg(feature = "lab")]
