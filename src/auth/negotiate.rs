@@ -245,11 +245,17 @@ pub fn build_spnego_response(response_token: &[u8]) -> Vec<u8> {
 }
 
 /// A Kerberos GSS initial token wrapped in SPNEGO, with an opaque AP-REQ of `ap_req_len`
-/// bytes (the proxy never looks inside).
+/// bytes (which no keytab opens).
 pub fn build_spnego_kerberos(ap_req_len: usize) -> Vec<u8> {
+    build_spnego_ap_req(&vec![TAG_AP_REQ; ap_req_len])
+}
+
+/// `ap_req` (DER) in a Kerberos GSS initial token (RFC 4121 §4.1) wrapped in a SPNEGO
+/// NegTokenInit, as Windows sends it. For tests, benchmarks and the lab's clients.
+pub fn build_spnego_ap_req(ap_req: &[u8]) -> Vec<u8> {
     let mut krb = tlv(TAG_OID, OID_MS_KRB5);
-    krb.extend_from_slice(&[0x01, 0x00]);
-    krb.resize(krb.len() + ap_req_len, 0x6e);
+    krb.extend_from_slice(&TOK_ID_AP_REQ);
+    krb.extend_from_slice(ap_req);
     let krb = tlv(TAG_GSS_INITIAL, &krb);
     let mech_types = tlv(0xa0, &tlv(TAG_SEQUENCE, &tlv(TAG_OID, OID_MS_KRB5)));
     let token = tlv(0xa2, &tlv(TAG_OCTET_STRING, &krb));

@@ -523,3 +523,123 @@ mod properties {
         }
     }
 }
+
+/// Kerberos with a keytab (issue 13): every shape of a Kerberos leg, decided for the
+/// pilot's user01 (MAPI blocked) and for everyone else. The AP-REQ bytes here are opaque;
+/// what the keytab stage read is given as `TicketRead`.
+#[test]
+fn kerberos_with_a_keytab_decides_as_the_tickets_client_and_nobody_else_gets_through() {
+    use crate::auth::negotiate::build_spnego_kerberos;
+    use base64::Engine as _;
+    let e = engine(Deployment::OnPremises, PILOT);
+    let b64 = |t: &[u8]| {
+        let mut h = b"Negotiate ".to_vec();
+        h.extend(base64::engine::general_purpose::STANDARD.encode(t).bytes());
+        h
+    };
+    // SPNEGO NegTokenInit naming Kerberos without a token; NegTokenResp naming Kerberos
+    // with junk; a Kerberos GSS token with TOK_ID 03 00; a bare continuation.
+    let offer = b"Negotiate YBsGBisGAQUFAqARMA+gDTALBgkqhkiG9xIBAgI=".to_vec();
+    let resp_junk = b64(&[
+        161, 21, 48, 19, 161, 11, 6, 9, 42, 134, 72, 134, 247, 18, 1, 2, 2, 162, 4, 4, 2, 106, 107,
+    ]);
+    let ap_req = b64(&build_spnego_kerberos(1200));
+    let decide = |h: &[u8], ticket: TicketRead<'_>, prior: Option<Mechanism>| {
+        let ctx = Context {
+            ticket,
+            prior_mechanism: prior,
+            ..Context::default()
+        };
+        e.evaluate("/mapi/emsmdb/?MailboxId=x", Some(h), ctx)
+            .decision
+    };
+    let u01 = TicketRead::Client("user01@CONTOSO.COM");
+    let u02 = TicketRead::Client("user02@CONTOSO.COM");
+    // The ticket's client decides: user01 blocked, user02 forwarded, both attributed.
+    let d = decide(&ap_req, u01, None);
+    assert_eq!(
+        (d.action, d.reason, d.scheme),
+        (Action::Block, Reason::LegacyBlocked, Scheme::Kerberos)
+    );
+    assert!(d.user.is_some() && d.legacy);
+    assert_eq!(decide(&ap_req, u02, None).action, Action::Allow);
+    // The realm is the NetBIOS domain, or any case of the UPN domain.
+    for name in ["user01@CONTOSO", "USER01@contoso.com", "user01@contoso.com"] {
+        assert_eq!(
+            decide(&ap_req, TicketRead::Client(name), None).action,
+            Action::Block,
+            "{name}"
+        );
+    }
+    // user01 under a realm exgate cannot confirm: not "unknown" (the strictest decides).
+    assert_eq!(
+        decide(&ap_req, TicketRead::Client("user01@FABRIKAM.COM"), None).action,
+        Action::Block
+    );
+    // A ticket the keytab did not open names nobody: the strictest policy blocks MAPI.
+    let d = decide(&ap_req, TicketRead::Unread, None);
+    assert_eq!(
+        (d.action, d.reason),
+        (Action::Block, Reason::UnidentifiedLegacy)
+    );
+    // An unreadable Kerberos token and a bare continuation after Kerberos: nobody.
+    for h in [&resp_junk, &b"Negotiate oQcwBaADCgEA".to_vec()] {
+        let d = decide(h, TicketRead::Unread, Some(Mechanism::Kerberos));
+        assert_eq!(
+            (d.action, d.reason),
+            (Action::Block, Reason::UnidentifiedLegacy),
+            "{h:?}"
+        );
+    }
+    // An offer without a ticket starts a handshake: allowed while someone may pass.
+    let d = decide(&offer, TicketRead::Unread, None);
+    assert_eq!((d.action, d.reason), (Action::Allow, Reason::NtlmHandshake));
+    // Without a keytab, the organization default (`Open`) decides every one of them.
+    for h in [&ap_req, &offer, &resp_junk] {
+        let d = decide(h, TicketRead::NoKeytab, Some(Mechanism::Kerberos));
+        assert_eq!(
+            (d.action, d.reason),
+            (Action::Allow, Reason::PolicyAllows),
+            "{h:?}"
+        );
+    }
+    // What the accepted leg leaves on the connection.
+    let established = |h: &[u8], ticket, prior| {
+        ConnectionIdentity::established_by(&parse_header(h), prior, ticket).map(|i| i.subject)
+    };
+    assert_eq!(
+        established(&ap_req, u01, None),
+        Some(ConnectionSubject::User("user01@CONTOSO.COM".into()))
+    );
+    assert_eq!(
+        established(&ap_req, TicketRead::Unread, None),
+        Some(ConnectionSubject::Unidentified)
+    );
+    assert_eq!(established(&offer, TicketRead::Unread, None), None);
+    assert_eq!(
+        established(
+            b"Negotiate oQcwBaADCgEA",
+            TicketRead::Unread,
+            Some(Mechanism::Kerberos)
+        ),
+        Some(ConnectionSubject::Unidentified)
+    );
+    assert_eq!(
+        established(&ap_req, TicketRead::NoKeytab, None),
+        Some(ConnectionSubject::Hidden)
+    );
+    // A later bare request on user01's Kerberos connection: user01's, refused for MAPI,
+    // forwarded for EWS.
+    let id = identity(
+        Scheme::Kerberos,
+        ConnectionSubject::User("user01@CONTOSO.COM".into()),
+    );
+    assert_eq!(
+        on_connection(&e, "/mapi/emsmdb/", None, &id).action,
+        Action::Block
+    );
+    assert_eq!(
+        on_connection(&e, "/EWS/Exchange.asmx", None, &id).action,
+        Action::Allow
+    );
+}
