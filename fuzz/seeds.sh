@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 corpus=$PWD/corpus
-for t in authorization ntlm spnego target cmdlet audit_report; do
+for t in authorization ntlm spnego target cmdlet audit_report kerberos; do
     mkdir -p "corpus/$t"
     rm -f "corpus/$t"/seed-*
 done

@@ -6,8 +6,12 @@ use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use exgate::auth::negotiate::{build_spnego_init, build_spnego_kerberos, build_spnego_response};
+use exgate::auth::negotiate::{
+    build_spnego_ap_req, build_spnego_init, build_spnego_kerberos, build_spnego_response,
+};
 use exgate::auth::ntlm::{AuthenticateParts, SIGNATURE, build_authenticate, build_negotiate};
+use exgate::kerberos::build::{TicketSpec, ap_req, enc_ticket_part};
+use exgate::kerberos::keytab::{self, Principal, etype};
 
 fn write(corpus: &Path, target: &str, name: &str, bytes: &[u8]) {
     let dir = corpus.join(target);
@@ -90,4 +94,97 @@ fn main() {
     two.push(0xff);
     two.extend_from_slice(b"Basic dXNlcjAxOnB3");
     write(corpus, "authorization", "duplicate", &two);
+    kerberos(corpus);
+}
+
+/// AP-REQs sealed with the keys of `fuzz_targets/kerberos.rs` (AES256, AES128, RC4, a
+/// PAC-sized one, an old key version, another service's), and the keytab itself.
+fn kerberos(corpus: &Path) {
+    let service = Principal {
+        components: vec!["HTTP".into(), "mail.contoso.com".into()],
+        realm: "CONTOSO.COM".into(),
+    };
+    let other = Principal {
+        components: vec!["HTTP".into(), "other.contoso.com".into()],
+        realm: "CONTOSO.COM".into(),
+    };
+    let client = Principal {
+        components: vec!["user01".into()],
+        realm: "CONTOSO.COM".into(),
+    };
+    let (aes256, aes128, rc4) = ([0x11u8; 32], [0x22u8; 16], [0x33u8; 16]);
+    let base = TicketSpec {
+        client: &client,
+        service: &service,
+        kvno: 3,
+        etype: etype::AES256_CTS_HMAC_SHA1_96,
+        key: &aes256,
+        endtime: 1_800_036_000,
+        authorization_bytes: 0,
+    };
+    let tickets = [
+        ("aes256", base.clone()),
+        (
+            "aes128",
+            TicketSpec {
+                etype: etype::AES128_CTS_HMAC_SHA1_96,
+                key: &aes128,
+                ..base.clone()
+            },
+        ),
+        (
+            "rc4",
+            TicketSpec {
+                etype: etype::RC4_HMAC,
+                key: &rc4,
+                ..base.clone()
+            },
+        ),
+        (
+            "pac",
+            TicketSpec {
+                authorization_bytes: 1_200,
+                ..base.clone()
+            },
+        ),
+        (
+            "old-kvno",
+            TicketSpec {
+                kvno: 2,
+                ..base.clone()
+            },
+        ),
+        (
+            "other-service",
+            TicketSpec {
+                service: &other,
+                key: &[0x44; 32],
+                ..base.clone()
+            },
+        ),
+    ];
+    for (name, spec) in &tickets {
+        let der = ap_req(spec);
+        write(corpus, "kerberos", name, &der);
+        write(
+            corpus,
+            "spnego",
+            &format!("kerberos-{name}"),
+            &build_spnego_ap_req(&der),
+        );
+    }
+    let keytab = keytab::build(&[
+        (&service, 3, etype::AES256_CTS_HMAC_SHA1_96, &aes256),
+        (&service, 3, etype::RC4_HMAC, &rc4),
+    ]);
+    write(corpus, "kerberos", "keytab", &keytab);
+    // The fuzz target also seals its input as a ticket's enc-part: give it real ones.
+    for (name, spec) in &tickets {
+        write(
+            corpus,
+            "kerberos",
+            &format!("enc-part-{name}"),
+            &enc_ticket_part(spec),
+        );
+    }
 }

@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
             negotiate: true,
             message,
         },
-        Token::Kerberos => Credentials::Kerberos,
+        Token::Kerberos(leg) => Credentials::Kerberos(leg),
         Token::Continuation => Credentials::NegotiateContinuation,
         Token::Unknown => Credentials::NegotiateUnknown,
     };

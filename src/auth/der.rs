@@ -36,6 +36,39 @@ pub fn read(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
     ))
 }
 
+/// Whether the element at the start of `input` is DER exgate is willing to hand to a
+/// third-party decoder: every element, to `max_depth` levels of nesting, has a
+/// low-number tag and a definite length of at most four bytes that stays inside its
+/// parent, and every constructed element is exactly filled by its children. Iterative
+/// over siblings, recursive only per level, so the stack stays bounded by `max_depth`.
+///
+/// `picky-asn1-der` adds lengths without checking for overflow: an eight-byte length
+/// anywhere inside a ticket made it panic (found by the `kerberos` fuzz target).
+pub fn well_formed(input: &[u8], max_depth: usize) -> bool {
+    read(input).is_some_and(|(first, _)| element_ok(first, max_depth))
+}
+
+fn element_ok(tlv: Tlv<'_>, depth: usize) -> bool {
+    const CONSTRUCTED: u8 = 0x20;
+    if tlv.tag & 0x1f == 0x1f {
+        return false; // high-tag-number form: no Kerberos type uses it
+    }
+    if tlv.tag & CONSTRUCTED == 0 {
+        return true;
+    }
+    if depth == 0 {
+        return false;
+    }
+    let mut rest = tlv.content;
+    while !rest.is_empty() {
+        match read(rest) {
+            Some((child, after)) if element_ok(child, depth - 1) => rest = after,
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// The elements of a constructed content, in order, stopping at the first bad one.
 pub fn children(mut content: &[u8]) -> impl Iterator<Item = Tlv<'_>> {
     std::iter::from_fn(move || {

@@ -100,6 +100,11 @@ pub fn encrypt(etype: i32, key: &[u8], usage: i32, plain: &[u8]) -> Vec<u8> {
 
 /// A ticket per `spec`, as DER.
 pub fn ticket(spec: &TicketSpec<'_>) -> Vec<u8> {
+    sealed_ticket(spec, &enc_ticket_part(spec))
+}
+
+/// The `EncTicketPart` (DER, before encryption) of a ticket per `spec`.
+pub fn enc_ticket_part(spec: &TicketSpec<'_>) -> Vec<u8> {
     let authorization_data = match spec.authorization_bytes {
         0 => Optional::from(None),
         n => {
@@ -134,8 +139,13 @@ pub fn ticket(spec: &TicketSpec<'_>) -> Vec<u8> {
         caddr: Optional::from(None),
         authorization_data,
     });
-    let plain = picky_asn1_der::to_vec(&part).expect("EncTicketPart encodes");
-    let cipher = encrypt(spec.etype, spec.key, 2, &plain);
+    picky_asn1_der::to_vec(&part).expect("EncTicketPart encodes")
+}
+
+/// A ticket for `spec`'s service whose `enc-part` seals `plain` as it is (any bytes:
+/// the fuzz target feeds the decoder of `EncTicketPart` this way).
+pub fn sealed_ticket(spec: &TicketSpec<'_>, plain: &[u8]) -> Vec<u8> {
+    let cipher = encrypt(spec.etype, spec.key, 2, plain);
     let ticket = Ticket::from(TicketInner {
         tkt_vno: ExplicitContextTag0::from(int(5)),
         realm: ExplicitContextTag1::from(text(&spec.service.realm)),
@@ -151,7 +161,12 @@ pub fn ticket(spec: &TicketSpec<'_>) -> Vec<u8> {
 
 /// An AP-REQ (DER) carrying a ticket per `spec` and an opaque authenticator.
 pub fn ap_req(spec: &TicketSpec<'_>) -> Vec<u8> {
-    let ticket: Ticket = picky_asn1_der::from_bytes(&ticket(spec)).expect("own ticket decodes");
+    ap_req_with(spec, &ticket(spec))
+}
+
+/// An AP-REQ (DER) carrying `ticket` (DER) and an opaque authenticator of `spec`'s etype.
+pub fn ap_req_with(spec: &TicketSpec<'_>, ticket: &[u8]) -> Vec<u8> {
+    let ticket: Ticket = picky_asn1_der::from_bytes(ticket).expect("own ticket decodes");
     let ap_req = ApReq::from(ApReqInner {
         pvno: ExplicitContextTag0::from(int(5)),
         msg_type: ExplicitContextTag1::from(int(14)),

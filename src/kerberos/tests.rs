@@ -329,3 +329,40 @@ fn bad_keytabs_are_errors_that_name_no_key() {
     min.extend_from_slice(&i32::MIN.to_be_bytes());
     assert!(Keytab::parse(&min).is_err());
 }
+
+#[test]
+fn der_that_would_trip_the_decoder_is_refused_before_it() {
+    // Found by the `kerberos` fuzz target: an eight-byte length made picky-asn1-der add
+    // with overflow (a panic in debug builds, a wrapped length in release).
+    let crash = [
+        0x6e, 0x88, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xef, 0x30, 0x82, 0xcc, 0xcc,
+        0xcc, 0xcc, 0xdf, 0x01, 0xdd, 0xf8, 0x32, 0xa1, 0x59, 0x93, 0x9c, 0x21, 0x07, 0x7d, 0xcc,
+        0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0x05,
+    ];
+    let keytab = exchange_keytab();
+    assert_eq!(read_client(&keytab, &crash), Err(TicketError::Malformed));
+    // The same shapes deep inside an otherwise valid AP-REQ: an eight-byte length, an
+    // indefinite length, a high-tag-number tag, nesting deeper than any ticket's.
+    let (s, u) = (service(), user("user01"));
+    let good = ap_req(&spec(&u, &s, etype::AES256_CTS_HMAC_SHA1_96, &AES256_KEY));
+    let sname_at = good.windows(4).position(|w| w == b"HTTP").unwrap();
+    for bad_len in [
+        &[0x88u8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff][..],
+        &[0x80],
+    ] {
+        let mut bad = good[..sname_at - 1].to_vec();
+        bad.extend_from_slice(bad_len);
+        bad.extend_from_slice(&good[sname_at..]);
+        assert_eq!(read_client(&keytab, &bad), Err(TicketError::Malformed));
+    }
+    let mut high_tag = good.clone();
+    high_tag[sname_at - 2] = 0x1f;
+    assert!(read_client(&keytab, &high_tag).is_err());
+    let mut deep = Vec::new();
+    for _ in 0..40 {
+        deep.splice(0..0, [0x30, deep.len() as u8]);
+    }
+    let mut nested = vec![0x6e, deep.len() as u8];
+    nested.extend_from_slice(&deep);
+    assert_eq!(read_client(&keytab, &nested), Err(TicketError::Malformed));
+}

@@ -17,6 +17,10 @@ use crate::auth::der;
 /// TGS-REP Ticket ... encrypted with the service key").
 const KEY_USAGE_TICKET: i32 = 2;
 
+/// How deep DER may nest before it is handed to `picky-asn1-der`: an AP-REQ's principal
+/// names sit 10 levels down, an `EncTicketPart`'s authorization data 7.
+const MAX_DER_DEPTH: usize = 24;
+
 /// At most this many keys are tried on one ticket: a keytab rarely holds more than a few
 /// keys of one type and version, and a ticket that opens with none must not cost more.
 const MAX_KEYS_TRIED: usize = 8;
@@ -82,7 +86,7 @@ pub fn ticket_der(ap_req: &[u8]) -> Option<&[u8]> {
 /// principals' (as Windows does: a ticket for any SPN of the Exchange service account is
 /// encrypted with that account's one key). The first key whose checksum verifies wins.
 pub fn read_client(keytab: &Keytab, ap_req: &[u8]) -> Result<TicketClient, TicketError> {
-    let ap_req: ApReq = picky_asn1_der::from_bytes(ap_req).map_err(|_| TicketError::Malformed)?;
+    let ap_req: ApReq = decode(ap_req)?;
     let ticket: &Ticket = &ap_req.0.ticket.0;
     let ticket = &ticket.0;
     let enc = &ticket.enc_part.0;
@@ -113,8 +117,7 @@ pub fn read_client(keytab: &Keytab, ap_req: &[u8]) -> Result<TicketClient, Ticke
         .take(MAX_KEYS_TRIED)
         .find_map(|e| decrypt(e, cipher))
         .ok_or(TicketError::Integrity)?;
-    let part: EncTicketPart =
-        picky_asn1_der::from_bytes(&plain).map_err(|_| TicketError::Malformed)?;
+    let part: EncTicketPart = decode(&plain)?;
     let part = &part.0;
     let cname = names(&part.cname.0);
     if cname.is_empty() || cname.iter().any(|c| c.is_empty()) {
@@ -132,6 +135,18 @@ pub fn read_client(keytab: &Keytab, ap_req: &[u8]) -> Result<TicketClient, Ticke
         endtime: unix_seconds(&part.endtime.0.0).ok_or(TicketError::Malformed)?,
         etype: etype as i32,
     })
+}
+
+/// Decodes DER with `picky-asn1-der`, only once exgate's own reader found it well formed
+/// ([`der::well_formed`]), and fails closed should the decoder panic all the same: a
+/// ticket is the client's bytes, and the decoder is not exgate's.
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, TicketError> {
+    if !der::well_formed(bytes, MAX_DER_DEPTH) {
+        return Err(TicketError::Malformed);
+    }
+    std::panic::catch_unwind(|| picky_asn1_der::from_bytes(bytes))
+        .map_err(|_| TicketError::Malformed)?
+        .map_err(|_| TicketError::Malformed)
 }
 
 /// Decrypts with one key, None when the checksum does not verify.
