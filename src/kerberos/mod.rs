@@ -71,6 +71,9 @@ impl TicketReader {
         ap_req: &[u8],
         now: u64,
     ) -> Result<(Arc<TicketClient>, Source), TicketError> {
+        if ap_req.len() > ticket::MAX_AP_REQ_BYTES {
+            return Err(TicketError::Malformed);
+        }
         let ticket = ticket::ticket_der(ap_req).ok_or(TicketError::Malformed)?;
         if let Some(client) = self.cache.get(ticket, now) {
             return Ok((client, Source::Cached));

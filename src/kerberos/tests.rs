@@ -86,6 +86,27 @@ fn a_windows_sized_ticket_with_a_pac_is_read() {
 }
 
 #[test]
+fn an_ap_req_above_the_windows_token_size_is_not_decrypted() {
+    // A 1 MiB header could otherwise make every request decrypt ~700 KB per key tried.
+    let (s, u) = (service(), user("user02"));
+    let big = |n| TicketSpec {
+        authorization_bytes: n,
+        ..spec(&u, &s, etype::AES256_CTS_HMAC_SHA1_96, &AES256_KEY)
+    };
+    let keytab = exchange_keytab();
+    assert!(read_client(&keytab, &ap_req(&big(48_000))).is_ok());
+    assert_eq!(
+        read_client(&keytab, &ap_req(&big(70_000))),
+        Err(TicketError::Malformed)
+    );
+    let reader = TicketReader::new(Arc::new(keytab), 10);
+    assert_eq!(
+        reader.read(&ap_req(&big(70_000)), NOW).unwrap_err(),
+        TicketError::Malformed
+    );
+}
+
+#[test]
 fn multi_component_and_enterprise_client_names_are_kept_whole() {
     let s = service();
     let admin = principal(&["user01", "admin"], "CONTOSO.COM");

@@ -21,6 +21,11 @@ const KEY_USAGE_TICKET: i32 = 2;
 /// names sit 10 levels down, an `EncTicketPart`'s authorization data 7.
 const MAX_DER_DEPTH: usize = 24;
 
+/// The largest AP-REQ read: Windows caps a whole Kerberos token at `MaxTokenSize`, 48,000
+/// bytes by default (a ticket carrying a PAC of many groups). A bigger one is malformed,
+/// so that no request makes exgate decrypt more than this, whatever the header limit.
+pub const MAX_AP_REQ_BYTES: usize = 64 * 1024;
+
 /// At most this many keys are tried on one ticket: a keytab rarely holds more than a few
 /// keys of one type and version, and a ticket that opens with none must not cost more.
 const MAX_KEYS_TRIED: usize = 8;
@@ -86,6 +91,9 @@ pub fn ticket_der(ap_req: &[u8]) -> Option<&[u8]> {
 /// principals' (as Windows does: a ticket for any SPN of the Exchange service account is
 /// encrypted with that account's one key). The first key whose checksum verifies wins.
 pub fn read_client(keytab: &Keytab, ap_req: &[u8]) -> Result<TicketClient, TicketError> {
+    if ap_req.len() > MAX_AP_REQ_BYTES {
+        return Err(TicketError::Malformed);
+    }
     let ap_req: ApReq = decode(ap_req)?;
     let ticket: &Ticket = &ap_req.0.ticket.0;
     let ticket = &ticket.0;
