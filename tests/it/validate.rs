@@ -81,3 +81,74 @@ fn usage_errors_exit_2() {
     assert_eq!(exgate(&["frobnicate"]).status.code(), Some(2));
     assert_eq!(exgate(&["validate", "--nope"]).status.code(), Some(2));
 }
+
+/// `[kerberos] keytab` (issue 13): `validate` reads the keytab, names its principals, key
+/// versions and encryption types and never a key; a missing, foreign or truncated keytab,
+/// or a key of the wrong length, is a configuration error (78) that names no key either.
+#[test]
+fn validate_reads_the_keytab_and_names_its_keys_without_showing_them() {
+    use exgate::kerberos::keytab::{self, Principal, etype};
+    let service = Principal {
+        components: vec!["HTTP".into(), "mail.contoso.com".into()],
+        realm: "CONTOSO.COM".into(),
+    };
+    let (aes256, rc4) = ([0xa7u8; 32], [0xb3u8; 16]);
+    let good = keytab::build(&[
+        (&service, 5, etype::AES256_CTS_HMAC_SHA1_96, &aes256),
+        (&service, 5, etype::RC4_HMAC, &rc4),
+        (&service, 4, 16, &[0xc1; 24]),
+    ]);
+    let short = keytab::build(&[(&service, 5, etype::AES256_CTS_HMAC_SHA1_96, &rc4)]);
+    let config = format!("{CONFIG}[kerberos]\nkeytab = \"exchange.keytab\"\n");
+    let run = |keytab: Option<&[u8]>| {
+        let dir = write_files(&[("exgate.toml", &config), ("policies.ps1", "")]);
+        if let Some(bytes) = keytab {
+            std::fs::write(dir.join("exchange.keytab"), bytes).unwrap();
+        }
+        let out = exgate(&["validate", "--config", arg(&dir.join("exgate.toml"))]);
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        for secret in [&aes256[..4], &rc4[..4]] {
+            let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+            assert!(!all.contains(&hex), "a key leaked: {all}");
+            assert!(
+                !all.contains(&format!("{:?}", &secret[..3])),
+                "a key leaked: {all}"
+            );
+        }
+        (out.status.code(), all)
+    };
+    let (code, out) = run(Some(&good));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("exchange.keytab: 3 keys"), "{out}");
+    assert!(
+        out.contains("  HTTP/mail.contoso.com@CONTOSO.COM kvno 5 aes256-cts-hmac-sha1-96\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  HTTP/mail.contoso.com@CONTOSO.COM kvno 5 rc4-hmac\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "kvno 4 des3-cbc-sha1 (not used: exgate decrypts aes256, aes128 and rc4 only)"
+        ),
+        "{out}"
+    );
+    for (keytab, expected) in [
+        (None, "kerberos.keytab: cannot read"),
+        (
+            Some(&b"\x05\x01\x00\x00"[..]),
+            "not an MIT keytab of version 0x0502",
+        ),
+        (Some(&good[..good.len() - 3]), "is truncated or malformed"),
+        (
+            Some(&short[..]),
+            "a aes256-cts-hmac-sha1-96 key must be 32 bytes, not 16",
+        ),
+    ] {
+        let (code, out) = run(keytab);
+        assert_eq!(code, Some(78), "{out}");
+        assert!(out.contains(expected), "{expected}: {out}");
+        assert!(out.contains("kerberos.keytab"), "{out}");
+    }
+}
