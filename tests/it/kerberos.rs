@@ -437,3 +437,93 @@ async fn a_raw_kerberos_token_without_spnego_names_the_user_too() {
     }
     gate.stop();
 }
+
+/// Operating it: the first AP-REQ of a ticket is decrypted and the same ticket on the next
+/// connection comes from the cache (`exgate_kerberos_tickets_total`); the audit log and
+/// `exgate report` name the ticket's principal; after the service is re-keyed, its new
+/// tickets fail closed (`no_key`) until the keytab is re-exported and exgate reloaded
+/// (SIGHUP), and then name their user again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs MIT krb5-kdc (installed by .ci/run)"]
+async fn the_cache_the_audit_log_and_a_reload_after_a_new_key_version() {
+    let kdc = Kdc::start();
+    kdc.add_service(EXCH, AES256);
+    let keytab = kdc.export_keytab("exgate.keytab", &[EXCH]);
+    let user01 = kdc.kinit("user01");
+    let user02 = kdc.kinit("user02");
+
+    let upstream = Upstream::start().await;
+    let mut toml = USERS_TOML.to_owned();
+    toml.push_str(&format!(
+        "[kerberos]\nkeytab = \"{}\"\n[audit]\npath = \"audit.jsonl\"\n",
+        arg(&keytab)
+    ));
+    let dir = write_files(&[
+        ("exgate.toml", &config_text(&toml, &[upstream.url()], "")),
+        ("policies.ps1", PILOT),
+    ]);
+    let gate = Spawned::start(&dir, "warn");
+    let count = |metrics: &str, outcome: &str| -> u64 {
+        let prefix = format!("exgate_kerberos_tickets_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert_forwarded(&kdc, &gate, &upstream, &user02, EXCH, MAPI);
+    assert_forwarded(&kdc, &gate, &upstream, &user02, EXCH, EWS);
+    assert_refused(&kdc, &gate, &upstream, &user01, EXCH, MAPI);
+    let metrics = gate.metrics().await;
+    // Two tickets (user02's, user01's) decrypted once each; user02's second use cached.
+    assert_eq!(count(&metrics, "decrypted"), 2, "{metrics}");
+    assert_eq!(count(&metrics, "cached"), 1, "{metrics}");
+    assert_eq!(count(&metrics, "no_key"), 0, "{metrics}");
+
+    // The service gets a new key: new tickets are of key version 2, which exgate lacks.
+    kdc.rekey_service(EXCH, AES256);
+    let fresh = kdc.kinit("user02");
+    assert_refused(&kdc, &gate, &upstream, &fresh, EXCH, MAPI);
+    assert_ticket(&kdc, &fresh, EXCH, AES256, 2);
+    assert_eq!(count(&gate.metrics().await, "no_key"), 1);
+    // Re-exported (ktadd adds the new version next to the old) and reloaded.
+    kdc.export_keytab("exgate.keytab", &[EXCH]);
+    gate.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !gate
+        .metrics()
+        .await
+        .contains("exgate_config_reloads_total{result=\"success\"} 1")
+    {
+        assert!(std::time::Instant::now() < deadline, "no reload");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_forwarded(&kdc, &gate, &upstream, &fresh, EXCH, MAPI);
+    let log = gate.stop();
+
+    let audit = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let blocked = lines
+        .iter()
+        .find(|l| l["decision"] == "block" && l["scheme"] == "kerberos" && l["user"].is_string())
+        .unwrap_or_else(|| panic!("no blocked Kerberos line naming a user: {audit}"));
+    assert_eq!(blocked["user"], "user01@CONTOSO.COM", "{blocked}");
+    assert_eq!(blocked["protocol"], "Mapi", "{blocked}");
+    let out = exgate(&["report", arg(&dir.join("audit.jsonl")), "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(
+        report.contains("\"user\": \"user01@CONTOSO.COM\""),
+        "{report}"
+    );
+    assert!(
+        report.contains("\"user\": \"user02@CONTOSO.COM\""),
+        "{report}"
+    );
+    // Nothing of a ticket or key in exgate's own output.
+    assert!(!log.contains("YII"), "{log}");
+}
