@@ -72,6 +72,12 @@ pub struct LabArgs {
     /// exgate's port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 18443)]
     pub port: u16,
+    /// On-premises scenarios: the keytab of Exchange's HTTP service principal
+    /// (HTTP/<host>, exported from your KDC with `ktadd -norandkey`). exgate reads who
+    /// Kerberos tickets name (`[kerberos] keytab`) and the mock Exchange accepts them.
+    /// Ignored online: Exchange Online has no Kerberos for clients.
+    #[arg(long, value_name = "FILE")]
+    pub keytab: Option<PathBuf>,
 }
 
 /// `exgate lab walk`.
@@ -391,7 +397,18 @@ fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
             dir: dir.clone(),
             port: args.port,
         };
-        let running = lab::start(options).await?;
+        let keytab = match (&args.keytab, args.scenario.deployment()) {
+            (Some(_), crate::policy::Deployment::Online) => {
+                eprintln!(
+                    "exgate lab: --keytab ignored in {}: {}",
+                    args.scenario,
+                    lab::ONLINE_KEYTAB_IGNORED
+                );
+                None
+            }
+            (keytab, _) => keytab.as_deref(),
+        };
+        let running = lab::start_with_keytab(options, keytab).await?;
         print!("{}", lab::banner(&running.info, &dir, &exe));
         use std::io::Write as _;
         std::io::stdout().flush()?;

@@ -84,6 +84,80 @@ pub fn tries(info: &LabInfo, dir: &Path, exe: &Path) -> Vec<Try> {
     ]
 }
 
+/// One step of the Kerberos walk: a command, and the status a `curl` prints.
+pub struct KerberosStep {
+    pub what: &'static str,
+    pub command: String,
+    /// The HTTP status `curl` prints; None for `kinit` and `exgate cmdlet`.
+    pub expect: Option<u16>,
+}
+
+/// The pilot step with Kerberos tickets (a lab started with `--keytab`; empty without):
+/// `kinit`, then `curl --negotiate` to MAPI under the service's host name (resolved to
+/// exgate's loopback address, so that curl's GSS-API asks for a ticket for
+/// `HTTP/<host>`), around the pilot cmdlet. The lab starts with the pilot in place, so
+/// the walk first takes user01 out of it.
+pub fn kerberos_walk(info: &LabInfo, dir: &Path, exe: &Path) -> Vec<KerberosStep> {
+    let Some(k) = &info.kerberos else {
+        return Vec::new();
+    };
+    let ca = dir.join(pki::CA_FILE);
+    let port = info.proxy.rsplit(':').next().unwrap_or("18443");
+    let mapi = curl(
+        &ca,
+        &format!(
+            "--negotiate -u : --resolve {host}:{port}:127.0.0.1 https://{host}:{port}/mapi/emsmdb/",
+            host = k.host
+        ),
+    );
+    let cmdlet = |line: &str| {
+        format!(
+            "'{}' cmdlet --dir '{}' '{line}'",
+            exe.display(),
+            dir.display()
+        )
+    };
+    let realm = "CONTOSO.COM";
+    let step = |what, command: String, expect| KerberosStep {
+        what,
+        command,
+        expect,
+    };
+    vec![
+        step(
+            "sign in as the pilot user",
+            format!("kinit user01@{realm}"),
+            None,
+        ),
+        step(
+            "before the pilot: take user01 out of it",
+            cmdlet("Set-User user01 -AuthenticationPolicy $null"),
+            None,
+        ),
+        step(
+            "user01's ticket reaches Exchange, which accepts it",
+            mapi.clone(),
+            Some(200),
+        ),
+        step(
+            "the pilot step (the article's command)",
+            cmdlet("Set-User user01 -AuthenticationPolicy BlockLegacyOutlookAuth"),
+            None,
+        ),
+        step(
+            "user01's ticket is refused by exgate (never reaches Exchange)",
+            mapi.clone(),
+            Some(401),
+        ),
+        step(
+            "a user outside the pilot",
+            format!("kinit user02@{realm}"),
+            None,
+        ),
+        step("user02's ticket still gets through", mapi, Some(200)),
+    ]
+}
+
 /// The whole banner.
 pub fn banner(info: &LabInfo, dir: &Path, exe: &Path) -> String {
     let mut out = String::new();
@@ -180,6 +254,26 @@ pub fn banner(info: &LabInfo, dir: &Path, exe: &Path) -> String {
         let _ = writeln!(out, "  {}   # expect {}", t.command, t.expect);
     }
     let _ = writeln!(out);
+    if let Some(k) = &info.kerberos {
+        let _ = writeln!(
+            out,
+            "Kerberos (--keytab {}: exgate and the mock Exchange read HTTP/{} tickets with it).",
+            k.keytab.display(),
+            k.host
+        );
+        let _ = writeln!(
+            out,
+            "Walk the pilot step with your realm's tickets, in a shell where KRB5_CONFIG names the realm's\nkrb5.conf (README, \"Kerberos in the lab\"); the password is the principal's:"
+        );
+        for step in kerberos_walk(info, dir, exe) {
+            let _ = writeln!(out, "  # {}", step.what);
+            let _ = match step.expect {
+                Some(status) => writeln!(out, "  {}   # expect {status}", step.command),
+                None => writeln!(out, "  {}", step.command),
+            };
+        }
+        let _ = writeln!(out);
+    }
     let _ = writeln!(
         out,
         "Walk the article's numbered steps:   '{}' lab walk --dir '{}'",

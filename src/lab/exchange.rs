@@ -16,10 +16,12 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 
+use super::kerberos::{LabKeytab, lab_user, now_unix};
 use super::soap::ClientBase;
 use super::spnego::{self, ClientToken};
 use super::{Scenario, SharedKeys, TENANT, autodiscover, ews, find_user, ntlm};
-use crate::auth::{Credentials, NtlmIdentity, NtlmMessage, parse_header};
+use crate::auth::{Credentials, KerberosLeg, NtlmIdentity, NtlmMessage, parse_header};
+use crate::kerberos::TicketReader;
 use crate::policy::Deployment;
 
 /// A running mock Exchange.
@@ -42,15 +44,18 @@ struct State {
     keys: SharedKeys,
     /// The identity provider's authorize URL, which Exchange's Bearer challenge names.
     authorization_uri: String,
+    /// With `exgate lab --keytab`: the service key Kerberos tickets are read with.
+    tickets: Option<TicketReader>,
     received: Mutex<Vec<Received>>,
 }
 
-/// NTLM authenticates the connection: its state lives here.
+/// NTLM and Kerberos authenticate the connection: its state lives here.
 #[derive(Default)]
 struct Connection {
     /// The NTLM handshake under way, between the CHALLENGE and the AUTHENTICATE.
     handshake: Option<Handshake>,
-    user: Option<String>,
+    /// Who authenticated the connection, and how (`ntlm`, `negotiate`, `kerberos`).
+    user: Option<(String, &'static str)>,
 }
 
 /// An NTLM handshake under way, raw or inside SPNEGO.
@@ -60,11 +65,12 @@ struct Handshake {
     spnego_mech_types: Option<Vec<u8>>,
 }
 
-/// Starts the mock Exchange on 127.0.0.1:0.
+/// Starts the mock Exchange on 127.0.0.1:0; with a keytab it also accepts Kerberos.
 pub async fn start(
     scenario: Scenario,
     keys: SharedKeys,
     idp: &str,
+    keytab: Option<&LabKeytab>,
 ) -> anyhow::Result<MockExchange> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
@@ -72,6 +78,7 @@ pub async fn start(
         scenario,
         keys,
         authorization_uri: format!("{idp}/common/oauth2/authorize"),
+        tickets: keytab.map(LabKeytab::reader),
         received: Mutex::new(Vec::new()),
     });
     tokio::spawn(async move {
@@ -197,7 +204,7 @@ fn authenticate(state: &State, conn: &Mutex<Connection>, req: &Request<Incoming>
     let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
     let Some(header) = req.headers().get("authorization") else {
         return match &conn.user {
-            Some(user) => Auth::User(user.clone(), "ntlm", None),
+            Some((user, scheme)) => Auth::User(user.clone(), scheme, None),
             None => Auth::Anonymous,
         };
     };
@@ -235,6 +242,7 @@ fn authenticate(state: &State, conn: &Mutex<Connection>, req: &Request<Incoming>
             };
             ntlm_leg(state, &mut conn, &scheme_word, leg)
         }
+        Credentials::Kerberos(leg) => kerberos(state, &mut conn, &leg),
         Credentials::Bearer(token) => match verify_token(state, token.expose()) {
             Some(user) => Auth::User(user, "bearer", None),
             None => {
@@ -345,9 +353,32 @@ fn finish_handshake(
     let Some((user, last_leg)) = checked else {
         return Auth::Refused(challenge(state));
     };
-    conn.user = Some(user.upn.to_owned());
     let scheme = if spnego { "negotiate" } else { "ntlm" };
+    conn.user = Some((user.upn.to_owned(), scheme));
     Auth::User(user.upn.to_owned(), scheme, last_leg)
+}
+
+/// A Kerberos leg of `Negotiate` (raw GSS or inside SPNEGO): with the lab's keytab, an
+/// AP-REQ whose ticket opens with the service key and names a lab user authenticates the
+/// connection as that user, as Exchange's HTTP.SYS does; anything else (no keytab, an
+/// offer without a ticket, a ticket for another key or realm, an expired ticket) gets the
+/// challenge again.
+fn kerberos(state: &State, conn: &mut Connection, leg: &KerberosLeg) -> Auth {
+    let now = now_unix();
+    let user = match (&state.tickets, leg) {
+        (Some(reader), KerberosLeg::ApReq(ap_req)) => reader
+            .read(ap_req.der(), now)
+            .ok()
+            .filter(|(client, _)| client.endtime > now)
+            .and_then(|(client, _)| lab_user(&client)),
+        _ => None,
+    };
+    let Some(user) = user else {
+        conn.user = None;
+        return Auth::Refused(challenge(state));
+    };
+    conn.user = Some((user.upn.to_owned(), "kerberos"));
+    Auth::User(user.upn.to_owned(), "kerberos", None)
 }
 
 /// The last SPNEGO token, after a good AUTHENTICATE: `accept-completed`, with the

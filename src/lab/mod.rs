@@ -8,6 +8,7 @@ mod banner;
 mod ews;
 mod exchange;
 mod idp;
+mod kerberos;
 mod mailbox;
 pub mod ntlm;
 pub mod pki;
@@ -23,7 +24,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-pub use banner::{Try, banner, tries};
+pub use banner::{KerberosStep, Try, banner, kerberos_walk, tries};
 pub use walk::{Step, heading, walk};
 
 use crate::policy::Deployment;
@@ -184,6 +185,20 @@ pub struct LabInfo {
     /// The lab CA's certificate, which exgate's and the identity provider's chain to.
     #[serde(default)]
     pub ca: PathBuf,
+    /// With `--keytab` (on-premises): the keytab exgate and the mock Exchange read
+    /// tickets with, and the host of its `HTTP/<host>` service, the name in clients' URLs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kerberos: Option<KerberosInfo>,
+}
+
+/// The Kerberos side of an on-premises lab started with `--keytab`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KerberosInfo {
+    /// The keytab, absolute.
+    pub keytab: PathBuf,
+    /// The host of its `HTTP/<host>` principal (`mail.contoso.com`): clients reach exgate
+    /// under this name, so that they ask the KDC for a ticket for that service.
+    pub host: String,
 }
 
 impl LabInfo {
@@ -344,14 +359,38 @@ fn new_kid() -> String {
 /// Starts the mock identity provider, the mock Exchange and exgate, and writes the
 /// lab's configuration and `lab.json` into `options.dir`.
 pub async fn start(options: LabOptions) -> anyhow::Result<Lab> {
+    start_with_keytab(options, None).await
+}
+
+/// Why `--keytab` is ignored in the Exchange Online scenarios.
+pub const ONLINE_KEYTAB_IGNORED: &str = "Exchange Online offers clients no Kerberos (exgate refuses Negotiate there, as Exchange Online would)";
+
+/// [`start`], and with `keytab` (the keytab of Exchange's HTTP service principal, from a
+/// real KDC) in an on-premises scenario, Kerberos: exgate's configuration gets
+/// `[kerberos] keytab` and the mock Exchange accepts tickets for that service. The
+/// keytab is read before anything is written; the online scenarios ignore it
+/// ([`ONLINE_KEYTAB_IGNORED`]: the caller says so).
+pub async fn start_with_keytab(options: LabOptions, keytab: Option<&Path>) -> anyhow::Result<Lab> {
+    let scenario = options.scenario;
+    let keytab = match keytab {
+        Some(path) if scenario.deployment() == Deployment::OnPremises => {
+            let keytab = kerberos::LabKeytab::load(path)?;
+            for warning in &keytab.warnings {
+                eprintln!("exgate lab: --keytab: {warning}");
+            }
+            Some(keytab)
+        }
+        _ => None,
+    };
     let dir = &options.dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let lock = lock_dir(dir)?;
-    let scenario = options.scenario;
     let keys = load_or_create_keys(dir)?;
-    let pki = pki::prepare(dir)?;
+    // A keytab for another host than mail.contoso.com: exgate's certificate names it too.
+    let extra_names: Vec<&str> = keytab.iter().map(|k| k.host.as_str()).collect();
+    let pki = pki::prepare(dir, &extra_names)?;
     let idp = idp::start(scenario, keys, dir.to_owned(), &pki.idp).await?;
-    let exchange = exchange::start(scenario, idp.keys.clone(), &idp.url).await?;
+    let exchange = exchange::start(scenario, idp.keys.clone(), &idp.url, keytab.as_ref()).await?;
 
     let admin_token = random_hex(16);
     std::fs::write(dir.join("policies.ps1"), scenario.policy_script())?;
@@ -364,7 +403,8 @@ pub async fn start(options: LabOptions) -> anyhow::Result<Lab> {
             &exchange.url,
             &idp.url,
             &admin_token,
-        ),
+            keytab.as_ref().map(|k| k.path.as_path()),
+        )?,
     )?;
     let config = crate::config::load(&config_path).map_err(anyhow::Error::new)?;
     let running = crate::proxy::start(config).await?;
@@ -389,6 +429,10 @@ pub async fn start(options: LabOptions) -> anyhow::Result<Lab> {
         idp: idp.url.clone(),
         config: config_path,
         ca: pki.ca,
+        kerberos: keytab.map(|k| KerberosInfo {
+            keytab: k.path,
+            host: k.host,
+        }),
     };
     std::fs::write(dir.join("lab.json"), serde_json::to_string_pretty(&info)?)?;
     Ok(Lab {
@@ -404,12 +448,20 @@ fn config_text(
     exchange: &str,
     idp: &str,
     admin_token: &str,
-) -> String {
+    keytab: Option<&Path>,
+) -> anyhow::Result<String> {
     let users: String = USERS
         .iter()
         .map(|u| format!("[[users]]\nupn = \"{}\"\nsam = '{}'\n", u.upn, u.sam))
         .collect();
-    format!(
+    let kerberos = match keytab {
+        None => String::new(),
+        Some(path) => format!(
+            "\n# `exgate lab --keytab`: the keytab of Exchange's HTTP service principal. exgate reads\n# who a Kerberos ticket names and decides as that user.\n[kerberos]\nkeytab = {}\n",
+            toml_string(path)?
+        ),
+    };
+    Ok(format!(
         r#"# Written by `exgate lab --scenario {scenario}`; rewritten at every start.
 [server]
 listen = "127.0.0.1:{port}"
@@ -450,7 +502,7 @@ token = "{admin_token}"
 # Every decision, one JSON line each: `exgate report audit/exgate.jsonl`.
 [audit]
 path = "audit/exgate.jsonl"
-"#,
+{kerberos}"#,
         deployment = scenario.deployment().as_str(),
         audience = scenario.audience(),
         step_up = match scenario.mfa_by_adfs() {
@@ -462,7 +514,25 @@ path = "audit/exgate.jsonl"
                 "# A token without MFA gets Conditional Access's claims challenge for this\n# authentication context, the answer MSAL steps up on.\nauth_context_ids = [\"{STEP_UP_CONTEXT}\"]\n"
             ),
         },
-    )
+    ))
+}
+
+/// A path as a TOML basic string: quotes, backslashes and control characters escaped.
+fn toml_string(path: &Path) -> anyhow::Result<String> {
+    let text = path
+        .to_str()
+        .with_context(|| format!("{} is not valid UTF-8", path.display()))?;
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    Ok(out)
 }
 
 /// Shared by the lab's servers.

@@ -97,21 +97,24 @@ fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// The lab's CA (kept) and this start's server certificates, in `dir`.
-pub fn prepare(dir: &Path) -> anyhow::Result<LabPki> {
+/// The lab's CA (kept) and this start's server certificates, in `dir`; exgate's also
+/// names `extra` hosts (the host of `--keytab`'s `HTTP/<host>` service, which Kerberos
+/// clients put in their URLs).
+pub fn prepare(dir: &Path, extra: &[&str]) -> anyhow::Result<LabPki> {
     let ca = load_or_create_ca(dir)?;
     let loopback = ["localhost", "127.0.0.1"];
-    let exgate = issue(
-        dir,
-        &ca,
-        "exgate",
-        &[
-            "mail.contoso.com",
-            "autodiscover.contoso.com",
-            loopback[0],
-            loopback[1],
-        ],
-    )?;
+    let mut names = vec![
+        "mail.contoso.com",
+        "autodiscover.contoso.com",
+        loopback[0],
+        loopback[1],
+    ];
+    for name in extra {
+        if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            names.push(name);
+        }
+    }
+    let exgate = issue(dir, &ca, "exgate", &names)?;
     let idp = issue(
         dir,
         &ca,
@@ -130,7 +133,8 @@ mod tests {
     use super::*;
 
     /// A client trusting only `ca.pem` accepts both servers' certificates for
-    /// `localhost` and `127.0.0.1`, and the CA survives a second start.
+    /// `localhost` and `127.0.0.1` (and exgate's for the extra host it was given), and the
+    /// CA survives a second start.
     #[test]
     fn the_ca_is_kept_and_its_leaves_verify_for_loopback() {
         use rustls::client::danger::ServerCertVerifier as _;
@@ -139,9 +143,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("exgate-pki-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let first = prepare(&dir).unwrap();
+        let first = prepare(&dir, &[]).unwrap();
         let ca_pem = std::fs::read(&first.ca).unwrap();
-        let second = prepare(&dir).unwrap();
+        let second = prepare(&dir, &["exch.contoso.test", "MAIL.contoso.com"]).unwrap();
         assert_eq!(std::fs::read(&second.ca).unwrap(), ca_pem, "the CA is kept");
 
         let mut roots = rustls::RootCertStore::empty();
@@ -151,14 +155,24 @@ mod tests {
         let verifier = rustls::client::WebPkiServerVerifier::builder(roots.into())
             .build()
             .unwrap();
-        for files in [&second.exgate, &second.idp] {
+        let exgate_names = [
+            "localhost",
+            "127.0.0.1",
+            "mail.contoso.com",
+            "exch.contoso.test",
+        ];
+        let idp_names = ["localhost", "127.0.0.1", "login.contoso.com"];
+        for (files, names) in [
+            (&second.exgate, &exgate_names[..]),
+            (&second.idp, &idp_names[..]),
+        ] {
             let leaf = CertificateDer::from_pem_file(&files.cert).unwrap();
-            for name in ["localhost", "127.0.0.1"] {
+            for name in names {
                 verifier
                     .verify_server_cert(
                         &leaf,
                         &[],
-                        &ServerName::try_from(name).unwrap(),
+                        &ServerName::try_from(*name).unwrap(),
                         &[],
                         UnixTime::now(),
                     )

@@ -15,16 +15,21 @@ pub(crate) struct LabProcess {
 
 impl LabProcess {
     pub(crate) fn start(scenario: &str, dir: &Path) -> LabProcess {
+        LabProcess::spawn(&[
+            "lab",
+            "--scenario",
+            scenario,
+            "--dir",
+            arg(dir),
+            "--port",
+            "0",
+        ])
+    }
+
+    /// `exgate ARGS` (a `lab` command line), once its banner says it is ready.
+    pub(crate) fn spawn(args: &[&str]) -> LabProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_exgate"))
-            .args([
-                "lab",
-                "--scenario",
-                scenario,
-                "--dir",
-                arg(dir),
-                "--port",
-                "0",
-            ])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

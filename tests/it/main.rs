@@ -12,6 +12,8 @@ mod kerberos;
 #[cfg(feature = "lab")]
 mod lab;
 #[cfg(feature = "lab")]
+mod lab_kerberos;
+#[cfg(feature = "lab")]
 mod load;
 mod monitoring;
 mod prometheus;
