@@ -172,6 +172,16 @@ impl Metrics {
         for reason in ["max_connections", "file_descriptors"] {
             overload.with_label_values(&[reason]);
         }
+        // Every series whose label values are a known enum exists from the start at 0:
+        // `increase()` cannot see a series that appears at 1, so an alert on the first
+        // lockout, upstream error or failed key refresh would never fire (issue 14).
+        for result in ["success", "failure"] {
+            reloads.with_label_values(&[result]);
+            jwks_refreshes.with_label_values(&[result]);
+        }
+        for reason in ["unreachable", "no_server", "response_timeout"] {
+            upstream_errors.with_label_values(&[reason]);
+        }
         let kerberos_tickets = counter_vec(
             KERBEROS_TICKETS_TOTAL,
             "Kerberos tickets read with the keytab, or why not, by outcome.",
@@ -200,6 +210,9 @@ impl Metrics {
             "Smart lockouts engaged, by location (familiar or unknown).",
             "location",
         );
+        for location in ["familiar", "unknown"] {
+            lockouts.with_label_values(&[location]);
+        }
         let spray_suspects = IntCounter::new(
             SPRAY_SUSPECTS_TOTAL,
             "Client addresses flagged for password spray through legacy protocols.",
@@ -444,6 +457,25 @@ mod tests {
             r#"exgate_legacy_auth_attempts_total{action="report_only",protocol="Mapi",scheme="basic"} 1"#
         ));
         assert!(!text.contains(r#"action="allowed""#));
+    }
+
+    #[test]
+    fn enum_labelled_counters_exist_from_the_start_at_zero() {
+        let text = Metrics::new().render();
+        for series in [
+            r#"exgate_config_reloads_total{result="success"} 0"#,
+            r#"exgate_config_reloads_total{result="failure"} 0"#,
+            r#"exgate_jwks_refreshes_total{result="failure"} 0"#,
+            r#"exgate_upstream_errors_total{reason="unreachable"} 0"#,
+            r#"exgate_upstream_errors_total{reason="no_server"} 0"#,
+            r#"exgate_upstream_errors_total{reason="response_timeout"} 0"#,
+            r#"exgate_lockouts_total{location="familiar"} 0"#,
+            r#"exgate_lockouts_total{location="unknown"} 0"#,
+            r#"exgate_kerberos_tickets_total{outcome="integrity"} 0"#,
+            "exgate_spray_suspects_total 0",
+        ] {
+            assert!(text.contains(series), "{series} missing:\n{text}");
+        }
     }
 
     #[test]
