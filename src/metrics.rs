@@ -37,7 +37,8 @@ pub const CLIENT_ERRORS_TOTAL: &str = "exgate_client_errors_total";
 /// fault (SPEC §7 "Limits").
 pub const OVERLOAD_TOTAL: &str = "exgate_overload_total";
 /// `exgate_kerberos_tickets_total{outcome}`: Kerberos tickets read with the keytab
-/// (`decrypted`, `cached`) or not (`malformed`, `no_key`, `integrity`).
+/// (`decrypted`, `cached`) or not (`malformed`, `no_key`, `integrity`, `unusual_name`,
+/// `expired`).
 pub const KERBEROS_TICKETS_TOTAL: &str = "exgate_kerberos_tickets_total";
 /// `exgate_client_connections`: client connections open now.
 pub const CLIENT_CONNECTIONS: &str = "exgate_client_connections";
@@ -187,7 +188,15 @@ impl Metrics {
             "Kerberos tickets read with the keytab, or why not, by outcome.",
             "outcome",
         );
-        for outcome in ["decrypted", "cached", "malformed", "no_key", "integrity"] {
+        for outcome in [
+            "decrypted",
+            "cached",
+            "malformed",
+            "no_key",
+            "integrity",
+            "unusual_name",
+            "expired",
+        ] {
             kerberos_tickets.with_label_values(&[outcome]);
         }
         let client_connections =
@@ -364,7 +373,7 @@ impl Metrics {
     }
 
     /// Counts a Kerberos ticket the keytab stage read (`decrypted`, `cached`) or could not
-    /// (`malformed`, `no_key`, `integrity`).
+    /// (`malformed`, `no_key`, `integrity`, `unusual_name`, `expired`).
     pub fn record_kerberos_ticket(&self, outcome: &'static str) {
         self.kerberos_tickets.with_label_values(&[outcome]).inc();
     }

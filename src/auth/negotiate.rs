@@ -13,6 +13,8 @@ const OID_KRB5_U2U: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x
 const TAG_GSS_INITIAL: u8 = 0x60;
 const TAG_OID: u8 = 0x06;
 const TAG_OCTET_STRING: u8 = 0x04;
+const TAG_BIT_STRING: u8 = 0x03;
+const TAG_ENUMERATED: u8 = 0x0a;
 const TAG_SEQUENCE: u8 = 0x30;
 const TAG_NEG_TOKEN_INIT: u8 = 0xa0;
 const TAG_NEG_TOKEN_RESP: u8 = 0xa1;
@@ -91,7 +93,7 @@ pub fn classify(token: &[u8]) -> Token {
 
 /// A GSS-API initial-context token: SPNEGO NegTokenInit, or Kerberos directly.
 fn classify_initial(token: &[u8]) -> Token {
-    let Some((outer, _)) = der::read(token) else {
+    let Some(outer) = only(token) else {
         return Token::Unknown;
     };
     let Some((oid, inner)) = der::read(outer.content).filter(|(t, _)| t.tag == TAG_OID) else {
@@ -103,24 +105,46 @@ fn classify_initial(token: &[u8]) -> Token {
     if oid.content != OID_SPNEGO {
         return Token::Unknown;
     }
-    let Some((init, _)) = der::read(inner).filter(|(t, _)| t.tag == TAG_NEG_TOKEN_INIT) else {
+    let Some(init) = only(inner).filter(|t| t.tag == TAG_NEG_TOKEN_INIT) else {
         return Token::Unknown;
     };
-    let mut first_mech = None;
-    let mut mech_token = None;
-    for field in sequence_fields(init) {
-        match field.tag {
-            0xa0 => {
-                first_mech = der::read(field.content)
-                    .filter(|(s, _)| s.tag == TAG_SEQUENCE)
-                    .and_then(|(s, _)| der::children(s.content).next())
-                    .filter(|m| m.tag == TAG_OID)
-                    .map(|m| m.content);
+    // NegTokenInit ::= SEQUENCE { mechTypes [0], reqFlags [1], mechToken [2],
+    // mechListMIC [3] } (RFC 4178 §4.2.1).
+    let Some(fields) = strict_fields(init) else {
+        return Token::Unknown;
+    };
+    let first_mech = match fields[0] {
+        None => None,
+        Some(types) if types.tag == TAG_SEQUENCE => {
+            // MechTypeList ::= SEQUENCE OF OID, and nothing else.
+            let mut first = None;
+            let mut rest = types.content;
+            while !rest.is_empty() {
+                match der::read(rest) {
+                    Some((m, after)) if m.tag == TAG_OID => {
+                        first = first.or(Some(m.content));
+                        rest = after;
+                    }
+                    _ => return Token::Unknown,
+                }
             }
-            0xa2 => mech_token = octet_string(field),
-            _ => {}
+            first
         }
+        Some(_) => return Token::Unknown,
+    };
+    if fields[1].is_some_and(|f| f.tag != TAG_BIT_STRING)
+        || fields[3].is_some_and(|f| f.tag != TAG_OCTET_STRING)
+        || fields[4].is_some()
+    {
+        return Token::Unknown;
     }
+    let mech_token = match fields[2] {
+        None => None,
+        Some(t) if t.tag == TAG_OCTET_STRING => Some(t.content),
+        // A constructed or otherwise encoded token is a token all the same, to a BER
+        // decoder such as Windows': never read it as "no token".
+        Some(_) => return Token::Unknown,
+    };
     match mech_token {
         Some(inner) if inner.starts_with(ntlm::SIGNATURE) => Token::Ntlm(ntlm::parse(inner)),
         Some(inner) => match kerberos_initial(inner) {
@@ -153,29 +177,37 @@ fn kerberos_leg(inner: &[u8]) -> KerberosLeg {
 /// recurse once per ~30 bytes of the header, deep enough within a 1 MiB header to
 /// overflow a thread's stack and abort the process.
 fn kerberos_initial(token: &[u8]) -> Option<KerberosLeg> {
-    let (outer, _) = der::read(token).filter(|(outer, _)| outer.tag == TAG_GSS_INITIAL)?;
+    let outer = only(token).filter(|outer| outer.tag == TAG_GSS_INITIAL)?;
     let (oid, inner) = der::read(outer.content)?;
     (oid.tag == TAG_OID && is_kerberos(oid.content)).then(|| kerberos_leg(inner))
 }
 
 /// A SPNEGO NegTokenResp: a later leg. NTLM Type 3 travels here in its responseToken.
 fn classify_response(token: &[u8]) -> Token {
-    let Some((resp, _)) = der::read(token) else {
+    let Some(resp) = only(token) else {
         return Token::Unknown;
     };
-    let mut supported = None;
-    let mut response = None;
-    for field in sequence_fields(resp) {
-        match field.tag {
-            0xa1 => {
-                supported = der::read(field.content)
-                    .filter(|(m, _)| m.tag == TAG_OID)
-                    .map(|(m, _)| m.content);
-            }
-            0xa2 => response = octet_string(field),
-            _ => {}
-        }
+    // NegTokenResp ::= SEQUENCE { negState [0], supportedMech [1], responseToken [2],
+    // mechListMIC [3] } (RFC 4178 §4.2.2).
+    let Some(fields) = strict_fields(resp) else {
+        return Token::Unknown;
+    };
+    if fields[0].is_some_and(|f| f.tag != TAG_ENUMERATED)
+        || fields[3].is_some_and(|f| f.tag != TAG_OCTET_STRING)
+        || fields[4].is_some()
+    {
+        return Token::Unknown;
     }
+    let supported = match fields[1] {
+        None => None,
+        Some(m) if m.tag == TAG_OID => Some(m.content),
+        Some(_) => return Token::Unknown,
+    };
+    let response = match fields[2] {
+        None => None,
+        Some(t) if t.tag == TAG_OCTET_STRING => Some(t.content),
+        Some(_) => return Token::Unknown,
+    };
     match (response, supported) {
         (Some(inner), _) if inner.starts_with(ntlm::SIGNATURE) => Token::Ntlm(ntlm::parse(inner)),
         // The AP-REQ of a client that offered Kerberos without an optimistic token
@@ -197,18 +229,38 @@ fn is_kerberos(oid: &[u8]) -> bool {
     oid == OID_KRB5 || oid == OID_MS_KRB5 || oid == OID_KRB5_U2U
 }
 
-/// The context-tagged fields inside `[n] SEQUENCE { … }`.
-fn sequence_fields(wrapper: Tlv<'_>) -> impl Iterator<Item = Tlv<'_>> {
-    let seq = der::read(wrapper.content)
-        .filter(|(s, _)| s.tag == TAG_SEQUENCE)
-        .map_or(&[][..], |(s, _)| s.content);
-    der::children(seq)
+/// The one element `input` holds, None when it holds anything else (nothing, a bad
+/// element, or bytes after it).
+fn only(input: &[u8]) -> Option<Tlv<'_>> {
+    der::read(input).and_then(|(t, rest)| rest.is_empty().then_some(t))
 }
 
-fn octet_string(field: Tlv<'_>) -> Option<&[u8]> {
-    der::read(field.content)
-        .filter(|(o, _)| o.tag == TAG_OCTET_STRING)
-        .map(|(o, _)| o.content)
+/// The fields `[0]`…`[4]` of `[n] SEQUENCE { … }`, each field's one element, read
+/// strictly: the wrapper holds exactly one SEQUENCE, the SEQUENCE nothing but context
+/// fields in increasing order, none repeated, each holding exactly one element. None when
+/// anything else is there.
+///
+/// Two readers of one token, exgate's and Exchange's, must never find different fields in
+/// it: with a repeated `mechToken`, exgate read the last and MIT's GSS-API the first, so
+/// user01's ticket followed by a Type 1 was decided as a handshake start and reached MAPI
+/// authenticated as user01 (found by the red team, issue 13). A token read any other way
+/// names nobody.
+fn strict_fields(wrapper: Tlv<'_>) -> Option<[Option<Tlv<'_>>; 5]> {
+    let seq = only(wrapper.content).filter(|s| s.tag == TAG_SEQUENCE)?;
+    let mut fields = [None; 5];
+    let mut next = 0;
+    let mut rest = seq.content;
+    while !rest.is_empty() {
+        let (field, after) = der::read(rest)?;
+        let index = usize::from(field.tag.checked_sub(0xa0)?);
+        if index < next || index >= fields.len() {
+            return None;
+        }
+        fields[index] = Some(only(field.content)?);
+        next = index + 1;
+        rest = after;
+    }
+    Some(fields)
 }
 
 fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
@@ -399,6 +451,149 @@ mod tests {
         let krb = tlv(0xa1, &tlv(TAG_OID, OID_KRB5));
         let resp = tlv(TAG_NEG_TOKEN_RESP, &tlv(TAG_SEQUENCE, &krb));
         assert_eq!(classify(&resp), Token::Kerberos(KerberosLeg::Offered));
+    }
+
+    /// The red team's table (issue 13): every SPNEGO token that a BER decoder, or a
+    /// decoder taking the first of repeated fields, could read differently from exgate.
+    /// Each names nobody (Unknown), never a handshake start or another user's leg.
+    #[test]
+    fn tokens_two_readers_could_read_differently_name_nobody() {
+        let mut gss = tlv(TAG_OID, OID_KRB5);
+        gss.extend_from_slice(&[1, 0, 0x6e, 0x01, 0x00]);
+        let ticket = tlv(TAG_GSS_INITIAL, &gss);
+        let type1 = build_negotiate();
+        let mech_types = tlv(0xa0, &tlv(TAG_SEQUENCE, &tlv(TAG_OID, OID_KRB5)));
+        let token_field = |t: &[u8]| tlv(0xa2, &tlv(TAG_OCTET_STRING, t));
+        let init = |fields: &[u8]| {
+            let init = tlv(TAG_NEG_TOKEN_INIT, &tlv(TAG_SEQUENCE, fields));
+            tlv(TAG_GSS_INITIAL, &[tlv(TAG_OID, OID_SPNEGO), init].concat())
+        };
+        let resp = |fields: &[u8]| tlv(TAG_NEG_TOKEN_RESP, &tlv(TAG_SEQUENCE, fields));
+        // The well-formed token is read, so the table below tests the variants.
+        assert!(matches!(
+            classify(&init(&[mech_types.clone(), token_field(&ticket)].concat())),
+            Token::Kerberos(KerberosLeg::ApReq(_))
+        ));
+        let constructed = tlv(0xa2, &tlv(0x24, &tlv(TAG_OCTET_STRING, &ticket)));
+        let mut indefinite = vec![0xa2, 0x80];
+        indefinite.extend(tlv(TAG_OCTET_STRING, &ticket));
+        indefinite.extend([0, 0]);
+        let high_tag = [&[0xbf, 0x02][..], &tlv(TAG_OCTET_STRING, &ticket)[..]].concat();
+        let two_elements = tlv(
+            0xa2,
+            &[
+                tlv(TAG_OCTET_STRING, &ticket),
+                tlv(TAG_OCTET_STRING, &type1),
+            ]
+            .concat(),
+        );
+        let bad_types = tlv(
+            0xa0,
+            &tlv(
+                TAG_SEQUENCE,
+                &[tlv(TAG_OID, OID_KRB5), tlv(TAG_OCTET_STRING, b"x")].concat(),
+            ),
+        );
+        let variants: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "ticket then Type 1",
+                init(
+                    &[
+                        mech_types.clone(),
+                        token_field(&ticket),
+                        token_field(&type1),
+                    ]
+                    .concat(),
+                ),
+            ),
+            (
+                "ticket then an empty SEQUENCE",
+                init(
+                    &[
+                        mech_types.clone(),
+                        token_field(&ticket),
+                        tlv(0xa2, &tlv(TAG_SEQUENCE, &[])),
+                    ]
+                    .concat(),
+                ),
+            ),
+            (
+                "mechToken before mechTypes",
+                init(&[token_field(&ticket), mech_types.clone()].concat()),
+            ),
+            (
+                "mechTypes twice",
+                init(&[mech_types.clone(), mech_types.clone(), token_field(&ticket)].concat()),
+            ),
+            (
+                "constructed OCTET STRING",
+                init(&[mech_types.clone(), constructed].concat()),
+            ),
+            (
+                "indefinite length",
+                init(&[mech_types.clone(), indefinite].concat()),
+            ),
+            (
+                "high-tag-number field",
+                init(&[mech_types.clone(), high_tag].concat()),
+            ),
+            (
+                "two elements in one field",
+                init(&[mech_types.clone(), two_elements].concat()),
+            ),
+            (
+                "a field [5]",
+                init(
+                    &[
+                        mech_types.clone(),
+                        token_field(&ticket),
+                        tlv(0xa5, &tlv(0x05, &[])),
+                    ]
+                    .concat(),
+                ),
+            ),
+            (
+                "mechTypes with a non-OID",
+                init(&[bad_types, token_field(&ticket)].concat()),
+            ),
+            (
+                "mechToken of another type",
+                init(&[mech_types.clone(), tlv(0xa2, &tlv(0x0c, &ticket))].concat()),
+            ),
+            (
+                "trailing bytes after the token",
+                [
+                    init(&[mech_types.clone(), token_field(&ticket)].concat()),
+                    vec![0],
+                ]
+                .concat(),
+            ),
+            (
+                "responseToken twice",
+                resp(&[token_field(&ticket), token_field(&type1)].concat()),
+            ),
+            (
+                "responseToken constructed",
+                resp(&tlv(0xa2, &tlv(0x24, &tlv(TAG_OCTET_STRING, &ticket)))),
+            ),
+            (
+                "supportedMech not an OID",
+                resp(
+                    &[
+                        tlv(0xa1, &tlv(TAG_OCTET_STRING, OID_KRB5)),
+                        token_field(&ticket),
+                    ]
+                    .concat(),
+                ),
+            ),
+            (
+                "trailing bytes after the response",
+                [resp(&token_field(&ticket)), vec![0]].concat(),
+            ),
+        ];
+        for (name, token) in variants {
+            assert_eq!(classify(&token), Token::Unknown, "{name}");
+        }
     }
 
     /// A NegTokenInit whose mechToken is another NegTokenInit, `depth` deep, around `inner`.

@@ -1,8 +1,10 @@
 //! The read-ticket cache: Outlook presents one service ticket on every new connection for
 //! hours, so a repeated ticket costs a hash lookup and a comparison, not a decryption.
-//! Bounded and sharded like the verified-token cache (`token::cache`); keyed by the last
-//! 16 bytes of the ticket's DER (the end of its ciphertext, uniformly distributed), and
-//! each entry holds the whole ticket so that only the very same ticket is ever a hit.
+//! Bounded and sharded like the verified-token cache (`token::cache`); keyed by the
+//! SHA-256 of the ticket's DER, so that only the very same ticket is ever a hit and an
+//! entry costs the same whatever the ticket's size (holding whole tickets, a realm user
+//! asking the KDC for 40 KB tickets padded as they like could make 100,000 entries take
+//! 4.4 GiB: found by the red team).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -10,12 +12,11 @@ use std::sync::{Arc, RwLock};
 use super::TicketClient;
 
 const SHARDS: usize = 16;
-const KEY_BYTES: usize = 16;
+const KEY_BYTES: usize = 32;
 
 type Key = [u8; KEY_BYTES];
 
 struct Entry {
-    ticket: Box<[u8]>,
     client: Arc<TicketClient>,
 }
 
@@ -26,9 +27,9 @@ pub struct TicketCache {
 }
 
 fn key_of(ticket: &[u8]) -> Key {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, ticket);
     let mut key = [0; KEY_BYTES];
-    let tail = &ticket[ticket.len().saturating_sub(KEY_BYTES)..];
-    key[KEY_BYTES - tail.len()..].copy_from_slice(tail);
+    key.copy_from_slice(digest.as_ref());
     key
 }
 
@@ -58,7 +59,7 @@ impl TicketCache {
             .unwrap_or_else(|e| e.into_inner());
         shard
             .get(&key)
-            .filter(|e| *e.ticket == *ticket && now < e.client.endtime)
+            .filter(|e| now <= e.client.endtime.saturating_add(super::CLOCK_SKEW_SECONDS))
             .map(|e| e.client.clone())
     }
 
@@ -73,20 +74,14 @@ impl TicketCache {
             .write()
             .unwrap_or_else(|e| e.into_inner());
         if shard.len() >= self.per_shard && !shard.contains_key(&key) {
-            shard.retain(|_, e| now < e.client.endtime);
+            shard.retain(|_, e| now <= e.client.endtime.saturating_add(super::CLOCK_SKEW_SECONDS));
             if shard.len() >= self.per_shard
                 && let Some(victim) = shard.keys().next().copied()
             {
                 shard.remove(&victim);
             }
         }
-        shard.insert(
-            key,
-            Entry {
-                ticket: ticket.into(),
-                client,
-            },
-        );
+        shard.insert(key, Entry { client });
     }
 
     /// How many tickets are remembered.

@@ -18,6 +18,10 @@ pub use cache::TicketCache;
 pub use keytab::{Keytab, KeytabEntry, KeytabError, Principal};
 pub use ticket::{TicketClient, TicketError};
 
+/// How long after its `endtime` a ticket still names its client: the Kerberos clock skew
+/// Windows and MIT allow by default (5 minutes, RFC 4120 §1.6 "reasonable").
+pub const CLOCK_SKEW_SECONDS: u64 = 300;
+
 /// Where a [`TicketReader::read`] answer came from (`exgate_kerberos_tickets_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -64,8 +68,9 @@ impl TicketReader {
     /// The client of the AP-REQ `ap_req` (DER), at Unix time `now` (seconds).
     ///
     /// A ticket read before and not yet ended costs a lookup; any other is decrypted
-    /// ([`ticket::read_client`]) and, when it has not ended, remembered until its
-    /// `endtime`. Errors: the AP-REQ is malformed, no key fits, or none decrypts it.
+    /// ([`ticket::read_client`]) and remembered until its `endtime` (+ clock skew).
+    /// Errors: the AP-REQ is malformed, no key fits, none decrypts it, its client is not
+    /// a plain user principal, or it ended more than [`CLOCK_SKEW_SECONDS`] ago.
     pub fn read(
         &self,
         ap_req: &[u8],
@@ -79,9 +84,10 @@ impl TicketReader {
             return Ok((client, Source::Cached));
         }
         let client = Arc::new(ticket::read_client(&self.keytab, ap_req)?);
-        if client.endtime > now {
-            self.cache.insert(ticket, client.clone(), now);
+        if client.endtime.saturating_add(CLOCK_SKEW_SECONDS) < now {
+            return Err(TicketError::Expired);
         }
+        self.cache.insert(ticket, client.clone(), now);
         Ok((client, Source::Decrypted))
     }
 

@@ -107,21 +107,39 @@ fn an_ap_req_above_the_windows_token_size_is_not_decrypted() {
 }
 
 #[test]
-fn multi_component_and_enterprise_client_names_are_kept_whole() {
+fn only_a_plain_user_principal_names_a_client() {
+    // The red team's table: names that are nobody exgate can map with certainty fail
+    // closed instead of being "unknown" (and so getting the organization default).
     let s = service();
-    let admin = principal(&["user01", "admin"], "CONTOSO.COM");
-    let enterprise = principal(&["user01@contoso.com"], "CONTOSO.COM");
     let keytab = exchange_keytab();
     let read = |c: &Principal| {
         read_client(
             &keytab,
             &ap_req(&spec(c, &s, etype::AES256_CTS_HMAC_SHA1_96, &AES256_KEY)),
         )
-        .unwrap()
-        .principal
     };
-    assert_eq!(read(&admin), "user01/admin@CONTOSO.COM");
-    assert_eq!(read(&enterprise), "user01@contoso.com@CONTOSO.COM");
+    assert_eq!(
+        read(&user("user01")).unwrap().principal,
+        "user01@CONTOSO.COM"
+    );
+    assert_eq!(
+        read(&user("user01$")).unwrap().principal,
+        "user01$@CONTOSO.COM"
+    );
+    for odd in [
+        principal(&["user01", "admin"], "CONTOSO.COM"),
+        principal(&["host", "user01"], "CONTOSO.COM"),
+        principal(&["user01@contoso.com"], "CONTOSO.COM"),
+        principal(&["user01 "], "CONTOSO.COM"),
+        principal(&["user 01"], "CONTOSO.COM"),
+        principal(&["CONTOSO\\user01"], "CONTOSO.COM"),
+        principal(&["user01\t"], "CONTOSO.COM"),
+        principal(&["user01"], "CONTOSO .COM"),
+        principal(&["user01"], ""),
+        principal(&[], "CONTOSO.COM"),
+    ] {
+        assert_eq!(read(&odd), Err(TicketError::UnusualName), "{odd:?}");
+    }
 }
 
 #[test]
@@ -254,11 +272,19 @@ fn the_reader_caches_a_ticket_until_its_end_and_only_that_ticket() {
     );
     assert_eq!(reader.read(&first, NOW + 10).unwrap().1, Source::Cached);
     assert_eq!(reader.cached(), 1);
-    // Past its endtime the ticket is read again (and not remembered).
+    // Within the clock skew after its endtime it is still the cached ticket; after that
+    // it names nobody (found by the red team: an ended ticket kept naming its user).
+    assert_eq!(reader.read(&first, NOW + 36_300).unwrap().1, Source::Cached);
     assert_eq!(
-        reader.read(&first, NOW + 36_000).unwrap().1,
-        Source::Decrypted
+        reader.read(&first, NOW + 36_301).unwrap_err(),
+        TicketError::Expired
     );
+    let fresh = TicketReader::new(Arc::new(exchange_keytab()), 100);
+    assert_eq!(
+        fresh.read(&first, NOW + 36_301).unwrap_err(),
+        TicketError::Expired
+    );
+    assert_eq!(fresh.cached(), 0);
     // The same ticket with another authenticator is the same ticket.
     let mut other_auth = first.clone();
     let last = other_auth.len() - 1;
@@ -267,7 +293,7 @@ fn the_reader_caches_a_ticket_until_its_end_and_only_that_ticket() {
         reader.read(&other_auth, NOW + 20).unwrap().1,
         Source::Cached
     );
-    // A ticket whose last bytes collide with a cached one is not a hit.
+    // A ticket with one byte changed is not a hit.
     let t = ticket_der(&first).unwrap().to_vec();
     let mut forged = first.clone();
     let offset = first.windows(t.len()).position(|w| w == t).unwrap();

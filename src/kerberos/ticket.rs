@@ -33,12 +33,9 @@ const MAX_KEYS_TRIED: usize = 8;
 /// The client a ticket names, and until when the ticket is valid.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TicketClient {
-    /// `cname` components joined with `/`, then `@` and `crealm`: `user01@CONTOSO.COM`.
+    /// `cname@crealm`: `user01@CONTOSO.COM`, the name the directory looks up (SPEC §3:
+    /// the realm is a UPN domain or a NetBIOS domain).
     pub principal: String,
-    /// The name the directory looks up (SPEC §3: `name@REALM`, the realm being a UPN
-    /// domain or a NetBIOS domain): the principal, or, for an enterprise principal name
-    /// (one component that is itself a UPN, RFC 6806 §5), that UPN.
-    pub user: String,
     /// The ticket's `endtime`, Unix seconds.
     pub endtime: u64,
     /// The ticket's encryption type ([`etype`]).
@@ -60,6 +57,14 @@ pub enum TicketError {
     /// ticket was made for another service, or tampered with.
     #[error("the ticket does not decrypt with the keytab's keys")]
     Integrity,
+    /// The client is not a plain user principal (several components, an enterprise
+    /// name, blanks or separators): nobody exgate can map with certainty.
+    #[error("the ticket's client is not a plain user principal")]
+    UnusualName,
+    /// The ticket ended (`endtime`) more than the Kerberos clock skew ago: Exchange
+    /// refuses it, and exgate names nobody with it.
+    #[error("the ticket has ended")]
+    Expired,
 }
 
 impl TicketError {
@@ -69,6 +74,8 @@ impl TicketError {
             TicketError::Malformed => "malformed",
             TicketError::NoKey => "no_key",
             TicketError::Integrity => "integrity",
+            TicketError::UnusualName => "unusual_name",
+            TicketError::Expired => "expired",
         }
     }
 }
@@ -128,18 +135,13 @@ pub fn read_client(keytab: &Keytab, ap_req: &[u8]) -> Result<TicketClient, Ticke
     let part: EncTicketPart = decode(&plain)?;
     let part = &part.0;
     let cname = names(&part.cname.0);
-    if cname.is_empty() || cname.iter().any(|c| c.is_empty()) {
-        return Err(TicketError::Malformed);
-    }
     let crealm = part.crealm.0.0.as_utf8();
-    let principal = format!("{}@{crealm}", cname.join("/"));
-    let user = match cname.as_slice() {
-        [upn] if upn.contains('@') => (*upn).to_owned(),
-        _ => principal.clone(),
+    let principal = match cname.as_slice() {
+        [name] if plain_name(name) && plain_name(crealm) => format!("{name}@{crealm}"),
+        _ => return Err(TicketError::UnusualName),
     };
     Ok(TicketClient {
         principal,
-        user,
         endtime: unix_seconds(&part.endtime.0.0).ok_or(TicketError::Malformed)?,
         etype: etype as i32,
     })
@@ -155,6 +157,18 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, TicketError
     std::panic::catch_unwind(|| picky_asn1_der::from_bytes(bytes))
         .map_err(|_| TicketError::Malformed)?
         .map_err(|_| TicketError::Malformed)
+}
+
+/// A user's principal is one name component (RFC 4120 §6.2, `NT-PRINCIPAL`): a
+/// service's or instance's (`host/ws01`, `user01/admin`), an enterprise name
+/// (`user01@contoso.com`, RFC 6806), and a name with blanks, controls or separators are
+/// nobody exgate can map with certainty, so they fail closed (found by the red team:
+/// `user01/admin` and `user01 ` were "unknown", so the organization default let them pass).
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '@' | '/' | '\\'))
 }
 
 /// Decrypts with one key, None when the checksum does not verify.

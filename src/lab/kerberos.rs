@@ -107,7 +107,7 @@ fn is_plain_host(host: &str) -> bool {
 /// `name@REALM` with the realm being the users' DNS domain (`CONTOSO.COM`) or NetBIOS
 /// domain (`CONTOSO`), any case. None for any other realm or name.
 pub fn lab_user(client: &TicketClient) -> Option<&'static LabUser> {
-    let (name, realm) = client.user.rsplit_once('@')?;
+    let (name, realm) = client.principal.rsplit_once('@')?;
     let domain = ["contoso.com", "CONTOSO"];
     domain
         .iter()
@@ -132,7 +132,6 @@ mod tests {
     fn client(user: &str) -> TicketClient {
         TicketClient {
             principal: user.to_owned(),
-            user: user.to_owned(),
             endtime: 0,
             etype: etype::AES256_CTS_HMAC_SHA1_96,
         }

@@ -100,11 +100,13 @@ pub enum ConnectionSubject {
 }
 
 impl ConnectionIdentity {
-    /// The identity a final authentication leg leaves on its connection once Exchange
-    /// accepted it: an NTLM Type 3, a Kerberos AP-REQ (its client, as `ticket` read it), a
-    /// later Negotiate leg, or an undecodable Negotiate token. None for the legs that only
-    /// start a handshake (NTLM Type 1/2, a Kerberos offer with a keytab configured) and
-    /// for credentials that do not authenticate a connection.
+    /// The identity an authentication leg leaves on its connection when Exchange accepted
+    /// it (did not answer 401): an NTLM Type 3's user, a Kerberos AP-REQ's client (as
+    /// `ticket` read it), nobody for a later Negotiate leg, an undecodable Negotiate token
+    /// or a leg that only starts a handshake (NTLM Type 1/2, a Kerberos offer with a
+    /// keytab configured: accepted without the rest, the connection is nobody's exgate
+    /// knows — found by the red team, issue 13). None for credentials that do not
+    /// authenticate a connection.
     pub fn established_by(
         credentials: &Credentials,
         prior: Option<Mechanism>,
@@ -112,13 +114,16 @@ impl ConnectionIdentity {
     ) -> Option<ConnectionIdentity> {
         let kerberos = |leg| match kerberos_subject(ticket, leg) {
             KerberosSubject::Hidden => Some(ConnectionSubject::Hidden),
-            KerberosSubject::Offer => None,
+            KerberosSubject::Offer => Some(ConnectionSubject::Unidentified),
             KerberosSubject::User(u) => Some(ConnectionSubject::User(u.to_owned())),
             KerberosSubject::Unidentified => Some(ConnectionSubject::Unidentified),
         };
         let subject = match credentials {
             Credentials::Ntlm { message, .. } => match message {
-                NtlmMessage::Negotiate | NtlmMessage::Challenge => return None,
+                // A leg that only starts a handshake names nobody: if Exchange accepted
+                // it without the rest, the connection is nobody's we know (Exchange's
+                // usual answer, a 401 challenge, leaves no identity at all).
+                NtlmMessage::Negotiate | NtlmMessage::Challenge => ConnectionSubject::Unidentified,
                 NtlmMessage::Authenticate(_) => credentials
                     .user()
                     .map_or(ConnectionSubject::Unidentified, |u| {

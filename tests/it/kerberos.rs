@@ -527,3 +527,98 @@ async fn the_cache_the_audit_log_and_a_reload_after_a_new_key_version() {
     // Nothing of a ticket or key in exgate's own output.
     assert!(!log.contains("YII"), "{log}");
 }
+
+/// The red team's bypass (issue 13), with real tickets: user01's own AP-REQ followed, in
+/// the same NegTokenInit, by a second `mechToken` (an NTLM Type 1, an empty SEQUENCE, or
+/// user02's AP-REQ). MIT's GSS-API reads the first token and authenticates user01; exgate
+/// read the last and let the leg through as a handshake start or as user02. Every
+/// variant is now refused and never reaches Exchange, while user01's plain token to EWS
+/// and user02's to MAPI still pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs MIT krb5-kdc (installed by .ci/run)"]
+async fn a_second_mech_token_behind_a_blocked_users_ticket_is_refused() {
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        match content.len() {
+            n if n < 0x80 => out.push(n as u8),
+            n if n < 0x100 => out.extend([0x81, n as u8]),
+            n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+        }
+        out.extend_from_slice(content);
+        out
+    }
+    let kdc = Kdc::start();
+    kdc.add_service(EXCH, AES256);
+    let keytab = kdc.export_keytab("exgate.keytab", &[EXCH]);
+    let upstream = Upstream::start().await;
+    // An organization default that allows MAPI: what a pilot looks like.
+    let gate = serve(
+        &upstream,
+        &format!(
+            "{PILOT}New-AuthenticationPolicy -Name Open\nSet-OrganizationConfig -DefaultAuthenticationPolicy Open\n"
+        ),
+        Some(&keytab),
+    );
+    let token_of = |header: &str| {
+        let spnego = STANDARD
+            .decode(header.strip_prefix("Negotiate ").unwrap())
+            .unwrap();
+        krb5_inside_spnego(&spnego)
+    };
+    let user01 = curl_authorization(&kdc, &kdc.kinit("user01"), EXCH).await;
+    let user02 = curl_authorization(&kdc, &kdc.kinit("user02"), EXCH).await;
+    let (t01, t02) = (token_of(&user01), token_of(&user02));
+    let type1 = b"NTLMSSP\0\x01\0\0\0\x07\x82\x08\xa2\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0".to_vec();
+    let mech_types = tlv(
+        0xa0,
+        &tlv(
+            0x30,
+            &tlv(
+                0x06,
+                &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02],
+            ),
+        ),
+    );
+    let token_field = |t: &[u8]| tlv(0xa2, &tlv(0x04, t));
+    let spnego = |fields: Vec<u8>| {
+        let init = tlv(0xa0, &tlv(0x30, &fields));
+        let oid = tlv(0x06, &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x02]);
+        format!(
+            "Negotiate {}",
+            STANDARD.encode(tlv(0x60, &[oid, init].concat()))
+        )
+    };
+    for (name, second) in [
+        ("an NTLM Type 1", token_field(&type1)),
+        ("an empty SEQUENCE", tlv(0xa2, &tlv(0x30, &[]))),
+        ("user02's AP-REQ", token_field(&t02)),
+    ] {
+        let header = spnego([mech_types.clone(), token_field(&t01), second].concat());
+        let before = upstream.requests().len();
+        let mut c = Client::connect(gate.proxy).await;
+        let r = c.get(MAPI, &[("authorization", &header)]).await;
+        assert_eq!(r.status, 401, "user01's ticket, then {name}");
+        assert_eq!(
+            upstream.requests().len(),
+            before,
+            "user01's ticket, then {name}: reached Exchange"
+        );
+    }
+    // The plain tokens still decide as their users.
+    let mut c = Client::connect(gate.proxy).await;
+    assert_eq!(
+        c.get(
+            EWS,
+            &[(
+                "authorization",
+                &spnego([mech_types.clone(), token_field(&t01)].concat())
+            )]
+        )
+        .await
+        .status,
+        200
+    );
+    let mut c = Client::connect(gate.proxy).await;
+    assert_eq!(c.get(MAPI, &[("authorization", &user02)]).await.status, 200);
+    gate.stop();
+}

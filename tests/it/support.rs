@@ -705,5 +705,5 @@ pub fn upstream_errors(metrics: &str) -> u64 {
 pub fn assert_only_client_errors(metrics: &str, reason: &str, n: u64) {
     let line = format!("exgate_client_errors_total{{reason=\"{reason}\"}} {n}");
     assert!(metrics.contains(&line), "{line}\n{metrics}");
-    assert!(upstream_errors(&metrics) == 0, "{metrics}");
+    assert!(upstream_errors(metrics) == 0, "{metrics}");
 }

@@ -246,7 +246,7 @@ impl Connection {
                     .as_ref()
                     .and_then(|i| i.user().map(Into::into)),
                 (false, Some(u), _) => Some(u),
-                (false, None, Some(c)) => Some(c.user.clone()),
+                (false, None, Some(c)) => Some(c.principal.clone()),
                 (false, None, None) => eval.credentials.user().map(|u| u.into_owned()),
             };
             (
@@ -358,7 +358,7 @@ impl Connection {
                 if pin {
                     let ticket = match (&snapshot.kerberos, &ticket_client) {
                         (None, _) => TicketRead::NoKeytab,
-                        (Some(_), Some(c)) => TicketRead::Client(&c.user),
+                        (Some(_), Some(c)) => TicketRead::Client(&c.principal),
                         (Some(_), None) => TicketRead::Unread,
                     };
                     self.note_authentication(&credentials, ticket, status).await;
@@ -445,7 +445,7 @@ impl Connection {
             }
         };
         let ctx = Context {
-            ticket: TicketRead::Client(&client.user),
+            ticket: TicketRead::Client(&client.principal),
             ..ctx
         };
         eval.decision = snapshot.engine.decide(&target, &eval.credentials, ctx);
