@@ -229,7 +229,7 @@ fn kerberos(
                 let ap_req = eval.credentials.ap_req().expect("an AP-REQ");
                 let (client, _) = reader.read(ap_req.der(), 1_800_000_000).expect("opens");
                 let ctx = Context {
-                    ticket: TicketRead::Client(&client.user),
+                    ticket: TicketRead::Client(&client.principal),
                     ..ctx
                 };
                 let target = eval.target.expect("classified");
