@@ -205,11 +205,9 @@ pub fn timestamp() -> String {
     format_timestamp(d.as_secs(), d.subsec_millis())
 }
 
-/// Formats Unix seconds and milliseconds as RFC 3339 UTC.
-pub fn format_timestamp(secs: u64, millis: u32) -> String {
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm).
+/// The proleptic Gregorian (year, month, day) of a day counted from 1970-01-01 (Howard
+/// Hinnant's civil-from-days). Also used for Kerberos times (`kerberos::build`).
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -218,7 +216,13 @@ pub fn format_timestamp(secs: u64, millis: u32) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// Formats Unix seconds and milliseconds as RFC 3339 UTC.
+pub fn format_timestamp(secs: u64, millis: u32) -> String {
+    let (year, month, day) = civil_from_days(i64::try_from(secs / 86_400).unwrap_or(0));
+    let rem = secs % 86_400;
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
         rem / 3600,

@@ -60,16 +60,7 @@ fn name(components: &[String]) -> PrincipalName {
 fn time(unix: u64) -> GeneralizedTimeAsn1 {
     let days = unix / 86_400;
     let secs = unix % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = crate::audit::civil_from_days(days as i64);
     let date: GeneralizedTime = Date::new(
         y as u16,
         m as u8,
