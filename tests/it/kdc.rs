@@ -73,10 +73,10 @@ pub struct CurlRun {
 }
 
 /// A finished process: exit code, stdout, stderr.
-struct Finished {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub struct Finished {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 impl Kdc {
@@ -438,6 +438,12 @@ fn env(mut command: Command, dir: &Path, ccache: &Path) -> Command {
 
 /// Runs `command` to its end, `stdin` written to it, killing it after [`BOUND`].
 fn run(command: &mut Command, stdin: Option<&str>) -> Finished {
+    run_bounded(command, stdin, BOUND)
+}
+
+/// Runs `command` to its end, `stdin` written to it, killing it (and failing the test)
+/// after `bound`; its output is read on threads so that a full pipe never stalls it.
+pub fn run_bounded(command: &mut Command, stdin: Option<&str>, bound: Duration) -> Finished {
     let program = format!("{command:?}");
     let mut child = command
         .stdin(Stdio::piped())
@@ -459,7 +465,7 @@ fn run(command: &mut Command, stdin: Option<&str>) -> Finished {
     };
     let stdout = reader(Box::new(child.stdout.take().unwrap()));
     let stderr = reader(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + BOUND;
+    let deadline = Instant::now() + bound;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
@@ -467,7 +473,7 @@ fn run(command: &mut Command, stdin: Option<&str>) -> Finished {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{program} took longer than {BOUND:?}");
+            panic!("{program} took longer than {bound:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
     };

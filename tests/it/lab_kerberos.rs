@@ -30,7 +30,6 @@ struct Step {
 
 /// A shell command run to its end within 20 s: exit status, stdout, stderr.
 fn shell(script: &str, env: &[(&str, String)], stdin: Option<&str>) -> (bool, String, String) {
-    use std::io::{Read, Write};
     let mut command = Command::new("sh");
     command.args(["-c", script]);
     for var in [
@@ -47,42 +46,8 @@ fn shell(script: &str, env: &[(&str, String)], stdin: Option<&str>) -> (bool, St
     for (k, v) in env {
         command.env(k, v);
     }
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        let _ = input.write_all(text.as_bytes());
-    }
-    drop(input);
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("took longer than 20 s: {script}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    (status.success(), out.join().unwrap(), err.join().unwrap())
+    let done = crate::kdc::run_bounded(&mut command, stdin, Duration::from_secs(20));
+    (done.code == Some(0), done.stdout, done.stderr)
 }
 
 /// What the mock Exchange received so far (`GET /_lab/received` on its own address).
