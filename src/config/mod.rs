@@ -90,35 +90,51 @@ pub fn load_with_env(
     path: &Path,
     env: Option<std::collections::HashMap<String, String>>,
 ) -> Result<Config, ConfigErrors> {
-    let file = config::File::from(path).format(config::FileFormat::Toml);
-    let environment = config::Environment::with_prefix("EXGATE")
-        .prefix_separator("__")
-        .separator("__")
-        .try_parsing(true)
-        .source(env);
-    let built = config::Config::builder()
-        .add_source(file)
-        .add_source(environment)
+    let overrides = environment_overrides(env.as_ref());
+    let mut builder = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml));
+    for o in &overrides {
+        let value = if raw::LIST_KEYS.contains(&o.key.as_str()) {
+            config::ValueKind::from(
+                o.value
+                    .split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>(),
+            )
+        } else {
+            config::ValueKind::String(o.value.clone())
+        };
+        builder = builder.set_override(&o.key, value).map_err(|_| {
+            ConfigErrors(vec![error(
+                o.variable.clone(),
+                "is not a key like EXGATE__SECTION__KEY",
+            )])
+        })?;
+    }
+    let built = builder
         .build()
+        .and_then(|c| c.try_deserialize::<config::Value>())
         .map_err(|e| {
             ConfigErrors(vec![error(
                 path.display().to_string(),
                 redact(&e.to_string()),
             )])
         })?;
-
-    let mut unknown = Vec::new();
-    let raw: raw::RawConfig = serde_ignored::deserialize(built, |p| unknown.push(p.to_string()))
-        .map_err(|e| {
-            ConfigErrors(vec![error(
-                path.display().to_string(),
-                redact(&e.to_string()),
-            )])
-        })?;
-    let mut errors: Vec<ConfigError> = unknown
-        .into_iter()
-        .map(|key| error(dotted(&key), "unknown key"))
-        .collect();
+    let mut errors = Vec::new();
+    let raw = deserialize_every_error(built, &mut errors);
+    // An error in a value set from the environment says so: the file does not hold it.
+    for e in &mut errors {
+        let from = overrides.iter().find(|o| {
+            o.key == e.key
+                || o.key.starts_with(&format!("{}.", e.key))
+                || e.key.starts_with(&format!("{}.", o.key))
+                || e.key.starts_with(&format!("{}[", o.key))
+        });
+        if let Some(o) = from {
+            e.message.push_str(&format!(" (set by {})", o.variable));
+        }
+    }
 
     let base = path.parent().unwrap_or(Path::new("."));
     let policy = validate::policy(&raw, base, &mut errors);
@@ -138,6 +154,15 @@ pub fn load_with_env(
         None => None,
     };
     if !errors.is_empty() {
+        // The policy script and state file are checked too, so that configuration errors
+        // do not hide script errors (a script that cannot be read is already named).
+        if let Err(more) = engine(&policy) {
+            for e in more.0 {
+                if !errors.contains(&e) {
+                    errors.push(e);
+                }
+            }
+        }
         return Err(ConfigErrors(errors));
     }
     Ok(Config {
@@ -154,9 +179,158 @@ pub fn load_with_env(
     })
 }
 
-/// `serde_ignored` writes sequence indices as `.0`; the rest of exgate says `[0]`.
+/// Deserializes `tree` into [`raw::RawConfig`], collecting every unknown key and every
+/// value of the wrong type into `errors`: a value of the wrong type is reported with its
+/// key and removed, and the rest is read again, so that one wrong type does not hide the
+/// other errors. Values are never quoted in the messages (any may be a secret).
+fn deserialize_every_error(
+    mut tree: config::Value,
+    errors: &mut Vec<ConfigError>,
+) -> raw::RawConfig {
+    // Each pass removes one bad value; a configuration has far fewer keys than this.
+    for _ in 0..256 {
+        let mut unknown = Vec::new();
+        match serde_ignored::deserialize(tree.clone(), |p| unknown.push(p.to_string())) {
+            Ok(raw) => {
+                errors.extend(
+                    unknown
+                        .into_iter()
+                        .map(|key| error(dotted(&key), "unknown key")),
+                );
+                // The table's order is a hash map's: sorted, the list reads the same each run.
+                errors.sort_by(|a, b| a.key.cmp(&b.key));
+                return raw;
+            }
+            Err(e) => {
+                let (key, message) = type_error(&e);
+                let removed = key.as_deref().is_some_and(|k| remove_key(&mut tree, k));
+                errors.push(error(
+                    key.unwrap_or_else(|| "configuration".into()),
+                    message,
+                ));
+                if !removed {
+                    return raw::RawConfig::default();
+                }
+            }
+        }
+    }
+    raw::RawConfig::default()
+}
+
+/// The key (dotted, `[i]` for indices) and a value-free message of a deserialization error.
+fn type_error(e: &config::ConfigError) -> (Option<String>, String) {
+    match e {
+        config::ConfigError::Type {
+            unexpected,
+            expected,
+            key,
+            ..
+        } => {
+            // `Unexpected`'s own text quotes the value; only its kind is kept.
+            let text = unexpected.to_string();
+            let found = match text.split([' ', '`', '"']).next().unwrap_or("") {
+                "boolean" => "a boolean",
+                "64-bit" | "128-bit" => "an integer",
+                "floating" => "a number with a fraction",
+                "string" => "a string",
+                "unit" => "nothing",
+                "sequence" => "a list",
+                "map" => "a table",
+                _ => "another type",
+            };
+            (
+                key.as_deref().map(dotted),
+                format!("expected {expected}, found {found}"),
+            )
+        }
+        config::ConfigError::At { error, key, .. } => {
+            let (inner_key, message) = type_error(error);
+            (inner_key.or_else(|| key.as_deref().map(dotted)), message)
+        }
+        other => (None, redact(&other.to_string())),
+    }
+}
+
+/// Removes `key` (`server.listen`, `users[1].upn`) from `tree`; a key inside a list removes
+/// the whole list. False when there is no such key.
+fn remove_key(tree: &mut config::Value, key: &str) -> bool {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in key.split('.') {
+        // `users[1]` → `users`: stop at the first index, the list goes as a whole.
+        match part.find('[') {
+            Some(i) => {
+                parts.push(&part[..i]);
+                break;
+            }
+            None => parts.push(part),
+        }
+    }
+    let Some((last, path)) = parts.split_last() else {
+        return false;
+    };
+    let mut node = tree;
+    for part in path {
+        match &mut node.kind {
+            config::ValueKind::Table(map) => match map.get_mut(*part) {
+                Some(next) => node = next,
+                None => return false,
+            },
+            _ => return false,
+        }
+    }
+    match &mut node.kind {
+        config::ValueKind::Table(map) => map.remove(*last).is_some(),
+        _ => false,
+    }
+}
+
+/// One `EXGATE__SECTION__KEY` environment variable.
+struct Override {
+    /// `EXGATE__UPSTREAM__SERVERS`, as set.
+    variable: String,
+    /// `upstream.servers`: lower case, `__` read as `.`.
+    key: String,
+    value: String,
+}
+
+/// The `EXGATE__…` variables of `env` (the process environment when None), in name order.
+/// Every value is a string, converted by the key's type like a TOML string would be;
+/// the list keys ([`raw::LIST_KEYS`]) are split at commas.
+fn environment_overrides(env: Option<&std::collections::HashMap<String, String>>) -> Vec<Override> {
+    let vars: Vec<(String, String)> = match env {
+        Some(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        None => std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect(),
+    };
+    let mut overrides: Vec<Override> = vars
+        .into_iter()
+        .filter_map(|(variable, value)| {
+            let rest = variable
+                .get(..8)?
+                .eq_ignore_ascii_case("EXGATE__")
+                .then(|| &variable[8..])?;
+            let key = rest.to_lowercase().replace("__", ".");
+            Some(Override {
+                key,
+                variable,
+                value,
+            })
+        })
+        .collect();
+    overrides.sort_by(|a, b| a.variable.cmp(&b.variable));
+    overrides
+}
+
+/// `serde_ignored` writes sequence indices as `.0`, the `config` crate `[0]` with no dot
+/// after it (`users[0]sam`); the rest of exgate says `users[0].sam`.
 fn dotted(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
+    let path = path
+        .replace("]", "].")
+        .replace("].[", "][")
+        .replace("]..", "].");
+    let path = path.trim_end_matches('.');
     for (i, part) in path.split('.').enumerate() {
         if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
             out.push_str(&format!("[{part}]"));
@@ -206,7 +380,11 @@ fn replay(
 /// Builds the policy engine: users, then the policy script (read from disk here, at the
 /// edge), then the per-policy options from TOML.
 pub fn build_engine(config: &Config) -> Result<Engine, ConfigErrors> {
-    let policy = &config.policy;
+    engine(&config.policy)
+}
+
+/// [`build_engine`] from the `[policy]` settings alone.
+fn engine(policy: &PolicyConfig) -> Result<Engine, ConfigErrors> {
     let directory = Directory::new(policy.users.clone()).map_err(|errs| {
         ConfigErrors(errs.into_iter().map(|e| error(e.key, e.message)).collect())
     })?;

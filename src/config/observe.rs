@@ -49,7 +49,7 @@ pub fn protect(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> ProtectConfig 
         seconds(key, v, default.as_secs(), errors)
     };
     ProtectConfig {
-        lockout_enabled: l.enabled.unwrap_or(d.lockout_enabled),
+        lockout_enabled: l.enabled.map_or(d.lockout_enabled, |b| b.0),
         lockout_threshold: threshold,
         observation_window: window(
             "lockout.observation_window_seconds",
@@ -57,7 +57,7 @@ pub fn protect(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> ProtectConfig 
             d.observation_window,
             errors,
         ),
-        spray_enabled: s.enabled.unwrap_or(d.spray_enabled),
+        spray_enabled: s.enabled.map_or(d.spray_enabled, |b| b.0),
         spray_distinct_users: distinct,
         spray_window: window(
             "spray.window_seconds",
@@ -65,6 +65,6 @@ pub fn protect(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> ProtectConfig 
             d.spray_window,
             errors,
         ),
-        spray_block: s.block.unwrap_or(d.spray_block),
+        spray_block: s.block.map_or(d.spray_block, |b| b.0),
     }
 }

@@ -43,7 +43,7 @@ pub struct RawServer {
 pub struct RawUpstream {
     pub servers: Vec<String>,
     pub ca_file: Option<String>,
-    pub insecure_skip_verify: Option<bool>,
+    pub insecure_skip_verify: Option<StrictBool>,
     pub connect_timeout_seconds: Option<u64>,
     pub response_header_timeout_seconds: Option<u64>,
     pub health_check_interval_seconds: Option<u64>,
@@ -79,7 +79,7 @@ pub struct RawPolicy {
 #[derive(Default, Deserialize)]
 #[serde(default)]
 pub struct RawPolicyOptions {
-    pub report_only: Option<bool>,
+    pub report_only: Option<StrictBool>,
 }
 
 #[derive(Default, Deserialize)]
@@ -139,7 +139,7 @@ pub struct RawAudit {
 #[derive(Default, Deserialize)]
 #[serde(default)]
 pub struct RawLockout {
-    pub enabled: Option<bool>,
+    pub enabled: Option<StrictBool>,
     pub threshold: Option<u32>,
     pub observation_window_seconds: Option<u64>,
 }
@@ -147,14 +147,71 @@ pub struct RawLockout {
 #[derive(Default, Deserialize)]
 #[serde(default)]
 pub struct RawSpray {
-    pub enabled: Option<bool>,
+    pub enabled: Option<StrictBool>,
     pub distinct_users: Option<u32>,
     pub window_seconds: Option<u64>,
-    pub block: Option<bool>,
+    pub block: Option<StrictBool>,
 }
 
 #[derive(Default, Deserialize)]
 #[serde(default)]
 pub struct RawAdmin {
     pub token: Option<String>,
+}
+
+/// The list keys that an environment variable can set, as comma-separated values
+/// (`EXGATE__UPSTREAM__SERVERS=http://a:80,http://b:80`). Lists of tables (`[[users]]`,
+/// `[[tokens.issuers]]`) cannot be set from the environment.
+pub const LIST_KEYS: [&str; 3] = [
+    "upstream.servers",
+    "tokens.mfa.require_for",
+    "tokens.mfa.auth_context_ids",
+];
+
+/// A boolean written as `true` or `false` (or, from the environment, the strings
+/// `"true"` and `"false"`): unlike serde's `bool` through the `config` crate, `1` and
+/// `"yes"` are refused, not read as true.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StrictBool(pub bool);
+
+impl<'a> Deserialize<'a> for StrictBool {
+    fn deserialize<D: serde::Deserializer<'a>>(d: D) -> Result<StrictBool, D::Error> {
+        // The same words as the other type errors, and never the value.
+        fn found<E: serde::de::Error>(kind: &str) -> E {
+            E::custom(format!("expected true or false, found {kind}"))
+        }
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = StrictBool;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true or false")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<StrictBool, E> {
+                Ok(StrictBool(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StrictBool, E> {
+                match v {
+                    "true" => Ok(StrictBool(true)),
+                    "false" => Ok(StrictBool(false)),
+                    _ => Err(found("a string")),
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<StrictBool, E> {
+                Err(found("an integer"))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<StrictBool, E> {
+                Err(found("an integer"))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<StrictBool, E> {
+                Err(found("a number with a fraction"))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<StrictBool, A::Error> {
+                Err(found("a list"))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<StrictBool, A::Error> {
+                Err(found("a table"))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }

@@ -85,7 +85,7 @@ fn every_unknown_key_is_reported_with_its_path() {
     let toml = format!(
         "{MINIMAL}colour = 1\n[[users]]\nupn = \"b@contoso.com\"\nnickname = \"b\"\n[server]\nlisten = \"127.0.0.1:1\"\nlisen = \"y\"\n"
     );
-    let errors = load_with_env(&write(&toml, None), Some(HashMap::new())).unwrap_err();
+    let errors = load_with_env(&write(&toml, Some("")), Some(HashMap::new())).unwrap_err();
     let mut k = keys(&errors);
     k.sort();
     assert_eq!(k, ["server.lisen", "users[0].colour", "users[1].nickname"]);
@@ -208,7 +208,7 @@ fn server_and_upstream_values_are_checked() {
     let toml = format!(
         "{MINIMAL}[server]\nlisten = \"localhost\"\nmax_header_bytes = 10\nidle_timeout_seconds = 0\ntls_cert_file = \"c.pem\"\n[exchange.challenge]\nclient_id = 'a\"b'\n"
     );
-    let errors = load_with_env(&write(&toml, None), Some(HashMap::new())).unwrap_err();
+    let errors = load_with_env(&write(&toml, Some("")), Some(HashMap::new())).unwrap_err();
     assert_eq!(
         keys(&errors),
         [
@@ -220,7 +220,7 @@ fn server_and_upstream_values_are_checked() {
         ]
     );
     let toml = MINIMAL.replace("http://127.0.0.1:8080", "http://127.0.0.1:8080/ews");
-    let errors = load_with_env(&write(&toml, None), Some(HashMap::new())).unwrap_err();
+    let errors = load_with_env(&write(&toml, Some("")), Some(HashMap::new())).unwrap_err();
     assert_eq!(keys(&errors), ["upstream.servers[0]"]);
 }
 
@@ -253,7 +253,7 @@ fn a_static_jwks_file_is_read_at_validation() {
             "{MINIMAL}[[tokens.issuers]]\nissuer = \"https://adfs.contoso.com/adfs\"\naudiences = [\"a\"]\njwks_file = \"{file}\"\n"
         )
     };
-    let path = write(&issuer("missing.json"), None);
+    let path = write(&issuer("missing.json"), Some(""));
     let errors = load_with_env(&path, Some(HashMap::new())).unwrap_err();
     assert_eq!(keys(&errors), ["tokens.issuers[0].jwks_file"]);
     std::fs::write(path.with_file_name("bad.json"), r#"{"keys":[]}"#).unwrap();
@@ -273,7 +273,7 @@ fn an_issuer_ca_file_is_read_at_validation() {
         )
     };
     let https = "openid_configuration_url = \"https://adfs.contoso.com/adfs/.well-known/openid-configuration\"";
-    let path = write(&issuer(https, "ca.pem"), None);
+    let path = write(&issuer(https, "ca.pem"), Some(""));
     let errors = load_with_env(&path, Some(HashMap::new())).unwrap_err();
     assert_eq!(keys(&errors), ["tokens.issuers[0].ca_file"]);
     std::fs::write(path.with_file_name("ca.pem"), "not a certificate\n").unwrap();
@@ -306,7 +306,7 @@ fn an_issuer_ca_file_is_read_at_validation() {
 #[test]
 fn mfa_without_issuers_is_an_error() {
     let toml = format!("{MINIMAL}[tokens.mfa]\nrequire_for = [\"Mapi\"]\n");
-    let errors = load_with_env(&write(&toml, None), Some(HashMap::new())).unwrap_err();
+    let errors = load_with_env(&write(&toml, Some("")), Some(HashMap::new())).unwrap_err();
     assert_eq!(keys(&errors), ["tokens.mfa.require_for"]);
 }
 

@@ -117,7 +117,7 @@ pub fn policy(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Po
         .policy
         .policies
         .iter()
-        .map(|(name, opts)| (name.clone(), opts.report_only.unwrap_or(false)))
+        .map(|(name, opts)| (name.clone(), opts.report_only.is_some_and(|b| b.0)))
         .collect();
 
     PolicyConfig {
@@ -335,7 +335,7 @@ pub fn upstream(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> 
     UpstreamConfig {
         servers,
         ca_file: u.ca_file.as_ref().map(|f| base.join(f)),
-        insecure_skip_verify: u.insecure_skip_verify.unwrap_or(false),
+        insecure_skip_verify: u.insecure_skip_verify.is_some_and(|b| b.0),
         connect_timeout: seconds(
             "upstream.connect_timeout_seconds",
             u.connect_timeout_seconds,
