@@ -86,10 +86,11 @@ pub struct LabArgs {
 pub enum LabCommand {
     /// Perform the article's numbered steps against the running lab, like Outlook would.
     Walk {
-        /// The running lab's scenario (finds its default directory).
-        #[arg(long, default_value = "online-ca", value_parser = parse_scenario)]
-        scenario: crate::lab::Scenario,
-        /// The running lab's directory.
+        /// The running lab's scenario (finds its default directory); also accepted
+        /// before `walk` (`exgate lab --scenario S walk`). Default online-ca.
+        #[arg(long, value_parser = parse_scenario)]
+        scenario: Option<crate::lab::Scenario>,
+        /// The running lab's directory; also accepted before `walk`.
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -97,10 +98,11 @@ pub enum LabCommand {
     /// audit log and configuration (its CA and signing keys stay). Refuses while the lab
     /// runs.
     Reset {
-        /// The lab's scenario (finds its default directory).
-        #[arg(long, default_value = "online-ca", value_parser = parse_scenario)]
-        scenario: crate::lab::Scenario,
-        /// The lab's directory.
+        /// The lab's scenario (finds its default directory); also accepted before
+        /// `reset`. Default online-ca.
+        #[arg(long, value_parser = parse_scenario)]
+        scenario: Option<crate::lab::Scenario>,
+        /// The lab's directory; also accepted before `reset`.
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -353,8 +355,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 #[cfg(feature = "lab")]
 fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
     use crate::lab;
+    // `--scenario` and `--dir` mean the same before and after `walk`/`reset`; after
+    // wins.
     if let Some(LabCommand::Reset { scenario, dir }) = &args.walk {
-        let dir = dir.clone().unwrap_or_else(|| lab::default_dir(*scenario));
+        let scenario = scenario.unwrap_or(args.scenario);
+        let dir = dir
+            .clone()
+            .or(args.dir.clone())
+            .unwrap_or_else(|| lab::default_dir(scenario));
         let removed = lab::reset(&dir)?;
         for path in &removed {
             println!("removed {}", path.display());
@@ -367,7 +375,10 @@ fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(LabCommand::Walk { scenario, dir }) = args.walk {
-        let dir = dir.unwrap_or_else(|| lab::default_dir(scenario));
+        let scenario = scenario.unwrap_or(args.scenario);
+        let dir = dir
+            .or(args.dir)
+            .unwrap_or_else(|| lab::default_dir(scenario));
         let info = lab::LabInfo::read(&dir)?;
         let steps = runtime()?.block_on(lab::walk(&info, &dir))?;
         println!("{}\n", lab::heading(info.scenario));
@@ -426,7 +437,14 @@ fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| lab::default_dir(args.scenario));
     let scenario = lab::LabInfo::read(&dir).map_or(args.scenario, |i| i.scenario);
-    std::fs::create_dir_all(&dir)?;
+    // A lab's folder holds its signing keys; a mistyped --dir must not make new ones
+    // that no lab trusts.
+    anyhow::ensure!(
+        lab::has_signing_keys(&dir),
+        "{} holds no lab (no signing keys): start one with `exgate lab --dir {}`, or pass the --dir of a running lab",
+        dir.display(),
+        dir.display()
+    );
     let key = lab::current_signing_key(&dir)?;
     if args.jwks {
         println!("{}", crate::token::mint::jwks(&[&key]));
@@ -478,9 +496,15 @@ fn cmdlet(args: CmdletArgs) -> anyhow::Result<ExitCode> {
         headers.push(("authorization", b.as_str()));
     }
     let url = format!("{}/cmdlet", admin.trim_end_matches('/'));
-    let res = runtime()?.block_on(crate::client::request("POST", &url, &headers, script))?;
+    let res = runtime()?
+        .block_on(crate::client::request("POST", &url, &headers, script))
+        .map_err(|e| anyhow::anyhow!("POST {url}: {e:#}"))?;
     let text = res.text();
     if res.status == 200 {
+        // Changing cmdlets print nothing in PowerShell; a word on stderr confirms them.
+        if text.is_empty() {
+            eprintln!("exgate cmdlet: applied");
+        }
         print!("{text}");
         Ok(ExitCode::SUCCESS)
     } else {

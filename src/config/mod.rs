@@ -5,6 +5,7 @@
 mod kerberos;
 mod observe;
 mod raw;
+pub mod tls;
 mod tokens;
 mod validate;
 
@@ -12,8 +13,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use kerberos::KerberosConfig;
+pub use tls::{ServerTls, TlsFiles};
 pub use tokens::{IssuerConfig, KeySource, TokensConfig};
-pub use validate::{ChallengeConfig, PolicyConfig, ServerConfig, TlsFiles, UpstreamConfig};
+pub use validate::{ChallengeConfig, PolicyConfig, ServerConfig, UpstreamConfig};
 
 use crate::policy::cmdlet::{ScriptContext, ScriptError, run_script};
 use crate::policy::{Directory, Engine, PolicyStore};
@@ -51,6 +53,13 @@ impl fmt::Display for ConfigErrors {
             writeln!(f, "  {e}")?;
         }
         Ok(())
+    }
+}
+
+impl ConfigErrors {
+    /// A single error for `key`.
+    pub fn one(key: impl Into<String>, message: impl Into<String>) -> ConfigErrors {
+        ConfigErrors(vec![error(key, message)])
     }
 }
 
@@ -281,6 +290,60 @@ fn remove_key(tree: &mut config::Value, key: &str) -> bool {
     match &mut node.kind {
         config::ValueKind::Table(map) => map.remove(*last).is_some(),
         _ => false,
+    }
+}
+
+/// Checks that `serve` will be able to write `path` (`audit.path`, `policy.state_file`):
+/// an existing file must open for appending (nothing is written); the folder it is in,
+/// or the nearest existing folder on the way to it, must let exgate create entries
+/// (probed by creating an empty folder and removing it at once), since `serve` creates
+/// the missing folders and rotates files by renaming them there. Nothing else is left
+/// behind.
+pub(super) fn check_writable(key: &str, path: &Path, errors: &mut Vec<ConfigError>) {
+    if path.is_dir() {
+        errors.push(error(
+            key,
+            format!("{} is a folder, not a file", path.display()),
+        ));
+        return;
+    }
+    if path.exists()
+        && let Err(e) = std::fs::OpenOptions::new().append(true).open(path)
+    {
+        errors.push(error(
+            key,
+            format!("{} cannot be written: {e}", path.display()),
+        ));
+        return;
+    }
+    let mut dir = path.parent().unwrap_or(Path::new(""));
+    while !dir.as_os_str().is_empty() && !dir.exists() {
+        dir = dir.parent().unwrap_or(Path::new(""));
+    }
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    if !dir.is_dir() {
+        errors.push(error(key, format!("{} is not a folder", dir.display())));
+        return;
+    }
+    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(format!(".exgate-probe-{}-{n}", std::process::id()));
+    match std::fs::create_dir(&probe) {
+        Ok(()) => {
+            let _ = std::fs::remove_dir(&probe);
+        }
+        Err(e) => errors.push(error(
+            key,
+            format!(
+                "{} cannot be created: {e} (in {})",
+                path.display(),
+                dir.display()
+            ),
+        )),
     }
 }
 

@@ -21,13 +21,17 @@ pub fn audit(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Aud
     if max_files == 0 {
         errors.push(error("audit.max_files", "must be at least 1"));
     }
+    let path = a
+        .path
+        .as_deref()
+        .filter(|p| *p != "-" && !p.is_empty())
+        .map(|p| base.join(p));
+    if let Some(path) = &path {
+        super::check_writable("audit.path", path, errors);
+    }
     AuditConfig {
         enabled: a.path.as_deref().is_some_and(|p| !p.is_empty()),
-        path: a
-            .path
-            .as_deref()
-            .filter(|p| *p != "-" && !p.is_empty())
-            .map(|p| base.join(p)),
+        path,
         max_file_bytes,
         max_files,
     }

@@ -229,11 +229,16 @@ fn server_defaults_and_relative_tls_paths() {
     let toml =
         format!("{MINIMAL}[server]\ntls_cert_file = \"tls/c.pem\"\ntls_key_file = \"tls/k.pem\"\n");
     let path = write(&toml, None);
+    let tls = path.with_file_name("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["mail.contoso.com".into()]).unwrap();
+    std::fs::write(tls.join("c.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(tls.join("k.pem"), cert.signing_key.serialize_pem()).unwrap();
     let cfg = load_with_env(&path, Some(HashMap::new())).unwrap();
     assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:8443");
     assert_eq!(cfg.server.admin_listen.to_string(), "127.0.0.1:9464");
     assert_eq!(
-        cfg.server.tls.unwrap().cert,
+        cfg.server.tls.unwrap().files.cert,
         path.with_file_name("tls/c.pem")
     );
     assert_eq!(cfg.upstream.connect_timeout.as_secs(), 3);
@@ -279,7 +284,7 @@ fn an_issuer_ca_file_is_read_at_validation() {
     std::fs::write(path.with_file_name("ca.pem"), "not a certificate\n").unwrap();
     let errors = load_with_env(&path, Some(HashMap::new())).unwrap_err();
     assert!(
-        errors.0[0].message.contains("holds no certificate"),
+        errors.0[0].message.contains("holds no PEM certificate"),
         "{errors}"
     );
 

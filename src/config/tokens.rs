@@ -94,23 +94,6 @@ fn url(key: &str, text: &str, errors: &mut Vec<ConfigError>) -> Option<hyper::Ur
     }
 }
 
-/// Reads a PEM file of CA certificates (at load, so that `validate` catches a bad one).
-fn ca_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(path).map_err(|e| fail(&e))? {
-        roots
-            .add(cert.map_err(|e| fail(&e))?)
-            .map_err(|e| fail(&e))?;
-    }
-    if roots.is_empty() {
-        return Err(fail(&"holds no certificate"));
-    }
-    Ok(roots)
-}
-
 /// Validates `[tokens]`.
 pub fn tokens(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> TokensConfig {
     let t = &raw.tokens;
@@ -201,7 +184,7 @@ pub fn tokens(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> To
                 ));
                 return None;
             }
-            ca_roots(&base.join(f))
+            super::tls::ca_roots(&base.join(f))
                 .map_err(|e| errors.push(error(key("ca_file"), e)))
                 .ok()
         });

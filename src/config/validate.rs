@@ -2,9 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::raw::RawConfig;
+use super::tls::{ServerTls, TlsFiles};
 use super::{ConfigError, error};
 use crate::policy::{Deployment, Directory, Mode, OtherPaths, Settings, UserEntry};
 
@@ -113,6 +115,9 @@ pub fn policy(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Po
     };
     let script = resolve("policy.script", &raw.policy.script, errors);
     let state_file = resolve("policy.state_file", &raw.policy.state_file, errors);
+    if let Some(path) = &state_file {
+        super::check_writable("policy.state_file", path, errors);
+    }
     let report_only = raw
         .policy
         .policies
@@ -139,7 +144,7 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     /// PEM certificate chain and private key: the listener speaks TLS when set.
-    pub tls: Option<TlsFiles>,
+    pub tls: Option<ServerTls>,
     pub header_read_timeout: Duration,
     /// A body (either way) that delivers nothing for this long is cut.
     pub idle_timeout: Duration,
@@ -155,19 +160,15 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
 }
 
-/// A PEM certificate chain and its private key.
-#[derive(Clone, Debug)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
 /// The Exchange servers (`[upstream]`).
 #[derive(Clone, Debug)]
 pub struct UpstreamConfig {
     pub servers: Vec<hyper::Uri>,
     pub ca_file: Option<PathBuf>,
     pub insecure_skip_verify: bool,
+    /// Trust for `https://` servers, made of `ca_file` (read at load) or the system's
+    /// roots; none with `insecure_skip_verify`.
+    pub tls: Arc<rustls::ClientConfig>,
     pub connect_timeout: Duration,
     /// `upstream.response_header_timeout_seconds`: the wait for an upstream's response
     /// headers, except for MAPI `NotificationWait` and RPC over HTTP (SPEC §7).
@@ -203,13 +204,28 @@ fn address(
     errors: &mut Vec<ConfigError>,
 ) -> SocketAddr {
     let text = value.unwrap_or(default);
-    text.parse().unwrap_or_else(|_| {
-        errors.push(error(
-            key,
-            format!("\"{text}\" is not an address like 127.0.0.1:8443"),
-        ));
-        default.parse().expect("default address parses")
-    })
+    match text.parse::<SocketAddr>() {
+        Ok(addr) => {
+            // The address must be this machine's: binding its port 0 tells, without
+            // taking the port itself (a running exgate may hold it).
+            if let Err(e) = std::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0))
+                && e.kind() == std::io::ErrorKind::AddrNotAvailable
+            {
+                errors.push(error(
+                    key,
+                    format!("{} is not an address of this machine", addr.ip()),
+                ));
+            }
+            addr
+        }
+        Err(_) => {
+            errors.push(error(
+                key,
+                format!("\"{text}\" is not an address like 127.0.0.1:8443"),
+            ));
+            default.parse().expect("default address parses")
+        }
+    }
 }
 
 pub(super) fn seconds(
@@ -231,10 +247,22 @@ pub(super) fn seconds(
 pub fn server(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> ServerConfig {
     let s = &raw.server;
     let tls = match (&s.tls_cert_file, &s.tls_key_file) {
-        (Some(cert), Some(key)) => Some(TlsFiles {
-            cert: base.join(cert),
-            key: base.join(key),
-        }),
+        (Some(cert), Some(key)) => {
+            let files = TlsFiles {
+                cert: base.join(cert),
+                key: base.join(key),
+            };
+            match super::tls::server_config(&files) {
+                Ok(config) => Some(ServerTls {
+                    files,
+                    config: Arc::new(config),
+                }),
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            }
+        }
         (None, None) => None,
         _ => {
             errors.push(error(
@@ -332,10 +360,20 @@ pub fn upstream(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> 
             )),
         }
     }
+    let ca_file = u.ca_file.as_ref().map(|f| base.join(f));
+    let insecure_skip_verify = u.insecure_skip_verify.is_some_and(|b| b.0);
+    let tls =
+        super::tls::client_config(ca_file.as_deref(), insecure_skip_verify).unwrap_or_else(|m| {
+            errors.push(error("upstream.ca_file", m));
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        });
     UpstreamConfig {
         servers,
-        ca_file: u.ca_file.as_ref().map(|f| base.join(f)),
-        insecure_skip_verify: u.insecure_skip_verify.is_some_and(|b| b.0),
+        ca_file,
+        insecure_skip_verify,
+        tls: Arc::new(tls),
         connect_timeout: seconds(
             "upstream.connect_timeout_seconds",
             u.connect_timeout_seconds,

@@ -338,6 +338,11 @@ fn save_keys(dir: &Path, keys: &[SigningKey]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether `dir` holds a lab identity provider's signing keys (`idp-keys.json`).
+pub fn has_signing_keys(dir: &Path) -> bool {
+    dir.join("idp-keys.json").is_file()
+}
+
 /// The signing key `exgate token` mints with: the identity provider's current key.
 pub fn current_signing_key(dir: &Path) -> anyhow::Result<SigningKey> {
     load_or_create_keys(dir)?

@@ -179,7 +179,7 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{}: {name}: {e}", files.cert.display()));
             }
             // The leaf and its key form a usable pair.
-            crate::proxy::tls::server_config(files).unwrap();
+            crate::config::tls::server_config(files).unwrap();
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -10,14 +10,12 @@ mod idle;
 mod respond;
 mod service;
 /// TLS for both sides; the lab serves its identity provider with the same listener setup.
-pub(crate) mod tls;
 mod upstream;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use hyper::header::HeaderValue;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -236,12 +234,17 @@ impl Running {
 /// listener that cannot be bound.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let snapshot = Snapshot::build(&config).map_err(anyhow::Error::new)?;
-    let tls_client = tls::client_config(&config.upstream)?;
-    let upstream = Arc::new(upstream::Upstream::new(&config.upstream, tls_client));
-    let acceptor = match &config.server.tls {
-        Some(files) => Some(TlsAcceptor::from(Arc::new(tls::server_config(files)?))),
-        None => None,
-    };
+    if config.upstream.insecure_skip_verify {
+        tracing::warn!(
+            "upstream.insecure_skip_verify = true: upstream certificates are NOT verified"
+        );
+    }
+    let upstream = Arc::new(upstream::Upstream::new(&config.upstream));
+    let acceptor = config
+        .server
+        .tls
+        .as_ref()
+        .map(|tls| TlsAcceptor::from(tls.config.clone()));
     let metrics = Arc::new(Metrics::new());
     let tokens = TokenValidator::new(&config.tokens, metrics.clone()).map(Arc::new);
     match &tokens {
@@ -259,9 +262,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         admin_token: config.admin_token.clone(),
         writer: std::sync::Mutex::new(()),
         audit: match config.audit.enabled {
+            // `validate` checked the path; a failure now (a folder removed since) is
+            // still the configuration's, exit 78.
             true => Some(
-                AuditLog::start(config.audit.clone(), metrics.clone())
-                    .with_context(|| format!("opening the audit log {:?}", config.audit.path))?,
+                AuditLog::start(config.audit.clone(), metrics.clone()).map_err(|e| {
+                    let path = config.audit.path.as_deref().unwrap_or(Path::new("-"));
+                    crate::config::ConfigErrors::one(
+                        "audit.path",
+                        format!("{}: {e}", path.display()),
+                    )
+                })?,
             ),
             false => None,
         },
@@ -274,10 +284,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config_path: config.path.clone(),
     });
     let listener = bind_with_backlog(config.server.listen, config.server.listen_backlog)
-        .with_context(|| format!("binding server.listen {}", config.server.listen))?;
+        .map_err(|e| bind_error("server.listen", config.server.listen, e))?;
     let admin = TcpListener::bind(config.server.admin_listen)
         .await
-        .with_context(|| format!("binding server.admin_listen {}", config.server.admin_listen))?;
+        .map_err(|e| bind_error("server.admin_listen", config.server.admin_listen, e))?;
     let proxy_addr = listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
     let max_connections = config
@@ -421,6 +431,17 @@ async fn accept_loop(
         .is_err()
     {
         tracing::warn!("shutdown grace period over; closing the remaining connections");
+    }
+}
+
+/// A listener that cannot be bound: an address in use is a runtime failure (exit 1, so
+/// systemd restarts once it frees); an address that is not this machine's, or a port
+/// exgate may not bind, is the configuration's (exit 78). Either names the key.
+fn bind_error(key: &str, addr: SocketAddr, e: std::io::Error) -> anyhow::Error {
+    let message = format!("{addr}: {e}");
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!("{key} {message}"),
+        _ => crate::config::ConfigErrors::one(key, message).into(),
     }
 }
 

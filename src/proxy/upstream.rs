@@ -93,13 +93,13 @@ pub fn is_local_exhaustion(error: &(dyn std::error::Error + 'static)) -> bool {
 
 impl Upstream {
     /// Builds the server list, the TLS client and the pool.
-    pub fn new(config: &UpstreamConfig, tls: rustls::ClientConfig) -> Upstream {
+    pub fn new(config: &UpstreamConfig) -> Upstream {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(config.connect_timeout));
         let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config((*config.tls).clone())
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);

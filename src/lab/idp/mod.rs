@@ -61,7 +61,9 @@ pub async fn start(
     dir: PathBuf,
     tls: &TlsFiles,
 ) -> anyhow::Result<Idp> {
-    let acceptor = TlsAcceptor::from(Arc::new(crate::proxy::tls::server_config(tls)?));
+    let acceptor = TlsAcceptor::from(Arc::new(
+        crate::config::tls::server_config(tls).map_err(|e| anyhow::anyhow!("{e}"))?,
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("https://localhost:{}", listener.local_addr()?.port());
     let keys: SharedKeys = Arc::new(ArcSwap::from_pointee(keys));
