@@ -1,5 +1,6 @@
 //! exgate's integration tests: one binary, a module per area (keeps CI builds few).
 
+mod agreement;
 mod attacks;
 mod availability;
 mod binary;
