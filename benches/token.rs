@@ -8,11 +8,11 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use exgate::config::{IssuerConfig, KeySource, TokensConfig};
 use exgate::metrics::Metrics;
 use exgate::policy::Protocol;
 use exgate::token::TokenValidator;
 use exgate::token::mint::{SigningKey, entra_v1_claims, jwks};
+use exgate::token::{IssuerConfig, KeySource, TokensConfig};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const AUDIENCE: &str = "https://outlook.office365.com";

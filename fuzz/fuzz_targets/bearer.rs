@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use exgate::auth::{Credentials, parse_header};
-use exgate::config::{IssuerConfig, KeySource, TokensConfig};
+use exgate::token::{IssuerConfig, KeySource, TokensConfig};
 use exgate::metrics::Metrics;
 use exgate::token::{Claims, IssuerPattern, KeySet, TokenError, TokenValidator};
 use jsonwebtoken::Algorithm;

@@ -1,27 +1,12 @@
 //! `[kerberos]` (SPEC §3 "Kerberos", §11): the keytab of Exchange's HTTP service
 //! principal, read and parsed here so that `validate` refuses what `serve` would.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use super::raw::RawConfig;
 use super::{ConfigError, error};
-use crate::kerberos::Keytab;
-
-/// How many read tickets are remembered by default: one per Kerberos user's service
-/// ticket, which Outlook reuses on every connection for hours.
-pub const DEFAULT_CACHE_MAX_ENTRIES: usize = 100_000;
-
-/// The validated `[kerberos]` section.
-#[derive(Clone, Debug)]
-pub struct KerberosConfig {
-    /// `kerberos.keytab`, resolved against the configuration's folder.
-    pub keytab_path: PathBuf,
-    /// Its keys (secrets: `Debug` redacts them).
-    pub keytab: Arc<Keytab>,
-    /// `kerberos.cache_max_entries` (default 100,000; 0 caches nothing).
-    pub cache_max_entries: usize,
-}
+use crate::kerberos::{DEFAULT_CACHE_MAX_ENTRIES, KerberosConfig, Keytab};
 
 /// Reads `[kerberos]`: None when `keytab` is not set. Errors name the key and the file,
 /// never a key's bytes.

@@ -4,6 +4,7 @@
 
 mod kerberos;
 mod observe;
+pub mod print;
 mod raw;
 pub mod tls;
 mod tokens;
@@ -12,9 +13,7 @@ mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use kerberos::KerberosConfig;
 pub use tls::{ServerTls, TlsFiles};
-pub use tokens::{IssuerConfig, KeySource, TokensConfig};
 pub use validate::{ChallengeConfig, PolicyConfig, ServerConfig, UpstreamConfig};
 
 use crate::policy::cmdlet::{ScriptContext, ScriptError, run_script};
@@ -79,9 +78,9 @@ pub struct Config {
     pub server: ServerConfig,
     pub upstream: UpstreamConfig,
     pub challenge: ChallengeConfig,
-    pub tokens: TokensConfig,
+    pub tokens: crate::token::TokensConfig,
     /// `[kerberos]`: the service keytab, read and parsed; None without `keytab`.
-    pub kerberos: Option<KerberosConfig>,
+    pub kerberos: Option<crate::kerberos::KerberosConfig>,
     /// `admin.token`: required as `Authorization: Bearer …` by the admin POST endpoints.
     pub admin_token: Option<crate::auth::Secret>,
     pub audit: crate::audit::AuditConfig,

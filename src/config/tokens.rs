@@ -1,6 +1,6 @@
 //! `[tokens]`: bearer-token issuers, their keys, and the MFA requirement (SPEC §5).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
@@ -9,65 +9,7 @@ use super::raw::RawConfig;
 use super::validate::seconds;
 use super::{ConfigError, error};
 use crate::policy::Protocol;
-
-/// Where an issuer's signing keys come from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KeySource {
-    /// An OpenID configuration document whose `jwks_uri` names the keys.
-    OpenIdConfiguration(hyper::Uri),
-    /// A JWKS document.
-    JwksUrl(hyper::Uri),
-    /// A JWKS file (air-gapped labs); re-read on every refresh.
-    JwksFile(PathBuf),
-}
-
-/// One trusted token issuer (`[[tokens.issuers]]`).
-#[derive(Clone, Debug)]
-pub struct IssuerConfig {
-    /// Exact issuer, or a template with `{tenantid}` checked against the `tid` claim.
-    pub issuer: String,
-    pub audiences: Vec<String>,
-    pub source: KeySource,
-    pub algorithms: Vec<Algorithm>,
-    pub leeway: Duration,
-    pub refresh_interval: Duration,
-    pub unknown_kid_refresh_min: Duration,
-    /// `fetch_timeout_seconds`: bounds one key fetch, discovery document included.
-    pub fetch_timeout: Duration,
-    /// `ca_file`, read: the only roots trusted for this issuer's `https://` key
-    /// documents; None trusts the system's roots.
-    pub ca_roots: Option<rustls::RootCertStore>,
-}
-
-impl IssuerConfig {
-    /// SPEC §5's defaults: RS256, 300 s leeway, a refresh every 12 h, unknown-`kid`
-    /// refetches at most every 5 min, 5 s per fetch.
-    pub fn new(issuer: &str, audiences: &[&str], source: KeySource) -> IssuerConfig {
-        IssuerConfig {
-            issuer: issuer.to_owned(),
-            audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
-            source,
-            algorithms: vec![Algorithm::RS256],
-            leeway: Duration::from_secs(300),
-            refresh_interval: Duration::from_secs(43_200),
-            unknown_kid_refresh_min: Duration::from_secs(300),
-            fetch_timeout: Duration::from_secs(5),
-            ca_roots: None,
-        }
-    }
-}
-
-/// The validated `[tokens]` section.
-#[derive(Clone, Debug, Default)]
-pub struct TokensConfig {
-    pub issuers: Vec<IssuerConfig>,
-    /// Per protocol: a bearer token must carry an MFA claim.
-    pub require_mfa: [bool; Protocol::ALL.len()],
-    /// `acrs` values that count as MFA (v2 tokens have no `amr`).
-    pub auth_context_ids: Vec<String>,
-    /// Bound of the verified-token cache; 0 switches the cache off.
-    pub cache_max_entries: usize,
-}
+use crate::token::{IssuerConfig, KeySource, TokensConfig};
 
 /// Asymmetric algorithms only: `none` and HMAC are refused whatever the configuration
 /// says (an HMAC "secret" would be the issuer's public key).
@@ -218,6 +160,7 @@ pub fn tokens(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> To
             errors,
         );
         config.ca_roots = ca_roots;
+        config.ca_file = raw_issuer.ca_file.as_ref().map(|f| base.join(f));
         issuers.push(config);
     }
     let cache_max_entries = t.cache_max_entries.unwrap_or(10_000);

@@ -12,6 +12,7 @@ mod cache;
 pub mod keytab;
 pub mod ticket;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use cache::TicketCache;
@@ -99,3 +100,18 @@ impl TicketReader {
 
 #[cfg(test)]
 mod tests;
+
+/// How many read tickets are remembered by default: one per Kerberos user's service
+/// ticket, which Outlook reuses on every connection for hours.
+pub const DEFAULT_CACHE_MAX_ENTRIES: usize = 100_000;
+
+/// The validated `[kerberos]` section.
+#[derive(Clone, Debug)]
+pub struct KerberosConfig {
+    /// `kerberos.keytab`, resolved against the configuration's folder.
+    pub keytab_path: PathBuf,
+    /// Its keys (secrets: `Debug` redacts them).
+    pub keytab: Arc<Keytab>,
+    /// `kerberos.cache_max_entries` (default 100,000; 0 caches nothing).
+    pub cache_max_entries: usize,
+}

@@ -24,7 +24,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, PublicKeyUse};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::config::KeySource;
+use super::KeySource;
 use crate::metrics::Metrics;
 
 /// Largest key document accepted.

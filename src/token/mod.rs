@@ -12,6 +12,7 @@ mod issuer;
 mod keys;
 #[cfg(feature = "lab")]
 pub mod mint;
+mod settings;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -28,8 +29,8 @@ pub use error::TokenError;
 pub use issuer::IssuerPattern;
 pub use keys::{Fetcher, IssuerKeys, KeySet};
 
-use crate::config::{IssuerConfig, TokensConfig};
 use crate::metrics::Metrics;
+pub use settings::{IssuerConfig, KeySource, TokensConfig};
 
 /// Tokens longer than this are refused unread (Entra tokens with many groups reach
 /// 8–16 KiB; the request head limit caps them anyway).
@@ -285,7 +286,7 @@ impl TokenValidator {
 impl Issuer {
     /// Where this issuer's keys come from.
     #[cfg(all(test, feature = "lab"))]
-    fn keys_source(&self) -> &crate::config::KeySource {
+    fn keys_source(&self) -> &KeySource {
         &self.config.source
     }
 }

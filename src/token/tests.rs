@@ -8,8 +8,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
 use super::mint::{SigningKey, entra_v1_claims, jwks};
 use super::*;
-use crate::config::{IssuerConfig, KeySource, TokensConfig};
 use crate::policy::Protocol;
+use crate::token::{IssuerConfig, KeySource, TokensConfig};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const AUDIENCE: &str = "https://outlook.office365.com";
