@@ -1,6 +1,15 @@
 //! Prometheus metrics (SPEC §8). Label values come only from the engine's enums; never
 //! a user, an address or a token. Counters for each label combination are resolved on
 //! first use and cached, so recording a request takes no lock and no hashing.
+//!
+//! Every counter with one enum label exists from the start at 0 for each of its values,
+//! so `increase()` sees its first event (a series that appears at 1 has not increased).
+//! The per-request series, `exgate_requests_total`, `exgate_legacy_auth_attempts_total`
+//! and `exgate_request_duration_seconds`, appear with the first request of each
+//! combination instead: their cross products (12 protocols × 9 schemes × 5 decisions, and
+//! a 16-bucket histogram per protocol and decision) would be some 2,000 series, most of
+//! them impossible, and the rules over them (`deploy/prometheus`) compare sums of rates,
+//! which do not need the first request.
 
 use std::sync::OnceLock;
 
@@ -354,7 +363,8 @@ impl Metrics {
         self.upstream_requests[class].inc();
     }
 
-    /// Counts a request that could not be forwarded (`connect`, `request`, `no_server`).
+    /// Counts a request that could not be forwarded (`unreachable`, `no_server`,
+    /// `response_timeout`).
     pub fn record_upstream_error(&self, reason: &'static str) {
         self.upstream_errors.with_label_values(&[reason]).inc();
     }
@@ -481,9 +491,37 @@ mod tests {
             r#"exgate_lockouts_total{location="familiar"} 0"#,
             r#"exgate_lockouts_total{location="unknown"} 0"#,
             r#"exgate_kerberos_tickets_total{outcome="integrity"} 0"#,
+            r#"exgate_jwks_refreshes_total{result="success"} 0"#,
+            r#"exgate_overload_total{reason="max_connections"} 0"#,
+            r#"exgate_overload_total{reason="file_descriptors"} 0"#,
+            r#"exgate_upstream_requests_total{status_class="5xx"} 0"#,
+            r#"exgate_token_validations_total{result="bad_signature"} 0"#,
             "exgate_spray_suspects_total 0",
+            "exgate_audit_lines_dropped_total 0",
         ] {
             assert!(text.contains(series), "{series} missing:\n{text}");
+        }
+        let counters = |name: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+                .count()
+        };
+        assert_eq!(counters(KERBEROS_TICKETS_TOTAL), 7);
+        assert_eq!(
+            counters(CLIENT_ERRORS_TOTAL),
+            crate::proxy::ClientFault::ALL.len()
+        );
+        assert_eq!(counters(TOKEN_VALIDATIONS_TOTAL), 2 + TokenError::ALL.len());
+        // The per-request series appear with their first request (see the module doc).
+        for name in [
+            REQUESTS_TOTAL,
+            LEGACY_AUTH_ATTEMPTS_TOTAL,
+            REQUEST_DURATION_SECONDS,
+        ] {
+            assert!(
+                !text.lines().any(|l| l.starts_with(name)),
+                "{name}:\n{text}"
+            );
         }
     }
 

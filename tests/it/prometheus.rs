@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use crate::support::*;
 
-const METRICS: [&str; 16] = [
+/// Every metric exgate exports (`a_dashboard_panel_shows_every_metric_exgate_exports`
+/// checks this list against a live `/metrics`).
+const METRICS: [&str; 17] = [
     exgate::metrics::REQUESTS_TOTAL,
     exgate::metrics::LEGACY_AUTH_ATTEMPTS_TOTAL,
     exgate::metrics::TOKEN_VALIDATIONS_TOTAL,
@@ -19,6 +21,7 @@ const METRICS: [&str; 16] = [
     exgate::metrics::UPSTREAM_ERRORS_TOTAL,
     exgate::metrics::CLIENT_ERRORS_TOTAL,
     exgate::metrics::OVERLOAD_TOTAL,
+    exgate::metrics::KERBEROS_TICKETS_TOTAL,
     exgate::metrics::CLIENT_CONNECTIONS,
     exgate::metrics::CLIENT_CONNECTIONS_LIMIT,
     exgate::metrics::UPSTREAM_HEALTHY,
@@ -62,6 +65,70 @@ fn rules_and_dashboard_use_only_metrics_exgate_exports() {
             );
         }
     }
+}
+
+/// The metric families in a `/metrics` text (from its `# TYPE` lines).
+fn exported(metrics: &str) -> BTreeSet<String> {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_panel_shows_every_metric_exgate_exports() {
+    // Active health checks on (exgate_upstream_healthy), and one legacy request, so that
+    // the series created at the first request exist too.
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start(
+        "health_check_interval_seconds = 60\n[exchange]\ndeployment = \"online\"\n[policy]\nscript = \"policies.ps1\"\n",
+        "",
+        &[upstream.url()],
+    )
+    .await;
+    let mut c = gate.client().await;
+    let status = c
+        .get(
+            "/mapi/",
+            &[("authorization", &basic("user01@contoso.com", "pw"))],
+        )
+        .await
+        .status;
+    assert_eq!(status, 200);
+    let mut live = BTreeSet::new();
+    for _ in 0..100 {
+        live = exported(&gate.metrics().await);
+        if live.contains(exgate::metrics::UPSTREAM_HEALTHY) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let listed: BTreeSet<String> = METRICS.iter().map(|m| m.to_string()).collect();
+    assert_eq!(live, listed, "the live /metrics and METRICS differ");
+
+    let text = std::fs::read_to_string(repo().join("deploy/grafana/exgate.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut on_panels = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            on_panels.extend(referenced(target["expr"].as_str().unwrap()));
+        }
+    }
+    let missing: Vec<&String> = live.difference(&on_panels).collect();
+    assert!(
+        missing.is_empty(),
+        "no dashboard panel shows {missing:?} (the README says every metric)"
+    );
+    // The instance variable reads a series that exists from the start.
+    let instances = dashboard["templating"]["list"][1]["query"]
+        .as_str()
+        .unwrap();
+    assert!(
+        instances.contains(exgate::metrics::CLIENT_CONNECTIONS_LIMIT),
+        "{instances}"
+    );
 }
 
 fn free_port() -> u16 {
