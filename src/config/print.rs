@@ -17,7 +17,10 @@ fn quoted(s: &str) -> String {
     serde_json::to_string(s).expect("a string serializes")
 }
 
+/// A path made absolute (against the current folder), so that the output reads back the
+/// same from anywhere.
 fn path(p: &Path) -> String {
+    let p = std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
     quoted(&p.display().to_string())
 }
 
@@ -31,7 +34,7 @@ fn secs(d: Duration) -> u64 {
 }
 
 /// The effective configuration of `config`, section by section in the order of the
-/// configuration reference; relative paths are shown resolved. Never prints a secret:
+/// configuration reference; paths are shown absolute. Never prints a secret:
 /// `admin.token` is [`REDACTED`], and keys (keytab, JWKS) are named by their files.
 pub fn effective(config: &Config) -> String {
     let mut out = String::new();
@@ -243,6 +246,61 @@ pub fn effective(config: &Config) -> String {
                 "# token: not set, the admin API's POST endpoints are open"
             );
         }
+    }
+    out
+}
+
+/// The settings a reload cannot change (SPEC §11: listeners, upstreams, token issuers,
+/// the audit log, lockout and spray counters, the admin API are set up once, at start),
+/// as the section headers [`effective`] writes.
+pub const START_ONLY: [&str; 9] = [
+    "[server]",
+    "[upstream]",
+    "[tokens]",
+    "[[tokens.issuers]]",
+    "[tokens.mfa]",
+    "[audit]",
+    "[lockout]",
+    "[spray]",
+    "[admin]",
+];
+
+/// The [`START_ONLY`] sections (and `policy.state_file`) whose effective values differ
+/// between `old` and `new`, by header; `admin.token` is compared itself, not its
+/// redacted text.
+pub fn start_only_changes(old: &Config, new: &Config) -> Vec<String> {
+    let (old_text, new_text) = (effective(old), effective(new));
+    let (a, b) = (sections(&old_text), sections(&new_text));
+    let mut changed: Vec<String> = START_ONLY
+        .iter()
+        .filter(|h| a.get(**h) != b.get(**h))
+        .map(|h| (*h).to_owned())
+        .collect();
+    let token = |c: &Config| c.admin_token.as_ref().map(|t| t.expose().to_vec());
+    if token(old) != token(new) && !changed.iter().any(|h| h == "[admin]") {
+        changed.push("[admin]".into());
+    }
+    if old.policy.state_file != new.policy.state_file {
+        changed.push("policy.state_file".into());
+    }
+    changed
+}
+
+/// The lines of each section of [`effective`]'s output, by header (the tables of an
+/// array of tables together).
+fn sections(text: &str) -> std::collections::BTreeMap<&str, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut header = "";
+    for line in text.lines() {
+        if line.starts_with('[') {
+            header = line;
+            if header.starts_with("[policy.policies.") {
+                header = "[policy.policies]";
+            }
+        }
+        let entry: &mut String = out.entry(header).or_default();
+        entry.push_str(line);
+        entry.push('\n');
     }
     out
 }

@@ -350,3 +350,91 @@ fn redaction_keeps_positions_and_keys() {
         "invalid value: integer [redacted], expected u64"
     );
 }
+
+#[test]
+fn a_wrong_type_hides_no_other_error() {
+    let toml = format!(
+        "{MINIMAL}[server]\nidle_timeout_seconds = \"abc\"\nlisten_backlog = [1]\n[lockout]\nenabled = 1\n[spray]\nblock = \"yes\"\n"
+    )
+    .replace("\"onpremises\"", "\"cloud\"");
+    let errors =
+        load_with_env(&write(&toml, Some("Bogus-Cmdlet\n")), Some(HashMap::new())).unwrap_err();
+    let mut k = keys(&errors);
+    k.sort();
+    assert_eq!(k.len(), 6, "{errors}");
+    // The script error's key carries its file and position: `policy.script (…:1:1)`.
+    for (key, expected) in k.iter().zip([
+        "exchange.deployment",
+        "lockout.enabled",
+        "policy.script (",
+        "server.idle_timeout_seconds",
+        "server.listen_backlog",
+        "spray.block",
+    ]) {
+        assert!(
+            key.starts_with(expected),
+            "{key} is not {expected}: {errors}"
+        );
+    }
+    let text = errors.to_string();
+    assert!(
+        text.contains("server.idle_timeout_seconds: expected"),
+        "{text}"
+    );
+    assert!(
+        text.contains("lockout.enabled: expected true or false, found an integer"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("abc") && !text.contains("yes"),
+        "a value is quoted: {text}"
+    );
+}
+
+#[test]
+fn list_keys_come_from_the_environment_as_comma_separated_values() {
+    let env = HashMap::from([
+        (
+            "EXGATE__UPSTREAM__SERVERS".to_owned(),
+            "http://10.0.0.1:80, http://10.0.0.2:80".to_owned(),
+        ),
+        (
+            "EXGATE__TOKENS__MFA__AUTH_CONTEXT_IDS".to_owned(),
+            "c1,c2".to_owned(),
+        ),
+        (
+            "EXGATE__ADMIN__TOKEN".to_owned(),
+            "0012345678901234567".to_owned(),
+        ),
+    ]);
+    let cfg = load_with_env(&write(MINIMAL, Some("")), Some(env)).unwrap();
+    let servers: Vec<String> = cfg.upstream.servers.iter().map(|u| u.to_string()).collect();
+    assert_eq!(servers, ["http://10.0.0.1:80/", "http://10.0.0.2:80/"]);
+    assert_eq!(cfg.tokens.auth_context_ids, ["c1", "c2"]);
+    // A token of digits stays the string it was (leading zeros included).
+    assert_eq!(
+        cfg.admin_token.unwrap().expose(),
+        b"0012345678901234567".as_slice()
+    );
+}
+
+#[test]
+fn an_error_in_an_environment_value_names_the_variable() {
+    let env = HashMap::from([
+        (
+            "EXGATE__SERVER__MAX_CONNECTIONS".to_owned(),
+            "many".to_owned(),
+        ),
+        ("EXGATE__POLCY__MODE".to_owned(), "enforce".to_owned()),
+    ]);
+    let errors = load_with_env(&write(MINIMAL, Some("")), Some(env)).unwrap_err();
+    let text = errors.to_string();
+    assert!(
+        text.contains("server.max_connections: expected an integer, found a string (set by EXGATE__SERVER__MAX_CONNECTIONS)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("polcy: unknown key (set by EXGATE__POLCY__MODE)"),
+        "{text}"
+    );
+}

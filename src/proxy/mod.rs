@@ -107,6 +107,9 @@ pub struct Shared {
     upstream: Arc<upstream::Upstream>,
     timeouts: Timeouts,
     config_path: PathBuf,
+    /// The configuration exgate started with: a reload warns about the settings it
+    /// cannot apply by comparing with it.
+    started: Config,
     state_file: Option<PathBuf>,
     /// Required by the admin POST endpoints when set.
     pub admin_token: Option<Secret>,
@@ -135,12 +138,20 @@ impl Shared {
     /// An invalid new version is rejected and the old one keeps serving.
     pub fn reload(&self) -> Result<(), ConfigErrors> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let result = config::load(&self.config_path).and_then(|c| Snapshot::build(&c));
+        let result =
+            config::load(&self.config_path).and_then(|c| Snapshot::build(&c).map(|s| (c, s)));
         self.metrics.record_reload(result.is_ok());
         match result {
-            Ok(snapshot) => {
+            Ok((config, snapshot)) => {
                 self.snapshot.store(Arc::new(snapshot));
                 tracing::info!(config = %self.config_path.display(), "configuration reloaded");
+                let ignored = config::print::start_only_changes(&self.started, &config);
+                if !ignored.is_empty() {
+                    tracing::warn!(
+                        changed = %ignored.join(" "),
+                        "settings read at start only changed and were NOT applied; restart exgate to apply them"
+                    );
+                }
                 Ok(())
             }
             Err(errors) => {
@@ -234,6 +245,17 @@ impl Running {
 /// listener that cannot be bound.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let snapshot = Snapshot::build(&config).map_err(anyhow::Error::new)?;
+    if config.admin_token.is_none() {
+        let open = if config.server.admin_listen.ip().is_loopback() {
+            "any local user or process"
+        } else {
+            "anyone who can reach it"
+        };
+        tracing::warn!(
+            admin_listen = %config.server.admin_listen,
+            "admin.token is not set: {open} can send cmdlets to the admin API and reload the configuration"
+        );
+    }
     if config.upstream.insecure_skip_verify {
         tracing::warn!(
             "upstream.insecure_skip_verify = true: upstream certificates are NOT verified"
@@ -282,6 +304,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             long_idle: config.server.long_idle_timeout,
         },
         config_path: config.path.clone(),
+        started: config.clone(),
     });
     let listener = bind_with_backlog(config.server.listen, config.server.listen_backlog)
         .map_err(|e| bind_error("server.listen", config.server.listen, e))?;

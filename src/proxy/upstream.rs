@@ -159,12 +159,19 @@ impl Upstream {
         self.servers[own.server].health.serves(protocol)
     }
 
-    fn eject(&self, i: usize) {
+    /// Leaves server `i` out of the rotation for [`EJECT_FOR`], logging why at WARN
+    /// (the whole error chain: a TLS failure's reason is its innermost error).
+    fn eject(&self, i: usize, why: &(dyn std::error::Error + 'static)) {
         let until = self.now_ms() + u64::try_from(EJECT_FOR.as_millis()).unwrap_or(10_000);
         self.servers[i]
             .ejected_until_ms
             .store(until, Ordering::Relaxed);
-        tracing::warn!(server = %self.servers[i].base, "upstream server ejected after a connect failure");
+        let reason: Vec<String> = super::error_chain(why).map(|e| e.to_string()).collect();
+        tracing::warn!(
+            server = %self.servers[i].base,
+            reason = %reason.join(": "),
+            "upstream server ejected after a connect failure"
+        );
     }
 
     fn request(&self, server: usize, head: Head, body: ProxyBody) -> Request<ProxyBody> {
@@ -198,8 +205,7 @@ impl Upstream {
                     return Err(UpstreamError::LocalExhaustion);
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "pinned upstream connect failed");
-                    self.eject(server);
+                    self.eject(server, e.as_ref());
                     continue;
                 }
             };
