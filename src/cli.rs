@@ -48,8 +48,10 @@ pub enum Command {
     /// Who still uses legacy authentication, from an audit log: per user, protocol and
     /// scheme; what report-only policies would block; top sources of blocked attempts.
     Report {
-        /// The audit log (JSON lines).
-        audit: PathBuf,
+        /// Audit logs (JSON lines), each read with its rotated files (`PATH.N` … `PATH.1`,
+        /// oldest first).
+        #[arg(required = true)]
+        audit: Vec<PathBuf>,
         /// table, json or csv.
         #[arg(long, default_value = "table", value_parser = ["table", "json", "csv"])]
         format: String,
@@ -211,7 +213,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "lab")]
         Command::Token(args) => token(&args),
         Command::Cmdlet(args) => cmdlet(args),
-        Command::Report { audit, format } => report(&audit, &format),
+        Command::Report { audit, format } => crate::report::run(&audit, &format),
         #[cfg(feature = "lab")]
         Command::Load(args) => load(&args),
     }
@@ -511,20 +513,6 @@ fn cmdlet(args: CmdletArgs) -> anyhow::Result<ExitCode> {
         eprint!("exgate cmdlet: {} {text}", res.status);
         Ok(ExitCode::FAILURE)
     }
-}
-
-fn report(path: &std::path::Path, format: &str) -> anyhow::Result<ExitCode> {
-    use anyhow::Context as _;
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let report = crate::report::build(std::io::BufReader::new(file))
-        .with_context(|| format!("reading {}", path.display()))?;
-    let text = match format {
-        "json" => serde_json::to_string_pretty(&report)?,
-        "csv" => crate::report::csv(&report),
-        _ => crate::report::table(&report),
-    };
-    println!("{text}");
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(feature = "lab")]

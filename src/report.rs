@@ -1,10 +1,15 @@
-//! `exgate report AUDIT.jsonl`: the readiness list an operator reads before enforcing —
+//! `exgate report AUDIT.jsonl…`: the readiness list an operator reads before enforcing —
 //! who still uses legacy authentication, per protocol and scheme; what report-only
-//! policies would block; and where blocked attempts come from.
+//! policies would block; and where blocked attempts come from. Each audit log given is
+//! read with its rotated files (`path.N` … `path.1`, then `path`: oldest first).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
 
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +83,9 @@ pub struct Source {
 /// The whole report.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Report {
+    /// The files read, in the order read (each log's rotated files oldest first).
+    #[serde(default)]
+    pub files: Vec<String>,
     pub lines: u64,
     pub unreadable_lines: u64,
     pub legacy: Vec<LegacyUse>,
@@ -105,115 +113,231 @@ fn seen(first: &mut String, last: &mut String, ts: &str) {
 
 /// Reads audit lines and builds the report. Unreadable lines are counted, not fatal.
 pub fn build(input: impl BufRead) -> std::io::Result<Report> {
-    let mut report = Report::default();
-    let mut legacy: HashMap<(String, String, String), LegacyUse> = HashMap::new();
-    let mut would: HashMap<(String, String, String), WouldBlock> = HashMap::new();
-    let mut sources: HashMap<String, SourceAcc> = HashMap::new();
-    for line in input.lines() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        report.lines += 1;
-        let Ok(l) = serde_json::from_str::<Line>(&line) else {
-            report.unreadable_lines += 1;
-            continue;
-        };
-        let user = l.user.clone().unwrap_or_else(|| "(unidentified)".into());
-        match l.event.as_deref() {
-            Some("lockout") => {
-                sources.entry(l.client_ip.clone()).or_default().lockouts += 1;
+    let mut builder = Builder::default();
+    builder.read(input)?;
+    Ok(builder.finish())
+}
+
+/// Builds the report over every audit log in `paths`, each with its rotated files
+/// ([`rotated_files`]); a file named twice (a log and its `.1` both given, or a shell
+/// glob) is read once. Every file is opened before any is read, so a rotation while
+/// the report runs cannot make it read a line twice or skip a file it listed.
+pub fn build_files(paths: &[PathBuf]) -> anyhow::Result<Report> {
+    let mut seen = HashSet::new();
+    let mut files = Vec::new();
+    for path in paths {
+        for file in rotated_files(path)? {
+            let key = std::fs::canonicalize(&file).unwrap_or_else(|_| file.clone());
+            if !seen.insert(key) {
                 continue;
             }
-            Some("spray_suspect") => {
-                sources.entry(l.client_ip.clone()).or_default().spray = true;
-                continue;
-            }
-            Some(_) => continue,
-            None => {}
-        }
-        if l.legacy {
-            let key = (user.clone(), l.protocol.clone(), l.scheme.clone());
-            let row = legacy.entry(key).or_insert_with(|| LegacyUse {
-                user: user.clone(),
-                protocol: l.protocol.clone(),
-                scheme: l.scheme.clone(),
-                ..LegacyUse::default()
-            });
-            row.count += 1;
-            match l.decision.as_str() {
-                "allow" => row.allowed += 1,
-                "report_only" => row.report_only += 1,
-                _ => row.blocked += 1,
-            }
-            seen(&mut row.first_seen, &mut row.last_seen, &l.ts);
-            if let Some(ua) = &l.user_agent
-                && row.user_agents.len() < KEEP_DISTINCT
-            {
-                row.user_agents.insert(ua.clone());
-            }
-            if row.client_ips.len() < KEEP_DISTINCT {
-                row.client_ips.insert(l.client_ip.clone());
-            }
-        }
-        if l.decision == "report_only" {
-            let policy = l
-                .policy
-                .clone()
-                .unwrap_or_else(|| "(global report-only)".into());
-            let key = (user.clone(), l.protocol.clone(), policy.clone());
-            let row = would.entry(key).or_insert_with(|| WouldBlock {
-                user: user.clone(),
-                protocol: l.protocol.clone(),
-                policy,
-                ..WouldBlock::default()
-            });
-            row.count += 1;
-            if l.ts > row.last_seen {
-                row.last_seen = l.ts.clone();
-            }
-        }
-        if l.decision == "block" {
-            let s = sources.entry(l.client_ip.clone()).or_default();
-            s.blocked += 1;
-            if s.users.len() < 10_000 {
-                s.users.insert(user);
-            }
-            if l.ts > s.last_seen {
-                s.last_seen = l.ts.clone();
-            }
+            let opened = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            files.push((file, opened));
         }
     }
-    report.legacy = legacy.into_values().collect();
-    report.legacy.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
-            .then_with(|| (&a.user, &a.protocol, &a.scheme).cmp(&(&b.user, &b.protocol, &b.scheme)))
-    });
-    report.would_block = would.into_values().collect();
-    report
-        .would_block
-        .sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.user.cmp(&b.user)));
-    let mut top: Vec<Source> = sources
-        .into_iter()
-        .filter(|(_, s)| s.blocked > 0 || s.lockouts > 0 || s.spray)
-        .map(|(ip, s)| Source {
-            client_ip: ip,
-            blocked: s.blocked,
-            distinct_users: s.users.len(),
-            lockouts: s.lockouts,
-            spray_suspect: s.spray,
-            last_seen: s.last_seen,
+    let mut builder = Builder::default();
+    for (path, file) in files {
+        builder
+            .read(std::io::BufReader::new(file))
+            .with_context(|| format!("reading {}", path.display()))?;
+        builder.report.files.push(path.display().to_string());
+    }
+    Ok(builder.finish())
+}
+
+/// An audit log and the files its rotation keeps, oldest first: `path.N` … `path.1`
+/// (every `path.<number>` beside it, whatever `audit.max_files` was when they were
+/// written), then `path`. `path` itself must exist.
+pub fn rotated_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::metadata(path).with_context(|| format!("opening {}", path.display()))?;
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Ok(vec![path.to_owned()]);
+    };
+    let listed = match dir.as_os_str().is_empty() {
+        true => Path::new("."),
+        false => dir,
+    };
+    let mut numbered: Vec<(u64, PathBuf)> = std::fs::read_dir(listed)
+        .with_context(|| format!("listing {}", listed.display()))?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let file_name = entry.file_name();
+            let n = file_name
+                .to_str()?
+                .strip_prefix(name)?
+                .strip_prefix('.')
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))?
+                .parse()
+                .ok()?;
+            Some((n, dir.join(file_name)))
         })
         .collect();
-    top.sort_by(|a, b| {
-        b.blocked
-            .cmp(&a.blocked)
-            .then_with(|| a.client_ip.cmp(&b.client_ip))
-    });
-    top.truncate(TOP_SOURCES);
-    report.top_blocked_sources = top;
-    Ok(report)
+    numbered.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+    let mut files: Vec<PathBuf> = numbered.into_iter().map(|(_, p)| p).collect();
+    files.push(path.to_owned());
+    Ok(files)
+}
+
+/// `exgate report`: the report over `paths` (each with its rotated files) on standard
+/// output as a table, JSON or CSV. A reader that stops early (`| head`) ends the report
+/// quietly with status 0, as `cat` and `grep` do under a shell that ignores their
+/// SIGPIPE status; any other write error is an error.
+pub fn run(paths: &[PathBuf], format: &str) -> anyhow::Result<ExitCode> {
+    let report = build_files(paths)?;
+    let mut text = match format {
+        "json" => serde_json::to_string_pretty(&report)?,
+        "csv" => csv(&report),
+        _ => table(&report),
+    };
+    text.push('\n');
+    write_quietly(&mut std::io::stdout().lock(), text.as_bytes()).context("writing the report")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes and flushes `bytes`; a closed pipe (EPIPE) is not an error: whoever reads
+/// has had what they wanted.
+fn write_quietly(out: &mut impl std::io::Write, bytes: &[u8]) -> std::io::Result<()> {
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// The report under construction: reads any number of audit files.
+#[derive(Default)]
+struct Builder {
+    report: Report,
+    legacy: HashMap<(String, String, String), LegacyUse>,
+    would: HashMap<(String, String, String), WouldBlock>,
+    sources: HashMap<String, SourceAcc>,
+}
+
+impl Builder {
+    /// Reads audit lines. Unreadable lines are counted, not fatal.
+    fn read(&mut self, input: impl BufRead) -> std::io::Result<()> {
+        let report = &mut self.report;
+        let (legacy, would, sources) = (&mut self.legacy, &mut self.would, &mut self.sources);
+        for line in input.lines() {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            report.lines += 1;
+            let Ok(l) = serde_json::from_str::<Line>(&line) else {
+                report.unreadable_lines += 1;
+                continue;
+            };
+            let user = l.user.clone().unwrap_or_else(|| "(unidentified)".into());
+            match l.event.as_deref() {
+                Some("lockout") => {
+                    sources.entry(l.client_ip.clone()).or_default().lockouts += 1;
+                    continue;
+                }
+                Some("spray_suspect") => {
+                    sources.entry(l.client_ip.clone()).or_default().spray = true;
+                    continue;
+                }
+                Some(_) => continue,
+                None => {}
+            }
+            if l.legacy {
+                let key = (user.clone(), l.protocol.clone(), l.scheme.clone());
+                let row = legacy.entry(key).or_insert_with(|| LegacyUse {
+                    user: user.clone(),
+                    protocol: l.protocol.clone(),
+                    scheme: l.scheme.clone(),
+                    ..LegacyUse::default()
+                });
+                row.count += 1;
+                match l.decision.as_str() {
+                    "allow" => row.allowed += 1,
+                    "report_only" => row.report_only += 1,
+                    _ => row.blocked += 1,
+                }
+                seen(&mut row.first_seen, &mut row.last_seen, &l.ts);
+                if let Some(ua) = &l.user_agent
+                    && row.user_agents.len() < KEEP_DISTINCT
+                {
+                    row.user_agents.insert(ua.clone());
+                }
+                if row.client_ips.len() < KEEP_DISTINCT {
+                    row.client_ips.insert(l.client_ip.clone());
+                }
+            }
+            if l.decision == "report_only" {
+                let policy = l
+                    .policy
+                    .clone()
+                    .unwrap_or_else(|| "(global report-only)".into());
+                let key = (user.clone(), l.protocol.clone(), policy.clone());
+                let row = would.entry(key).or_insert_with(|| WouldBlock {
+                    user: user.clone(),
+                    protocol: l.protocol.clone(),
+                    policy,
+                    ..WouldBlock::default()
+                });
+                row.count += 1;
+                if l.ts > row.last_seen {
+                    row.last_seen = l.ts.clone();
+                }
+            }
+            if l.decision == "block" {
+                let s = sources.entry(l.client_ip.clone()).or_default();
+                s.blocked += 1;
+                // Distinct names: an attempt that named nobody adds none.
+                if let Some(user) = l.user
+                    && s.users.len() < 10_000
+                {
+                    s.users.insert(user);
+                }
+                if l.ts > s.last_seen {
+                    s.last_seen = l.ts.clone();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The report: rows sorted, top sources cut to the first 20.
+    fn finish(self) -> Report {
+        let Builder {
+            mut report,
+            legacy,
+            would,
+            sources,
+        } = self;
+        report.legacy = legacy.into_values().collect();
+        report.legacy.sort_by(|a, b| {
+            b.count.cmp(&a.count).then_with(|| {
+                (&a.user, &a.protocol, &a.scheme).cmp(&(&b.user, &b.protocol, &b.scheme))
+            })
+        });
+        report.would_block = would.into_values().collect();
+        report
+            .would_block
+            .sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.user.cmp(&b.user)));
+        let mut top: Vec<Source> = sources
+            .into_iter()
+            .filter(|(_, s)| s.blocked > 0 || s.lockouts > 0 || s.spray)
+            .map(|(ip, s)| Source {
+                client_ip: ip,
+                blocked: s.blocked,
+                distinct_users: s.users.len(),
+                lockouts: s.lockouts,
+                spray_suspect: s.spray,
+                last_seen: s.last_seen,
+            })
+            .collect();
+        top.sort_by(|a, b| {
+            b.blocked
+                .cmp(&a.blocked)
+                .then_with(|| a.client_ip.cmp(&b.client_ip))
+        });
+        top.truncate(TOP_SOURCES);
+        report.top_blocked_sources = top;
+        report
+    }
 }
 
 fn joined(set: &BTreeSet<String>) -> String {
@@ -225,8 +349,13 @@ pub fn table(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{} audit lines read ({} unreadable)\n",
-        r.lines, r.unreadable_lines
+        "{} audit lines read ({} unreadable){}\n",
+        r.lines,
+        r.unreadable_lines,
+        match r.files.is_empty() {
+            true => String::new(),
+            false => format!(" from {}", r.files.join(", ")),
+        }
     );
     let _ = writeln!(
         out,
@@ -401,6 +530,96 @@ not json
         assert_eq!(r.would_block[0].policy, "Pilot");
         assert_eq!(r.top_blocked_sources[0].client_ip, "203.0.113.5");
         assert!(r.top_blocked_sources[0].spray_suspect);
+    }
+
+    #[test]
+    fn an_attempt_that_named_nobody_is_no_distinct_user() {
+        let lines = r#"{"ts":"t1","client_ip":"203.0.113.9","protocol":"Mapi","scheme":"basic","user":"a@contoso.com","decision":"block","legacy":true}
+{"ts":"t2","client_ip":"203.0.113.9","protocol":"Mapi","scheme":"ntlm","user":null,"decision":"block","legacy":true}
+{"ts":"t3","client_ip":"203.0.113.9","protocol":"Mapi","scheme":"basic","user":"a@contoso.com","decision":"block","legacy":true}
+"#;
+        let r = build(lines.as_bytes()).unwrap();
+        let source = &r.top_blocked_sources[0];
+        assert_eq!((source.blocked, source.distinct_users), (3, 1));
+        assert!(r.legacy.iter().any(|u| u.user == "(unidentified)"));
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("exgate-report-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_log_is_read_with_its_rotated_files_oldest_first() {
+        let dir = scratch("rotated");
+        for name in [
+            "a.jsonl",
+            "a.jsonl.1",
+            "a.jsonl.2",
+            "a.jsonl.10",
+            "a.jsonl.x",
+            "a.jsonl.1.gz",
+            "a.jsonl.",
+            "b.jsonl.1",
+        ] {
+            std::fs::write(dir.join(name), "").unwrap();
+        }
+        let names: Vec<String> = rotated_files(&dir.join("a.jsonl"))
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.jsonl.10", "a.jsonl.2", "a.jsonl.1", "a.jsonl"]);
+        assert!(rotated_files(&dir.join("missing.jsonl")).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn several_logs_are_read_and_a_file_named_twice_once() {
+        let dir = scratch("several");
+        let line = |ts: &str| {
+            format!(
+                "{{\"ts\":\"{ts}\",\"client_ip\":\"192.0.2.1\",\"protocol\":\"Mapi\",\"scheme\":\"basic\",\"user\":\"u@contoso.com\",\"decision\":\"allow\",\"legacy\":true}}\n"
+            )
+        };
+        std::fs::write(dir.join("a.jsonl.1"), line("2026-11-25T08:00:00.000Z")).unwrap();
+        std::fs::write(dir.join("a.jsonl"), line("2026-11-25T09:00:00.000Z")).unwrap();
+        std::fs::write(dir.join("b.jsonl"), line("2026-11-25T10:00:00.000Z")).unwrap();
+        let paths = [
+            dir.join("a.jsonl"),
+            dir.join("a.jsonl.1"),
+            dir.join("b.jsonl"),
+        ];
+        let r = build_files(&paths).unwrap();
+        assert_eq!(r.lines, 3);
+        assert_eq!(r.files.len(), 3);
+        assert!(r.files[0].ends_with("a.jsonl.1"), "{:?}", r.files);
+        let row = &r.legacy[0];
+        assert_eq!(row.count, 3);
+        assert_eq!(
+            (row.first_seen.as_str(), row.last_seen.as_str()),
+            ("2026-11-25T08:00:00.000Z", "2026-11-25T10:00:00.000Z")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_closed_pipe_ends_the_output_quietly_and_other_errors_do_not() {
+        struct Failing(std::io::ErrorKind);
+        impl std::io::Write for Failing {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(self.0.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut closed = Failing(std::io::ErrorKind::BrokenPipe);
+        assert!(write_quietly(&mut closed, b"report").is_ok());
+        let mut full = Failing(std::io::ErrorKind::StorageFull);
+        assert!(write_quietly(&mut full, b"report").is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod agreement;
 mod attacks;
+mod audit_report;
 mod availability;
 mod binary;
 #[cfg(feature = "lab")]
