@@ -14,8 +14,21 @@ pub const EXIT_CONFIG: u8 = 78;
 #[derive(Debug, Parser)]
 #[command(name = "exgate", version, about)]
 pub struct Cli {
+    /// Log lines as `text` (colours only on a terminal; `NO_COLOR` turns them off) or
+    /// `json` (one object per line, for a SIEM). Applies to `serve` and `lab`.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "EXGATE_LOG_FORMAT")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written to standard error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `2026-12-01T02:34:44Z  INFO exgate::cli: message key=value`.
+    Text,
+    /// `{"timestamp":…,"level":"INFO","fields":{"message":…},"target":…}`.
+    Json,
 }
 
 /// The subcommands.
@@ -32,6 +45,10 @@ pub enum Command {
         /// The configuration file.
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+        /// Also print the effective configuration (file, environment and defaults) as
+        /// TOML, with admin.token redacted.
+        #[arg(long)]
+        print: bool,
     },
     /// One-command lab: mock Exchange, mock identity provider and exgate, wired for one of
     /// the article's four architectures.
@@ -206,10 +223,10 @@ fn parse_scenario(s: &str) -> Result<crate::lab::Scenario, String> {
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config } => serve(&config),
-        Command::Validate { config } => Ok(validate(&config)),
+        Command::Serve { config } => serve(&config, cli.log_format),
+        Command::Validate { config, print } => Ok(validate(&config, print)),
         #[cfg(feature = "lab")]
-        Command::Lab(args) => lab(args),
+        Command::Lab(args) => lab(args, cli.log_format),
         #[cfg(feature = "lab")]
         Command::Token(args) => token(&args),
         Command::Cmdlet(args) => cmdlet(args),
@@ -219,7 +236,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn validate(path: &std::path::Path) -> ExitCode {
+fn validate(path: &std::path::Path, print: bool) -> ExitCode {
     let result = config::load(path).and_then(|cfg| config::build_engine(&cfg).map(|e| (cfg, e)));
     match result {
         Ok((cfg, engine)) => {
@@ -234,6 +251,9 @@ fn validate(path: &std::path::Path) -> ExitCode {
                     .org_default()
                     .map_or("none", |p| store.policy(p).name.as_str()),
             );
+            if print {
+                print!("{}", config::print::effective(&cfg));
+            }
             if let Some(k) = &cfg.kerberos {
                 println!(
                     "kerberos.keytab {}: {} keys",
@@ -253,21 +273,25 @@ fn validate(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn init_tracing() {
-    init_tracing_with("info");
-}
-
-fn init_tracing_with(default: &str) {
+/// Logs to standard error at `RUST_LOG`'s levels, else `default`'s, as `format` says;
+/// text carries colours only when standard error is a terminal and `NO_COLOR` is unset.
+fn init_tracing(default: &str, format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+    }
 }
 
-fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    init_tracing();
+fn serve(path: &std::path::Path, log_format: LogFormat) -> anyhow::Result<ExitCode> {
+    init_tracing("info", log_format);
     runtime()?.block_on(async {
         // First of all: SIGHUP's default action ends the process, and `systemctl start`
         // followed at once by `systemctl reload` may send it while the configuration is
@@ -355,7 +379,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 #[cfg(feature = "lab")]
-fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
+fn lab(args: LabArgs, log_format: LogFormat) -> anyhow::Result<ExitCode> {
     use crate::lab;
     // `--scenario` and `--dir` mean the same before and after `walk`/`reset`; after
     // wins.
@@ -399,7 +423,7 @@ fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
             ExitCode::FAILURE
         });
     }
-    init_tracing_with("warn");
+    init_tracing("warn", log_format);
     let dir = args.dir.unwrap_or_else(|| lab::default_dir(args.scenario));
     let exe = std::env::current_exe()?;
     runtime()?.block_on(async {

@@ -13,7 +13,6 @@
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod cli;

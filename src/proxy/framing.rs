@@ -180,6 +180,14 @@ mod tests {
     const V11: Version = Version::HTTP_11;
     const LIMIT: usize = 65_536;
 
+    #[test]
+    fn the_metric_knows_every_fault_label() {
+        assert_eq!(
+            ClientFault::ALL.map(ClientFault::as_str),
+            crate::metrics::CLIENT_ERROR_REASONS
+        );
+    }
+
     /// A head as the guard reports it, one `Host` unless said otherwise.
     fn raw() -> HeadVerdict {
         HeadVerdict {

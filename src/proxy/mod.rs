@@ -1,6 +1,7 @@
 //! The proxy (SPEC §1, §7): listeners, connections, and the shared state they decide
 //! and forward with. The request path itself is in [`service`], one phase per step.
 
+pub mod admin;
 mod body;
 mod framing;
 mod head_guard;
@@ -334,7 +335,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             Arc::new(Semaphore::new(max_connections)),
             watch.clone(),
         )),
-        tokio::spawn(crate::admin::serve(admin, shared.clone(), watch)),
+        tokio::spawn(admin::serve(admin, shared.clone(), watch)),
     ];
     Ok(Running {
         proxy_addr,
@@ -362,7 +363,7 @@ pub fn default_max_connections(servers: usize) -> usize {
     let soft = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
     let kept = RESERVED_DESCRIPTORS
         + OVER_CAPACITY_ANSWERS as u64
-        + crate::admin::MAX_ADMIN_CONNECTIONS as u64
+        + admin::MAX_ADMIN_CONNECTIONS as u64
         + PROBE_DESCRIPTORS_PER_SERVER * servers as u64;
     let n = soft.saturating_sub(kept) / 2;
     usize::try_from(n.max(1)).unwrap_or(usize::MAX)
@@ -615,7 +616,7 @@ fn spawn_connection(
         };
         if let Err(e) = &result {
             if caused_by::<idle::ClientNotReading>(e) {
-                metrics.record_client_error(ClientFault::ResponseUnread);
+                metrics.record_client_error(ClientFault::ResponseUnread.as_str());
             }
             // hyper answered a head it could not parse (400) or that overflowed its
             // buffer (431) itself: still the client's fault, and counted as such.
@@ -624,7 +625,7 @@ fn spawn_connection(
                     true => ClientFault::HeadTooLarge,
                     false => ClientFault::MalformedHead,
                 };
-                metrics.record_client_error(fault);
+                metrics.record_client_error(fault.as_str());
             }
         }
         if let Err(e) = result {

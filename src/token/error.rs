@@ -93,6 +93,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_metric_knows_every_error_label() {
+        assert_eq!(
+            TokenError::ALL.map(TokenError::as_str),
+            crate::metrics::TOKEN_ERRORS
+        );
+    }
+
+    #[test]
     fn labels_are_unique_and_descriptions_are_header_safe() {
         let mut seen = std::collections::HashSet::new();
         for e in TokenError::ALL {

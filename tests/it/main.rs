@@ -18,6 +18,7 @@ mod lab_kerberos;
 #[cfg(feature = "lab")]
 mod load;
 mod monitoring;
+mod operate;
 mod prometheus;
 mod proxy;
 mod purity;

@@ -526,6 +526,16 @@ impl Spawned {
         Spawned::run(command, rust_log)
     }
 
+    /// Like [`Spawned::start`], with `before` given before `serve` (global flags such as
+    /// `--log-format json`).
+    pub fn start_with_flags(dir: &Path, rust_log: &str, before: &[&str]) -> Spawned {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_exgate"));
+        command
+            .args(before)
+            .args(["serve", "--config", arg(&dir.join("exgate.toml"))]);
+        Spawned::run(command, rust_log)
+    }
+
     /// Like [`Spawned::start`], under an open-file limit of `nofile` (soft and hard),
     /// set by util-linux's `prlimit`, which then executes exgate in its place.
     pub fn start_limited(dir: &Path, rust_log: &str, nofile: u64) -> Spawned {
@@ -618,6 +628,11 @@ impl Spawned {
     pub async fn metrics(&self) -> String {
         let mut c = Client::connect(self.admin).await;
         String::from_utf8(c.get("/metrics", &[]).await.body.to_vec()).unwrap()
+    }
+
+    /// Everything it wrote so far.
+    pub fn log(&self) -> String {
+        self.output.lock().unwrap().clone()
     }
 
     /// Stops the process with SIGTERM and returns everything it wrote.

@@ -40,7 +40,7 @@ impl Connection {
         snapshot: &Snapshot,
         fault: ClientFault,
     ) -> (Response<ProxyBody>, Outcome) {
-        self.shared.metrics.record_client_error(fault);
+        self.shared.metrics.record_client_error(fault.as_str());
         let decision = Decision {
             action: Action::Reject,
             reason: Reason::BadRequest,
@@ -73,7 +73,7 @@ impl Connection {
         pin: bool,
         outcome: Outcome,
     ) -> (Response<ProxyBody>, Outcome) {
-        self.shared.metrics.record_client_error(fault);
+        self.shared.metrics.record_client_error(fault.as_str());
         let mut auth = self.auth.lock().await;
         auth.upstream = None;
         if pin {

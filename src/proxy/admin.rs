@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::Secret;
-use crate::proxy::{CmdletError, Shared};
+use super::{CmdletError, Shared};
 
 /// Largest cmdlet script accepted by `POST /cmdlet`.
 const MAX_SCRIPT_BYTES: usize = 64 * 1024;
@@ -90,11 +90,11 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>>
             "not ready: waiting for token signing keys\n".into(),
         ),
         (&Method::POST, "/cmdlet" | "/reload") if !authorized(shared, &req) => {
-            let mut res = respond(
-                StatusCode::UNAUTHORIZED,
-                "text/plain",
-                "admin token required\n".into(),
-            );
+            let why = match req.headers().contains_key(header::AUTHORIZATION) {
+                true => "admin token does not match admin.token\n",
+                false => "admin token required (Authorization: Bearer <admin.token>)\n",
+            };
+            let mut res = respond(StatusCode::UNAUTHORIZED, "text/plain", why.into());
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             res

@@ -1,0 +1,218 @@
+//! Operating `exgate serve` as a Linux service (issue 14): log formats, warnings an
+//! operator needs, `validate --print`, and the command-line fixes, through the real
+//! binary.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+const CONFIG: &str = r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+[upstream]
+servers = ["http://127.0.0.1:9"]
+[exchange]
+deployment = "online"
+[policy]
+script = "policies.ps1"
+[[users]]
+upn = "user01@contoso.com"
+"#;
+
+/// Waits until `log()` contains `needle` (at most 5 s) and returns it.
+fn wait_for(gate: &Spawned, needle: &str) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let log = gate.log();
+        if log.contains(needle) || started.elapsed() > Duration::from_secs(5) {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let dir = write_files(&[("exgate.toml", CONFIG), ("policies.ps1", "")]);
+    let gate = Spawned::start(&dir, "info");
+    let log = gate.stop();
+    assert!(log.contains(" INFO "), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour escapes in {log:?}");
+}
+
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    let dir = write_files(&[("exgate.toml", CONFIG), ("policies.ps1", "")]);
+    let gate = Spawned::start_with_flags(&dir, "info", &["--log-format", "json"]);
+    let log = gate.stop();
+    let mut objects = 0;
+    for line in log.lines().filter(|l| !l.starts_with("exgate listening")) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+        objects += 1;
+    }
+    assert!(objects >= 3, "{log}");
+    assert!(log.contains("\"admin.token is not set: any local user or process can send cmdlets to the admin API and reload the configuration\""), "{log}");
+}
+
+#[test]
+fn a_reload_says_which_settings_read_at_start_were_not_applied() {
+    let dir = write_files(&[("exgate.toml", CONFIG), ("policies.ps1", "")]);
+    let gate = Spawned::start(&dir, "info");
+    // A policy-only change: reloaded, no warning.
+    std::fs::write(
+        dir.join("exgate.toml"),
+        CONFIG.replace("[policy]\n", "[policy]\nmode = \"report-only\"\n"),
+    )
+    .unwrap();
+    gate.signal("HUP");
+    let log = wait_for(&gate, "configuration reloaded");
+    assert!(log.contains("configuration reloaded"), "{log}");
+    assert!(!log.contains("NOT applied"), "{log}");
+    // A listener and a lockout change: reloaded, and both named as not applied.
+    std::fs::write(
+        dir.join("exgate.toml"),
+        CONFIG
+            .replace("[policy]\n", "[policy]\nmode = \"report-only\"\n")
+            .replace(
+                "admin_listen = \"127.0.0.1:0\"",
+                "admin_listen = \"127.0.0.1:0\"\nidle_timeout_seconds = 30",
+            )
+            + "[lockout]\nthreshold = 3\n",
+    )
+    .unwrap();
+    gate.signal("HUP");
+    let log = wait_for(&gate, "NOT applied");
+    let line = log
+        .lines()
+        .find(|l| l.contains("NOT applied"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        line.contains("[server]") && line.contains("[lockout]"),
+        "{line}"
+    );
+    assert!(!line.contains("[upstream]"), "{line}");
+    gate.stop();
+}
+
+#[test]
+fn an_upstream_tls_failure_is_logged_with_its_reason_at_warn() {
+    // A plain-HTTP listener named as an https:// upstream: the handshake fails.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(4) {
+            let Ok(mut s) = stream else { break };
+            use std::io::Write as _;
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        }
+    });
+    let config = CONFIG.replace("http://127.0.0.1:9", &format!("https://127.0.0.1:{port}"));
+    let dir = write_files(&[("exgate.toml", &config), ("policies.ps1", "")]);
+    let gate = Spawned::start(&dir, "warn");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (status, _) = raw_exchange(
+            gate.proxy,
+            b"GET /owa/ HTTP/1.1\r\nHost: mail.contoso.com\r\nAuthorization: NTLM TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAKAGFKAAAADw==\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(status >= 500, "{status}");
+    });
+    let log = wait_for(&gate, "ejected");
+    let line = log
+        .lines()
+        .find(|l| l.contains("upstream server ejected"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("WARN") && line.contains("reason="), "{line}");
+    assert!(
+        line.to_lowercase().contains("tls")
+            || line.contains("InvalidContentType")
+            || line.contains("corrupt"),
+        "{line}"
+    );
+    gate.stop();
+}
+
+#[test]
+fn validate_print_shows_the_effective_configuration_which_validates_again() {
+    let secret = "0123456789abcdef-admin-secret";
+    let config = format!("{CONFIG}[admin]\ntoken = \"{secret}\"\n");
+    let dir = write_files(&[("exgate.toml", &config), ("policies.ps1", "")]);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_exgate"));
+    cmd.args([
+        "validate",
+        "--print",
+        "--config",
+        arg(&dir.join("exgate.toml")),
+    ])
+    .env(
+        "EXGATE__UPSTREAM__SERVERS",
+        "http://127.0.0.1:81,http://127.0.0.1:82",
+    )
+    .env("EXGATE__SERVER__IDLE_TIMEOUT_SECONDS", "61");
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    assert!(!printed.contains(secret), "{printed}");
+    assert!(printed.contains("token = \"[redacted]\""), "{printed}");
+    assert!(
+        printed.contains("servers = [\"http://127.0.0.1:81/\", \"http://127.0.0.1:82/\"]"),
+        "{printed}"
+    );
+    assert!(printed.contains("idle_timeout_seconds = 61\n"), "{printed}");
+    assert!(
+        printed.contains("long_idle_timeout_seconds = 900\n"),
+        "defaults shown: {printed}"
+    );
+    // What it prints is a configuration exgate reads back to the same effect, once the
+    // redacted token is put back.
+    let toml: String = printed
+        .lines()
+        .skip(1)
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .replace("\"[redacted]\"", &format!("\"{secret}\""));
+    let again = write_files(&[("exgate.toml", &toml)]);
+    let out = exgate(&[
+        "validate",
+        "--print",
+        "--config",
+        arg(&again.join("exgate.toml")),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{toml}", text(&out.stderr));
+    let reprinted = text(&out.stdout);
+    let body = |s: &str| s.lines().skip(2).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&reprinted), body(&printed));
+}
+
+#[cfg(feature = "lab")]
+#[test]
+fn token_refuses_a_folder_that_holds_no_lab() {
+    let dir = scratch().join("typo");
+    let out = exgate(&["token", "--dir", arg(&dir)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("holds no lab"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!dir.join("idp-keys.json").exists(), "a key was made");
+}
+
+#[test]
+fn cmdlet_names_the_admin_address_it_cannot_reach() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    let url = format!("http://{addr}");
+    let out = exgate(&["cmdlet", "--admin", &url, "Get-AuthenticationPolicy"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("POST http://{addr}/cmdlet")), "{err}");
+}
