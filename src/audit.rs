@@ -1,8 +1,9 @@
 //! The audit log (SPEC §8): one JSON line per request that carried credentials or was
-//! blocked, and one per lockout or spray event. Lines are handed to a writer task over a
-//! bounded channel, so the request path never waits on the disk; when the writer falls
-//! behind, lines are dropped and counted rather than slowing requests. Size-based
-//! rotation keeps `path`, `path.1` … `path.N`. Never a password, token or cookie.
+//! blocked ([`AuditRecord`]), and one per lockout or spray event ([`AuditEvent`]). Lines
+//! are handed to a writer task over a bounded channel, so the request path never waits
+//! on the disk; when the writer falls behind, lines are dropped and counted rather than
+//! slowing requests. Size-based rotation keeps `path`, `path.1` … `path.N` (`path.N` the
+//! oldest). Never a password, token or cookie.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
+use crate::policy::{Directory, Lookup, UserId};
 
 /// Lines queued for the writer before new ones are dropped.
 const QUEUE_LINES: usize = 65_536;
@@ -29,13 +31,11 @@ pub struct AuditConfig {
     pub max_files: u32,
 }
 
-/// One audit line. Field names are SPEC §8's; `event`, `legacy` and `location` are
-/// exgate's additions.
+/// One request's audit line. Field names are SPEC §8's; `presented_user` and `legacy`
+/// are exgate's additions.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct AuditRecord {
     pub ts: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event: Option<String>,
     pub request_id: String,
     pub client_ip: String,
     pub method: String,
@@ -44,7 +44,14 @@ pub struct AuditRecord {
     pub protocol: String,
     pub client_app: String,
     pub scheme: String,
+    /// Who: the directory identity (the declared user's UPN) when the name the request
+    /// presented belongs to a declared user, else the name as presented (see
+    /// [`user_names`]).
     pub user: Option<String>,
+    /// The name as the request presented it, when it differs from `user`
+    /// (`CONTOSO\user02` for `user02@contoso.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presented_user: Option<String>,
     pub policy: Option<String>,
     pub decision: String,
     pub reason: String,
@@ -55,8 +62,52 @@ pub struct AuditRecord {
     /// The attempt used legacy authentication.
     #[serde(default)]
     pub legacy: bool,
+}
+
+/// A lockout or spray event's audit line: no request fields (method, path, status, …),
+/// because it describes a user or an address, not one request.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct AuditEvent {
+    pub ts: String,
+    /// `lockout` or `spray_suspect`.
+    pub event: String,
+    pub request_id: String,
+    pub client_ip: String,
+    /// The user locked out, or the name that made the address a spray suspect; the
+    /// directory identity when known, as in [`AuditRecord::user`].
+    pub user: Option<String>,
+    /// The name as presented, when it differs from `user`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presented_user: Option<String>,
+    /// Events are about legacy sign-ins: always true.
+    pub legacy: bool,
+    /// A lockout's location: `familiar` or `unknown`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+}
+
+/// The names an audit line gives a request's user: `user`, the directory identity (the
+/// declared user's UPN) when `known` is set or the presented name belongs to a declared
+/// user, else the name as presented; and `presented_user`, the name as presented when
+/// it differs from `user`. So `user02@contoso.com` and `CONTOSO\user02` are one user in
+/// `exgate report`. `known` must be an id of `directory` (the snapshot that decided).
+pub fn user_names(
+    directory: &Directory,
+    known: Option<UserId>,
+    presented: Option<&str>,
+) -> (Option<String>, Option<String>) {
+    let id = known.or_else(|| match directory.lookup(presented?) {
+        Lookup::Found(id) => Some(id),
+        Lookup::Unknown | Lookup::Ambiguous => None,
+    });
+    let upn = id.map(|id| directory.user(id).upn.as_str());
+    match (upn, presented) {
+        (Some(upn), Some(presented)) if upn != presented => {
+            (Some(upn.to_owned()), Some(presented.to_owned()))
+        }
+        (Some(upn), _) => (Some(upn.to_owned()), None),
+        (None, presented) => (presented.map(str::to_owned), None),
+    }
 }
 
 /// The audit log's front end: cheap to call from the request path.
@@ -90,8 +141,8 @@ impl AuditLog {
         format!("{}-{n:x}", self.id_prefix)
     }
 
-    /// Queues a record; never waits.
-    pub fn write(&self, record: &AuditRecord) {
+    /// Queues a line (an [`AuditRecord`] or an [`AuditEvent`]); never waits.
+    pub fn write(&self, record: &impl Serialize) {
         let Ok(mut line) = serde_json::to_string(record) else {
             return;
         };
@@ -243,6 +294,111 @@ mod tests {
             format_timestamp(1_795_599_790, 123),
             "2026-11-25T09:43:10.123Z"
         );
+    }
+
+    fn directory() -> Directory {
+        let user = |upn: &str, sam: &str, aliases: &[&str]| crate::policy::UserEntry {
+            upn: upn.into(),
+            sam: Some(sam.into()),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+        };
+        Directory::new(vec![
+            user("user01@contoso.com", "CONTOSO\\user01", &[]),
+            user(
+                "user02@contoso.com",
+                "CONTOSO\\user02",
+                &["old02@fabrikam.com"],
+            ),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn a_known_user_is_named_by_their_upn_and_the_presented_name_is_kept() {
+        let d = directory();
+        let names = |presented| user_names(&d, None, presented);
+        let both = |user: &str, presented: &str| (Some(user.into()), Some(presented.into()));
+        assert_eq!(
+            names(Some("user02@contoso.com")),
+            (Some("user02@contoso.com".into()), None)
+        );
+        assert_eq!(
+            names(Some("CONTOSO\\user02")),
+            both("user02@contoso.com", "CONTOSO\\user02")
+        );
+        assert_eq!(
+            names(Some("USER02@Contoso.com")),
+            both("user02@contoso.com", "USER02@Contoso.com")
+        );
+        assert_eq!(
+            names(Some("old02@fabrikam.com")),
+            both("user02@contoso.com", "old02@fabrikam.com")
+        );
+        // Nobody declared has the name: as presented, once.
+        assert_eq!(
+            names(Some("victim07@contoso.com")),
+            (Some("victim07@contoso.com".into()), None)
+        );
+        assert_eq!(names(None), (None, None));
+        // The decision's user wins over a lookup (a ticket's principal, a token's upn).
+        assert_eq!(
+            user_names(&d, Some(UserId(0)), Some("user01@CONTOSO.COM")),
+            both("user01@contoso.com", "user01@CONTOSO.COM")
+        );
+        assert_eq!(
+            user_names(&d, Some(UserId(1)), None),
+            (Some("user02@contoso.com".into()), None)
+        );
+    }
+
+    #[test]
+    fn event_lines_carry_no_request_fields() {
+        let event = AuditEvent {
+            ts: format_timestamp(0, 0),
+            event: "lockout".into(),
+            request_id: "r-1".into(),
+            client_ip: "203.0.113.5".into(),
+            user: Some("user02@contoso.com".into()),
+            presented_user: None,
+            legacy: true,
+            location: Some("unknown".into()),
+        };
+        let line: serde_json::Value = serde_json::to_value(&event).unwrap();
+        let mut keys: Vec<&str> = line
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "client_ip",
+                "event",
+                "legacy",
+                "location",
+                "request_id",
+                "ts",
+                "user"
+            ]
+        );
+        // A request line keeps every field, null or not, and names no presented user
+        // when there is none to add.
+        let line = serde_json::to_value(AuditRecord::default()).unwrap();
+        for field in [
+            "method",
+            "path",
+            "protocol",
+            "status",
+            "user",
+            "policy",
+            "upstream_status",
+        ] {
+            assert!(line.get(field).is_some(), "{field}: {line}");
+        }
+        assert!(line.get("presented_user").is_none(), "{line}");
+        assert!(line.get("event").is_none(), "{line}");
     }
 
     #[tokio::test]

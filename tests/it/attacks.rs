@@ -132,7 +132,12 @@ async fn requests_on_an_authenticated_connection_are_attributed_to_its_user() {
     let lines = audit_lines(&gate, 6).await;
     let later: Vec<_> = lines
         .iter()
-        .filter(|l| l["user"] == "CONTOSO\\user01" && l["scheme"] == "ntlm")
+        .filter(|l| {
+            // The directory identity, and the name the NTLM handshake presented.
+            l["user"] == "user01@contoso.com"
+                && l["presented_user"] == "CONTOSO\\user01"
+                && l["scheme"] == "ntlm"
+        })
         .map(|l| {
             (
                 l["protocol"].as_str().unwrap(),
@@ -165,7 +170,9 @@ async fn requests_on_an_authenticated_connection_are_attributed_to_its_user() {
             .unwrap()
             .iter()
             .find(|u| {
-                u["user"] == "CONTOSO\\user01" && u["protocol"] == protocol && u["scheme"] == "ntlm"
+                u["user"] == "user01@contoso.com"
+                    && u["protocol"] == protocol
+                    && u["scheme"] == "ntlm"
             })
             .map(|u| {
                 (

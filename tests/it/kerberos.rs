@@ -440,7 +440,8 @@ async fn a_raw_kerberos_token_without_spnego_names_the_user_too() {
 
 /// Operating it: the first AP-REQ of a ticket is decrypted and the same ticket on the next
 /// connection comes from the cache (`exgate_kerberos_tickets_total`); the audit log and
-/// `exgate report` name the ticket's principal; after the service is re-keyed, its new
+/// `exgate report` name the ticket's user by their directory identity (the principal is
+/// the line's `presented_user`); after the service is re-keyed, its new
 /// tickets fail closed (`no_key`) until the keytab is re-exported and exgate reloaded
 /// (SIGHUP), and then name their user again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -511,17 +512,19 @@ async fn the_cache_the_audit_log_and_a_reload_after_a_new_key_version() {
         .iter()
         .find(|l| l["decision"] == "block" && l["scheme"] == "kerberos" && l["user"].is_string())
         .unwrap_or_else(|| panic!("no blocked Kerberos line naming a user: {audit}"));
-    assert_eq!(blocked["user"], "user01@CONTOSO.COM", "{blocked}");
+    // The directory identity, and the ticket's principal as presented.
+    assert_eq!(blocked["user"], "user01@contoso.com", "{blocked}");
+    assert_eq!(blocked["presented_user"], "user01@CONTOSO.COM", "{blocked}");
     assert_eq!(blocked["protocol"], "Mapi", "{blocked}");
     let out = exgate(&["report", arg(&dir.join("audit.jsonl")), "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let report = text(&out.stdout);
     assert!(
-        report.contains("\"user\": \"user01@CONTOSO.COM\""),
+        report.contains("\"user\": \"user01@contoso.com\""),
         "{report}"
     );
     assert!(
-        report.contains("\"user\": \"user02@CONTOSO.COM\""),
+        report.contains("\"user\": \"user02@contoso.com\""),
         "{report}"
     );
     // Nothing of a ticket or key in exgate's own output.

@@ -5,7 +5,7 @@
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 
-use super::{Connection, Outcome};
+use super::{Connection, Names, Outcome};
 use crate::policy::{Action, Decision, Protocol, Reason};
 use crate::proxy::Snapshot;
 use crate::proxy::framing::{self, ClientFault};
@@ -56,7 +56,7 @@ impl Connection {
         respond::close_connection(&mut res);
         let outcome = Outcome {
             decision,
-            user: None,
+            names: Names::default(),
             credentials: false,
             upstream_status: None,
         };

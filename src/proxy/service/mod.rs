@@ -126,11 +126,37 @@ const READ_WHOLE_BELOW_BYTES: u64 = 64 * 1024;
 /// What the request path learned, for metrics, the audit log and protection.
 struct Outcome {
     decision: Decision,
-    /// The user the credentials or the token named (kept only for the audit log).
-    user: Option<String>,
+    /// Who and which policy the audit line names (only with an audit log).
+    names: Names,
     /// The request carried an `Authorization` header.
     credentials: bool,
     upstream_status: Option<u16>,
+}
+
+/// The names on a request's audit line, resolved against the snapshot that decided it
+/// (a reload may since have renumbered its users and policies).
+#[derive(Default)]
+struct Names {
+    /// The directory identity when known, else the name as presented.
+    user: Option<String>,
+    /// The name as presented, when it differs from `user`.
+    presented_user: Option<String>,
+    policy: Option<String>,
+}
+
+impl Names {
+    fn new(snapshot: &Snapshot, decision: &Decision, presented: Option<&str>) -> Names {
+        let engine = &snapshot.engine;
+        let (user, presented_user) =
+            crate::audit::user_names(engine.directory(), decision.user, presented);
+        Names {
+            user,
+            presented_user,
+            policy: decision
+                .policy
+                .map(|p| engine.store().policy(p).name.clone()),
+        }
+    }
 }
 
 impl Connection {
@@ -162,10 +188,9 @@ impl Connection {
             && (outcome.credentials || !outcome.decision.action.forwards())
         {
             let d = &outcome.decision;
-            let snapshot = shared.snapshot.load();
+            let names = outcome.names;
             audit.write(&AuditRecord {
                 ts: crate::audit::timestamp(),
-                event: None,
                 request_id: audit.request_id(),
                 client_ip: self.peer.ip().to_string(),
                 method,
@@ -173,10 +198,9 @@ impl Connection {
                 protocol: d.protocol.as_str().into(),
                 client_app: d.protocol.client_app().into(),
                 scheme: d.scheme.as_str().into(),
-                user: outcome.user.clone(),
-                policy: d
-                    .policy
-                    .map(|p| snapshot.engine.store().policy(p).name.clone()),
+                user: names.user,
+                presented_user: names.presented_user,
+                policy: names.policy,
                 decision: d.action.as_str().into(),
                 reason: d.reason.as_str().into(),
                 status: res.status().as_u16(),
@@ -184,7 +208,6 @@ impl Connection {
                 duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
                 user_agent,
                 legacy: d.legacy,
-                location: None,
             });
         }
         res
@@ -304,8 +327,11 @@ impl Connection {
         self.shared.metrics.record(&decision);
         let mut outcome = Outcome {
             decision,
-            // Only the audit log reads it.
-            user: self.shared.audit.as_ref().and_then(|_| user.clone()),
+            // Only the audit log reads them.
+            names: match self.shared.audit {
+                Some(_) => Names::new(&snapshot, &decision, user.as_deref()),
+                None => Names::default(),
+            },
             credentials: !anonymous || decision.connection,
             upstream_status: None,
         };
@@ -503,7 +529,9 @@ impl Connection {
             && self.shared.require_mfa[target.protocol.index()]
             && !verified.mfa
         {
-            return refused(Reason::MfaRequired, Refusal::MfaRequired);
+            // The token is valid, only without MFA: the audit line names its user.
+            let (decision, refusal, _) = refused(Reason::MfaRequired, Refusal::MfaRequired);
+            return (decision, refusal, verified.user.clone());
         }
         (decision, None, verified.user.clone())
     }

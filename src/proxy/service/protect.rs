@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::Connection;
-use crate::audit::AuditRecord;
+use crate::audit::AuditEvent;
 use crate::policy::{Decision, Reason};
 use crate::protect::BadPassword;
 
@@ -53,17 +53,22 @@ impl Connection {
         }
     }
 
+    /// Writes a lockout or spray event's audit line, naming the user's directory
+    /// identity when the name is a declared user's.
     pub(super) fn audit_event(&self, event: &str, user: &str, location: Option<&str>) {
         if let Some(audit) = &self.shared.audit {
-            audit.write(&AuditRecord {
+            let snapshot = self.shared.snapshot.load();
+            let (user, presented_user) =
+                crate::audit::user_names(snapshot.engine.directory(), None, Some(user));
+            audit.write(&AuditEvent {
                 ts: crate::audit::timestamp(),
-                event: Some(event.into()),
+                event: event.into(),
                 request_id: audit.request_id(),
                 client_ip: self.peer.ip().to_string(),
-                user: Some(user.into()),
+                user,
+                presented_user,
                 legacy: true,
                 location: location.map(Into::into),
-                ..AuditRecord::default()
             });
         }
     }
