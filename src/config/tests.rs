@@ -125,7 +125,7 @@ servers = ["ftp://exchange"]
             "upstream.servers[0]",
             "tokens.mfa.require_for[1]",
             "tokens.issuers[0].audiences",
-            "tokens.issuers[0].jwks_file",
+            "tokens.issuers[0]",
             "tokens.issuers[0].algorithms[0]",
         ]
     );
@@ -436,5 +436,17 @@ fn an_error_in_an_environment_value_names_the_variable() {
     assert!(
         text.contains("polcy: unknown key (set by EXGATE__POLCY__MODE)"),
         "{text}"
+    );
+}
+
+#[test]
+fn two_key_sources_are_named_as_set() {
+    let toml = format!(
+        "{MINIMAL}[[tokens.issuers]]\nissuer = \"https://sts.windows.net/{{tenantid}}/\"\naudiences = [\"a\"]\njwks_url = \"https://login.microsoftonline.com/common/discovery/keys\"\nopenid_configuration_url = \"https://login.microsoftonline.com/common/.well-known/openid-configuration\"\n"
+    );
+    let errors = load_with_env(&write(&toml, Some("")), Some(HashMap::new())).unwrap_err();
+    assert_eq!(
+        keys(&errors),
+        ["tokens.issuers[0].openid_configuration_url, tokens.issuers[0].jwks_url"]
     );
 }

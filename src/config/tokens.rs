@@ -97,9 +97,22 @@ pub fn tokens(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> To
                 }
                 Some(KeySource::JwksFile(path))
             }
-            _ => {
+            (openid, jwks_url, jwks_file) => {
+                // Named by what is set: the keys to choose between, or the issuer's table.
+                let set: Vec<&str> = [
+                    ("openid_configuration_url", openid.is_some()),
+                    ("jwks_url", jwks_url.is_some()),
+                    ("jwks_file", jwks_file.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(name, is)| is.then_some(name))
+                .collect();
+                let at = match set.as_slice() {
+                    [] => format!("tokens.issuers[{i}]"),
+                    names => names.iter().map(|n| key(n)).collect::<Vec<_>>().join(", "),
+                };
                 errors.push(error(
-                    key("jwks_file"),
+                    at,
                     "set exactly one of openid_configuration_url, jwks_url, jwks_file",
                 ));
                 None

@@ -274,7 +274,14 @@ impl IssuerKeys {
                 Ok(())
             }
             Err(e) => {
-                tracing::warn!(error = %e, "signing key refresh failed; the last good keys stay in use");
+                match self.current.load().is_some() {
+                    true => {
+                        tracing::warn!(error = %e, "signing key refresh failed; the last good keys stay in use")
+                    }
+                    false => {
+                        tracing::warn!(error = %e, "signing key fetch failed and no key was ever fetched: tokens of this issuer get 503 and /readyz says 503 until one is")
+                    }
+                }
                 metrics.record_jwks_refresh(false);
                 Err(e)
             }

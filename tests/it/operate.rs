@@ -216,3 +216,19 @@ fn cmdlet_names_the_admin_address_it_cannot_reach() {
     let err = text(&out.stderr);
     assert!(err.contains(&format!("POST http://{addr}/cmdlet")), "{err}");
 }
+
+#[test]
+fn a_key_fetch_that_never_succeeded_does_not_speak_of_last_good_keys() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/keys", closed.local_addr().unwrap());
+    drop(closed);
+    let config = format!(
+        "{CONFIG}[[tokens.issuers]]\nissuer = \"https://sts.windows.net/{{tenantid}}/\"\naudiences = [\"https://outlook.office365.com\"]\njwks_url = \"{url}\"\nfetch_timeout_seconds = 1\n"
+    );
+    let dir = write_files(&[("exgate.toml", &config), ("policies.ps1", "")]);
+    let gate = Spawned::start(&dir, "warn");
+    let log = wait_for(&gate, "key fetch failed");
+    assert!(log.contains("no key was ever fetched"), "{log}");
+    assert!(!log.contains("last good keys"), "{log}");
+    gate.stop();
+}
