@@ -51,8 +51,14 @@ fn every_error_is_listed_with_its_key_or_line_and_exit_is_78() {
     let out = exgate(&["validate", "--config", arg(&dir.join("exgate.toml"))]);
     assert_eq!(out.status.code(), Some(78));
     let err = text(&out.stderr);
-    assert!(err.contains("2 configuration errors:"), "{err}");
+    // The policy script and the per-policy options are checked too, beside the
+    // configuration's own errors.
+    assert!(err.contains("3 configuration errors:"), "{err}");
     assert!(err.contains("server.lisen: unknown key"), "{err}");
+    assert!(
+        err.contains("policy.policies.Ghost: no policy of this name"),
+        "{err}"
+    );
     assert!(
         err.contains("exchange.deployment: \"cloud\" is not one of \"online\", \"onpremises\""),
         "{err}"
