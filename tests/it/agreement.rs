@@ -575,3 +575,133 @@ fn validate_and_serve_refuse_every_broken_configuration_alike() {
         failures.join("\n")
     );
 }
+
+/// Every key of the configuration reference, by the table it is written in.
+const KEYS: [(&str, &[&str]); 14] = [
+    (
+        "server",
+        &[
+            "listen",
+            "admin_listen",
+            "tls_cert_file",
+            "tls_key_file",
+            "header_read_timeout_seconds",
+            "idle_timeout_seconds",
+            "long_idle_timeout_seconds",
+            "max_header_bytes",
+            "shutdown_grace_seconds",
+            "listen_backlog",
+            "max_connections",
+        ],
+    ),
+    (
+        "upstream",
+        &[
+            "servers",
+            "ca_file",
+            "insecure_skip_verify",
+            "connect_timeout_seconds",
+            "response_header_timeout_seconds",
+            "health_check_interval_seconds",
+        ],
+    ),
+    ("exchange", &["deployment"]),
+    (
+        "exchange.challenge",
+        &[
+            "client_id",
+            "trusted_issuers",
+            "token_types",
+            "authorization_uri",
+        ],
+    ),
+    ("policy", &["script", "state_file", "mode", "other_paths"]),
+    ("[users]", &["upn", "sam", "aliases"]),
+    ("tokens", &["cache_max_entries"]),
+    (
+        "[tokens.issuers]",
+        &[
+            "issuer",
+            "audiences",
+            "openid_configuration_url",
+            "jwks_url",
+            "jwks_file",
+            "ca_file",
+            "algorithms",
+            "leeway_seconds",
+            "refresh_interval_seconds",
+            "unknown_kid_refresh_min_seconds",
+            "fetch_timeout_seconds",
+        ],
+    ),
+    ("tokens.mfa", &["require_for", "auth_context_ids"]),
+    ("kerberos", &["keytab", "cache_max_entries"]),
+    ("audit", &["path", "max_file_bytes", "max_files"]),
+    (
+        "lockout",
+        &["enabled", "threshold", "observation_window_seconds"],
+    ),
+    (
+        "spray",
+        &["enabled", "distinct_users", "window_seconds", "block"],
+    ),
+    ("admin", &["token"]),
+];
+
+/// Each key above set to a table, the one type no key takes: both commands refuse it
+/// with exit 78 and name the key.
+#[test]
+fn every_key_of_the_wrong_type_is_refused_alike() {
+    let mut failures = Vec::new();
+    let mut runs = 0;
+    for (table, keys) in KEYS {
+        for key in keys {
+            let wrong = format!("{key} = {{ wrong = 1 }}");
+            let (toml, named) = match table {
+                "[users]" => (
+                    format!(
+                        "{}[[users]]\nupn = \"user02@contoso.com\"\n{wrong}\n",
+                        base()
+                    )
+                    .replace("upn = \"user02@contoso.com\"\nupn = ", "upn = "),
+                    format!("users[1].{key}"),
+                ),
+                "[tokens.issuers]" => (
+                    format!("{}[[tokens.issuers]]\n{wrong}\n", base()),
+                    format!("tokens.issuers[0].{key}"),
+                ),
+                // `with` would put a second [server]/[policy]/… header: replace the key
+                // in the base when it has one.
+                _ => {
+                    let toml = match base().lines().find(|l| l.starts_with(&format!("{key} = "))) {
+                        Some(line) if base().contains(&format!("[{table}]\n")) => {
+                            base().replace(line, &wrong)
+                        }
+                        _ => with(table, &wrong),
+                    };
+                    (toml, format!("{table}.{key}"))
+                }
+            };
+            let dir = write_files(&[("exgate.toml", &toml), ("policies.ps1", "")]);
+            for command in ["validate", "serve"] {
+                runs += 1;
+                let (code, out) = run(command, &dir, &[]);
+                let listed = out
+                    .lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{named}: ")));
+                if code != Some(78) || !listed || out.contains(SECRET) {
+                    failures.push(format!(
+                        "{named} ({command}): exit {code:?}, key listed: {listed}\n{toml}\n{out}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(runs >= 100, "too few runs: {runs}");
+    assert!(
+        failures.is_empty(),
+        "{} of {runs}:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
