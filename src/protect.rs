@@ -29,12 +29,40 @@ impl Location {
     }
 }
 
+/// What a lockout does (`lockout.mode`, AD FS's `ExtranetLockoutMode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockoutMode {
+    /// Refuse the locked-out user's legacy attempts from that location at the edge
+    /// (`AdfsSmartLockoutEnforce`).
+    Enforce,
+    /// Count, audit and meter lockouts, refuse nothing (`AdfsSmartLockoutLogOnly`): the
+    /// first days of a rollout.
+    LogOnly,
+}
+
+impl LockoutMode {
+    /// The configuration spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LockoutMode::Enforce => "enforce",
+            LockoutMode::LogOnly => "log-only",
+        }
+    }
+}
+
 /// Lockout and spray settings (`[lockout]`, `[spray]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProtectConfig {
     pub lockout_enabled: bool,
-    /// Bad passwords tolerated per user and location within the window.
+    /// Bad passwords from an unknown location, within the window, that lock the user's
+    /// legacy attempts from there (`ExtranetLockoutThreshold`): the attempt after the
+    /// last one tolerated is refused, as AD FS lets a request through only while the
+    /// count is below the threshold.
     pub lockout_threshold: u32,
+    /// The same for the user's familiar locations (AD FS 2019's separate familiar
+    /// threshold); `lockout.familiar_threshold`, by default `lockout_threshold`.
+    pub familiar_threshold: u32,
+    pub lockout_mode: LockoutMode,
     pub observation_window: Duration,
     pub spray_enabled: bool,
     /// More distinct users than this from one address within the window is a spray.
@@ -49,6 +77,8 @@ impl Default for ProtectConfig {
         ProtectConfig {
             lockout_enabled: true,
             lockout_threshold: 10,
+            familiar_threshold: 10,
+            lockout_mode: LockoutMode::Enforce,
             observation_window: Duration::from_secs(1800),
             spray_enabled: true,
             spray_distinct_users: 20,
@@ -148,6 +178,16 @@ pub enum BadPassword {
     LockedOut(Location),
 }
 
+impl ProtectConfig {
+    /// The threshold of `location`.
+    pub const fn threshold(&self, location: Location) -> u32 {
+        match location {
+            Location::Familiar => self.familiar_threshold,
+            Location::Unknown => self.lockout_threshold,
+        }
+    }
+}
+
 /// Lockout and spray state for the whole process.
 pub struct Protect {
     config: ProtectConfig,
@@ -174,8 +214,9 @@ impl Protect {
         self.config
     }
 
-    /// Whether `user`'s legacy attempts from `ip` are locked out at `now`: more than the
-    /// threshold of bad passwords from that location, the last within the window.
+    /// Whether `user`'s legacy attempts from `ip` are locked out at `now`: the location's
+    /// threshold of bad passwords reached, the last within the window (whatever
+    /// `lockout_mode` says; the caller decides whether to refuse).
     pub fn locked_out(&self, user: &str, ip: IpAddr, now: Instant) -> Option<Location> {
         if !self.config.lockout_enabled {
             return None;
@@ -187,7 +228,7 @@ impl Protect {
         let counter = state.counter(location);
         match counter.last_failure {
             Some(t) if now.duration_since(t) < window => {
-                (counter.bad > self.config.lockout_threshold).then_some(location)
+                (counter.bad >= self.config.threshold(location)).then_some(location)
             }
             // The window has passed: the count starts over.
             Some(_) => {
@@ -213,7 +254,7 @@ impl Protect {
         let state = users.entry(key(user)).or_default();
         let location = state.location(ip);
         let window = self.config.observation_window;
-        let threshold = self.config.lockout_threshold;
+        let threshold = self.config.threshold(location);
         let counter = state.counter(location);
         if counter
             .last_failure
@@ -223,7 +264,7 @@ impl Protect {
         }
         counter.bad += 1;
         counter.last_failure = Some(now);
-        if counter.bad == threshold + 1 {
+        if counter.bad == threshold {
             BadPassword::LockedOut(location)
         } else {
             BadPassword::Counted(location)
@@ -302,6 +343,7 @@ mod tests {
     fn protect(threshold: u32) -> Protect {
         Protect::new(ProtectConfig {
             lockout_threshold: threshold,
+            familiar_threshold: threshold,
             observation_window: Duration::from_secs(1800),
             spray_distinct_users: 20,
             spray_window: Duration::from_secs(600),
@@ -309,12 +351,14 @@ mod tests {
         })
     }
 
+    /// With a threshold of 3, three bad passwords reach Exchange and the fourth attempt is
+    /// refused (AD FS passes a request only while the count is below the threshold).
     #[test]
-    fn lockout_engages_after_the_threshold_and_releases_after_the_window() {
+    fn lockout_engages_at_the_threshold_and_releases_after_the_window() {
         let p = protect(3);
         let t0 = Instant::now();
         let attacker = ip("203.0.113.5");
-        for i in 0..3 {
+        for i in 0..2 {
             assert_eq!(
                 p.bad_password("user01", attacker, t0),
                 BadPassword::Counted(Location::Unknown),
@@ -368,12 +412,10 @@ mod tests {
             None,
             "the user still signs in from the office"
         );
-        for _ in 0..2 {
-            assert_eq!(
-                p.bad_password("user01", office, t0),
-                BadPassword::Counted(Location::Familiar)
-            );
-        }
+        assert_eq!(
+            p.bad_password("user01", office, t0),
+            BadPassword::Counted(Location::Familiar)
+        );
         assert_eq!(
             p.bad_password("user01", office, t0),
             BadPassword::LockedOut(Location::Familiar)
@@ -381,6 +423,36 @@ mod tests {
         assert_eq!(p.locked_out("user01", office, t0), Some(Location::Familiar));
         // Other users are unaffected.
         assert_eq!(p.locked_out("user02", attacker, t0), None);
+    }
+
+    #[test]
+    fn the_familiar_location_has_its_own_threshold() {
+        let p = Protect::new(ProtectConfig {
+            lockout_threshold: 2,
+            familiar_threshold: 5,
+            ..ProtectConfig::default()
+        });
+        let t0 = Instant::now();
+        let office = ip("198.51.100.10");
+        p.good_password("user01", office);
+        for i in 0..4 {
+            assert_eq!(
+                p.bad_password("user01", office, t0),
+                BadPassword::Counted(Location::Familiar),
+                "{i}"
+            );
+        }
+        assert_eq!(p.locked_out("user01", office, t0), None);
+        assert_eq!(
+            p.bad_password("user01", office, t0),
+            BadPassword::LockedOut(Location::Familiar)
+        );
+        let attacker = ip("203.0.113.5");
+        p.bad_password("user01", attacker, t0);
+        assert_eq!(
+            p.bad_password("user01", attacker, t0),
+            BadPassword::LockedOut(Location::Unknown)
+        );
     }
 
     #[test]

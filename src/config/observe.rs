@@ -7,7 +7,7 @@ use super::raw::RawConfig;
 use super::validate::seconds;
 use super::{ConfigError, error};
 use crate::audit::AuditConfig;
-use crate::protect::ProtectConfig;
+use crate::protect::{LockoutMode, ProtectConfig};
 
 /// Validates `[audit]`: `path` is a file (relative to the config file) or `"-"` for
 /// standard output; without it there is no audit log.
@@ -45,6 +45,21 @@ pub fn protect(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> ProtectConfig 
     if threshold == 0 {
         errors.push(error("lockout.threshold", "must be at least 1"));
     }
+    let familiar_threshold = l.familiar_threshold.unwrap_or(threshold);
+    if familiar_threshold == 0 {
+        errors.push(error("lockout.familiar_threshold", "must be at least 1"));
+    }
+    let lockout_mode = match l.mode.as_deref() {
+        None | Some("enforce") => LockoutMode::Enforce,
+        Some("log-only") => LockoutMode::LogOnly,
+        Some(other) => {
+            errors.push(error(
+                "lockout.mode",
+                format!("\"{other}\" is not one of \"enforce\", \"log-only\""),
+            ));
+            LockoutMode::Enforce
+        }
+    };
     let distinct = s.distinct_users.unwrap_or(d.spray_distinct_users);
     if distinct < 2 {
         errors.push(error("spray.distinct_users", "must be at least 2"));
@@ -55,6 +70,8 @@ pub fn protect(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> ProtectConfig 
     ProtectConfig {
         lockout_enabled: l.enabled.map_or(d.lockout_enabled, |b| b.0),
         lockout_threshold: threshold,
+        familiar_threshold,
+        lockout_mode,
         observation_window: window(
             "lockout.observation_window_seconds",
             l.observation_window_seconds,

@@ -224,6 +224,8 @@ pub fn effective(config: &Config) -> String {
     let _ = writeln!(o, "\n[lockout]");
     let _ = writeln!(o, "enabled = {}", pr.lockout_enabled);
     let _ = writeln!(o, "threshold = {}", pr.lockout_threshold);
+    let _ = writeln!(o, "familiar_threshold = {}", pr.familiar_threshold);
+    let _ = writeln!(o, "mode = {}", quoted(pr.lockout_mode.as_str()));
     let _ = writeln!(
         o,
         "observation_window_seconds = {}",

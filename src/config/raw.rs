@@ -141,6 +141,8 @@ pub struct RawAudit {
 pub struct RawLockout {
     pub enabled: Option<StrictBool>,
     pub threshold: Option<u32>,
+    pub familiar_threshold: Option<u32>,
+    pub mode: Option<String>,
     pub observation_window_seconds: Option<u64>,
 }
 

@@ -187,19 +187,20 @@ async fn lockout_engages_after_the_threshold_and_keeps_the_password_from_exchang
             .status
         }
     };
-    for _ in 0..4 {
+    // Threshold 3: three bad passwords reach Exchange, the fourth attempt does not.
+    for _ in 0..3 {
         assert_eq!(
             attempt("wrong-guess").await,
             401,
             "Exchange refuses the bad password"
         );
     }
-    assert_eq!(upstream.requests().len(), 4);
+    assert_eq!(upstream.requests().len(), 3);
     // Locked out: even the right password is answered at the edge.
     assert_eq!(attempt("right-password").await, 401);
     assert_eq!(
         upstream.requests().len(),
-        4,
+        3,
         "the password never reached Exchange"
     );
     let metrics = gate.metrics().await;
@@ -210,12 +211,41 @@ async fn lockout_engages_after_the_threshold_and_keeps_the_password_from_exchang
     // The window passes; the lockout releases.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(attempt("right-password").await, 200);
-    let lines = audit_lines(&gate, 7).await;
+    let lines = audit_lines(&gate, 6).await;
     let events: Vec<&serde_json::Value> =
         lines.iter().filter(|l| l["event"] == "lockout").collect();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["location"], "unknown");
     assert!(lines.iter().any(|l| l["reason"] == "locked_out"));
+}
+
+/// `lockout.mode = "log-only"` (AD FS's `AdfsSmartLockoutLogOnly`): the lockout is
+/// counted, metered and audited, and every attempt still reaches Exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_only_lockout_is_recorded_and_refuses_nothing() {
+    let upstream = Upstream::start().await;
+    let toml = format!("{CONFIG}[lockout]\nthreshold = 2\nmode = \"log-only\"\n");
+    let gate = Exgate::start(&toml, "", &[upstream.url()]).await;
+    for _ in 0..4 {
+        let mut c = gate.client().await;
+        let status = c
+            .get(
+                "/EWS/Exchange.asmx",
+                &[("authorization", &basic("user02@contoso.com", "wrong-guess"))],
+            )
+            .await
+            .status;
+        assert_eq!(status, 401, "Exchange's own 401");
+    }
+    assert_eq!(upstream.requests().len(), 4, "nothing refused at the edge");
+    let metrics = gate.metrics().await;
+    assert!(
+        metrics.contains(r#"exgate_lockouts_total{location="unknown"} 1"#),
+        "{metrics}"
+    );
+    let lines = audit_lines(&gate, 5).await;
+    assert_eq!(lines.iter().filter(|l| l["event"] == "lockout").count(), 1);
+    assert!(!lines.iter().any(|l| l["reason"] == "locked_out"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

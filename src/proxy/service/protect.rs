@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::Connection;
 use crate::audit::AuditEvent;
 use crate::policy::{Decision, Reason};
-use crate::protect::BadPassword;
+use crate::protect::{BadPassword, LockoutMode};
 
 impl Connection {
     /// Smart lockout and spray detection for legacy credentials that name a user: notes
@@ -33,7 +33,12 @@ impl Connection {
         if protect.spray_blocked(ip, now) {
             return Some(Reason::SpraySuspect);
         }
-        protect.locked_out(user, ip, now).map(|_| Reason::LockedOut)
+        // In log-only mode a lockout is counted, audited and metered, and refuses nothing.
+        let enforce = protect.config().lockout_mode == LockoutMode::Enforce;
+        protect
+            .locked_out(user, ip, now)
+            .filter(|_| enforce)
+            .map(|_| Reason::LockedOut)
     }
 
     /// Feeds Exchange's verdict on forwarded legacy credentials back into lockout.
