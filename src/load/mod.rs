@@ -275,8 +275,11 @@ pub async fn run(
         crate::lab::TENANT,
         scenario.mfa_by_adfs(),
     ));
+    // Units claimed (never more than the cap) and units finished.
     let issued = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::new(tokio::sync::Notify::new());
     let started = Instant::now();
     let deadline = started + options.duration;
     let schedule: Arc<Vec<Class>> = Arc::new(
@@ -286,23 +289,32 @@ pub async fn run(
             .flat_map(|(c, w)| std::iter::repeat_n(*c, *w as usize))
             .collect(),
     );
+    let cap = options.max_requests;
     let progress = options.progress.then(|| {
-        let (issued, stop) = (issued.clone(), stop.clone());
+        let (done, stopped) = (done.clone(), stopped.clone());
         tokio::spawn(async move {
             let mut last = 0;
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let now = issued.load(Ordering::Relaxed);
-                eprint!("\r  {now} requests, {} req/s   ", now - last);
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stopped.notified() => break,
+                }
+                let now = done.load(Ordering::Relaxed);
+                eprint!("\r{}", progress_line(now, cap, Some(now - last)));
                 last = now;
             }
-            eprintln!();
+            // The last line: every unit finished, none in flight.
+            eprintln!(
+                "\r{}",
+                progress_line(done.load(Ordering::Relaxed), cap, None)
+            );
         })
     });
     let mut tasks = Vec::new();
     for w in 0..options.concurrency {
-        let (issued, stop, material, schedule) = (
+        let (issued, done, stop, material, schedule) = (
             issued.clone(),
+            done.clone(),
             stop.clone(),
             material.clone(),
             schedule.clone(),
@@ -316,7 +328,7 @@ pub async fn run(
             };
             let mut n: usize = w * 7919;
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                if issued.fetch_add(1, Ordering::Relaxed) >= cap {
+                if !claim(&issued, cap) {
                     break;
                 }
                 n = n.wrapping_add(1);
@@ -324,6 +336,7 @@ pub async fn run(
                 let t0 = Instant::now();
                 let result = one(&mut worker, class, n, &material).await;
                 stats.record(class, t0.elapsed(), result.as_ref().ok().copied());
+                done.fetch_add(1, Ordering::Relaxed);
                 if result.is_err() {
                     worker.sender = None;
                 }
@@ -336,10 +349,30 @@ pub async fn run(
         total.merge(t.await?);
     }
     stop.store(true, Ordering::Relaxed);
+    stopped.notify_one();
     if let Some(p) = progress {
         let _ = p.await;
     }
     Ok(total.report(started.elapsed()))
+}
+
+/// Claims one unit of the `cap` for a worker: false, and the count left at the cap, once
+/// `cap` units were claimed (so a count read at any time never exceeds the cap).
+fn claim(issued: &AtomicU64, cap: u64) -> bool {
+    issued
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < cap).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+/// The progress line: units finished (a unit is a request, or a whole NTLM handshake;
+/// those in flight are not counted) out of `--requests`, and the last second's rate.
+fn progress_line(done: u64, cap: u64, last_second: Option<u64>) -> String {
+    match last_second {
+        Some(rate) => format!("  {done}/{cap} units done, {rate}/s   "),
+        None => format!("  {done}/{cap} units done            "),
+    }
 }
 
 /// One unit of a class: a request, or a whole NTLM handshake. Returns the final status.
@@ -405,5 +438,50 @@ async fn one(worker: &mut Worker, class: Class, n: usize, m: &Material) -> anyho
             let type3 = format!("NTLM {}", STANDARD.encode(type3));
             Ok(worker.send("POST", mapi, Some(&type3)).await?.0)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// However many workers race for the last units, exactly `cap` are claimed and the
+    /// count never passes the cap (the progress line once showed 20004 of 20000).
+    #[test]
+    fn claims_stop_exactly_at_the_cap() {
+        let issued = Arc::new(AtomicU64::new(0));
+        let claimed = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (issued, claimed) = (issued.clone(), claimed.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        if claim(&issued, 20_000) {
+                            claimed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        assert!(issued.load(Ordering::Relaxed) <= 20_000);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(claimed.load(Ordering::Relaxed), 20_000);
+        assert_eq!(issued.load(Ordering::Relaxed), 20_000);
+        assert!(!claim(&issued, 20_000));
+        assert!(!claim(&AtomicU64::new(0), 0), "a cap of 0 claims nothing");
+    }
+
+    #[test]
+    fn the_progress_line_names_the_bound() {
+        assert_eq!(
+            progress_line(1701, 20_000, Some(1701)).trim(),
+            "1701/20000 units done, 1701/s"
+        );
+        assert_eq!(
+            progress_line(20_000, 20_000, None).trim(),
+            "20000/20000 units done"
+        );
     }
 }

@@ -97,6 +97,46 @@ async fn the_request_cap_is_exact() {
     assert_eq!(report.total, 500);
 }
 
+/// `exgate load --requests N` through the binary: every progress line counts units
+/// finished out of N and never passes it (it once printed 20004 for 20000), the last
+/// one says N, and the report agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_progress_line_never_passes_the_request_bound() {
+    let (lab, dir) = lab().await;
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_exgate"))
+            .args(["load", "--dir", arg(&dir), "--requests", "400"])
+            .args(["--concurrency", "8", "--duration-seconds", "60"])
+            .args(["--mix", "bearer-mfa=1,basic=1"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let progress: Vec<(u64, u64)> = stderr
+        .split(['\r', '\n'])
+        .filter_map(|l| {
+            let (done, rest) = l.trim().split_once('/')?;
+            let (cap, _) = rest.split_once(" units done")?;
+            Some((done.parse().ok()?, cap.parse().ok()?))
+        })
+        .collect();
+    assert!(!progress.is_empty(), "{stderr}");
+    for (done, cap) in &progress {
+        assert_eq!(*cap, 400, "{stderr}");
+        assert!(done <= cap, "{stderr}");
+    }
+    assert_eq!(progress.last(), Some(&(400, 400)), "{stderr}");
+    assert!(
+        text(&out.stdout).starts_with("400 units in "),
+        "{}",
+        text(&out.stdout)
+    );
+    drop(lab);
+}
+
 #[test]
 fn only_loopback_targets_are_accepted() {
     assert!(loopback_target("http://127.0.0.1:8443").is_ok());
