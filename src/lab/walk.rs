@@ -208,10 +208,23 @@ pub async fn walk(info: &LabInfo, dir: &Path) -> anyhow::Result<Vec<Step>> {
             "The user completes MFA; Azure AD issues access and refresh tokens",
         )
     };
+    let outcome = match token.is_empty() {
+        false => format!("{} token for {}, {mfa_evidence}", res.status, claims["aud"]),
+        true => format!(
+            "{} no token: {}",
+            res.status,
+            truncate(
+                &json_field(&res, "error_description")
+                    .or_else(|| json_field(&res, "error"))
+                    .unwrap_or_else(|| "no error given".to_owned()),
+                70
+            )
+        ),
+    };
     steps.push(step(
         number,
         title,
-        format!("{} token for {}, {mfa_evidence}", res.status, claims["aud"]),
+        outcome,
         res.status == 200 && !token.is_empty(),
     ));
 
@@ -259,8 +272,10 @@ pub async fn walk(info: &LabInfo, dir: &Path) -> anyhow::Result<Vec<Step>> {
             "",
         )
         .await?;
+    // The article numbers the mailbox step 11 (Conditional Access) or 10 (AD FS).
+    let number = if scenario.mfa_by_adfs() { "10b" } else { "11b" };
     steps.push(step(
-        "11b",
+        number,
         "…and MAPI over HTTP with the same token",
         format!(
             "{} X-ResponseCode: {}",
@@ -284,23 +299,21 @@ pub async fn walk(info: &LabInfo, dir: &Path) -> anyhow::Result<Vec<Step>> {
         .request("POST", &mapi, &[("authorization", basic.as_str())], "")
         .await?;
     let after = received_count(&client, info).await?;
-    let only_bearer = res
+    let challenges: Vec<String> = res
         .headers
         .get_all("www-authenticate")
         .iter()
-        .all(|v| v.as_bytes().starts_with(b"Bearer"));
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    let (outcome, ok) = legacy_outcome(res.status, &challenges, after.saturating_sub(before));
     steps.push(step(
         "legacy",
         format!(
             "Legacy: Basic to MAPI as {} (pilot user, BlockLegacyOutlookAuth)",
             pilot.upn
         ),
-        format!(
-            "{} from exgate, Bearer challenge only; Exchange received {} request(s)",
-            res.status,
-            after - before
-        ),
-        res.status == 401 && only_bearer && after == before,
+        outcome,
+        ok,
     ));
 
     // Defence in depth: a token without MFA, minted with the lab's own key.
@@ -340,6 +353,32 @@ pub async fn walk(info: &LabInfo, dir: &Path) -> anyhow::Result<Vec<Step>> {
     Ok(steps)
 }
 
+/// The legacy step's outcome, said as it happened, and whether it passed: refused by
+/// exgate (401) with the Bearer challenge only, and nothing forwarded to Exchange.
+/// `forwarded` is how many requests reached the mock Exchange meanwhile.
+fn legacy_outcome(status: u16, challenges: &[String], forwarded: usize) -> (String, bool) {
+    let from = match forwarded {
+        0 => "from exgate",
+        _ => "from Exchange (exgate forwarded it)",
+    };
+    let only_bearer = !challenges.is_empty() && challenges.iter().all(|c| c.starts_with("Bearer"));
+    let challenge = match (challenges.is_empty(), only_bearer) {
+        (true, _) => "no challenge".to_owned(),
+        (false, true) => "Bearer challenge only".to_owned(),
+        (false, false) => {
+            let schemes: Vec<&str> = challenges
+                .iter()
+                .map(|c| c.split([' ', ',']).next().unwrap_or_default())
+                .collect();
+            format!("challenges {}", schemes.join(", "))
+        }
+    };
+    (
+        format!("{status} {from}, {challenge}; Exchange received {forwarded} request(s)"),
+        status == 401 && only_bearer && forwarded == 0,
+    )
+}
+
 fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_owned()
@@ -351,4 +390,48 @@ fn truncate(s: &str, n: usize) -> String {
 /// The scenario's header line for the walk's output.
 pub fn heading(scenario: Scenario) -> String {
     format!("exgate lab walk — {scenario}: {}", scenario.title())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::legacy_outcome;
+
+    fn challenges(list: &[&str]) -> Vec<String> {
+        list.iter().map(|c| (*c).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_legacy_step_says_what_happened() {
+        let bearer = challenges(&["Bearer client_id=\"x\""]);
+        assert_eq!(
+            legacy_outcome(401, &bearer, 0),
+            (
+                "401 from exgate, Bearer challenge only; Exchange received 0 request(s)".into(),
+                true
+            )
+        );
+        // The pilot policy removed: forwarded, and Exchange let the password in.
+        let (text, ok) = legacy_outcome(200, &[], 1);
+        assert!(!ok);
+        assert_eq!(
+            text,
+            "200 from Exchange (exgate forwarded it), no challenge; Exchange received 1 request(s)"
+        );
+        // Forwarded and refused by Exchange: Exchange's own challenges.
+        let (text, ok) = legacy_outcome(401, &challenges(&["Bearer a=\"b\",Basic Realm=\"\""]), 1);
+        assert!(!ok);
+        assert!(
+            text.starts_with("401 from Exchange (exgate forwarded it)"),
+            "{text}"
+        );
+        // Refused here, but with a legacy challenge left in.
+        let (text, ok) = legacy_outcome(401, &challenges(&["Bearer a", "Basic realm=\"x\""]), 0);
+        assert!(!ok);
+        assert_eq!(
+            text,
+            "401 from exgate, challenges Bearer, Basic; Exchange received 0 request(s)"
+        );
+        // No challenge at all is not the pass either.
+        assert!(!legacy_outcome(401, &[], 0).1);
+    }
 }
