@@ -446,7 +446,7 @@ fn lab(args: LabArgs, log_format: LogFormat) -> anyhow::Result<ExitCode> {
             (keytab, _) => keytab.as_deref(),
         };
         let running = lab::start_with_keytab(options, keytab).await?;
-        print!("{}", lab::banner(&running.info, &dir, &exe));
+        print!("{}", lab::banner(&running, &dir, &exe));
         use std::io::Write as _;
         std::io::stdout().flush()?;
         signals.serve(&running.running).await;

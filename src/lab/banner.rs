@@ -1,16 +1,119 @@
 //! What `exgate lab` prints: the endpoints, the users, and commands to paste, each with
-//! the status it answers (a test runs them exactly as printed).
+//! the status it answers under the policy the lab serves — the script and any cmdlets
+//! replayed from `state.ps1` (a test runs them exactly as printed, fresh and replayed).
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{LabInfo, MFA_CODE, USERS, pki};
+use super::{LabInfo, LabUser, MFA_CODE, USERS, pki};
+use crate::policy::{Action, Context, Decision, Engine, Lookup, Reason};
 
 /// One ready-to-paste command and the HTTP status it prints.
 pub struct Try {
-    pub what: &'static str,
+    /// What the command shows, said for the policy in force.
+    pub what: String,
     pub command: String,
     pub expect: u16,
+}
+
+/// The MAPI path the banner's credentialed tries use.
+const MAPI: &str = "/mapi/emsmdb/";
+
+/// The name of the policy that decided, or `fallback`.
+fn policy_name<'e>(engine: &'e Engine, decision: &Decision, fallback: &'e str) -> &'e str {
+    decision
+        .policy
+        .map_or(fallback, |id| engine.store().policy(id).name.as_str())
+}
+
+/// The status and wording of `user`'s Basic (right password) to MAPI under `engine`:
+/// forwarded, the mock Exchange answers 200; refused, exgate answers 401 (400 for a
+/// rejected request), as the proxy does.
+pub(super) fn basic_try(engine: &Engine, user: &LabUser) -> (u16, String) {
+    use base64::Engine as _;
+    let header = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", user.upn, user.password))
+    );
+    let decision = engine
+        .evaluate(MAPI, [header.as_bytes()], Context::default())
+        .decision;
+    let upn = user.upn;
+    match decision.action {
+        Action::Allow => match decision.policy {
+            Some(_) => (
+                200,
+                format!(
+                    "{upn}'s Basic gets through ({} allows it)",
+                    policy_name(engine, &decision, "")
+                ),
+            ),
+            None => (
+                200,
+                format!("{upn}'s Basic gets through (no policy applies)"),
+            ),
+        },
+        Action::ReportOnly => (
+            200,
+            format!(
+                "{upn}'s Basic gets through, recorded as report_only under {}",
+                policy_name(engine, &decision, "policy.mode")
+            ),
+        ),
+        Action::Block | Action::Challenge => (
+            401,
+            format!(
+                "{upn}'s Basic is blocked by exgate under {} (never reaches Exchange)",
+                policy_name(engine, &decision, "its rules")
+            ),
+        ),
+        Action::Reject => (400, format!("{upn}'s Basic is refused as malformed")),
+    }
+}
+
+/// The status and wording of a valid lab token for `user` to MAPI, with or without MFA:
+/// on-premises `BlockModernAuthMapi` refuses it (403) whatever it carries; otherwise a
+/// token without MFA gets the step-up challenge (401: the lab requires MFA for MAPI),
+/// and one with MFA reaches the mailbox (200).
+pub(super) fn bearer_try(engine: &Engine, user: &LabUser, mfa: bool) -> (u16, String) {
+    // The token stage validates the token, then the engine decides as its user.
+    let ctx = Context {
+        token_user: Some(user.upn),
+        ..Context::default()
+    };
+    let decision = engine
+        .evaluate(MAPI, [b"Bearer lab.token.value".as_slice()], ctx)
+        .decision;
+    let with = if mfa { "with" } else { "without" };
+    match (decision.action, decision.reason) {
+        (Action::Block, Reason::ModernAuthBlocked) => (
+            403,
+            format!(
+                "a token {with} MFA is refused: {} blocks modern authentication for MAPI",
+                policy_name(engine, &decision, "a policy")
+            ),
+        ),
+        (action, _) if action.forwards() && mfa => {
+            (200, "a token with MFA reaches the mailbox".to_owned())
+        }
+        (action, _) if action.forwards() => (
+            401,
+            "a token without MFA does not (a step-up challenge)".to_owned(),
+        ),
+        (Action::Reject, _) => (400, format!("a token {with} MFA is refused as malformed")),
+        _ => (401, format!("a token {with} MFA is refused by exgate")),
+    }
+}
+
+/// Who has which policy, as the lab serves it: `user01 → BlockLegacyOutlookAuth`.
+fn assigned_policy<'e>(engine: &'e Engine, user: &LabUser) -> Option<&'e str> {
+    match engine.directory().lookup(user.upn) {
+        Lookup::Found(id) => engine
+            .store()
+            .user_policy(id)
+            .map(|p| engine.store().policy(p).name.as_str()),
+        Lookup::Unknown | Lookup::Ambiguous => None,
+    }
 }
 
 fn curl(ca: &Path, args: &str) -> String {
@@ -20,8 +123,9 @@ fn curl(ca: &Path, args: &str) -> String {
     )
 }
 
-/// The commands to try against a running lab.
-pub fn tries(info: &LabInfo, dir: &Path, exe: &Path) -> Vec<Try> {
+/// The commands to try against a running lab, each with the status it returns under
+/// `engine`, the policy the lab serves.
+pub fn tries(info: &LabInfo, dir: &Path, exe: &Path, engine: &Engine) -> Vec<Try> {
     let p = &info.proxy;
     let ca = dir.join(pki::CA_FILE);
     let curl = |args: &str| curl(&ca, args);
@@ -34,9 +138,25 @@ pub fn tries(info: &LabInfo, dir: &Path, exe: &Path) -> Vec<Try> {
             if mfa { "" } else { " --no-mfa" }
         )
     };
+    let basic = |user: &LabUser| {
+        let (expect, what) = basic_try(engine, user);
+        Try {
+            what,
+            command: curl(&format!("-u '{}:{}' {p}{MAPI}", user.upn, user.password)),
+            expect,
+        }
+    };
+    let bearer = |user: &LabUser, mfa: bool| {
+        let (expect, what) = bearer_try(engine, user, mfa);
+        Try {
+            what,
+            command: curl(&format!("-H {} {p}{MAPI}", token(user.upn, mfa))),
+            expect,
+        }
+    };
     vec![
         Try {
-            what: "Autodiscover v2 answers anonymously",
+            what: "Autodiscover v2 answers anonymously".to_owned(),
             command: curl(&format!(
                 "'{p}/autodiscover/autodiscover.json?Email={}&Protocol=AutodiscoverV1'",
                 pilot.upn
@@ -44,38 +164,17 @@ pub fn tries(info: &LabInfo, dir: &Path, exe: &Path) -> Vec<Try> {
             expect: 200,
         },
         Try {
-            what: "Exchange asks for a token (Bearer challenge naming the lab's Azure AD)",
+            what: "Exchange asks for a token (Bearer challenge naming the lab's Azure AD)"
+                .to_owned(),
             command: curl(&format!("-X POST {p}/EWS/Exchange.asmx")),
             expect: 401,
         },
+        basic(pilot),
+        basic(other),
+        bearer(pilot, true),
+        bearer(pilot, false),
         Try {
-            what: "the pilot user's Basic is blocked by exgate (never reaches Exchange)",
-            command: curl(&format!(
-                "-u '{}:{}' {p}/mapi/emsmdb/",
-                pilot.upn, pilot.password
-            )),
-            expect: 401,
-        },
-        Try {
-            what: "a user outside the pilot still gets through with Basic",
-            command: curl(&format!(
-                "-u '{}:{}' {p}/mapi/emsmdb/",
-                other.upn, other.password
-            )),
-            expect: 200,
-        },
-        Try {
-            what: "a token with MFA reaches the mailbox",
-            command: curl(&format!("-H {} {p}/mapi/emsmdb/", token(pilot.upn, true))),
-            expect: 200,
-        },
-        Try {
-            what: "a token without MFA does not (a step-up challenge)",
-            command: curl(&format!("-H {} {p}/mapi/emsmdb/", token(pilot.upn, false))),
-            expect: 401,
-        },
-        Try {
-            what: "the ProxyShell pattern is refused",
+            what: "the ProxyShell pattern is refused".to_owned(),
             command: curl(&format!(
                 "'{p}/autodiscover/autodiscover.json?@evil.example/mapi/nspi/'"
             )),
@@ -158,8 +257,12 @@ pub fn kerberos_walk(info: &LabInfo, dir: &Path, exe: &Path) -> Vec<KerberosStep
     ]
 }
 
-/// The whole banner.
-pub fn banner(info: &LabInfo, dir: &Path, exe: &Path) -> String {
+/// The whole banner of the running `lab`, whose directory is `dir`; `exe` is the
+/// binary its commands name.
+pub fn banner(lab: &super::Lab, dir: &Path, exe: &Path) -> String {
+    let info = &lab.info;
+    let snapshot = lab.running.shared.snapshot.load();
+    let engine = &snapshot.engine;
     let mut out = String::new();
     let s = info.scenario;
     let _ = writeln!(out, "exgate lab — {s}: {}", s.title());
@@ -212,13 +315,36 @@ pub fn banner(info: &LabInfo, dir: &Path, exe: &Path) -> String {
     let _ = writeln!(out);
     let _ = writeln!(out, "Users (one-time MFA code: {MFA_CODE}):");
     for (i, u) in USERS.iter().enumerate() {
-        let note = if i == 0 {
-            "  ← pilot: Set-User user01 -AuthenticationPolicy BlockLegacyOutlookAuth"
-        } else {
-            ""
+        // Each user's own policy, as the lab serves it (the script, then state.ps1).
+        let note = match assigned_policy(engine, u) {
+            Some(policy) if i == 0 && policy == "BlockLegacyOutlookAuth" => {
+                format!("  ← policy {policy} (the article's pilot)")
+            }
+            Some(policy) => format!("  ← policy {policy}"),
+            None => String::new(),
         };
         let _ = writeln!(out, "  {:<22} {:<18} {}{note}", u.upn, u.sam, u.password);
     }
+    let org = engine
+        .store()
+        .org_default()
+        .map(|id| engine.store().policy(id));
+    let _ = match org {
+        Some(p) if p.report_only => writeln!(
+            out,
+            "  everyone else          organization default {} (report only)",
+            p.name
+        ),
+        Some(p) => writeln!(
+            out,
+            "  everyone else          organization default {}",
+            p.name
+        ),
+        None => writeln!(
+            out,
+            "  everyone else          no organization default (legacy authentication allowed)"
+        ),
+    };
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -246,10 +372,10 @@ pub fn banner(info: &LabInfo, dir: &Path, exe: &Path) -> String {
         true => writeln!(out, "Try (each prints the HTTP status):"),
         false => writeln!(
             out,
-            "Try (each prints the HTTP status; the expected ones are a fresh lab's, before the cmdlets above):"
+            "Try (each prints the HTTP status; expected under the policy above, replayed cmdlets included):"
         ),
     };
-    for t in tries(info, dir, exe) {
+    for t in tries(info, dir, exe, engine) {
         let _ = writeln!(out, "  # {}", t.what);
         let _ = writeln!(out, "  {}   # expect {}", t.command, t.expect);
     }
@@ -265,6 +391,12 @@ pub fn banner(info: &LabInfo, dir: &Path, exe: &Path) -> String {
             out,
             "Walk the pilot step with your realm's tickets, in a shell where KRB5_CONFIG names the realm's\nkrb5.conf (README, \"Kerberos in the lab\"); the password is the principal's:"
         );
+        if !replayed.is_empty() {
+            let _ = writeln!(
+                out,
+                "  # the statuses below are a fresh lab's: the cmdlets replayed above may change them (`exgate lab reset` first)"
+            );
+        }
         for step in kerberos_walk(info, dir, exe) {
             let _ = writeln!(out, "  # {}", step.what);
             let _ = match step.expect {

@@ -14,6 +14,8 @@ pub mod ntlm;
 pub mod pki;
 mod soap;
 mod spnego;
+#[cfg(test)]
+mod tests;
 mod walk;
 
 use std::fmt;
@@ -331,11 +333,42 @@ fn save_keys(dir: &Path, keys: &[SigningKey]) -> anyhow::Result<()> {
         .iter()
         .map(|k| serde_json::json!({"kid": k.kid(), "pkcs8": b64.encode(k.pkcs8())}))
         .collect();
-    std::fs::write(
-        dir.join("idp-keys.json"),
-        serde_json::to_string_pretty(&stored)?,
-    )?;
-    Ok(())
+    // The private keys: whoever reads them can mint tokens every lab accepts.
+    write_private(
+        &dir.join("idp-keys.json"),
+        serde_json::to_string_pretty(&stored)?.as_bytes(),
+    )
+}
+
+/// Writes a file readable and writable by its owner only (0600): a key, or the admin
+/// token in `lab.json` and `exgate.toml`, in a folder that may sit in a shared `/tmp`. A
+/// file that already exists (from an older lab) is made 0600 before anything is written.
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let write = || -> std::io::Result<()> {
+        let mut file = options.open(path)?;
+        #[cfg(unix)]
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        file.write_all(contents)
+    };
+    write().with_context(|| format!("writing {}", path.display()))
+}
+
+/// Creates the lab directory, and any missing parent, for its owner only (0700). A
+/// directory that already exists keeps its mode; the files with secrets in it are 0600
+/// anyway ([`write_private`]).
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
 }
 
 /// Whether `dir` holds a lab identity provider's signing keys (`idp-keys.json`).
@@ -388,7 +421,7 @@ pub async fn start_with_keytab(options: LabOptions, keytab: Option<&Path>) -> an
         _ => None,
     };
     let dir = &options.dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    create_private_dir(dir)?;
     let lock = lock_dir(dir)?;
     let keys = load_or_create_keys(dir)?;
     // A keytab for another host than mail.contoso.com: exgate's certificate names it too.
@@ -400,7 +433,8 @@ pub async fn start_with_keytab(options: LabOptions, keytab: Option<&Path>) -> an
     let admin_token = random_hex(16);
     std::fs::write(dir.join("policies.ps1"), scenario.policy_script())?;
     let config_path = dir.join("exgate.toml");
-    std::fs::write(
+    // exgate.toml and lab.json hold the admin token: 0600.
+    write_private(
         &config_path,
         config_text(
             scenario,
@@ -409,7 +443,8 @@ pub async fn start_with_keytab(options: LabOptions, keytab: Option<&Path>) -> an
             &idp.url,
             &admin_token,
             keytab.as_ref().map(|k| k.path.as_path()),
-        )?,
+        )?
+        .as_bytes(),
     )?;
     let config = crate::config::load(&config_path).map_err(anyhow::Error::new)?;
     let running = crate::proxy::start(config).await?;
@@ -439,7 +474,10 @@ pub async fn start_with_keytab(options: LabOptions, keytab: Option<&Path>) -> an
             host: k.host,
         }),
     };
-    std::fs::write(dir.join("lab.json"), serde_json::to_string_pretty(&info)?)?;
+    write_private(
+        &dir.join("lab.json"),
+        serde_json::to_string_pretty(&info)?.as_bytes(),
+    )?;
     Ok(Lab {
         info,
         running,

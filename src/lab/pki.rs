@@ -11,6 +11,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
+use super::write_private;
 use crate::config::TlsFiles;
 
 /// The lab CA's certificate: what clients are told to trust.
@@ -51,7 +52,7 @@ fn load_or_create_ca(dir: &Path) -> anyhow::Result<Issuer<'static, KeyPair>> {
     }
     let key = KeyPair::generate()?;
     let cert = ca_params()?.self_signed(&key)?;
-    write_private(&key_path, &key.serialize_pem())?;
+    write_private(&key_path, key.serialize_pem().as_bytes())?;
     std::fs::write(&cert_path, cert.pem())
         .with_context(|| format!("writing {}", cert_path.display()))?;
     Ok(Issuer::new(ca_params()?, key))
@@ -80,21 +81,8 @@ fn issue(
     };
     std::fs::write(&files.cert, cert.pem())
         .with_context(|| format!("writing {}", files.cert.display()))?;
-    write_private(&files.key, &key.serialize_pem())?;
+    write_private(&files.key, key.serialize_pem().as_bytes())?;
     Ok(files)
-}
-
-/// Writes a private key readable by its owner only.
-fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options
-        .open(path)
-        .and_then(|mut f| f.write_all(pem.as_bytes()))
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The lab's CA (kept) and this start's server certificates, in `dir`; exgate's also

@@ -103,6 +103,34 @@ fn basic_status(dir: &Path, banner: &str, user: &str, password: &str) -> String 
     ))
 }
 
+/// The step numbers `exgate lab walk` printed, in order.
+fn walk_numbers(walk: &str) -> Vec<String> {
+    walk.lines()
+        .filter_map(|line| {
+            let chars: Vec<char> = line.chars().collect();
+            let number = chars.get(..6)?.iter().collect::<String>();
+            (chars.len() > 8 && chars[6] == ' ' && chars[7] == ' ' && !number.trim().is_empty())
+                .then(|| number.trim().to_owned())
+        })
+        .collect()
+}
+
+/// The line after the walk's `legacy` step: what came back, PASS or FAIL.
+fn legacy_outcome(walk: &str) -> String {
+    let mut lines = walk.lines();
+    lines.find(|l| l.starts_with("legacy"));
+    lines.next().unwrap_or_default().trim().to_owned()
+}
+
+/// Runs every `curl … # expect N` line of a banner and checks each prints N.
+fn check_printed_commands(scenario: &str, banner: &str) {
+    let commands = printed_commands(banner);
+    assert!(commands.len() >= 7, "{banner}");
+    for (command, expect) in &commands {
+        assert_eq!(&sh(command), expect, "{scenario}: {command}\n{banner}");
+    }
+}
+
 fn run_scenario(scenario: &str, mfa_marker: &str) {
     let dir = scratch();
     let lab = LabProcess::start(scenario, &dir);
@@ -128,11 +156,31 @@ fn run_scenario(scenario: &str, mfa_marker: &str) {
     }
 
     // The printed commands behave as printed.
-    let commands = printed_commands(&lab.banner);
-    assert!(commands.len() >= 7, "{}", lab.banner);
-    for (command, expect) in &commands {
-        assert_eq!(&sh(command), expect, "{scenario}: {command}");
-    }
+    check_printed_commands(scenario, &lab.banner);
+    assert!(
+        lab.banner.contains(
+            "user01@contoso.com's Basic is blocked by exgate under BlockLegacyOutlookAuth"
+        ),
+        "{}",
+        lab.banner
+    );
+
+    // The banner's report command, as printed, reads the lab's audit log: the pilot's
+    // Basic the commands above sent was blocked.
+    let report = lab
+        .banner
+        .lines()
+        .find_map(|l| l.strip_prefix("Who still uses legacy auth:"))
+        .expect("the banner prints the report command")
+        .trim();
+    assert!(report.ends_with("/audit/exgate.jsonl'"), "{report}");
+    let out = Command::new("sh").args(["-c", report]).output().unwrap();
+    assert!(out.status.success(), "{report}: {}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("user01@contoso.com"),
+        "{}",
+        text(&out.stdout)
+    );
 
     // The walk: every numbered step of the article, the legacy block, MFA enforcement.
     let out = exgate(&["lab", "walk", "--dir", arg(&dir)]);
@@ -150,6 +198,12 @@ fn run_scenario(scenario: &str, mfa_marker: &str) {
     };
     assert!(walk.contains(mfa_error), "{walk}");
     assert!(walk.contains("EWS FindItem: 3 messages"), "{walk}");
+    // Numbered as the README numbers the article's steps.
+    let numbers = match scenario.ends_with("adfs") {
+        true => ["1", "2", "3", "4–6", "7–9", "10", "10b", "legacy", "mfa"],
+        false => ["1", "2", "3", "4–8", "9–10", "11", "11b", "legacy", "mfa"],
+    };
+    assert_eq!(walk_numbers(&walk), numbers, "{walk}");
 
     // A cmdlet changes the outcome live…
     assert_eq!(
@@ -180,27 +234,57 @@ fn run_scenario(scenario: &str, mfa_marker: &str) {
         text(&bad.stderr)
     );
 
+    // Without the pilot policy the walk's legacy step fails, and says what happened.
+    let out = exgate(&[
+        "cmdlet",
+        "--dir",
+        arg(&dir),
+        "Set-User user01 -AuthenticationPolicy $null",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = exgate(&["lab", "walk", "--dir", arg(&dir)]);
+    let walk = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{walk}");
+    assert!(walk.contains("9 steps, 8 passed, 1 failed"), "{walk}");
+    assert_eq!(
+        legacy_outcome(&walk),
+        "→ 200 from Exchange (exgate forwarded it), no challenge; Exchange received 1 request(s)  [FAIL]",
+        "{walk}"
+    );
+
     // …and survives a restart, as does the CA clients were told to trust.
     lab.stop();
     let lab = LabProcess::start(scenario, &dir);
     assert_eq!(std::fs::read(&ca).unwrap(), ca_pem, "the lab CA is kept");
-    // The banner says which cmdlets were replayed, and that its expectations are a
-    // fresh lab's.
+    // The banner lists the replayed cmdlets with the way back to a fresh lab, and
+    // expects what the replayed policy answers: its commands still print what they say.
     assert!(lab.banner.contains("then replayed from"), "{}", lab.banner);
     assert!(
-        lab.banner
-            .contains("-AuthenticationPolicy BlockLegacyOutlookAuth"),
+        lab.banner.contains("`exgate lab reset` clears them"),
         "{}",
         lab.banner
     );
     assert!(
-        lab.banner.contains("the expected ones are a fresh lab's"),
+        lab.banner
+            .contains("Set-User user02 -AuthenticationPolicy BlockLegacyOutlookAuth"),
         "{}",
         lab.banner
     );
+    assert!(
+        lab.banner.contains(
+            "user02@contoso.com's Basic is blocked by exgate under BlockLegacyOutlookAuth"
+        ),
+        "{}",
+        lab.banner
+    );
+    check_printed_commands(scenario, &lab.banner);
     assert_eq!(
         basic_status(&dir, &lab.banner, "user02@contoso.com", "Lab-Passw0rd-02"),
         "401"
+    );
+    assert_eq!(
+        basic_status(&dir, &lab.banner, "user01@contoso.com", "Pilot-Passw0rd-01"),
+        "200"
     );
     assert_eq!(
         basic_status(&dir, &lab.banner, "user03@contoso.com", "Lab-Passw0rd-03"),
@@ -255,10 +339,11 @@ fn readme_commands(section: &str) -> Vec<String> {
 }
 
 /// The README's rollout, run as printed (plus `cmdlet --dir`, and the lab's real
-/// directory and address) on a
-/// fresh lab of each deployment: report-only for everyone reports user02 without
-/// blocking, `exgate report` names them, the article's pilot stays enforced, and the
-/// organization step blocks user02.
+/// directory and address) on a fresh lab of each deployment. Step 1 is what the README
+/// says: nothing new is blocked (user02 and user03 forwarded on MAPI and EWS), every
+/// request it would block is recorded `report_only` under `OrgBlockLegacy` (audit log,
+/// `exgate_legacy_auth_attempts_total{action="report_only"}`, `exgate report`), and the
+/// article's pilot stays enforced; the organization step then blocks user02.
 fn rollout(scenario: &str) {
     let dir = scratch();
     let lab = LabProcess::start(scenario, &dir);
@@ -281,7 +366,7 @@ fn rollout(scenario: &str) {
     );
     let run = |command: &str| -> std::process::Output {
         let command = command
-            .replace("/tmp/exgate-lab/online-ca", arg(&dir))
+            .replace("${TMPDIR:-/tmp}/exgate-lab/online-ca", arg(&dir))
             .replace("https://localhost:18443", &proxy);
         let command = match command.strip_prefix("exgate cmdlet ") {
             Some(args) => format!("'{exe}' cmdlet --dir '{}' {args}", dir.display()),
@@ -324,6 +409,82 @@ fn rollout(scenario: &str) {
     assert!(would_block.contains("user02@contoso.com"), "{report}");
     assert!(would_block.contains("OrgBlockLegacy"), "{report}");
     assert_eq!(user01(), "401", "the pilot stays enforced");
+    // Nothing new is blocked: user03 too, and EWS too.
+    let status = |user: &str, password: &str, path: &str| {
+        sh(&format!(
+            "curl -s --cacert '{}' -o /dev/null -w '%{{http_code}}' -u '{user}:{password}' {proxy}{path}",
+            dir.join("ca.pem").display()
+        ))
+    };
+    assert_eq!(
+        status("user03@contoso.com", "Lab-Passw0rd-03", "/mapi/emsmdb/"),
+        "200"
+    );
+    assert_eq!(
+        status(
+            "user02@contoso.com",
+            "Lab-Passw0rd-02",
+            "/EWS/Exchange.asmx"
+        ),
+        "200"
+    );
+    // Each is recorded report_only under the organization's policy (the audit writer is
+    // asynchronous: a bounded wait for the last lines).
+    let reported = [
+        ("user02@contoso.com", "Mapi"),
+        ("user02@contoso.com", "WebServices"),
+        ("user03@contoso.com", "Mapi"),
+    ];
+    let mut lines: Vec<serde_json::Value> = Vec::new();
+    for _ in 0..50 {
+        lines = std::fs::read_to_string(dir.join("audit/exgate.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let all = reported.iter().all(|(user, protocol)| {
+            lines.iter().any(|l| {
+                l["user"] == *user
+                    && l["protocol"] == *protocol
+                    && l["decision"] == "report_only"
+                    && l["policy"] == "OrgBlockLegacy"
+            })
+        });
+        if all {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for (user, protocol) in reported {
+        assert!(
+            lines.iter().any(|l| l["user"] == user
+                && l["protocol"] == protocol
+                && l["decision"] == "report_only"
+                && l["policy"] == "OrgBlockLegacy"),
+            "{user} {protocol} recorded report_only: {lines:?}"
+        );
+    }
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l["decision"] == "block" && l["user"] != "user01@contoso.com"),
+        "nobody outside the pilot is blocked: {lines:?}"
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("lab.json")).unwrap()).unwrap();
+    let metrics = sh(&format!(
+        "curl -s {}/metrics",
+        info["admin"].as_str().unwrap()
+    ));
+    let report_only: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("exgate_legacy_auth_attempts_total{")
+                && l.contains("action=\"report_only\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(report_only >= 3.0, "{metrics}");
     // Step 3 (step 2 is the lab's starting point).
     let step3 = rest.last().unwrap();
     assert!(step3.contains("-ReportOnly:$false"), "{step3}");
@@ -416,5 +577,24 @@ fn a_running_lab_keeps_its_directory_and_reset_starts_over() {
         "{}",
         text(&out.stdout)
     );
+    lab.stop();
+}
+
+/// The lab keeps its secrets to its owner: a directory it creates is 0700 (its missing
+/// parents too), and `lab.json`, `exgate.toml` (the admin token) and `idp-keys.json` (the
+/// identity provider's signing keys) are 0600.
+#[cfg(unix)]
+#[test]
+fn the_lab_writes_its_token_and_keys_for_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let parent = scratch().join("shared");
+    let dir = parent.join("online-ca");
+    let lab = LabProcess::start("online-ca", &dir);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&parent), 0o700);
+    assert_eq!(mode(&dir), 0o700);
+    for file in ["lab.json", "exgate.toml", "idp-keys.json", "ca-key.pem"] {
+        assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
+    }
     lab.stop();
 }

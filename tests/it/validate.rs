@@ -19,7 +19,12 @@ fn the_shipped_config_validates() {
     let out = exgate(&["validate", "--config", "config/exgate.toml"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("OK (online deployment, 2 users, 2 policies, organization default: BlockLegacyOutlookAuth)"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "OK (online deployment, 2 users, 3 policies, organization default: OrgBlockLegacy)"
+        ),
+        "{stdout}"
+    );
 }
 
 #[test]
