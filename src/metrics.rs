@@ -61,6 +61,24 @@ pub const LOCKOUTS_TOTAL: &str = "exgate_lockouts_total";
 pub const SPRAY_SUSPECTS_TOTAL: &str = "exgate_spray_suspects_total";
 /// `exgate_audit_lines_dropped_total`: audit lines lost because the writer fell behind.
 pub const AUDIT_LINES_DROPPED_TOTAL: &str = "exgate_audit_lines_dropped_total";
+/// `exgate_cluster_errors_total{op}`: Redis operations of `[cluster]` that failed or
+/// timed out; the instance went on with its local state (SPEC §9.1).
+pub const CLUSTER_ERRORS_TOTAL: &str = "exgate_cluster_errors_total";
+/// `exgate_cluster_policy_version`: the length of the fleet's policy log this instance
+/// has applied (equal on every instance once converged).
+pub const CLUSTER_POLICY_VERSION: &str = "exgate_cluster_policy_version";
+
+/// The `op` values of `exgate_cluster_errors_total`: the lockout and spray check before
+/// forwarding, recording a bad or a good password, reading and appending the policy
+/// log, and the account cmdlets.
+pub const CLUSTER_OPS: [&str; 6] = [
+    "protect",
+    "bad_password",
+    "good_password",
+    "policy_sync",
+    "policy_append",
+    "account",
+];
 
 /// Latency buckets, 0.5 ms to 60 s (RPC and MAPI answer slowly by design).
 const DURATION_BUCKETS: [f64; 16] = [
@@ -122,6 +140,9 @@ pub struct Metrics {
     client_errors: IntCounterVec,
     overload: IntCounterVec,
     kerberos_tickets: IntCounterVec,
+    cluster_errors: IntCounterVec,
+    /// `exgate_cluster_policy_version`.
+    pub cluster_policy_version: IntGauge,
     /// `exgate_client_connections`.
     pub client_connections: IntGauge,
     /// `exgate_client_connections_limit`.
@@ -243,6 +264,19 @@ impl Metrics {
         ] {
             kerberos_tickets.with_label_values(&[outcome]);
         }
+        let cluster_errors = counter_vec(
+            CLUSTER_ERRORS_TOTAL,
+            "Redis operations of [cluster] that failed or timed out (local state used), by operation.",
+            "op",
+        );
+        for op in CLUSTER_OPS {
+            cluster_errors.with_label_values(&[op]);
+        }
+        let cluster_policy_version = IntGauge::new(
+            CLUSTER_POLICY_VERSION,
+            "Entries of the fleet's policy log applied by this instance ([cluster]).",
+        )
+        .expect("valid metric");
         let client_connections =
             IntGauge::new(CLIENT_CONNECTIONS, "Client connections open now.").expect("valid");
         let client_connections_limit = IntGauge::new(
@@ -287,6 +321,7 @@ impl Metrics {
             &client_errors,
             &overload,
             &kerberos_tickets,
+            &cluster_errors,
             &lockouts,
         ] {
             registry
@@ -301,7 +336,11 @@ impl Metrics {
                 .register(Box::new(c.clone()))
                 .expect("metric names are unique");
         }
-        for g in [&client_connections, &client_connections_limit] {
+        for g in [
+            &client_connections,
+            &client_connections_limit,
+            &cluster_policy_version,
+        ] {
             registry
                 .register(Box::new(g.clone()))
                 .expect("metric names are unique");
@@ -325,6 +364,8 @@ impl Metrics {
             client_errors,
             overload,
             kerberos_tickets,
+            cluster_errors,
+            cluster_policy_version,
             client_connections,
             client_connections_limit,
             upstream_healthy,
@@ -431,6 +472,12 @@ impl Metrics {
     /// Counts a lockout that engaged (`familiar` or `unknown`).
     pub fn record_lockout(&self, location: &'static str) {
         self.lockouts.with_label_values(&[location]).inc();
+    }
+
+    /// Counts a `[cluster]` Redis operation that failed or timed out (`op` is one of
+    /// [`CLUSTER_OPS`]).
+    pub fn record_cluster_error(&self, op: &'static str) {
+        self.cluster_errors.with_label_values(&[op]).inc();
     }
 
     /// Counts a client address flagged for spray.
@@ -540,10 +587,7 @@ mod tests {
                 .count()
         };
         assert_eq!(counters(KERBEROS_TICKETS_TOTAL), 7);
-        assert_eq!(
-            counters(CLIENT_ERRORS_TOTAL),
-            CLIENT_ERROR_REASONS.len()
-        );
+        assert_eq!(counters(CLIENT_ERRORS_TOTAL), CLIENT_ERROR_REASONS.len());
         assert_eq!(counters(TOKEN_VALIDATIONS_TOTAL), 2 + TOKEN_ERRORS.len());
         // The per-request series appear with their first request (see the module doc).
         for name in [

@@ -188,6 +188,23 @@ impl ProtectConfig {
     }
 }
 
+/// One user's lockout state, as AD FS's `Get-AdfsAccountActivity` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// `BadPwdCountFamiliar`, `BadPwdCountUnknown`: within the observation window.
+    pub bad_familiar: u32,
+    pub bad_unknown: u32,
+    /// `LastFailedAuthFamiliar`, `LastFailedAuthUnknown`.
+    pub last_failed_familiar: Option<std::time::SystemTime>,
+    pub last_failed_unknown: Option<std::time::SystemTime>,
+    /// `FamiliarLockout`, `UnknownLockout`: the count reached the threshold within the
+    /// window.
+    pub familiar_lockout: bool,
+    pub unknown_lockout: bool,
+    /// `FamiliarIps`, oldest first.
+    pub familiar_ips: Vec<IpAddr>,
+}
+
 /// Lockout and spray state for the whole process.
 pub struct Protect {
     config: ProtectConfig,
@@ -283,6 +300,45 @@ impl Protect {
                 state.familiar.pop_front();
             }
             state.familiar.push_back(ip);
+        }
+    }
+
+    /// `user`'s lockout state at `now` (`Get-AdfsAccountActivity`): counts whose window
+    /// has passed show as 0.
+    pub fn activity(&self, user: &str, now: Instant) -> Activity {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(state) = users.get(&key(user)) else {
+            return Activity::default();
+        };
+        let window = self.config.observation_window;
+        let wall = std::time::SystemTime::now();
+        let read = |c: &Counter, threshold: u32| match c.last_failure {
+            Some(t) if now.duration_since(t) < window => {
+                let at = wall.checked_sub(now.duration_since(t)).unwrap_or(wall);
+                (c.bad, Some(at), c.bad >= threshold)
+            }
+            _ => (0, None, false),
+        };
+        let (bad_familiar, last_failed_familiar, familiar_lockout) =
+            read(&state.familiar_counter, self.config.familiar_threshold);
+        let (bad_unknown, last_failed_unknown, unknown_lockout) =
+            read(&state.unknown_counter, self.config.lockout_threshold);
+        Activity {
+            bad_familiar,
+            bad_unknown,
+            last_failed_familiar,
+            last_failed_unknown,
+            familiar_lockout,
+            unknown_lockout,
+            familiar_ips: state.familiar.iter().copied().collect(),
+        }
+    }
+
+    /// Clears `user`'s bad-password count for `location` (`Reset-AdfsAccountLockout`).
+    pub fn reset(&self, user: &str, location: Location) {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(state) = users.get_mut(&key(user)) {
+            *state.counter(location) = Counter::default();
         }
     }
 
@@ -453,6 +509,32 @@ mod tests {
             p.bad_password("user01", attacker, t0),
             BadPassword::LockedOut(Location::Unknown)
         );
+    }
+
+    #[test]
+    fn activity_shows_the_counts_and_reset_clears_one_location() {
+        let p = protect(2);
+        let t0 = Instant::now();
+        let office = ip("198.51.100.10");
+        let attacker = ip("203.0.113.5");
+        p.good_password("user01", office);
+        p.bad_password("user01", attacker, t0);
+        p.bad_password("user01", attacker, t0);
+        p.bad_password("user01", office, t0);
+        let a = p.activity("USER01", t0);
+        assert_eq!((a.bad_unknown, a.unknown_lockout), (2, true));
+        assert_eq!((a.bad_familiar, a.familiar_lockout), (1, false));
+        assert!(a.last_failed_unknown.is_some());
+        assert_eq!(a.familiar_ips, [office]);
+        p.reset("user01", Location::Unknown);
+        let a = p.activity("user01", t0);
+        assert_eq!((a.bad_unknown, a.unknown_lockout), (0, false));
+        assert_eq!(a.bad_familiar, 1, "the other location is kept");
+        assert_eq!(p.locked_out("user01", attacker, t0), None);
+        // After the window, the counts show as 0.
+        let later = t0 + Duration::from_secs(1800);
+        assert_eq!(p.activity("user01", later).bad_familiar, 0);
+        assert_eq!(p.activity("nobody", t0), Activity::default());
     }
 
     #[test]

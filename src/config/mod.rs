@@ -85,6 +85,8 @@ pub struct Config {
     pub admin_token: Option<crate::auth::Secret>,
     pub audit: crate::audit::AuditConfig,
     pub protect: crate::protect::ProtectConfig,
+    /// `[cluster]`: the fleet's Redis; None for a standalone instance.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// Reads and validates `path` with environment overrides from the process environment.
@@ -153,6 +155,7 @@ pub fn load_with_env(
     let kerberos = kerberos::kerberos(&raw, base, &mut errors);
     let audit = observe::audit(&raw, base, &mut errors);
     let protect = observe::protect(&raw, &mut errors);
+    let cluster = observe::cluster(&raw, &mut errors);
     let admin_token = match raw.admin.token.as_deref() {
         Some(t) if t.len() < 16 => {
             errors.push(error("admin.token", "must be at least 16 characters"));
@@ -184,6 +187,7 @@ pub fn load_with_env(
         admin_token,
         audit,
         protect,
+        cluster,
     })
 }
 

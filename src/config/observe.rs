@@ -7,6 +7,7 @@ use super::raw::RawConfig;
 use super::validate::seconds;
 use super::{ConfigError, error};
 use crate::audit::AuditConfig;
+use crate::cluster::{ClusterConfig, DEFAULT_KEY_PREFIX, DEFAULT_TIMEOUT_MILLISECONDS, RedisUrl};
 use crate::protect::{LockoutMode, ProtectConfig};
 
 /// Validates `[audit]`: `path` is a file (relative to the config file) or `"-"` for
@@ -88,4 +89,65 @@ pub fn protect(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> ProtectConfig 
         ),
         spray_block: s.block.map_or(d.spray_block, |b| b.0),
     }
+}
+
+/// Validates `[cluster]`: None without `redis_url`. The URL's password never appears in
+/// an error.
+pub fn cluster(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> Option<ClusterConfig> {
+    let c = &raw.cluster;
+    let Some(url) = c.redis_url.as_deref() else {
+        for (key, set) in [
+            ("cluster.key_prefix", c.key_prefix.is_some()),
+            (
+                "cluster.timeout_milliseconds",
+                c.timeout_milliseconds.is_some(),
+            ),
+        ] {
+            if set {
+                errors.push(error(key, "set without cluster.redis_url"));
+            }
+        }
+        return None;
+    };
+    let redis_url = match RedisUrl::parse(url) {
+        Ok(u) => u,
+        Err(message) => {
+            errors.push(error("cluster.redis_url", message));
+            return None;
+        }
+    };
+    let key_prefix = c
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
+    if key_prefix.is_empty()
+        || key_prefix
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch.is_control())
+    {
+        errors.push(error(
+            "cluster.key_prefix",
+            "must be non-empty, without spaces or control characters",
+        ));
+    }
+    let timeout = c
+        .timeout_milliseconds
+        .unwrap_or(DEFAULT_TIMEOUT_MILLISECONDS);
+    if !(1..=10_000).contains(&timeout) {
+        errors.push(error(
+            "cluster.timeout_milliseconds",
+            format!("{timeout} is outside 1..=10000"),
+        ));
+    }
+    if raw.policy.state_file.is_some() {
+        errors.push(error(
+            "policy.state_file",
+            "not with [cluster]: cmdlets persist in the fleet's policy log in Redis",
+        ));
+    }
+    Some(ClusterConfig {
+        redis_url,
+        key_prefix,
+        timeout: Duration::from_millis(timeout.clamp(1, 10_000)),
+    })
 }

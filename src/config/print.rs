@@ -237,6 +237,14 @@ pub fn effective(config: &Config) -> String {
     let _ = writeln!(o, "window_seconds = {}", secs(pr.spray_window));
     let _ = writeln!(o, "block = {}", pr.spray_block);
 
+    if let Some(c) = &config.cluster {
+        let _ = writeln!(o, "\n[cluster]");
+        // Without its password, if it has one: the URL as it would be printed in a log.
+        let _ = writeln!(o, "redis_url = {}", quoted(&c.redis_url.to_string()));
+        let _ = writeln!(o, "key_prefix = {}", quoted(&c.key_prefix));
+        let _ = writeln!(o, "timeout_milliseconds = {}", c.timeout.as_millis());
+    }
+
     let _ = writeln!(o, "\n[admin]");
     match &config.admin_token {
         Some(_) => {
@@ -255,7 +263,7 @@ pub fn effective(config: &Config) -> String {
 /// The settings a reload cannot change (SPEC §11: listeners, upstreams, token issuers,
 /// the audit log, lockout and spray counters, the admin API are set up once, at start),
 /// as the section headers [`effective`] writes.
-pub const START_ONLY: [&str; 9] = [
+pub const START_ONLY: [&str; 10] = [
     "[server]",
     "[upstream]",
     "[tokens]",
@@ -265,6 +273,7 @@ pub const START_ONLY: [&str; 9] = [
     "[lockout]",
     "[spray]",
     "[admin]",
+    "[cluster]",
 ];
 
 /// The [`START_ONLY`] sections (and `policy.state_file`) whose effective values differ

@@ -20,6 +20,7 @@ pub struct RawConfig {
     pub lockout: RawLockout,
     pub spray: RawSpray,
     pub admin: RawAdmin,
+    pub cluster: RawCluster,
 }
 
 #[derive(Default, Deserialize)]
@@ -153,6 +154,14 @@ pub struct RawSpray {
     pub distinct_users: Option<u32>,
     pub window_seconds: Option<u64>,
     pub block: Option<StrictBool>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+pub struct RawCluster {
+    pub redis_url: Option<String>,
+    pub key_prefix: Option<String>,
+    pub timeout_milliseconds: Option<u64>,
 }
 
 #[derive(Default, Deserialize)]

@@ -15,8 +15,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::auth::Secret;
 use super::{CmdletError, Shared};
+use crate::auth::Secret;
 
 /// Largest cmdlet script accepted by `POST /cmdlet`.
 const MAX_SCRIPT_BYTES: usize = 64 * 1024;
@@ -140,7 +140,20 @@ async fn cmdlet(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
             "script is not UTF-8\n".into(),
         );
     };
-    match shared.apply_cmdlets(script) {
+    // AD FS account cmdlets act on lockout state; the rest on the policy store — the
+    // fleet's through Redis with [cluster], else this instance's (and its state file).
+    let result = match crate::policy::cmdlet::account_commands(script) {
+        Some(Ok(commands)) => shared
+            .account_cmdlets(&commands)
+            .await
+            .map(|text| vec![text]),
+        Some(Err(errors)) => Err(CmdletError::Script(errors)),
+        None => match &shared.cluster {
+            Some(cluster) => shared.apply_cmdlets_fleet(cluster, script).await,
+            None => shared.apply_cmdlets(script),
+        },
+    };
+    match result {
         Ok(output) => {
             let mut text = output.join("\n");
             if !text.is_empty() && !text.ends_with('\n') {
@@ -160,6 +173,16 @@ async fn cmdlet(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
                 "text/plain",
                 format!("{e}\n"),
             )
+        }
+        Err(e @ CmdletError::ClusterUnavailable) => {
+            let mut res = respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("{e}\n"),
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            res
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 mod body;
+mod fleet;
 mod framing;
 mod head_guard;
 mod headers;
@@ -95,6 +96,12 @@ pub enum CmdletError {
     Script(Vec<ScriptError>),
     #[error("persisting to policy.state_file failed: {0}")]
     Persist(std::io::Error),
+    /// `[cluster]`: Redis did not answer, so the cmdlet was not applied anywhere (no
+    /// instance may diverge); the policy in force is unchanged.
+    #[error(
+        "the cluster store (Redis) is unreachable: not applied; the policy in force is unchanged"
+    )]
+    ClusterUnavailable,
 }
 
 /// State shared by every connection.
@@ -116,8 +123,13 @@ pub struct Shared {
     pub admin_token: Option<Secret>,
     /// The audit log, when `audit.path` is set.
     pub audit: Option<AuditLog>,
-    /// Smart lockout and spray state.
+    /// Smart lockout and spray state (this instance's; with `[cluster]`, what decides
+    /// while Redis is unavailable).
     pub protect: Protect,
+    /// `[cluster]`: the fleet's Redis.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// What this instance holds of the fleet's policy log.
+    fleet: fleet::FleetState,
     /// Serializes cmdlet applications and reloads, so none is lost between a read of
     /// the store and the swap.
     writer: std::sync::Mutex<()>,
@@ -130,17 +142,24 @@ struct Timeouts {
 }
 
 impl Shared {
-    /// Ready to serve: the configuration is loaded and every token issuer has keys.
+    /// Ready to serve: the configuration is loaded, every token issuer has keys, and
+    /// with `[cluster]` the fleet's policy has been loaded once.
     pub fn ready(&self) -> bool {
         self.tokens.as_ref().is_none_or(|t| t.ready())
+            && (self.cluster.is_none() || self.fleet.synced())
     }
 
     /// Re-reads the configuration file and policy script and swaps them in atomically.
     /// An invalid new version is rejected and the old one keeps serving.
     pub fn reload(&self) -> Result<(), ConfigErrors> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let result =
-            config::load(&self.config_path).and_then(|c| Snapshot::build(&c).map(|s| (c, s)));
+        let result = config::load(&self.config_path)
+            .and_then(|c| Snapshot::build(&c).map(|s| (c, s)))
+            // With [cluster], the fleet's cmdlets are replayed on the new base.
+            .map(|(c, s)| match &self.cluster {
+                Some(_) => (c, fleet::replay(s, &self.fleet_log())),
+                None => (c, s),
+            });
         self.metrics.record_reload(result.is_ok());
         match result {
             Ok((config, snapshot)) => {
@@ -269,6 +288,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .as_ref()
         .map(|tls| TlsAcceptor::from(tls.config.clone()));
     let metrics = Arc::new(Metrics::new());
+    let cluster = match config.cluster.clone() {
+        Some(c) => Some(Arc::new(
+            crate::cluster::Cluster::new(c, metrics.clone())
+                .map_err(|m| crate::config::ConfigErrors::one("cluster.redis_url", m))?,
+        )),
+        None => None,
+    };
     let tokens = TokenValidator::new(&config.tokens, metrics.clone()).map(Arc::new);
     match &tokens {
         Some(v) => v.start_refreshers(),
@@ -299,6 +325,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             false => None,
         },
         protect: Protect::new(config.protect),
+        cluster,
+        fleet: fleet::FleetState::default(),
         upstream,
         timeouts: Timeouts {
             idle: config.server.idle_timeout,
@@ -322,9 +350,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .client_connections_limit
         .set(i64::try_from(max_connections).unwrap_or(i64::MAX));
     tracing::info!(max_connections, "client connections served at once at most");
-    let background = vec![tokio::spawn(
+    let mut background = vec![tokio::spawn(
         shared.upstream.clone().run_health_checks(metrics.clone()),
     )];
+    if let Some(cluster) = &shared.cluster {
+        tracing::info!(redis = %cluster.config().redis_url, "cluster: lockout, spray and the policy store are shared through Redis");
+        background.push(tokio::spawn(fleet::run_sync(
+            shared.clone(),
+            cluster.clone(),
+        )));
+    }
     let (shutdown, watch) = watch::channel(false);
     let tasks = vec![
         tokio::spawn(accept_loop(

@@ -7,6 +7,7 @@ mod availability;
 mod binary;
 #[cfg(feature = "lab")]
 mod clients;
+mod fleet;
 #[cfg(feature = "lab")]
 mod idp;
 mod kdc;

@@ -65,13 +65,15 @@ fn the_scan_catches_what_it_looks_for() {
 /// may use only modules of lower layers, so the code reads top to bottom with no cycle.
 /// `config` parses and collects errors and calls the checks of the modules below it,
 /// which own their settings types; `proxy` (with its admin API) runs what `config`
-/// built; `metrics` knows no module that records into it.
-const LAYERS: [&[&str]; 10] = [
+/// built; `cluster` is the fleet's Redis side of lockout, spray and the policy log;
+/// `metrics` knows no module that records into it.
+const LAYERS: [&[&str]; 11] = [
     &["cli"],
     &["load"],
     &["lab", "report"],
     &["proxy"],
     &["config"],
+    &["cluster"],
     &["token", "kerberos", "protect", "client"],
     &["audit"],
     &["metrics"],

@@ -16,17 +16,31 @@ pub enum Cmdlet {
     GetPolicy,
     SetUser,
     SetOrganizationConfig,
+    /// AD FS's `Get-AdfsAccountActivity`: a user's lockout state (not a policy cmdlet).
+    GetAdfsAccountActivity,
+    /// AD FS's `Reset-AdfsAccountLockout`: clears a user's count for a location.
+    ResetAdfsAccountLockout,
 }
 
 impl Cmdlet {
-    const NAMES: [(&'static str, Cmdlet); 6] = [
+    const NAMES: [(&'static str, Cmdlet); 8] = [
         ("New-AuthenticationPolicy", Cmdlet::NewPolicy),
         ("Set-AuthenticationPolicy", Cmdlet::SetPolicy),
         ("Remove-AuthenticationPolicy", Cmdlet::RemovePolicy),
         ("Get-AuthenticationPolicy", Cmdlet::GetPolicy),
         ("Set-User", Cmdlet::SetUser),
         ("Set-OrganizationConfig", Cmdlet::SetOrganizationConfig),
+        ("Get-AdfsAccountActivity", Cmdlet::GetAdfsAccountActivity),
+        ("Reset-AdfsAccountLockout", Cmdlet::ResetAdfsAccountLockout),
     ];
+
+    /// Whether it acts on lockout state rather than on the policy store.
+    pub fn is_account(self) -> bool {
+        matches!(
+            self,
+            Cmdlet::GetAdfsAccountActivity | Cmdlet::ResetAdfsAccountLockout
+        )
+    }
 
     fn from_name(name: &str) -> Option<Cmdlet> {
         Cmdlet::NAMES
@@ -150,6 +164,12 @@ fn params(cmdlet: Cmdlet, deployment: Deployment) -> Vec<ParamDef> {
             defs.push(text("AuthenticationPolicy"));
         }
         Cmdlet::SetOrganizationConfig => defs.push(text("DefaultAuthenticationPolicy")),
+        Cmdlet::GetAdfsAccountActivity => defs.push(text("Identity")),
+        Cmdlet::ResetAdfsAccountLockout => {
+            defs.push(text("Identity"));
+            defs.push(text("Location"));
+            defs.push(switch("Confirm".into(), SwitchTarget::Confirm));
+        }
     }
     defs
 }

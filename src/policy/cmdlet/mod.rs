@@ -51,6 +51,100 @@ pub struct Applied {
     pub output: Vec<String>,
 }
 
+/// Where a bad password came from, as `Reset-AdfsAccountLockout -Location` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountLocation {
+    Familiar,
+    Unknown,
+}
+
+/// An AD FS account cmdlet: it acts on smart-lockout state, not on the policy store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccountCommand {
+    /// `Get-AdfsAccountActivity -Identity user`.
+    Activity { identity: String },
+    /// `Reset-AdfsAccountLockout -Identity user -Location Familiar|Unknown`.
+    Reset {
+        identity: String,
+        location: AccountLocation,
+    },
+}
+
+/// The account cmdlets of `script`: None when it has none (a policy script); every
+/// command when all are account cmdlets; errors for a script that mixes both kinds (they
+/// act on different state and could not apply all or nothing) or binds badly.
+pub fn account_commands(script: &str) -> Option<Result<Vec<AccountCommand>, Vec<ScriptError>>> {
+    let commands = match lexer::tokenize(script) {
+        Ok(c) => c,
+        Err(e) => {
+            return Some(Err(vec![ScriptError {
+                pos: e.pos,
+                message: e.message,
+            }]));
+        }
+    };
+    let bound: Vec<Result<Bound, ScriptError>> = commands
+        .iter()
+        .map(|tokens| bind::bind(tokens, Deployment::Online))
+        .collect();
+    if !bound
+        .iter()
+        .any(|b| b.as_ref().is_ok_and(|b| b.cmdlet.is_account()))
+    {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for b in bound {
+        let cmd = match b {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let fail = |message: String| ScriptError {
+            pos: cmd.pos,
+            message,
+        };
+        let result = match cmd.cmdlet {
+            Cmdlet::GetAdfsAccountActivity => cmd.text("Identity").map(|identity| {
+                AccountCommand::Activity {
+                    identity: identity.to_owned(),
+                }
+            }),
+            Cmdlet::ResetAdfsAccountLockout => cmd.text("Identity").and_then(|identity| {
+                let location = match cmd.text("Location")? {
+                    l if l.eq_ignore_ascii_case("Familiar") => AccountLocation::Familiar,
+                    l if l.eq_ignore_ascii_case("Unknown") => AccountLocation::Unknown,
+                    l => {
+                        return Err(format!(
+                            "Cannot bind parameter 'Location'. Cannot convert value \"{l}\" to type \"Location\". The valid values are \"Familiar\" and \"Unknown\"."
+                        ));
+                    }
+                };
+                Ok(AccountCommand::Reset {
+                    identity: identity.to_owned(),
+                    location,
+                })
+            }),
+            _ => Err(MIXED.into()),
+        };
+        match result {
+            Ok(c) => out.push(c),
+            Err(m) => errors.push(fail(m)),
+        }
+    }
+    Some(if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    })
+}
+
+/// Why a script may not mix the two kinds of cmdlet.
+const MIXED: &str = "Get-AdfsAccountActivity and Reset-AdfsAccountLockout act on smart-lockout state, not on authentication policies: send them in a script of their own.";
+
 /// Runs `script` against a copy of `store`. On any error the copy is dropped and every
 /// error found is returned, each with its line and column.
 pub fn run_script(
@@ -164,6 +258,11 @@ fn apply(
         Cmdlet::SetOrganizationConfig => {
             let policy = policy_arg(store, cmd, "DefaultAuthenticationPolicy").map_err(fail)?;
             store.set_org_default(policy);
+        }
+        // A policy script (the configuration's, or one mixing both kinds) cannot hold
+        // them; the admin API runs scripts of account cmdlets alone.
+        Cmdlet::GetAdfsAccountActivity | Cmdlet::ResetAdfsAccountLockout => {
+            return Err(fail(MIXED.into()));
         }
     }
     Ok(())

@@ -338,3 +338,70 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn account_cmdlets_bind_alone_and_never_in_a_policy_script() {
+    use super::{AccountCommand, AccountLocation, account_commands};
+    assert_eq!(account_commands("Get-AuthenticationPolicy"), None);
+    assert_eq!(
+        account_commands("Get-AdfsAccountActivity -Identity user01@contoso.com | fl"),
+        Some(Ok(vec![AccountCommand::Activity {
+            identity: "user01@contoso.com".into()
+        }]))
+    );
+    assert_eq!(
+        account_commands(
+            "reset-adfsaccountlockout 'CONTOSO\\user01' -Loc unknown -Confirm:$false\nGet-AdfsAccountActivity user01"
+        ),
+        Some(Ok(vec![
+            AccountCommand::Reset {
+                identity: "CONTOSO\\user01".into(),
+                location: AccountLocation::Unknown
+            },
+            AccountCommand::Activity {
+                identity: "user01".into()
+            }
+        ]))
+    );
+    let errors = account_commands("Reset-AdfsAccountLockout user01 -Location Elsewhere")
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        errors[0]
+            .message
+            .contains("The valid values are \"Familiar\" and \"Unknown\""),
+        "{errors:?}"
+    );
+    let errors = account_commands("Reset-AdfsAccountLockout user01")
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        errors[0]
+            .message
+            .contains("missing mandatory parameters: Location"),
+        "{errors:?}"
+    );
+    let errors = account_commands(
+        "Get-AdfsAccountActivity user01\nSet-OrganizationConfig -DefaultAuthenticationPolicy $null",
+    )
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].pos.line, 2);
+    assert!(
+        errors[0].message.contains("in a script of their own"),
+        "{errors:?}"
+    );
+    // In a policy script (policies.ps1) they are errors too.
+    let store = PolicyStore::default();
+    let directory = Directory::new(Vec::new()).unwrap();
+    let ctx = ScriptContext {
+        deployment: Deployment::Online,
+        directory: &directory,
+    };
+    let errors = run_script("Get-AdfsAccountActivity user01", &store, ctx).unwrap_err();
+    assert!(
+        errors[0].message.contains("smart-lockout state"),
+        "{errors:?}"
+    );
+}

@@ -314,9 +314,12 @@ impl Connection {
             }),
             (false, None, None) => None,
         };
+        let mut success_changes = false;
         if token_refusal.is_none() {
             // The request's start is "now" enough for windows of seconds.
-            if let Some(reason) = self.protect_before(&decision, protect_key, started) {
+            let (refusal, changes) = self.protect_before(&decision, protect_key, started).await;
+            success_changes = changes;
+            if let Some(reason) = refusal {
                 decision = Decision {
                     action: Action::Block,
                     reason,
@@ -380,7 +383,8 @@ impl Connection {
                 let status = res.status().as_u16();
                 outcome.upstream_status = Some(status);
                 self.shared.metrics.record_upstream_status(status);
-                self.protect_after(&decision, protect_key, status);
+                self.protect_after(&decision, protect_key, status, success_changes)
+                    .await;
                 if pin {
                     let ticket = match (&snapshot.kerberos, &ticket_client) {
                         (None, _) => TicketRead::NoKeytab,

@@ -1,0 +1,465 @@
+//! The fleet (SPEC §9.1): with `[cluster] redis_url`, every instance keeps lockout and
+//! spray state and the policy log in one Redis, so that N instances behind a load
+//! balancer behave as one.
+//!
+//! - Lockout and spray: one Lua script before a legacy request is forwarded (the spray
+//!   attempt, the spray block and the lockout check, one round trip), one after Exchange
+//!   refused its password (awaited, so that the next attempt, on any instance, sees it),
+//!   and one after a success only when it changes something (a count to clear, a new
+//!   familiar address), not awaited. Keys expire with their windows. None for a bearer or
+//!   anonymous request.
+//! - The policy store: cmdlets are appended to a Redis list, the policy log, whose
+//!   length is its version; an append names the version it was checked against and
+//!   fails if another instance appended first. A message on a channel tells the others,
+//!   and each also compares versions every second, so a lost message is not a lost
+//!   change.
+//!
+//! Every operation is bounded by `timeout_milliseconds`; a failure or a timeout is
+//! counted in `exgate_cluster_errors_total{op}`, warned about once per outage, and the
+//! caller falls back to its local state. Redis keys carry no user name: a user is the
+//! SHA-256 of the lower-cased name.
+
+mod scripts;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::metrics::Metrics;
+use crate::protect::{Activity, BadPassword, Location, ProtectConfig};
+
+/// The default of `cluster.key_prefix`.
+pub const DEFAULT_KEY_PREFIX: &str = "exgate:";
+/// The default of `cluster.timeout_milliseconds`.
+pub const DEFAULT_TIMEOUT_MILLISECONDS: u64 = 100;
+/// How often each instance compares its policy-log version with Redis's, whatever the
+/// channel said.
+pub const VERSION_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// After an outage warning, how long further outages stay quiet (counted, not warned).
+const OUTAGE_WARNING_QUIET: Duration = Duration::from_secs(30);
+/// How long a familiar address is kept without a new success (AD FS keeps the last 20;
+/// Redis needs an expiry so that users who left do not stay forever).
+const FAMILIAR_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// A `redis://` or `rediss://` URL, which may hold a password: `Display` and `Debug`
+/// show it without one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// Checks the shape with redis-rs itself; the error never repeats the URL.
+    pub fn parse(text: &str) -> Result<RedisUrl, String> {
+        match redis::Client::open(text) {
+            Ok(_) => Ok(RedisUrl(text.to_owned())),
+            Err(_) => Err(
+                "is not a Redis URL like redis://[:password@]host[:port][/db] or rediss://…".into(),
+            ),
+        }
+    }
+
+    /// The URL as written, password included: for the client only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RedisUrl {
+    /// `redis://host:port/db`, with any user name and password left out.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (scheme, rest) = self.0.split_once("://").unwrap_or(("redis", &self.0));
+        let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        write!(f, "{scheme}://{rest}")
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisUrl({self})")
+    }
+}
+
+/// `[cluster]`.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub redis_url: RedisUrl,
+    /// Prefix of every key and channel (`exgate:`), so that fleets can share a Redis.
+    pub key_prefix: String,
+    /// Bound on every Redis operation; the request path never waits longer.
+    pub timeout: Duration,
+}
+
+/// What the check before forwarding a legacy request found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checked {
+    /// The user's lockout for this location, when its count reached the threshold within
+    /// the window.
+    pub locked_out: Option<Location>,
+    /// This attempt crossed the spray threshold: report it (once per window, fleet-wide).
+    pub spray_flagged_now: bool,
+    /// The address is a flagged spray source within its window.
+    pub spray_flagged: bool,
+    /// A success from here would change something (a count to clear, a new familiar
+    /// address), so [`Cluster::good_password`] is worth sending.
+    pub success_changes_state: bool,
+}
+
+/// Why a policy-log append did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendError {
+    /// Another instance appended first: the log is at this version now.
+    Conflict(u64),
+    /// Redis did not answer in time, or failed.
+    Unavailable,
+}
+
+/// The Redis side of the fleet. Cheap to share (`Arc`).
+pub struct Cluster {
+    config: ClusterConfig,
+    client: redis::Client,
+    conn: ConnectionManager,
+    metrics: Arc<Metrics>,
+    /// Set by the first failure of an outage, cleared by the next success.
+    outage: AtomicBool,
+    /// When an outage was last warned about, and whether the current one was (so that
+    /// its end is logged): a Redis that flaps while it restarts warns once, not at
+    /// every flap.
+    warned: std::sync::Mutex<(Option<std::time::Instant>, bool)>,
+    scripts: scripts::Scripts,
+}
+
+impl Cluster {
+    /// A cluster client that connects lazily: an instance starts, and enforces with its
+    /// local state, while Redis is down.
+    pub fn new(config: ClusterConfig, metrics: Arc<Metrics>) -> Result<Cluster, String> {
+        let client = redis::Client::open(config.redis_url.expose())
+            .map_err(|_| format!("cluster.redis_url {} is not usable", config.redis_url))?;
+        // Reconnects are retried quickly and forever; every call is bounded by the
+        // timeout on our side too, so a reconnect in progress never holds a request.
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(500))))
+            .set_response_timeout(Some(config.timeout))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(1))
+            .set_number_of_retries(usize::MAX);
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
+            .map_err(|_| format!("cluster.redis_url {} is not usable", config.redis_url))?;
+        Ok(Cluster {
+            config,
+            client,
+            conn,
+            metrics,
+            outage: AtomicBool::new(false),
+            warned: std::sync::Mutex::new((None, false)),
+            scripts: scripts::Scripts::new(),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}{kind}:{id}", self.config.key_prefix)
+    }
+
+    /// A user's id in Redis: the first 128 bits of the SHA-256 of the lower-cased name,
+    /// in hex, so that Redis holds no user name.
+    fn user_id(user: &str) -> String {
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, user.to_lowercase().as_bytes());
+        digest.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The keys of a user's lockout hash and of their familiar addresses.
+    fn user_keys(&self, user: &str) -> (String, String) {
+        let id = Cluster::user_id(user);
+        (self.key("lockout", &id), self.key("familiar", &id))
+    }
+
+    /// The policy log's key.
+    pub fn log_key(&self) -> String {
+        format!("{}policy:log", self.config.key_prefix)
+    }
+
+    /// The channel a new log version is announced on.
+    pub fn channel(&self) -> String {
+        format!("{}policy:changed", self.config.key_prefix)
+    }
+
+    /// Runs `op` within the timeout. A failure or timeout is counted under `label`,
+    /// warned about once per outage, and None; the first success after an outage is
+    /// logged. During an outage the request path's operations (`label` "protect",
+    /// "bad_password", "good_password") do not wait for Redis at all: they are counted
+    /// and None at once, and the policy task's checks every second find Redis back.
+    async fn run<T, F>(&self, label: &'static str, op: F) -> Option<T>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let request_path = matches!(label, "protect" | "bad_password" | "good_password");
+        if request_path && self.outage.load(Ordering::Relaxed) {
+            self.metrics.record_cluster_error(label);
+            return None;
+        }
+        let outcome = match tokio::time::timeout(self.config.timeout, op).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.config.timeout)),
+        };
+        match outcome {
+            Ok(v) => {
+                if self.outage.swap(false, Ordering::Relaxed) {
+                    let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+                    if std::mem::take(&mut warned.1) {
+                        tracing::info!(redis = %self.config.redis_url, "cluster store reachable again: shared lockout, spray and policy state resume");
+                    }
+                }
+                Some(v)
+            }
+            Err(error) => {
+                self.metrics.record_cluster_error(label);
+                if !self.outage.swap(true, Ordering::Relaxed) {
+                    let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+                    if warned.0.is_some_and(|t| t.elapsed() < OUTAGE_WARNING_QUIET) {
+                        return None; // the same outage, flapping as Redis comes back
+                    }
+                    *warned = (Some(std::time::Instant::now()), true);
+                    tracing::warn!(
+                        redis = %self.config.redis_url,
+                        op = label,
+                        %error,
+                        "cluster store unreachable: enforcing with this instance's last policy and local lockout and spray counters; cmdlets are refused until it returns"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// Before a legacy request naming `user` from `ip` is forwarded (or refused by
+    /// policy: spray counts those too): records the spray attempt and reads the lockout
+    /// and spray state, in one round trip. None when Redis is unavailable.
+    pub async fn check(&self, user: &str, ip: IpAddr, config: &ProtectConfig) -> Option<Checked> {
+        let (lockout, familiar) = self.user_keys(user);
+        let ip_text = ip.to_string();
+        let (spray, flag) = (self.key("spray", &ip_text), self.key("sprayflag", &ip_text));
+        let name = Cluster::user_id(user);
+        let mut conn = self.conn.clone();
+        let mut invocation = self.scripts.check.prepare_invoke();
+        invocation
+            .key(&lockout)
+            .key(&familiar)
+            .key(&spray)
+            .key(&flag)
+            .arg(&ip_text)
+            .arg(&name)
+            .arg(u8::from(config.lockout_enabled))
+            .arg(config.lockout_threshold)
+            .arg(config.familiar_threshold)
+            .arg(millis(config.observation_window))
+            .arg(u8::from(config.spray_enabled))
+            .arg(config.spray_distinct_users)
+            .arg(millis(config.spray_window));
+        let reply: Vec<i64> = self
+            .run("protect", invocation.invoke_async(&mut conn))
+            .await?;
+        let [familiar, locked, changes, flagged_now, flagged] = reply[..] else {
+            self.metrics.record_cluster_error("protect");
+            return None;
+        };
+        let location = if familiar == 1 {
+            Location::Familiar
+        } else {
+            Location::Unknown
+        };
+        Some(Checked {
+            locked_out: (locked == 1).then_some(location),
+            spray_flagged_now: flagged_now == 1,
+            spray_flagged: flagged == 1,
+            success_changes_state: changes == 1,
+        })
+    }
+
+    /// Exchange refused `user`'s password from `ip`: counts it for the location, and
+    /// says whether this failure engaged the lockout. Awaited before the 401 goes back,
+    /// so that the next attempt, on any instance, sees it.
+    pub async fn bad_password(
+        &self,
+        user: &str,
+        ip: IpAddr,
+        config: &ProtectConfig,
+    ) -> Option<BadPassword> {
+        let (lockout, familiar) = self.user_keys(user);
+        let mut conn = self.conn.clone();
+        let mut invocation = self.scripts.bad_password.prepare_invoke();
+        invocation
+            .key(&lockout)
+            .key(&familiar)
+            .arg(ip.to_string())
+            .arg(config.lockout_threshold)
+            .arg(config.familiar_threshold)
+            .arg(millis(config.observation_window));
+        let reply: Vec<i64> = self
+            .run("bad_password", invocation.invoke_async(&mut conn))
+            .await?;
+        let [familiar, _count, engaged] = reply[..] else {
+            self.metrics.record_cluster_error("bad_password");
+            return None;
+        };
+        let location = if familiar == 1 {
+            Location::Familiar
+        } else {
+            Location::Unknown
+        };
+        Some(if engaged == 1 {
+            BadPassword::LockedOut(location)
+        } else {
+            BadPassword::Counted(location)
+        })
+    }
+
+    /// A legacy sign-in of `user` from `ip` succeeded: clears the location's count and
+    /// makes the address familiar (the last 20 kept). Sent in the background: a success
+    /// needs no one to wait.
+    pub fn good_password(self: &Arc<Self>, user: &str, ip: IpAddr) {
+        let (lockout, familiar) = self.user_keys(user);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut conn = this.conn.clone();
+            let mut invocation = this.scripts.good_password.prepare_invoke();
+            invocation
+                .key(&lockout)
+                .key(&familiar)
+                .arg(ip.to_string())
+                .arg(millis(FAMILIAR_TTL));
+            let _: Option<i64> = this
+                .run("good_password", invocation.invoke_async(&mut conn))
+                .await;
+        });
+    }
+
+    /// `user`'s lockout state, fleet-wide (`Get-AdfsAccountActivity`).
+    pub async fn activity(&self, user: &str, config: &ProtectConfig) -> Option<Activity> {
+        let (lockout, familiar) = self.user_keys(user);
+        let mut conn = self.conn.clone();
+        let mut invocation = self.scripts.activity.prepare_invoke();
+        invocation
+            .key(&lockout)
+            .key(&familiar)
+            .arg(millis(config.observation_window));
+        // [familiar count, familiar last ms, unknown count, unknown last ms, ip, ip, …]
+        let reply: Vec<String> = self
+            .run("account", invocation.invoke_async(&mut conn))
+            .await?;
+        let number = |i: usize| {
+            reply
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let at = |ms: u64| (ms > 0).then(|| SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
+        let (bad_familiar, bad_unknown) = (number(0) as u32, number(2) as u32);
+        Some(Activity {
+            bad_familiar,
+            bad_unknown,
+            last_failed_familiar: at(number(1)),
+            last_failed_unknown: at(number(3)),
+            familiar_lockout: bad_familiar >= config.familiar_threshold,
+            unknown_lockout: bad_unknown >= config.lockout_threshold,
+            familiar_ips: reply
+                .iter()
+                .skip(4)
+                .filter_map(|ip| ip.parse().ok())
+                .collect(),
+        })
+    }
+
+    /// Clears `user`'s count for `location`, fleet-wide (`Reset-AdfsAccountLockout`).
+    pub async fn reset(&self, user: &str, location: Location) -> Option<()> {
+        let (lockout, _) = self.user_keys(user);
+        let prefix = match location {
+            Location::Familiar => "f",
+            Location::Unknown => "u",
+        };
+        let mut conn = self.conn.clone();
+        let fields = [format!("{prefix}bad"), format!("{prefix}last")];
+        let _: i64 = self
+            .run(
+                "account",
+                redis::cmd("HDEL")
+                    .arg(&lockout)
+                    .arg(&fields[..])
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Some(())
+    }
+
+    /// The policy log's version: how many entries it holds.
+    pub async fn log_version(&self) -> Option<u64> {
+        let mut conn = self.conn.clone();
+        self.run(
+            "policy_sync",
+            redis::cmd("LLEN")
+                .arg(self.log_key())
+                .query_async(&mut conn),
+        )
+        .await
+    }
+
+    /// The entries of the policy log from index `from` (0-based) to its end.
+    pub async fn log_entries(&self, from: u64) -> Option<Vec<String>> {
+        let mut conn = self.conn.clone();
+        self.run(
+            "policy_sync",
+            redis::cmd("LRANGE")
+                .arg(self.log_key())
+                .arg(from)
+                .arg(-1)
+                .query_async(&mut conn),
+        )
+        .await
+    }
+
+    /// Appends `script` to the policy log if it is still at version `expected`, and
+    /// announces the new version. Returns the new version.
+    pub async fn log_append(&self, expected: u64, script: &str) -> Result<u64, AppendError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.scripts.append.prepare_invoke();
+        invocation
+            .key(self.log_key())
+            .arg(expected)
+            .arg(script)
+            .arg(self.channel());
+        let reply: Vec<i64> = self
+            .run("policy_append", invocation.invoke_async(&mut conn))
+            .await
+            .ok_or(AppendError::Unavailable)?;
+        match reply[..] {
+            [1, version] => Ok(version.unsigned_abs()),
+            [0, version] => Err(AppendError::Conflict(version.unsigned_abs())),
+            _ => Err(AppendError::Unavailable),
+        }
+    }
+
+    /// A connection subscribed to the policy channel (a new one per call; None when
+    /// Redis is unavailable).
+    pub async fn subscribe(&self) -> Option<redis::aio::PubSub> {
+        let connect = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(self.channel()).await?;
+            Ok(pubsub)
+        };
+        self.run("policy_sync", connect).await
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
