@@ -241,7 +241,7 @@ fn validate(path: &std::path::Path, print: bool) -> ExitCode {
     match result {
         Ok((cfg, engine)) => {
             let store = engine.store();
-            println!(
+            outln!(
                 "{}: OK ({} deployment, {} users, {} policies, organization default: {})",
                 cfg.path.display(),
                 engine.settings().deployment.as_str(),
@@ -252,22 +252,22 @@ fn validate(path: &std::path::Path, print: bool) -> ExitCode {
                     .map_or("none", |p| store.policy(p).name.as_str()),
             );
             if print {
-                print!("{}", config::print::effective(&cfg));
+                out!("{}", config::print::effective(&cfg));
             }
             if let Some(k) = &cfg.kerberos {
-                println!(
+                outln!(
                     "kerberos.keytab {}: {} keys",
                     k.keytab_path.display(),
                     k.keytab.entries.len()
                 );
                 for line in k.keytab.describe() {
-                    println!("  {line}");
+                    outln!("  {line}");
                 }
             }
             ExitCode::SUCCESS
         }
         Err(errors) => {
-            eprint!("{}: {errors}", path.display());
+            err!("{}: {errors}", path.display());
             ExitCode::from(EXIT_CONFIG)
         }
     }
@@ -301,25 +301,25 @@ fn serve(path: &std::path::Path, log_format: LogFormat) -> anyhow::Result<ExitCo
         let config = match config::load(path) {
             Ok(c) => c,
             Err(errors) => {
-                eprint!("{}: {errors}", path.display());
+                err!("{}: {errors}", path.display());
                 return Ok(ExitCode::from(EXIT_CONFIG));
             }
         };
         let running = match crate::proxy::start(config).await {
             Ok(r) => r,
             Err(e) if e.downcast_ref::<config::ConfigErrors>().is_some() => {
-                eprint!("{}: {e}", path.display());
+                err!("{}: {e}", path.display());
                 return Ok(ExitCode::from(EXIT_CONFIG));
             }
             Err(e) => return Err(e),
         };
         // A stable line that scripts and tests read to learn the bound ports.
-        println!(
+        outln!(
             "exgate listening proxy={} admin={}",
             running.proxy_addr, running.admin_addr
         );
         use std::io::Write as _;
-        std::io::stdout().flush()?;
+        let _ = std::io::stdout().flush(); // a closed stdout is no reason to stop
         signals.serve(&running).await;
         tracing::info!("shutting down: draining in-flight requests");
         running.shutdown().await;
@@ -391,9 +391,9 @@ fn lab(args: LabArgs, log_format: LogFormat) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| lab::default_dir(scenario));
         let removed = lab::reset(&dir)?;
         for path in &removed {
-            println!("removed {}", path.display());
+            outln!("removed {}", path.display());
         }
-        println!(
+        outln!(
             "{} is a fresh lab: `exgate lab --scenario {scenario} --dir {}` starts it",
             dir.display(),
             dir.display()
@@ -407,12 +407,12 @@ fn lab(args: LabArgs, log_format: LogFormat) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| lab::default_dir(scenario));
         let info = lab::LabInfo::read(&dir)?;
         let steps = runtime()?.block_on(lab::walk(&info, &dir))?;
-        println!("{}\n", lab::heading(info.scenario));
+        outln!("{}\n", lab::heading(info.scenario));
         for s in &steps {
-            println!("{s}");
+            outln!("{s}");
         }
         let failed = steps.iter().filter(|s| !s.ok).count();
-        println!(
+        outln!(
             "\n{} steps, {} passed, {failed} failed",
             steps.len(),
             steps.len() - failed
@@ -436,7 +436,7 @@ fn lab(args: LabArgs, log_format: LogFormat) -> anyhow::Result<ExitCode> {
         };
         let keytab = match (&args.keytab, args.scenario.deployment()) {
             (Some(_), crate::policy::Deployment::Online) => {
-                eprintln!(
+                errln!(
                     "exgate lab: --keytab ignored in {}: {}",
                     args.scenario,
                     lab::ONLINE_KEYTAB_IGNORED
@@ -446,9 +446,9 @@ fn lab(args: LabArgs, log_format: LogFormat) -> anyhow::Result<ExitCode> {
             (keytab, _) => keytab.as_deref(),
         };
         let running = lab::start_with_keytab(options, keytab).await?;
-        print!("{}", lab::banner(&running, &dir, &exe));
+        out!("{}", lab::banner(&running, &dir, &exe));
         use std::io::Write as _;
-        std::io::stdout().flush()?;
+        let _ = std::io::stdout().flush(); // a closed stdout is no reason to stop
         signals.serve(&running.running).await;
         running.running.shutdown().await;
         Ok(ExitCode::SUCCESS)
@@ -473,11 +473,11 @@ fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
     );
     let key = lab::current_signing_key(&dir)?;
     if args.jwks {
-        println!("{}", crate::token::mint::jwks(&[&key]));
+        outln!("{}", crate::token::mint::jwks(&[&key]));
         return Ok(ExitCode::SUCCESS);
     }
     if args.public_key_pem {
-        print!("{}", key.public_key_pem());
+        out!("{}", key.public_key_pem());
         return Ok(ExitCode::SUCCESS);
     }
     let audience = args.audience.as_deref().unwrap_or(scenario.audience());
@@ -496,7 +496,7 @@ fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
         if scenario.mfa_by_adfs() && !args.no_mfa {
             crate::token::mint::mfa_at_adfs(&mut claims);
         }
-        println!("{}", key.sign(&claims));
+        outln!("{}", key.sign(&claims));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -529,12 +529,12 @@ fn cmdlet(args: CmdletArgs) -> anyhow::Result<ExitCode> {
     if res.status == 200 {
         // Changing cmdlets print nothing in PowerShell; a word on stderr confirms them.
         if text.is_empty() {
-            eprintln!("exgate cmdlet: applied");
+            errln!("exgate cmdlet: applied");
         }
-        print!("{text}");
+        out!("{text}");
         Ok(ExitCode::SUCCESS)
     } else {
-        eprint!("exgate cmdlet: {} {text}", res.status);
+        err!("exgate cmdlet: {} {text}", res.status);
         Ok(ExitCode::FAILURE)
     }
 }
@@ -563,12 +563,12 @@ fn load(args: &LoadArgs) -> anyhow::Result<ExitCode> {
     };
     let scenario = info.map_or(args.scenario, |i| i.scenario);
     let key = lab::current_signing_key(&dir)?;
-    eprintln!(
+    errln!(
         "exgate load → {target}: {} connections, up to {} s or {} requests",
         options.concurrency, args.duration_seconds, args.requests
     );
     let report = runtime()?.block_on(load::run(options, &key, scenario))?;
-    print!("{report}");
+    out!("{report}");
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }

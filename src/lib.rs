@@ -13,6 +13,42 @@
 
 #![forbid(unsafe_code)]
 
+// The command line's output: `print!` and `eprint!` panic when the reader has gone away
+// (`exgate validate | head`, `2>&1 | true`), which would turn a documented exit code into
+// 101. These drop the text instead, so the exit code stays the command's own.
+
+/// `print!` that never panics: a closed standard output drops the text.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+/// `println!` that never panics.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+/// `eprint!` that never panics.
+macro_rules! err {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
+/// `eprintln!` that never panics.
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
 pub mod audit;
 pub mod auth;
 pub mod cli;

@@ -9,7 +9,9 @@ fn main() -> ExitCode {
     match exgate::cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("exgate: {err:#}");
+            // A closed standard error must not turn the exit code into a panic's.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "exgate: {err:#}");
             ExitCode::FAILURE
         }
     }

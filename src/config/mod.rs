@@ -133,18 +133,6 @@ pub fn load_with_env(
         })?;
     let mut errors = Vec::new();
     let raw = deserialize_every_error(built, &mut errors);
-    // An error in a value set from the environment says so: the file does not hold it.
-    for e in &mut errors {
-        let from = overrides.iter().find(|o| {
-            o.key == e.key
-                || o.key.starts_with(&format!("{}.", e.key))
-                || e.key.starts_with(&format!("{}.", o.key))
-                || e.key.starts_with(&format!("{}[", o.key))
-        });
-        if let Some(o) = from {
-            e.message.push_str(&format!(" (set by {})", o.variable));
-        }
-    }
 
     let base = path.parent().unwrap_or(Path::new("."));
     let policy = validate::policy(&raw, base, &mut errors);
@@ -164,6 +152,7 @@ pub fn load_with_env(
         Some(t) => Some(crate::auth::Secret::new(t.as_bytes())),
         None => None,
     };
+    distinct_files(&policy, &audit, path, &mut errors);
     if !errors.is_empty() {
         // The policy script and state file are checked too, so that configuration errors
         // do not hide script errors (a script that cannot be read is already named).
@@ -172,6 +161,19 @@ pub fn load_with_env(
                 if !errors.contains(&e) {
                     errors.push(e);
                 }
+            }
+        }
+        // An error in a value set from the environment says so: the file does not
+        // hold it.
+        for e in &mut errors {
+            let from = overrides.iter().find(|o| {
+                o.key == e.key
+                    || o.key.starts_with(&format!("{}.", e.key))
+                    || e.key.starts_with(&format!("{}.", o.key))
+                    || e.key.starts_with(&format!("{}[", o.key))
+            });
+            if let Some(o) = from {
+                e.message.push_str(&format!(" (set by {})", o.variable));
             }
         }
         return Err(ConfigErrors(errors));
@@ -241,6 +243,7 @@ fn type_error(e: &config::ConfigError) -> (Option<String>, String) {
             // `Unexpected`'s own text quotes the value; only its kind is kept.
             let text = unexpected.to_string();
             let found = match text.split([' ', '`', '"']).next().unwrap_or("") {
+                "64-bit" | "128-bit" if text.contains("`-") => "a negative integer",
                 "boolean" => "a boolean",
                 "64-bit" | "128-bit" => "an integer",
                 "floating" => "a number with a fraction",
@@ -259,39 +262,67 @@ fn type_error(e: &config::ConfigError) -> (Option<String>, String) {
             let (inner_key, message) = type_error(error);
             (inner_key.or_else(|| key.as_deref().map(dotted)), message)
         }
-        other => (None, redact(&other.to_string())),
+        other => (None, plain(&redact(&other.to_string()))),
     }
 }
 
-/// Removes `key` (`server.listen`, `users[1].upn`) from `tree`; a key inside a list removes
-/// the whole list. False when there is no such key.
+/// serde's words for a table and a wide integer, as a configuration's reader says them.
+fn plain(message: &str) -> String {
+    let mut out = message.replace(" as i128", "");
+    while let Some(i) = out.find("struct Raw") {
+        let end = out[i..]
+            .find(|c: char| !c.is_ascii_alphanumeric() && c != ' ')
+            .map_or(out.len(), |e| i + e);
+        let end = out[i + "struct ".len()..end]
+            .find(' ')
+            .map_or(end, |e| i + "struct ".len() + e);
+        out.replace_range(i..end, "a table");
+    }
+    out
+}
+
+/// Removes `key` (`server.listen`, `users[1].upn`, `upstream.servers[2]`) from `tree`:
+/// a table's entry, or a list's element. False when there is no such key.
 fn remove_key(tree: &mut config::Value, key: &str) -> bool {
-    let mut parts: Vec<&str> = Vec::new();
+    enum Step<'a> {
+        Name(&'a str),
+        Index(usize),
+    }
+    let mut steps = Vec::new();
     for part in key.split('.') {
-        // `users[1]` → `users`: stop at the first index, the list goes as a whole.
-        match part.find('[') {
-            Some(i) => {
-                parts.push(&part[..i]);
-                break;
+        let (name, mut rest) = part.split_at(part.find('[').unwrap_or(part.len()));
+        if !name.is_empty() {
+            steps.push(Step::Name(name));
+        }
+        while let Some(end) = rest.find(']') {
+            match rest[1..end].parse() {
+                Ok(i) => steps.push(Step::Index(i)),
+                Err(_) => return false,
             }
-            None => parts.push(part),
+            rest = &rest[end + 1..];
         }
     }
-    let Some((last, path)) = parts.split_last() else {
+    let Some((last, path)) = steps.split_last() else {
         return false;
     };
     let mut node = tree;
-    for part in path {
-        match &mut node.kind {
-            config::ValueKind::Table(map) => match map.get_mut(*part) {
-                Some(next) => node = next,
-                None => return false,
-            },
-            _ => return false,
+    for step in path {
+        let next = match (&mut node.kind, step) {
+            (config::ValueKind::Table(map), Step::Name(n)) => map.get_mut(*n),
+            (config::ValueKind::Array(items), Step::Index(i)) => items.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => return false,
         }
     }
-    match &mut node.kind {
-        config::ValueKind::Table(map) => map.remove(*last).is_some(),
+    match (&mut node.kind, last) {
+        (config::ValueKind::Table(map), Step::Name(n)) => map.remove(*n).is_some(),
+        (config::ValueKind::Array(items), Step::Index(i)) if *i < items.len() => {
+            items.remove(*i);
+            true
+        }
         _ => false,
     }
 }
@@ -347,6 +378,48 @@ pub(super) fn check_writable(key: &str, path: &Path, errors: &mut Vec<ConfigErro
                 dir.display()
             ),
         )),
+    }
+}
+
+/// The files exgate writes (`audit.path`, `policy.state_file`) must be files of their
+/// own: the audit log written into the state file (or the script, or the configuration)
+/// would make the next start fail on it.
+fn distinct_files(
+    policy: &PolicyConfig,
+    audit: &crate::audit::AuditConfig,
+    config: &Path,
+    errors: &mut Vec<ConfigError>,
+) {
+    let same = |a: &Path, b: &Path| {
+        let resolve = |p: &Path| {
+            std::fs::canonicalize(p)
+                .or_else(|_| std::path::absolute(p))
+                .unwrap_or_else(|_| p.to_owned())
+        };
+        resolve(a) == resolve(b)
+    };
+    let read: Vec<(&str, &Path)> = [
+        ("the configuration file", Some(config)),
+        ("policy.script", policy.script.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(k, p)| p.map(|p| (k, p)))
+    .collect();
+    let written: Vec<(&str, &Path)> = [
+        ("audit.path", audit.path.as_deref()),
+        ("policy.state_file", policy.state_file.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(k, p)| p.map(|p| (k, p)))
+    .collect();
+    for (i, (key, path)) in written.iter().enumerate() {
+        let clash = read
+            .iter()
+            .chain(written[..i].iter())
+            .find(|(_, other)| same(path, other));
+        if let Some((other, _)) = clash {
+            errors.push(error(*key, format!("is the same file as {other}")));
+        }
     }
 }
 

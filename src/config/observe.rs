@@ -22,10 +22,16 @@ pub fn audit(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Aud
     if max_files == 0 {
         errors.push(error("audit.max_files", "must be at least 1"));
     }
+    if a.path.as_deref().is_some_and(|p| p.trim().is_empty()) {
+        errors.push(error(
+            "audit.path",
+            "is empty: leave it out for no audit log, or \"-\" for standard output",
+        ));
+    }
     let path = a
         .path
         .as_deref()
-        .filter(|p| *p != "-" && !p.is_empty())
+        .filter(|p| *p != "-" && !p.trim().is_empty())
         .map(|p| base.join(p));
     if let Some(path) = &path {
         super::check_writable("audit.path", path, errors);
@@ -53,10 +59,10 @@ pub fn protect(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> ProtectConfig 
     let lockout_mode = match l.mode.as_deref() {
         None | Some("enforce") => LockoutMode::Enforce,
         Some("log-only") => LockoutMode::LogOnly,
-        Some(other) => {
+        Some(_) => {
             errors.push(error(
                 "lockout.mode",
-                format!("\"{other}\" is not one of \"enforce\", \"log-only\""),
+                "is not one of \"enforce\", \"log-only\"",
             ));
             LockoutMode::Enforce
         }

@@ -80,7 +80,15 @@ pub fn effective(config: &Config) -> String {
 
     let u = &config.upstream;
     let _ = writeln!(o, "\n[upstream]");
-    let servers: Vec<String> = u.servers.iter().map(|s| s.to_string()).collect();
+    // As written in the reference: scheme and authority, no path.
+    let servers: Vec<String> = u
+        .servers
+        .iter()
+        .map(|s| match (s.scheme_str(), s.authority()) {
+            (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+            _ => s.to_string(),
+        })
+        .collect();
     let _ = writeln!(o, "servers = {}", list(servers.iter().map(String::as_str)));
     if let Some(ca) = &u.ca_file {
         let _ = writeln!(o, "ca_file = {}", path(ca));

@@ -40,9 +40,9 @@ fn the_shipped_example_config_loads_and_builds() {
     assert_eq!(cfg.policy.settings.deployment, Deployment::Online);
     let engine = build_engine(&cfg).unwrap();
     let store = engine.store();
-    assert_eq!(store.policies().count(), 2);
+    assert_eq!(store.policies().count(), 3);
     let default = store.org_default().unwrap();
-    assert_eq!(store.policy(default).name, "BlockLegacyOutlookAuth");
+    assert_eq!(store.policy(default).name, "OrgBlockLegacy");
     assert_eq!(engine.directory().len(), 2);
 }
 
@@ -448,5 +448,30 @@ fn two_key_sources_are_named_as_set() {
     assert_eq!(
         keys(&errors),
         ["tokens.issuers[0].openid_configuration_url, tokens.issuers[0].jwks_url"]
+    );
+}
+
+#[test]
+fn a_wrong_type_inside_a_list_of_tables_hides_nothing_else_in_it() {
+    let toml = format!(
+        "{MINIMAL}[[tokens.issuers]]\nissuer = \"x\"\naudiences = []\nleeway_seconds = -5\nalgorithms = [\"HS256\"]\n[[tokens.issuers]]\nissuer = \"y\"\naudiences = [\"a\"]\n[tokens.mfa]\nrequire_for = [\"Mapi\"]\n"
+    );
+    let errors = load_with_env(&write(&toml, Some("")), Some(HashMap::new())).unwrap_err();
+    let mut k = keys(&errors);
+    k.sort();
+    assert_eq!(
+        k,
+        [
+            "tokens.issuers[0]",
+            "tokens.issuers[0].algorithms[0]",
+            "tokens.issuers[0].audiences",
+            "tokens.issuers[0].leeway_seconds",
+            "tokens.issuers[1]",
+        ],
+        "{errors}"
+    );
+    assert!(
+        errors.to_string().contains("found a negative integer"),
+        "{errors}"
     );
 }

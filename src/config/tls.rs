@@ -36,23 +36,35 @@ pub fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, ConfigErr
     const KEY: &str = "server.tls_key_file";
     let certs = certificates(&files.cert).map_err(|m| error(CERT, m))?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
-        error(
-            KEY,
-            format!(
-                "{}: no usable private key ({})",
-                files.key.display(),
+        // An encrypted key parses as nothing: say so rather than "no PEM item".
+        let encrypted =
+            std::fs::read(&files.key).is_ok_and(|b| b.windows(9).any(|w| w == b"ENCRYPTED"));
+        let why = match encrypted {
+            true => "it is encrypted, which exgate does not read: decrypt it first (openssl pkey -in KEY -out KEY.plain) and keep it readable by exgate only".to_owned(),
+            false => format!(
+                "no PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC): {}",
                 pem_error(&e)
             ),
-        )
+        };
+        error(KEY, format!("{}: {why}", files.key.display()))
     })?;
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| {
+            let hint = match &e {
+                rustls::Error::InconsistentKeys(_) => {
+                    " (the key is not the first certificate's: the file must hold the leaf certificate first, then its intermediates)"
+                }
+                rustls::Error::General(_) => {
+                    " (rustls takes RSA keys of 2048 bits or more, ECDSA P-256 and P-384, and Ed25519)"
+                }
+                _ => "",
+            };
             error(
                 KEY,
                 format!(
-                    "{} and {} do not form a usable pair: {e}",
+                    "{} and {} do not form a usable pair: {e}{hint}",
                     files.cert.display(),
                     files.key.display()
                 ),

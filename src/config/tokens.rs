@@ -25,12 +25,10 @@ const ALLOWED: [(&str, Algorithm); 8] = [
 ];
 
 fn url(key: &str, text: &str, errors: &mut Vec<ConfigError>) -> Option<hyper::Uri> {
-    match text.parse::<hyper::Uri>() {
-        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => {
-            Some(u)
-        }
-        _ => {
-            errors.push(error(key, format!("\"{text}\" is not an http(s) URL")));
+    match super::validate::http_url(text, true) {
+        Some(u) => Some(u),
+        None => {
+            errors.push(error(key, "is not an http(s) URL without user name or password"));
             None
         }
     }
@@ -47,7 +45,7 @@ pub fn tokens(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> To
                 let names: Vec<&str> = Protocol::ALL.iter().map(|p| p.as_str()).collect();
                 errors.push(error(
                     format!("tokens.mfa.require_for[{i}]"),
-                    format!("\"{name}\" is not a protocol ({})", names.join(", ")),
+                    format!("is not a protocol ({})", names.join(", ")),
                 ));
             }
         }
@@ -125,7 +123,7 @@ pub fn tokens(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> To
                 None => errors.push(error(
                     format!("tokens.issuers[{i}].algorithms[{j}]"),
                     format!(
-                        "\"{alg}\" is not accepted (none and HMAC never are); use one of {}",
+                        "is not accepted (none and HMAC never are); use one of {}",
                         ALLOWED.map(|(n, _)| n).join(", ")
                     ),
                 )),
@@ -152,7 +150,14 @@ pub fn tokens(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> To
             config.algorithms = algorithms;
         }
         if let Some(leeway) = raw_issuer.leeway_seconds {
-            config.leeway = Duration::from_secs(leeway);
+            // 0 is a valid leeway (no clock skew tolerated); a week is the bound.
+            if leeway > super::validate::MAX_SECONDS {
+                errors.push(error(
+                    key("leeway_seconds"),
+                    format!("is outside 0..={}", super::validate::MAX_SECONDS),
+                ));
+            }
+            config.leeway = Duration::from_secs(leeway.min(super::validate::MAX_SECONDS));
         }
         config.refresh_interval = seconds(
             &key("refresh_interval_seconds"),

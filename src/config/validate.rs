@@ -39,7 +39,7 @@ fn one_of<T: Copy>(
             let names: Vec<String> = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect();
             errors.push(error(
                 key,
-                format!("\"{value}\" is not one of {}", names.join(", ")),
+                format!("is not one of {}", names.join(", ")),
             ));
             default
         }
@@ -206,27 +206,54 @@ fn address(
     let text = value.unwrap_or(default);
     match text.parse::<SocketAddr>() {
         Ok(addr) => {
-            // The address must be this machine's: binding its port 0 tells, without
-            // taking the port itself (a running exgate may hold it).
-            if let Err(e) = std::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0))
-                && e.kind() == std::io::ErrorKind::AddrNotAvailable
-            {
+            // The address must be one this machine can listen on: binding its port 0
+            // tells, without taking the port itself (a running exgate may hold it).
+            if let Err(e) = std::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0)) {
                 errors.push(error(
                     key,
-                    format!("{} is not an address of this machine", addr.ip()),
+                    format!("{} cannot be listened on here: {e}", addr.ip()),
                 ));
+            } else if let Some(needs) = privileged_port(addr.port()) {
+                errors.push(error(key, needs));
             }
             addr
         }
         Err(_) => {
             errors.push(error(
                 key,
-                format!("\"{text}\" is not an address like 127.0.0.1:8443"),
+                "is not an address like 127.0.0.1:8443 or [::1]:8443",
             ));
             default.parse().expect("default address parses")
         }
     }
 }
+
+/// Why this process could not listen on `port`, if it is a privileged one (below
+/// `net.ipv4.ip_unprivileged_port_start`, 1024 by default) and the process lacks
+/// `CAP_NET_BIND_SERVICE` (bit 10 of `CapEff` in `/proc/self/status`; root has it, and
+/// the systemd unit grants it to `exgate` through `AmbientCapabilities`).
+fn privileged_port(port: u16) -> Option<String> {
+    let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024);
+    if port == 0 || port >= start {
+        return None;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())?;
+    const CAP_NET_BIND_SERVICE: u64 = 1 << 10;
+    (effective & CAP_NET_BIND_SERVICE == 0).then(|| {
+        format!("port {port} needs CAP_NET_BIND_SERVICE (the systemd unit grants it) or root")
+    })
+}
+
+/// The longest any `*_seconds` key may be: a week. Longer would mean nothing for a
+/// timeout or window, and Rust's clock arithmetic overflows near 2^63 seconds.
+pub const MAX_SECONDS: u64 = 7 * 24 * 3600;
 
 pub(super) fn seconds(
     key: &str,
@@ -235,13 +262,41 @@ pub(super) fn seconds(
     errors: &mut Vec<ConfigError>,
 ) -> Duration {
     match value {
-        Some(0) => {
-            errors.push(error(key, "must be at least 1"));
+        Some(v) if !(1..=MAX_SECONDS).contains(&v) => {
+            errors.push(error(key, format!("is outside 1..={MAX_SECONDS}")));
             Duration::from_secs(default)
         }
         v => Duration::from_secs(v.unwrap_or(default)),
     }
 }
+
+/// An `http://` or `https://` URL with a host and a valid port (1–65535 when written),
+/// and no user name or password (which would end up in logs and metric labels) and no
+/// fragment; with `path` false, no path beyond `/` and no query either (an upstream
+/// server). hyper's parser alone accepts `http://h:99999` (then port 80), `http://:80`
+/// and `http://user:pw@h`.
+pub(super) fn http_url(text: &str, path: bool) -> Option<hyper::Uri> {
+    let uri = text.parse::<hyper::Uri>().ok()?;
+    let authority = uri.authority()?;
+    let host = authority.host();
+    let port_ok = match authority.as_str().rsplit_once(':') {
+        // `[::1]` alone: the last colon is inside the brackets.
+        Some((_, tail)) if tail.ends_with(']') => true,
+        Some((_, port)) => port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => true,
+    };
+    let shape_ok = matches!(uri.scheme_str(), Some("http" | "https"))
+        && !host.is_empty()
+        && !authority.as_str().contains('@')
+        && port_ok
+        && !text.contains('#')
+        && (path || uri.path_and_query().is_none_or(|p| p.as_str() == "/"));
+    shape_ok.then_some(uri)
+}
+
+/// The most `server.max_connections` may be (two descriptors each: far beyond any
+/// open-file limit).
+const MAX_CONNECTIONS: u64 = 10_000_000;
 
 /// Validates `[server]`.
 pub fn server(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> ServerConfig {
@@ -287,26 +342,40 @@ pub fn server(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Se
         ));
     }
     let max_connections = match s.max_connections {
-        Some(0) => {
-            errors.push(error("server.max_connections", "must be at least 1"));
+        Some(n) if !(1..=MAX_CONNECTIONS).contains(&n) => {
+            errors.push(error(
+                "server.max_connections",
+                format!("is outside 1..={MAX_CONNECTIONS}"),
+            ));
             None
         }
         n => n.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
     };
+    let listen = address("server.listen", s.listen.as_deref(), "127.0.0.1:8443", errors);
+    let admin_listen = address(
+        "server.admin_listen",
+        s.admin_listen.as_deref(),
+        "127.0.0.1:9464",
+        errors,
+    );
+    // Two listeners cannot share a port (port 0 picks two different ones); a wildcard
+    // address shares it with every address of its family.
+    let overlap = |a: SocketAddr, b: SocketAddr| {
+        a.port() == b.port()
+            && a.port() != 0
+            && (a.ip() == b.ip()
+                || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
+    };
+    if overlap(listen, admin_listen) {
+        errors.push(error(
+            "server.admin_listen",
+            "is the same port as server.listen: give the admin API its own",
+        ));
+    }
     ServerConfig {
         max_connections,
-        listen: address(
-            "server.listen",
-            s.listen.as_deref(),
-            "127.0.0.1:8443",
-            errors,
-        ),
-        admin_listen: address(
-            "server.admin_listen",
-            s.admin_listen.as_deref(),
-            "127.0.0.1:9464",
-            errors,
-        ),
+        listen,
+        admin_listen,
         tls,
         header_read_timeout: seconds(
             "server.header_read_timeout_seconds",
@@ -346,17 +415,11 @@ pub fn upstream(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> 
     let mut servers = Vec::new();
     for (i, server) in u.servers.iter().enumerate() {
         let key = format!("upstream.servers[{i}]");
-        match server.parse::<hyper::Uri>() {
-            Ok(uri)
-                if matches!(uri.scheme_str(), Some("http" | "https"))
-                    && uri.authority().is_some()
-                    && uri.path_and_query().is_none_or(|p| p.as_str() == "/") =>
-            {
-                servers.push(uri)
-            }
-            _ => errors.push(error(
+        match http_url(server, false) {
+            Some(uri) => servers.push(uri),
+            None => errors.push(error(
                 key,
-                format!("\"{server}\" must be http://host[:port] or https://host[:port]"),
+                "must be http://host[:port] or https://host[:port] (no user name, password, path, query or fragment; port 1–65535)",
             )),
         }
     }
@@ -388,7 +451,12 @@ pub fn upstream(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> 
         ),
         health_check_interval: match u.health_check_interval_seconds {
             Some(0) => None,
-            v => Some(Duration::from_secs(v.unwrap_or(5))),
+            v => Some(seconds(
+                "upstream.health_check_interval_seconds",
+                v,
+                5,
+                errors,
+            )),
         },
     }
 }

@@ -414,7 +414,7 @@ pub async fn start_with_keytab(options: LabOptions, keytab: Option<&Path>) -> an
         Some(path) if scenario.deployment() == Deployment::OnPremises => {
             let keytab = kerberos::LabKeytab::load(path)?;
             for warning in &keytab.warnings {
-                eprintln!("exgate lab: --keytab: {warning}");
+                errln!("exgate lab: --keytab: {warning}");
             }
             Some(keytab)
         }

@@ -300,11 +300,11 @@ pub async fn run(
                     _ = stopped.notified() => break,
                 }
                 let now = done.load(Ordering::Relaxed);
-                eprint!("\r{}", progress_line(now, cap, Some(now - last)));
+                err!("\r{}", progress_line(now, cap, Some(now - last)));
                 last = now;
             }
             // The last line: every unit finished, none in flight.
-            eprintln!(
+            errln!(
                 "\r{}",
                 progress_line(done.load(Ordering::Relaxed), cap, None)
             );

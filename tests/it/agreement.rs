@@ -208,7 +208,23 @@ fn cases() -> Vec<Case> {
                 "server.tls_key_file",
             )
         },
+        case("admin API on the proxy's port", base().replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:28501\"").replace("admin_listen = \"127.0.0.1:0\"", "admin_listen = \"127.0.0.1:28501\""), "server.admin_listen"),
+        case("admin API on the wildcard of the proxy's port", base().replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:28502\"").replace("admin_listen = \"127.0.0.1:0\"", "admin_listen = \"127.0.0.1:28502\""), "server.admin_listen"),
+        case("listen on a link-local address not here", base().replace("listen = \"127.0.0.1:0\"", "listen = \"[fe80::1]:0\""), "server.listen"),
+        case("max connections beyond any limit", with("server", "max_connections = 9223372036854775807"), "server.max_connections"),
+        case("header timeout of centuries", with("server", "header_read_timeout_seconds = 9223372036854775807"), "server.header_read_timeout_seconds"),
+        case("idle timeout of centuries", with("server", "idle_timeout_seconds = 9223372036854775807"), "server.idle_timeout_seconds"),
+        case("health checks every century", with("upstream", "health_check_interval_seconds = 9223372036854775807"), "upstream.health_check_interval_seconds"),
+        Case {
+            files: vec![("tls.crt", cert.clone().into_bytes()), ("tls.key", b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQwwHAQI\n-----END ENCRYPTED PRIVATE KEY-----\n".to_vec())],
+            ..case("encrypted key", tls("tls.crt", "tls.key"), "server.tls_key_file")
+        },
         // [upstream].
+        case("upstream port beyond 65535", base().replace("http://127.0.0.1:9", "http://127.0.0.1:99999"), "upstream.servers[0]"),
+        case("upstream port 0", base().replace("http://127.0.0.1:9", "http://127.0.0.1:0"), "upstream.servers[0]"),
+        case("upstream without a host", base().replace("http://127.0.0.1:9", "http://:80"), "upstream.servers[0]"),
+        case("upstream with a password", base().replace("http://127.0.0.1:9", "http://admin:S3cretPass@127.0.0.1:9"), "upstream.servers[0]"),
+        case("upstream with a fragment", base().replace("http://127.0.0.1:9", "http://127.0.0.1:9#x"), "upstream.servers[0]"),
         case(
             "no servers",
             base().replace("servers = [\"http://127.0.0.1:9\"]", "servers = []"),
@@ -382,7 +398,19 @@ fn cases() -> Vec<Case> {
                 "kerberos.keytab",
             )
         },
+        case("key refresh every century", issuer("jwks_url = \"https://login.microsoftonline.com/common/discovery/keys\"\nrefresh_interval_seconds = 18446744073709551"), "tokens.issuers[0].refresh_interval_seconds"),
+        case("key URL with a password", issuer("jwks_url = \"https://u:S3cretPass@login.microsoftonline.com/keys\""), "tokens.issuers[0].jwks_url"),
         // [audit], [lockout], [spray].
+        case("audit path empty", with("audit", "path = \"\""), "audit.path"),
+        case("audit log in the state file", with("policy", "state_file = \"same.ps1\"").replace("[admin]", "[audit]\npath = \"same.ps1\"\n[admin]"), "policy.state_file"),
+        case("audit log in the policy script", with("audit", "path = \"policies.ps1\""), "audit.path"),
+        case("lockout mode unknown", with("lockout", "mode = \"audit\""), "lockout.mode"),
+        case("familiar threshold 0", with("lockout", "familiar_threshold = 0"), "lockout.familiar_threshold"),
+        // [cluster].
+        case("cluster without a Redis URL", with("cluster", "key_prefix = \"x:\""), "cluster.key_prefix"),
+        case("cluster URL not Redis", with("cluster", "redis_url = \"http://127.0.0.1:6379\""), "cluster.redis_url"),
+        case("cluster timeout 0", with("cluster", "redis_url = \"redis://127.0.0.1:6379/0\"\ntimeout_milliseconds = 0"), "cluster.timeout_milliseconds"),
+        case("cluster with a state file", with("cluster", "redis_url = \"redis://127.0.0.1:6379/0\"").replace("[policy]\n", "[policy]\nstate_file = \"state.ps1\"\n"), "policy.state_file"),
         case(
             "audit path under a file",
             with("audit", "path = \"policies.ps1/audit.jsonl\""),
@@ -550,6 +578,7 @@ fn validate_and_serve_refuse_every_broken_configuration_alike() {
                 (!named, "the key is not named at the start of a line"),
                 (out.contains(SECRET), "the admin token is printed"),
                 (out.contains("s3cret\""), "the short admin token is printed"),
+                (out.contains("S3cretPass"), "a URL's password is printed"),
                 (out.contains("Some(\""), "a Rust Debug form is printed"),
                 (out.contains("panicked"), "it panicked"),
             ]
@@ -577,7 +606,7 @@ fn validate_and_serve_refuse_every_broken_configuration_alike() {
 }
 
 /// Every key of the configuration reference, by the table it is written in.
-const KEYS: [(&str, &[&str]); 14] = [
+const KEYS: [(&str, &[&str]); 15] = [
     (
         "server",
         &[
@@ -639,13 +668,23 @@ const KEYS: [(&str, &[&str]); 14] = [
     ("audit", &["path", "max_file_bytes", "max_files"]),
     (
         "lockout",
-        &["enabled", "threshold", "observation_window_seconds"],
+        &[
+            "enabled",
+            "threshold",
+            "familiar_threshold",
+            "mode",
+            "observation_window_seconds",
+        ],
     ),
     (
         "spray",
         &["enabled", "distinct_users", "window_seconds", "block"],
     ),
     ("admin", &["token"]),
+    (
+        "cluster",
+        &["redis_url", "key_prefix", "timeout_milliseconds"],
+    ),
 ];
 
 /// Each key above set to a table, the one type no key takes: both commands refuse it

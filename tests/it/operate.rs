@@ -162,7 +162,7 @@ fn validate_print_shows_the_effective_configuration_which_validates_again() {
     assert!(!printed.contains(secret), "{printed}");
     assert!(printed.contains("token = \"[redacted]\""), "{printed}");
     assert!(
-        printed.contains("servers = [\"http://127.0.0.1:81/\", \"http://127.0.0.1:82/\"]"),
+        printed.contains("servers = [\"http://127.0.0.1:81\", \"http://127.0.0.1:82\"]"),
         "{printed}"
     );
     assert!(printed.contains("idle_timeout_seconds = 61\n"), "{printed}");
@@ -231,4 +231,73 @@ fn a_key_fetch_that_never_succeeded_does_not_speak_of_last_good_keys() {
     assert!(log.contains("no key was ever fetched"), "{log}");
     assert!(!log.contains("last good keys"), "{log}");
     gate.stop();
+}
+
+/// A port below 1024 needs CAP_NET_BIND_SERVICE, which the systemd unit grants:
+/// `validate` run without it (here: util-linux `setpriv` drops it from the bounding
+/// set) refuses the port as `serve` would, both with exit 78.
+#[test]
+fn a_privileged_port_without_the_capability_is_refused_by_both() {
+    if std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("setpriv (util-linux) not found: skipped");
+        return;
+    }
+    let config = CONFIG.replacen("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:443\"", 1);
+    let dir = write_files(&[("exgate.toml", &config), ("policies.ps1", "")]);
+    for command in ["validate", "serve"] {
+        let out = std::process::Command::new("timeout")
+            .args(["10", "setpriv", "--bounding-set", "-net_bind_service", "--"])
+            .arg(env!("CARGO_BIN_EXE_exgate"))
+            .args([command, "--config", arg(&dir.join("exgate.toml"))])
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{command}: {err}");
+        assert!(err.contains("server.listen: "), "{command}: {err}");
+    }
+    // With the capability (root here), the same configuration validates.
+    let out = exgate(&["validate", "--config", arg(&dir.join("exgate.toml"))]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+/// A reader that goes away (`| head`, `2>&1 | true`) changes no exit code: the output
+/// is dropped, never a panic (101).
+#[test]
+fn a_closed_pipe_changes_no_exit_code() {
+    let run = |args: &[&str], close_stderr: bool| -> Option<i32> {
+        use std::process::Stdio;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_exgate"))
+            .args(args)
+            .current_dir(repo())
+            .stdout(Stdio::piped())
+            .stderr(if close_stderr {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .unwrap();
+        // The reader goes away at once.
+        drop(child.stdout.take());
+        drop(child.stderr.take());
+        child.wait().unwrap().code()
+    };
+    let dir = write_files(&[
+        ("exgate.toml", "[policy]\nmode = \"x\"\n"),
+        ("policies.ps1", ""),
+    ]);
+    let bad = dir.join("exgate.toml");
+    assert_eq!(
+        run(
+            &["validate", "--print", "--config", "config/exgate.toml"],
+            false
+        ),
+        Some(0)
+    );
+    assert_eq!(run(&["validate", "--config", arg(&bad)], true), Some(78));
+    assert_eq!(run(&["validate", "--config", arg(&bad)], false), Some(78));
 }
