@@ -12,6 +12,7 @@ mod fleet;
 mod idp;
 mod kdc;
 mod kerberos;
+mod kubernetes;
 #[cfg(feature = "lab")]
 mod lab;
 #[cfg(feature = "lab")]
