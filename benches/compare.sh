@@ -29,7 +29,7 @@ TENANT=6f3b5b2a-1c4d-4e8f-9a0b-7c6d5e4f3a2b
 export ISSUER="https://sts.windows.net/$TENANT/" AUDIENCE="https://outlook.office365.com"
 
 # Keys and a pool of tokens, minted in process by exgate's lab code.
-"$EXGATE" token --dir "$WORK/keys" --public-key-pem > "$WORK/key.pem"
+"$EXGATE" token --dir "$WORK/keys" --new-keys --public-key-pem > "$WORK/key.pem"
 "$EXGATE" token --dir "$WORK/keys" --jwks > "$WORK/jwks.json"
 "$EXGATE" token --dir "$WORK/keys" --count 300 > "$WORK/tokens.txt"
 export KEY_PEM="$WORK/key.pem" TOKENS="$WORK/tokens.txt"

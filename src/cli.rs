@@ -158,6 +158,10 @@ pub struct TokenArgs {
     /// Print the signing key's public key as PEM instead of a token.
     #[arg(long)]
     pub public_key_pem: bool,
+    /// Make signing keys in DIR when it has none (benchmarks and tests that mint their
+    /// own tokens without a lab); without it, a DIR that holds no lab is an error.
+    #[arg(long)]
+    pub new_keys: bool,
 }
 
 /// `exgate load`.
@@ -316,7 +320,8 @@ fn serve(path: &std::path::Path, log_format: LogFormat) -> anyhow::Result<ExitCo
         // A stable line that scripts and tests read to learn the bound ports.
         outln!(
             "exgate listening proxy={} admin={}",
-            running.proxy_addr, running.admin_addr
+            running.proxy_addr,
+            running.admin_addr
         );
         use std::io::Write as _;
         let _ = std::io::stdout().flush(); // a closed stdout is no reason to stop
@@ -465,8 +470,11 @@ fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
     let scenario = lab::LabInfo::read(&dir).map_or(args.scenario, |i| i.scenario);
     // A lab's folder holds its signing keys; a mistyped --dir must not make new ones
     // that no lab trusts.
+    if args.new_keys {
+        std::fs::create_dir_all(&dir)?;
+    }
     anyhow::ensure!(
-        lab::has_signing_keys(&dir),
+        args.new_keys || lab::has_signing_keys(&dir),
         "{} holds no lab (no signing keys): start one with `exgate lab --dir {}`, or pass the --dir of a running lab",
         dir.display(),
         dir.display()
@@ -565,7 +573,9 @@ fn load(args: &LoadArgs) -> anyhow::Result<ExitCode> {
     let key = lab::current_signing_key(&dir)?;
     errln!(
         "exgate load → {target}: {} connections, up to {} s or {} requests",
-        options.concurrency, args.duration_seconds, args.requests
+        options.concurrency,
+        args.duration_seconds,
+        args.requests
     );
     let report = runtime()?.block_on(load::run(options, &key, scenario))?;
     out!("{report}");

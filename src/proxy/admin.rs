@@ -81,14 +81,14 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>>
         ),
         (&Method::GET, "/healthz") => respond(StatusCode::OK, "text/plain", "ok\n".into()),
         // Ready once the configuration is loaded and every token issuer has keys.
-        (&Method::GET, "/readyz") if shared.ready() => {
-            respond(StatusCode::OK, "text/plain", "ready\n".into())
-        }
-        (&Method::GET, "/readyz") => respond(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "not ready: waiting for token signing keys\n".into(),
-        ),
+        (&Method::GET, "/readyz") => match shared.not_ready_because() {
+            None => respond(StatusCode::OK, "text/plain", "ready\n".into()),
+            Some(why) => respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not ready: {why}\n"),
+            ),
+        },
         (&Method::POST, "/cmdlet" | "/reload") if !authorized(shared, &req) => {
             let why = match req.headers().contains_key(header::AUTHORIZATION) {
                 true => "admin token does not match admin.token\n",

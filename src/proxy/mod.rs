@@ -145,8 +145,18 @@ impl Shared {
     /// Ready to serve: the configuration is loaded, every token issuer has keys, and
     /// with `[cluster]` the fleet's policy has been loaded once.
     pub fn ready(&self) -> bool {
-        self.tokens.as_ref().is_none_or(|t| t.ready())
-            && (self.cluster.is_none() || self.fleet.synced())
+        self.not_ready_because().is_none()
+    }
+
+    /// What `/readyz` still waits for, in its 503's words; None when ready.
+    pub fn not_ready_because(&self) -> Option<&'static str> {
+        if self.tokens.as_ref().is_some_and(|t| !t.ready()) {
+            return Some("waiting for token signing keys");
+        }
+        if self.cluster.is_some() && !self.fleet.synced() {
+            return Some("waiting for the fleet's policy from the cluster store (Redis)");
+        }
+        None
     }
 
     /// Re-reads the configuration file and policy script and swaps them in atomically.

@@ -23,15 +23,21 @@ struct Redis {
 
 impl Redis {
     fn start() -> Redis {
+        let mut redis = Redis::not_started();
+        redis.spawn();
+        redis
+    }
+
+    /// A port and folder for a Redis that is not running yet ([`Redis::restart`] starts
+    /// it).
+    fn not_started() -> Redis {
         let port = free_port();
         let dir = scratch();
-        let mut redis = Redis {
+        Redis {
             child: None,
             port,
             dir,
-        };
-        redis.spawn();
-        redis
+        }
     }
 
     fn spawn(&mut self) {
@@ -462,5 +468,37 @@ fn with_redis_gone_the_fleet_enforces_and_refuses_cmdlets_then_converges() {
         for g in gates {
             g.stop();
         }
+    });
+}
+
+/// An instance started while Redis is down serves with its configuration's policy but
+/// says it is not ready, and why, until it has loaded the fleet's policy.
+#[test]
+#[ignore = "needs redis-server (.ci/run installs it)"]
+fn an_instance_started_without_redis_is_not_ready_until_it_has_the_fleets_policy() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let upstream = Upstream::start().await;
+        let mut redis = Redis::not_started();
+        let gate = Spawned::start(&instance(&upstream, &redis, "", ""), "info");
+        let mut c = Client::connect(gate.admin).await;
+        let r = c.get("/readyz", &[]).await;
+        assert_eq!(r.status, 503);
+        assert_eq!(
+            String::from_utf8_lossy(&r.body),
+            "not ready: waiting for the fleet's policy from the cluster store (Redis)\n"
+        );
+        assert_eq!(
+            status(gate.proxy, "/owa/", None).await,
+            200,
+            "it serves meanwhile"
+        );
+        redis.restart();
+        let started = Instant::now();
+        while ready(gate.admin).await != 200 {
+            assert!(started.elapsed() < Duration::from_secs(5), "never ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        gate.stop();
     });
 }

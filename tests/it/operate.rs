@@ -203,6 +203,11 @@ fn token_refuses_a_folder_that_holds_no_lab() {
         text(&out.stderr)
     );
     assert!(!dir.join("idp-keys.json").exists(), "a key was made");
+    // --new-keys makes them, for scripts that mint tokens without a lab.
+    let out = exgate(&["token", "--dir", arg(&dir), "--new-keys", "--jwks"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(dir.join("idp-keys.json").exists());
+    assert!(text(&out.stdout).contains("\"keys\""));
 }
 
 #[test]
