@@ -28,7 +28,10 @@ fn url(key: &str, text: &str, errors: &mut Vec<ConfigError>) -> Option<hyper::Ur
     match super::validate::http_url(text, true) {
         Some(u) => Some(u),
         None => {
-            errors.push(error(key, "is not an http(s) URL without user name or password"));
+            errors.push(error(
+                key,
+                "is not an http(s) URL without user name or password",
+            ));
             None
         }
     }

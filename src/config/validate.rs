@@ -37,10 +37,7 @@ fn one_of<T: Copy>(
         Some((_, v)) => *v,
         None => {
             let names: Vec<String> = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect();
-            errors.push(error(
-                key,
-                format!("is not one of {}", names.join(", ")),
-            ));
+            errors.push(error(key, format!("is not one of {}", names.join(", "))));
             default
         }
     }
@@ -351,7 +348,12 @@ pub fn server(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Se
         }
         n => n.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
     };
-    let listen = address("server.listen", s.listen.as_deref(), "127.0.0.1:8443", errors);
+    let listen = address(
+        "server.listen",
+        s.listen.as_deref(),
+        "127.0.0.1:8443",
+        errors,
+    );
     let admin_listen = address(
         "server.admin_listen",
         s.admin_listen.as_deref(),
@@ -364,7 +366,8 @@ pub fn server(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Se
         a.port() == b.port()
             && a.port() != 0
             && (a.ip() == b.ip()
-                || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
+                || (a.is_ipv4() == b.is_ipv4()
+                    && (a.ip().is_unspecified() || b.ip().is_unspecified())))
     };
     if overlap(listen, admin_listen) {
         errors.push(error(
