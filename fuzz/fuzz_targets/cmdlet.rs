@@ -1,12 +1,14 @@
 //! The cmdlet language (lexer, parameter binding, apply, `Get-AuthenticationPolicy`
 //! formatting) via `policy::cmdlet::run_script` on arbitrary script text, in both dialects,
-//! against an empty store and one holding the article's pilot policies. Never panics, and
-//! a script's outcome depends only on the script and the store.
+//! against an empty store and one holding the article's pilot policies, and the AD FS
+//! account cmdlets (`account_commands`) on the same text. Never panics, and a script's
+//! outcome depends only on the script and the store; a script the account parser takes
+//! is never one `run_script` applies.
 #![no_main]
 
 use std::sync::OnceLock;
 
-use exgate::policy::cmdlet::{ScriptContext, format_policy, run_script};
+use exgate::policy::cmdlet::{ScriptContext, account_commands, format_policy, run_script};
 use exgate::policy::{Deployment, Directory, PolicyStore, UserEntry};
 use libfuzzer_sys::fuzz_target;
 
@@ -83,4 +85,8 @@ fuzz_target!(|data: &[u8]| {
         run_script(&script, &f.pilot, ctx),
         run_script(&script, &f.pilot, ctx)
     );
+    if let Some(Ok(commands)) = account_commands(&script) {
+        assert!(!commands.is_empty());
+        assert!(run_script(&script, &f.pilot, ctx).is_err());
+    }
 });
