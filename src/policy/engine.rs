@@ -126,6 +126,19 @@ impl Engine {
         Engine::new(self.settings, self.directory.clone(), store)
     }
 
+    /// Runs a cmdlet script against this snapshot's store, in its dialect and with its
+    /// users ([`super::cmdlet::run_script`]); the store itself is unchanged.
+    pub fn run_script(
+        &self,
+        script: &str,
+    ) -> Result<super::cmdlet::Applied, Vec<super::cmdlet::ScriptError>> {
+        let ctx = super::cmdlet::ScriptContext {
+            deployment: self.settings.deployment,
+            directory: &self.directory,
+        };
+        super::cmdlet::run_script(script, &self.store, ctx)
+    }
+
     /// Classifies, parses and decides in one call: SPEC §1 steps 1–4.
     pub fn evaluate<'h, I>(&self, target: &str, authorization: I, ctx: Context<'_>) -> Evaluation
     where

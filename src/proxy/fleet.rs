@@ -11,7 +11,7 @@ use futures_util::StreamExt as _;
 use super::{CmdletError, Shared, Snapshot};
 use crate::cluster::{AppendError, Cluster};
 use crate::policy::Lookup;
-use crate::policy::cmdlet::{AccountCommand, AccountLocation, ScriptContext, run_script};
+use crate::policy::cmdlet::{AccountCommand, AccountLocation};
 use crate::protect::{Activity, Location};
 
 /// How many times a cmdlet is retried when another instance appended first.
@@ -41,11 +41,7 @@ impl FleetState {
 pub(super) fn replay(snapshot: Snapshot, entries: &[String]) -> Snapshot {
     let mut engine = snapshot.engine.clone();
     for (i, script) in entries.iter().enumerate() {
-        let ctx = ScriptContext {
-            deployment: engine.settings().deployment,
-            directory: engine.directory(),
-        };
-        match run_script(script, engine.store(), ctx) {
+        match engine.run_script(script) {
             Ok(applied) => engine = engine.with_store(applied.store),
             Err(errors) => tracing::error!(
                 entry = i + 1,
@@ -168,12 +164,7 @@ impl Shared {
                 let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
                 let current = self.snapshot.load_full();
                 let engine = &current.engine;
-                let ctx = ScriptContext {
-                    deployment: engine.settings().deployment,
-                    directory: engine.directory(),
-                };
-                let applied =
-                    run_script(script, engine.store(), ctx).map_err(CmdletError::Script)?;
+                let applied = engine.run_script(script).map_err(CmdletError::Script)?;
                 let changed = applied.store != *engine.store();
                 (self.fleet.applied.load(Ordering::Acquire), applied, changed)
             };

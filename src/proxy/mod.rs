@@ -40,7 +40,7 @@ use crate::auth::Secret;
 use crate::config::{self, Config, ConfigErrors, ServerConfig};
 use crate::kerberos::TicketReader;
 use crate::metrics::Metrics;
-use crate::policy::cmdlet::{ScriptContext, ScriptError, run_script};
+use crate::policy::cmdlet::ScriptError;
 use crate::policy::{Engine, Protocol};
 use crate::protect::Protect;
 use crate::token::TokenValidator;
@@ -203,11 +203,7 @@ impl Shared {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.snapshot.load_full();
         let engine = &current.engine;
-        let ctx = ScriptContext {
-            deployment: engine.settings().deployment,
-            directory: engine.directory(),
-        };
-        let applied = run_script(script, engine.store(), ctx).map_err(CmdletError::Script)?;
+        let applied = engine.run_script(script).map_err(CmdletError::Script)?;
         if applied.store == *engine.store() {
             return Ok(applied.output); // read-only (Get-AuthenticationPolicy): nothing to keep
         }
