@@ -50,13 +50,22 @@ const FAMILIAR_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 pub struct RedisUrl(String);
 
 impl RedisUrl {
-    /// Checks the shape with redis-rs itself; the error never repeats the URL.
+    /// `redis://` or `rediss://` with a host, no query and no fragment (redis-rs also
+    /// takes other schemes, and a password in a unix URL's query, which `Display` could
+    /// not hide), checked by redis-rs itself; the error never repeats the URL.
     pub fn parse(text: &str) -> Result<RedisUrl, String> {
+        const SHAPE: &str = "is not a Redis URL like redis://[[user]:password@]host[:port][/db] or rediss://… (no query)";
+        let rest = text
+            .strip_prefix("redis://")
+            .or_else(|| text.strip_prefix("rediss://"))
+            .ok_or_else(|| SHAPE.to_owned())?;
+        let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        if rest.contains(['?', '#']) || host.is_empty() || host.starts_with(['/', ':']) {
+            return Err(SHAPE.into());
+        }
         match redis::Client::open(text) {
             Ok(_) => Ok(RedisUrl(text.to_owned())),
-            Err(_) => Err(
-                "is not a Redis URL like redis://[:password@]host[:port][/db] or rediss://…".into(),
-            ),
+            Err(_) => Err(SHAPE.into()),
         }
     }
 
@@ -462,4 +471,40 @@ impl Cluster {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redis_url_is_redis_or_rediss_with_a_host_and_its_password_is_never_shown() {
+        for ok in [
+            "redis://127.0.0.1:6379/0",
+            "redis://exgate-redis:6379",
+            "rediss://redis.contoso.com:6380/2",
+            "redis://:S3cret@127.0.0.1:6379/0",
+            "redis://user:S3cret@127.0.0.1/0",
+            "redis://[::1]:6379/0",
+        ] {
+            let url = RedisUrl::parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            let shown = format!("{url} {url:?}");
+            assert!(!shown.contains("S3cret"), "{shown}");
+            assert!(!shown.contains("user"), "{shown}");
+        }
+        for bad in [
+            "http://127.0.0.1:6379",
+            "redis+unix:///tmp/r.sock?pass=S3cret",
+            "unix:///tmp/r.sock?pass=S3cret",
+            "valkey://127.0.0.1:6379",
+            "redis://:S3cret@127.0.0.1:6379/0?x=@y",
+            "redis://127.0.0.1:6379/0#frag",
+            "redis://",
+            "redis://:S3cret@",
+            "redis:127.0.0.1",
+        ] {
+            let e = RedisUrl::parse(bad).expect_err(bad);
+            assert!(!e.contains("S3cret"), "{e}");
+        }
+    }
 }
