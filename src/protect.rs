@@ -92,6 +92,17 @@ impl Default for ProtectConfig {
 struct Counter {
     bad: u32,
     last_failure: Option<Instant>,
+    /// Attempts admitted and not yet answered by Exchange: they count against the
+    /// threshold, so that a burst of parallel guesses cannot all reach it.
+    pending: u32,
+}
+
+impl Counter {
+    /// Forgets the failures, not the attempts in flight.
+    fn clear(&mut self) {
+        self.bad = 0;
+        self.last_failure = None;
+    }
 }
 
 #[derive(Default)]
@@ -169,6 +180,18 @@ impl std::hash::Hasher for NameHashHasher {
 }
 
 type NameHashes = HashSet<u64, std::hash::BuildHasherDefault<NameHashHasher>>;
+
+/// Whether a legacy attempt may go to Exchange ([`Protect::admit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Yes, and it now counts as in flight until [`Protect::release`].
+    Admitted(Location),
+    /// No: the location's count reached the threshold within the window (401).
+    LockedOut(Location),
+    /// Not now: the count plus the attempts in flight reached the threshold; one of
+    /// them may yet fail (503 with `Retry-After`).
+    Busy(Location),
+}
 
 /// What happened when a bad password was recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -249,10 +272,62 @@ impl Protect {
             }
             // The window has passed: the count starts over.
             Some(_) => {
-                *counter = Counter::default();
+                counter.clear();
                 None
             }
             None => None,
+        }
+    }
+
+    /// Before a legacy attempt naming `user` from `ip` goes to Exchange: refuses it when
+    /// the location is locked out, or when the attempts already in flight could lock it
+    /// (count + in flight reached the threshold: a burst of parallel guesses would
+    /// otherwise all reach Active Directory before the first 401 comes back); else counts
+    /// it in flight. Every [`Admission::Admitted`] must be followed by
+    /// [`Protect::release`] with its location.
+    pub fn admit(&self, user: &str, ip: IpAddr, now: Instant) -> Admission {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let state = users.entry(key(user)).or_default();
+        let location = state.location(ip);
+        let threshold = self.config.threshold(location);
+        let window = self.config.observation_window;
+        let counter = state.counter(location);
+        if counter
+            .last_failure
+            .is_some_and(|t| now.duration_since(t) >= window)
+        {
+            counter.clear();
+        }
+        if counter.bad >= threshold {
+            Admission::LockedOut(location)
+        } else if counter.bad + counter.pending >= threshold {
+            Admission::Busy(location)
+        } else {
+            counter.pending += 1;
+            Admission::Admitted(location)
+        }
+    }
+
+    /// The fleet (Redis) says `user` is locked out from `location`: this instance's count
+    /// is raised to the threshold, so that the lockout holds here too if Redis becomes
+    /// unreachable before its window ends.
+    pub fn note_lockout(&self, user: &str, location: Location, now: Instant) {
+        let threshold = self.config.threshold(location);
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let counter = users.entry(key(user)).or_default().counter(location);
+        // Noted once: a locked user's refused attempts do not extend the window.
+        if counter.bad < threshold || counter.last_failure.is_none() {
+            counter.bad = threshold;
+            counter.last_failure = Some(now);
+        }
+    }
+
+    /// An admitted attempt was answered (or abandoned): it is no longer in flight.
+    pub fn release(&self, user: &str, location: Location) {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(state) = users.get_mut(&key(user)) {
+            let counter = state.counter(location);
+            counter.pending = counter.pending.saturating_sub(1);
         }
     }
 
@@ -277,7 +352,7 @@ impl Protect {
             .last_failure
             .is_some_and(|t| now.duration_since(t) >= window)
         {
-            *counter = Counter::default();
+            counter.clear();
         }
         counter.bad += 1;
         counter.last_failure = Some(now);
@@ -294,7 +369,7 @@ impl Protect {
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         let state = users.entry(key(user)).or_default();
         let location = state.location(ip);
-        *state.counter(location) = Counter::default();
+        state.counter(location).clear();
         if location == Location::Unknown {
             if state.familiar.len() == FAMILIAR_IPS {
                 state.familiar.pop_front();
@@ -338,7 +413,7 @@ impl Protect {
     pub fn reset(&self, user: &str, location: Location) {
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(state) = users.get_mut(&key(user)) {
-            *state.counter(location) = Counter::default();
+            state.counter(location).clear();
         }
     }
 
@@ -535,6 +610,43 @@ mod tests {
         let later = t0 + Duration::from_secs(1800);
         assert_eq!(p.activity("user01", later).bad_familiar, 0);
         assert_eq!(p.activity("nobody", t0), Activity::default());
+    }
+
+    /// A burst of parallel guesses: with a threshold of 3, only three are admitted while
+    /// none has been answered; the rest wait (Busy) rather than reach Exchange. Answers
+    /// release their places; after three 401s the location is locked.
+    #[test]
+    fn attempts_in_flight_count_against_the_threshold() {
+        let p = protect(3);
+        let t0 = Instant::now();
+        let attacker = ip("203.0.113.5");
+        let verdicts: Vec<Admission> = (0..50).map(|_| p.admit("user01", attacker, t0)).collect();
+        let admitted = verdicts
+            .iter()
+            .filter(|v| matches!(v, Admission::Admitted(_)))
+            .count();
+        assert_eq!(admitted, 3);
+        assert_eq!(verdicts[3], Admission::Busy(Location::Unknown));
+        for _ in 0..3 {
+            p.bad_password("user01", attacker, t0);
+            p.release("user01", Location::Unknown);
+        }
+        assert_eq!(
+            p.admit("user01", attacker, t0),
+            Admission::LockedOut(Location::Unknown)
+        );
+        // A success releases too, and clears the count: the next attempts are admitted.
+        let q = protect(2);
+        let home = ip("192.0.2.7");
+        assert!(matches!(q.admit("user02", home, t0), Admission::Admitted(_)));
+        assert!(matches!(q.admit("user02", home, t0), Admission::Admitted(_)));
+        assert_eq!(q.admit("user02", home, t0), Admission::Busy(Location::Unknown));
+        q.release("user02", Location::Unknown);
+        assert!(matches!(q.admit("user02", home, t0), Admission::Admitted(_)));
+        // After the window, the failures are forgotten but not the attempts in flight.
+        let later = t0 + Duration::from_secs(1800);
+        p.release("user01", Location::Unknown); // no-op: nothing in flight
+        assert!(matches!(p.admit("user01", attacker, later), Admission::Admitted(_)));
     }
 
     #[test]

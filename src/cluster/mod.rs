@@ -101,7 +101,7 @@ pub struct ClusterConfig {
 }
 
 /// What the check before forwarding a legacy request found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checked {
     /// The user's lockout for this location, when its count reached the threshold within
     /// the window.
@@ -111,8 +111,20 @@ pub struct Checked {
     /// The address is a flagged spray source within its window.
     pub spray_flagged: bool,
     /// A success from here would change something (a count to clear, a new familiar
-    /// address), so [`Cluster::good_password`] is worth sending.
+    /// address, a familiar address to refresh).
     pub success_changes_state: bool,
+    /// The count plus the attempts in flight reached the threshold: this attempt waits.
+    pub busy: bool,
+    /// The attempt counts as in flight until its answer, under this key and id: pass it
+    /// to [`Cluster::bad_password`], [`Cluster::good_password`] or [`Cluster::release`].
+    pub reserved: Option<InFlight>,
+}
+
+/// An attempt counted in flight in Redis: the set it is in and its id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    key: String,
+    id: String,
 }
 
 /// Why a policy-log append did not happen.
@@ -252,12 +264,27 @@ impl Cluster {
     }
 
     /// Before a legacy request naming `user` from `ip` is forwarded (or refused by
-    /// policy: spray counts those too): records the spray attempt and reads the lockout
-    /// and spray state, in one round trip. None when Redis is unavailable.
-    pub async fn check(&self, user: &str, ip: IpAddr, config: &ProtectConfig) -> Option<Checked> {
+    /// policy: spray counts those too): records the spray attempt, reads the lockout and
+    /// spray state and, with `reserve` (the attempt would be forwarded in enforce mode),
+    /// counts it in flight for at most `hold` unless that could reach the threshold; one
+    /// round trip. None when Redis is unavailable.
+    pub async fn check(
+        &self,
+        user: &str,
+        ip: IpAddr,
+        config: &ProtectConfig,
+        reserve: bool,
+        hold: Duration,
+    ) -> Option<Checked> {
         let (lockout, familiar) = self.user_keys(user);
         let ip_text = ip.to_string();
         let (spray, flag) = (self.key("spray", &ip_text), self.key("sprayflag", &ip_text));
+        let user_id = Cluster::user_id(user);
+        let in_flight = [
+            self.key("pending", &format!("{user_id}:f")),
+            self.key("pending", &format!("{user_id}:u")),
+        ];
+        let attempt = attempt_id();
         let name = Cluster::user_id(user);
         let mut conn = self.conn.clone();
         let mut invocation = self.scripts.check.prepare_invoke();
@@ -266,6 +293,8 @@ impl Cluster {
             .key(&familiar)
             .key(&spray)
             .key(&flag)
+            .key(&in_flight[0])
+            .key(&in_flight[1])
             .arg(&ip_text)
             .arg(&name)
             .arg(u8::from(config.lockout_enabled))
@@ -274,11 +303,15 @@ impl Cluster {
             .arg(millis(config.observation_window))
             .arg(u8::from(config.spray_enabled))
             .arg(config.spray_distinct_users)
-            .arg(millis(config.spray_window));
+            .arg(millis(config.spray_window))
+            .arg(u8::from(reserve))
+            .arg(u8::from(config.spray_block))
+            .arg(&attempt)
+            .arg(millis(hold));
         let reply: Vec<i64> = self
             .run("protect", invocation.invoke_async(&mut conn))
             .await?;
-        let [familiar, locked, changes, flagged_now, flagged] = reply[..] else {
+        let [familiar, locked, changes, flagged_now, flagged, busy, reserved] = reply[..] else {
             self.metrics.record_cluster_error("protect");
             return None;
         };
@@ -287,11 +320,17 @@ impl Cluster {
         } else {
             Location::Unknown
         };
+        let [familiar_key, unknown_key] = in_flight;
         Some(Checked {
             locked_out: (locked == 1).then_some(location),
             spray_flagged_now: flagged_now == 1,
             spray_flagged: flagged == 1,
             success_changes_state: changes == 1,
+            busy: busy == 1,
+            reserved: (reserved == 1).then(|| InFlight {
+                key: if familiar == 1 { familiar_key } else { unknown_key },
+                id: attempt,
+            }),
         })
     }
 
@@ -303,17 +342,21 @@ impl Cluster {
         user: &str,
         ip: IpAddr,
         config: &ProtectConfig,
+        attempt: Option<&InFlight>,
     ) -> Option<BadPassword> {
         let (lockout, familiar) = self.user_keys(user);
         let mut conn = self.conn.clone();
         let mut invocation = self.scripts.bad_password.prepare_invoke();
+        let (in_flight, id) = attempt.map_or(("", ""), |a| (a.key.as_str(), a.id.as_str()));
         invocation
             .key(&lockout)
             .key(&familiar)
+            .key(in_flight)
             .arg(ip.to_string())
             .arg(config.lockout_threshold)
             .arg(config.familiar_threshold)
-            .arg(millis(config.observation_window));
+            .arg(millis(config.observation_window))
+            .arg(id);
         let reply: Vec<i64> = self
             .run("bad_password", invocation.invoke_async(&mut conn))
             .await?;
@@ -333,22 +376,55 @@ impl Cluster {
         })
     }
 
-    /// A legacy sign-in of `user` from `ip` succeeded: clears the location's count and
-    /// makes the address familiar (the last 20 kept). Sent in the background: a success
-    /// needs no one to wait.
-    pub fn good_password(self: &Arc<Self>, user: &str, ip: IpAddr) {
+    /// A legacy sign-in of `user` from `ip` succeeded: takes the attempt out of flight
+    /// and, when `changes` (from [`Checked::success_changes_state`]), clears the
+    /// location's count and makes the address familiar (the last 20 kept). Sent in the
+    /// background: a success needs no one to wait. Nothing is sent when there is
+    /// nothing to do.
+    pub fn good_password(
+        self: &Arc<Self>,
+        user: &str,
+        ip: IpAddr,
+        attempt: Option<InFlight>,
+        changes: bool,
+    ) {
+        if attempt.is_none() && !changes {
+            return;
+        }
         let (lockout, familiar) = self.user_keys(user);
         let this = self.clone();
         tokio::spawn(async move {
             let mut conn = this.conn.clone();
             let mut invocation = this.scripts.good_password.prepare_invoke();
+            let (in_flight, id) = attempt.map_or((String::new(), String::new()), |a| (a.key, a.id));
             invocation
                 .key(&lockout)
                 .key(&familiar)
+                .key(&in_flight)
                 .arg(ip.to_string())
-                .arg(millis(FAMILIAR_TTL));
+                .arg(millis(FAMILIAR_TTL))
+                .arg(&id)
+                .arg(u8::from(changes));
             let _: Option<i64> = this
                 .run("good_password", invocation.invoke_async(&mut conn))
+                .await;
+        });
+    }
+
+    /// An attempt counted in flight was answered otherwise than with a verdict on its
+    /// password, or abandoned: takes it out of flight, in the background.
+    pub fn release(self: &Arc<Self>, attempt: InFlight) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut conn = this.conn.clone();
+            let _: Option<i64> = this
+                .run(
+                    "good_password",
+                    redis::cmd("ZREM")
+                        .arg(&attempt.key)
+                        .arg(&attempt.id)
+                        .query_async(&mut conn),
+                )
                 .await;
         });
     }
@@ -467,6 +543,13 @@ impl Cluster {
         };
         self.run("policy_sync", connect).await
     }
+}
+
+/// A random id for an attempt in flight (128 bits, hex).
+fn attempt_id() -> String {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).expect("the system random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn millis(d: Duration) -> u64 {

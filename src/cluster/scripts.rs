@@ -10,10 +10,15 @@ use redis::Script;
 /// Redis's clock in milliseconds, as a Lua number.
 const NOW: &str = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
 
-/// KEYS: lockout hash, familiar set, spray set, spray flag. ARGV: ip, user id,
-/// lockout enabled (0/1), unknown threshold, familiar threshold, window ms, spray
-/// enabled (0/1), spray distinct users, spray window ms.
-/// Returns {familiar, locked, success changes state, spray flagged now, spray flagged}.
+/// KEYS: lockout hash, familiar set, spray set, spray flag, attempts in flight from the
+/// familiar location, from unknown ones (sorted sets of attempt ids scored by the time
+/// they are given up on). ARGV: ip, user id, lockout enabled (0/1), unknown threshold,
+/// familiar threshold, window ms, spray enabled (0/1), spray distinct users, spray
+/// window ms, reserve (0/1: the attempt would be forwarded in enforce mode), spray block
+/// (0/1), attempt id, hold ms.
+/// Returns {familiar, locked, success changes state, spray flagged now, spray flagged,
+/// busy, reserved}: an attempt is reserved (counted in flight) unless the count plus the
+/// attempts in flight reached the threshold (busy).
 const CHECK: &str = r"
 local ip, name = ARGV[1], ARGV[2]
 local lockout_on = ARGV[3] == '1'
@@ -51,13 +56,37 @@ local locked = 0
 if lockout_on and fresh and bad >= threshold then locked = 1 end
 local changes = 0
 if familiar == 0 or (fresh and bad > 0) then changes = 1 end
-return {familiar, locked, changes, flagged_now, flagged}
+-- A familiar address whose last success is a day old is refreshed by the next one.
+if familiar == 1 then
+  local seen = tonumber(redis.call('ZSCORE', KEYS[2], ip))
+  if now - seen > 86400000 then changes = 1 end
+end
+
+local busy, reserved = 0, 0
+local blocked_by_spray = flagged == 1 and ARGV[11] == '1'
+if lockout_on and ARGV[10] == '1' and locked == 0 and not blocked_by_spray then
+  local pending = (familiar == 1) and KEYS[5] or KEYS[6]
+  redis.call('ZREMRANGEBYSCORE', pending, '-inf', now)
+  local counted = 0
+  if fresh then counted = bad end
+  if counted + redis.call('ZCARD', pending) >= threshold then
+    busy = 1
+  else
+    local hold = tonumber(ARGV[13])
+    redis.call('ZADD', pending, now + hold, ARGV[12])
+    redis.call('PEXPIRE', pending, hold)
+    reserved = 1
+  end
+end
+return {familiar, locked, changes, flagged_now, flagged, busy, reserved}
 ";
 
-/// KEYS: lockout hash, familiar set. ARGV: ip, unknown threshold, familiar threshold,
-/// window ms. Returns {familiar, count, engaged now}.
+/// KEYS: lockout hash, familiar set, the attempt's in-flight set. ARGV: ip, unknown
+/// threshold, familiar threshold, window ms, attempt id. Counts the failure and takes
+/// the attempt out of flight. Returns {familiar, count, engaged now}.
 const BAD_PASSWORD: &str = r"
 local ip = ARGV[1]
+redis.call('ZREM', KEYS[3], ARGV[5])
 local t_unknown, t_familiar, window = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local familiar = 0
 if redis.call('ZSCORE', KEYS[2], ip) then familiar = 1 end
@@ -73,10 +102,14 @@ if bad == threshold then engaged = 1 end
 return {familiar, bad, engaged}
 ";
 
-/// KEYS: lockout hash, familiar set. ARGV: ip, familiar ttl ms. Clears the location's
-/// count and makes the address familiar, keeping the last 20.
+/// KEYS: lockout hash, familiar set, the attempt's in-flight set. ARGV: ip, familiar
+/// ttl ms, attempt id, whether the state changes (0/1). Takes the attempt out of flight;
+/// when the state changes, clears the location's count and makes the address familiar,
+/// keeping the last 20.
 const GOOD_PASSWORD: &str = r"
 local ip = ARGV[1]
+redis.call('ZREM', KEYS[3], ARGV[3])
+if ARGV[4] ~= '1' then return 1 end
 local p = 'u'
 if redis.call('ZSCORE', KEYS[2], ip) then p = 'f' end
 redis.call('HDEL', KEYS[1], p .. 'bad', p .. 'last')

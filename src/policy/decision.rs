@@ -97,6 +97,10 @@ pub enum Reason {
     SigningKeysUnavailable,
     /// Smart lockout: too many bad passwords for this user from this location.
     LockedOut,
+    /// Smart lockout: this user's attempts from this location already in flight could
+    /// reach the threshold; this one waits (503, `Retry-After`), so that a burst of
+    /// parallel guesses cannot all reach Active Directory.
+    LockoutPending,
     /// The client address is a flagged password-spray source (`spray.block`).
     SpraySuspect,
     /// The path is ambiguous (SPEC §2).
@@ -112,7 +116,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for exhaustive tests.
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 27] = [
         Reason::Anonymous,
         Reason::NotGoverned,
         Reason::NoPolicy,
@@ -134,6 +138,7 @@ impl Reason {
         Reason::MfaRequired,
         Reason::SigningKeysUnavailable,
         Reason::LockedOut,
+        Reason::LockoutPending,
         Reason::SpraySuspect,
         Reason::AmbiguousPath,
         Reason::ProxyShell,
@@ -165,6 +170,7 @@ impl Reason {
             Reason::MfaRequired => "mfa_required",
             Reason::SigningKeysUnavailable => "signing_keys_unavailable",
             Reason::LockedOut => "locked_out",
+            Reason::LockoutPending => "lockout_pending",
             Reason::SpraySuspect => "spray_suspect",
             Reason::AmbiguousPath => "ambiguous_path",
             Reason::ProxyShell => "proxyshell",

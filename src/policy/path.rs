@@ -67,6 +67,44 @@ pub struct Target {
     pub autodiscover_v2: bool,
 }
 
+/// Whether a 2xx from Exchange to this request says that its password was right, so
+/// that smart lockout may clear the count and make the address familiar: a resource of
+/// a protocol that always authenticates (MAPI, EWS, ActiveSync, RPC over HTTP, OAB,
+/// remote PowerShell, Autodiscover v1), and not
+/// - a health-check page, `/<vdir>/healthcheck.htm`, which Managed Availability answers
+///   200 without looking at credentials,
+/// - Autodiscover v2 (`/autodiscover/autodiscover.json`), anonymous JSON,
+/// - OWA, ECP or a path of no protocol (forms sign-in, static and anonymous resources),
+/// - an `OPTIONS` or `HEAD` request.
+///
+/// A wrong password sent to such a resource comes back 200 as well: counted as a success
+/// it would clear an attacker's count at will.
+pub fn password_checked(target: &str, method: &str) -> bool {
+    if method.eq_ignore_ascii_case("OPTIONS") || method.eq_ignore_ascii_case("HEAD") {
+        return false;
+    }
+    let Ok(t) = classify(target) else {
+        return false;
+    };
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    let health_check = path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .is_some_and(|last| last.eq_ignore_ascii_case("healthcheck.htm"));
+    let authenticating = matches!(
+        t.protocol,
+        Protocol::Mapi
+            | Protocol::WebServices
+            | Protocol::ActiveSync
+            | Protocol::Rpc
+            | Protocol::OfflineAddressBook
+            | Protocol::PowerShell
+            | Protocol::Autodiscover
+    );
+    authenticating && !health_check && !t.autodiscover_v2
+}
+
 /// Normalizes and classifies a request target (`/path?query`, absolute-form, or `*`).
 pub fn classify(target: &str) -> Result<Target, TargetError> {
     if target == "*" {

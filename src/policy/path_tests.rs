@@ -296,3 +296,35 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn only_an_authenticating_resource_s_answer_says_the_password_was_right() {
+    use super::password_checked;
+    for (target, method) in [
+        ("/EWS/Exchange.asmx", "POST"),
+        ("/mapi/emsmdb/?MailboxId=a@contoso.com", "POST"),
+        ("/Microsoft-Server-ActiveSync?Cmd=Sync", "POST"),
+        ("/rpc/rpcproxy.dll?mail.contoso.com:6001", "RPC_IN_DATA"),
+        ("/OAB/0a8f/oab.xml", "GET"),
+        ("/powershell", "POST"),
+        ("/autodiscover/autodiscover.xml", "POST"),
+    ] {
+        assert!(password_checked(target, method), "{target} {method}");
+    }
+    for (target, method) in [
+        ("/EWS/healthcheck.htm", "GET"),
+        ("/ews/HealthCheck.htm/", "GET"),
+        ("/mapi/healthcheck.htm?x=1", "GET"),
+        ("/autodiscover/autodiscover.json/v1.0/a@contoso.com?Protocol=EWS", "GET"),
+        ("/owa/", "GET"),
+        ("/owa/auth/logon.aspx", "POST"),
+        ("/ecp/", "GET"),
+        ("/favicon.ico", "GET"),
+        ("/EWS/Exchange.asmx", "OPTIONS"),
+        ("/Microsoft-Server-ActiveSync", "options"),
+        ("/EWS/Exchange.asmx", "HEAD"),
+        ("/mapi/../owa/", "GET"),
+    ] {
+        assert!(!password_checked(target, method), "{target} {method}");
+    }
+}

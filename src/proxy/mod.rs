@@ -139,6 +139,7 @@ pub struct Shared {
 struct Timeouts {
     idle: std::time::Duration,
     long_idle: std::time::Duration,
+    lockout_hold: std::time::Duration,
 }
 
 impl Shared {
@@ -337,6 +338,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         timeouts: Timeouts {
             idle: config.server.idle_timeout,
             long_idle: config.server.long_idle_timeout,
+            // An attempt in flight is given up on (in Redis) once no answer can come:
+            // after the longest wait for response headers, long polls included.
+            lockout_hold: config
+                .upstream
+                .response_header_timeout
+                .max(config.server.long_idle_timeout)
+                + std::time::Duration::from_secs(60),
         },
         config_path: config.path.clone(),
         started: config.clone(),

@@ -78,6 +78,14 @@ pub fn refusal(r: Refusal, bearer: &HeaderValue) -> Response<ProxyBody> {
             (Action::Block, Reason::ModernAuthBlocked) => {
                 text(StatusCode::FORBIDDEN, "Forbidden\n")
             }
+            // Not a refusal of the password: come back when an attempt in flight has
+            // been answered.
+            (Action::Block, Reason::LockoutPending) => {
+                let mut res = text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n");
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                res
+            }
             (Action::Block | Action::Challenge, _) => challenge(bearer),
             (Action::Allow | Action::ReportOnly, _) => {
                 // Forwarded decisions never reach here; refuse rather than guess.
@@ -192,6 +200,7 @@ mod tests {
         let bearer = HeaderValue::from_static("Bearer x=\"y\"");
         let status = |r| refusal(r, &bearer).status().as_u16();
         assert_eq!(status(decided(Action::Block, Reason::LegacyBlocked)), 401);
+        assert_eq!(status(decided(Action::Block, Reason::LockoutPending)), 503);
         assert_eq!(status(decided(Action::Challenge, Reason::BearerProbe)), 401);
         assert_eq!(
             status(decided(Action::Block, Reason::ModernAuthBlocked)),

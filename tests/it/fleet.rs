@@ -502,3 +502,78 @@ fn an_instance_started_without_redis_is_not_ready_until_it_has_the_fleets_policy
         gate.stop();
     });
 }
+
+/// A burst of 60 parallel bad passwords spread over three instances (red team: 22 of 50
+/// reached Exchange): attempts in flight are counted in Redis too, so at most three
+/// reach it, fleet-wide.
+#[test]
+#[ignore = "needs redis-server (.ci/run installs it)"]
+fn a_parallel_burst_over_the_fleet_reaches_exchange_at_most_threshold_times() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let upstream = Upstream::start().await;
+        let redis = Redis::start();
+        let gates = start_fleet(&upstream, &redis, "[lockout]\nthreshold = 3\n", "");
+        all_ready(&gates).await;
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(60));
+        let mut tasks = Vec::new();
+        for i in 0..60 {
+            let mut c = Client::connect(gates[i % 3].proxy).await;
+            let barrier = barrier.clone();
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let wrong = basic("race@contoso.com", "wrong-guess");
+                c.get("/EWS/Exchange.asmx", &[("authorization", &wrong)])
+                    .await
+                    .status
+            }));
+        }
+        for t in tasks {
+            let status = t.await.unwrap();
+            assert!(status == 401 || status == 503, "{status}");
+        }
+        assert!(
+            upstream.requests().len() <= 3,
+            "{} reached Exchange",
+            upstream.requests().len()
+        );
+        for g in gates {
+            g.stop();
+        }
+    });
+}
+
+/// A user locked out fleet-wide stays locked out on every instance while Redis is
+/// unreachable (red team: each instance's own count let 6 more bad passwords through).
+#[test]
+#[ignore = "needs redis-server (.ci/run installs it)"]
+fn a_fleet_lockout_holds_through_a_redis_outage() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let upstream = Upstream::start().await;
+        let mut redis = Redis::start();
+        let gates = start_fleet(&upstream, &redis, "[lockout]\nthreshold = 3\n", "");
+        all_ready(&gates).await;
+        let wrong = basic("user02@contoso.com", "wrong-guess");
+        // Locked after three, and every instance has seen the lockout once.
+        for i in 0..6 {
+            status(gates[i % 3].proxy, "/EWS/Exchange.asmx", Some(&wrong)).await;
+        }
+        assert_eq!(upstream.requests().len(), 3);
+        redis.kill();
+        for i in 0..12 {
+            assert_eq!(
+                status(gates[i % 3].proxy, "/EWS/Exchange.asmx", Some(&wrong)).await,
+                401
+            );
+        }
+        assert_eq!(
+            upstream.requests().len(),
+            3,
+            "the lockout held without Redis"
+        );
+        for g in gates {
+            g.stop();
+        }
+    });
+}

@@ -219,6 +219,92 @@ async fn lockout_engages_after_the_threshold_and_keeps_the_password_from_exchang
     assert!(lines.iter().any(|l| l["reason"] == "locked_out"));
 }
 
+/// A burst of parallel bad passwords (red team: 29 of 50 reached Exchange with a
+/// threshold of 3): attempts in flight count against the threshold, so at most three
+/// reach Exchange; the rest are answered 401 (locked out) or 503 with `Retry-After`
+/// (wait for an attempt in flight), never forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_parallel_bad_passwords_reaches_exchange_at_most_threshold_times() {
+    let upstream = Upstream::start().await;
+    let toml = format!("{CONFIG}[lockout]\nthreshold = 3\n");
+    let gate = Exgate::start(&toml, "", &[upstream.url()]).await;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(50));
+    let mut clients = Vec::new();
+    for _ in 0..50 {
+        clients.push(gate.client().await);
+    }
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let r = c
+                    .get(
+                        "/EWS/Exchange.asmx",
+                        &[("authorization", &basic("race@contoso.com", "wrong-guess"))],
+                    )
+                    .await;
+                (r.status, r.header("retry-after").map(str::to_owned))
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert!(
+        upstream.requests().len() <= 3,
+        "{} reached Exchange",
+        upstream.requests().len()
+    );
+    for (status, retry_after) in &statuses {
+        match status {
+            401 => {}
+            503 => assert_eq!(retry_after.as_deref(), Some("1")),
+            other => panic!("{other}"),
+        }
+    }
+    // Once answered, the three failures lock the user: the next attempt is refused 401.
+    let mut c = gate.client().await;
+    let r = c
+        .get(
+            "/EWS/Exchange.asmx",
+            &[("authorization", &basic("race@contoso.com", "wrong-guess"))],
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert!(upstream.requests().len() <= 3);
+}
+
+/// A 200 to a resource Exchange answers without checking the password (a health-check
+/// page) is no proof of a right password: it neither clears the count nor makes the
+/// address familiar (red team: wrong passwords alternated with health-check requests
+/// reached Exchange without end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_resource_s_200_does_not_clear_the_lockout_count() {
+    let upstream = Upstream::start().await;
+    let toml = format!("{CONFIG}[lockout]\nthreshold = 3\n");
+    let gate = Exgate::start(&toml, "", &[upstream.url()]).await;
+    let wrong = basic("user02@contoso.com", "wrong-guess");
+    for _ in 0..5 {
+        for target in [
+            "/EWS/Exchange.asmx",
+            "/EWS/healthcheck.htm",
+            "/ews/HealthCheck.htm/",
+        ] {
+            let mut c = gate.client().await;
+            c.get(target, &[("authorization", &wrong)]).await;
+        }
+    }
+    let to_ews = upstream
+        .requests()
+        .iter()
+        .filter(|r| r.target.contains("Exchange.asmx"))
+        .count();
+    assert_eq!(to_ews, 3, "three bad passwords, then locked out");
+}
+
 /// `lockout.mode = "log-only"` (AD FS's `AdfsSmartLockoutLogOnly`): the lockout is
 /// counted, metered and audited, and every attempt still reaches Exchange.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

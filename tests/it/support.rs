@@ -228,6 +228,8 @@ async fn handle_upstream(
                 HeaderValue::from_str(&format!("{scheme} {}", STANDARD.encode(type2))).unwrap(),
             );
         }
+    } else if target.to_ascii_lowercase().contains("healthcheck.htm") {
+        // Managed Availability's page: 200 whatever the credentials, as Exchange does.
     } else if let Some(b64) = auth.strip_prefix("Basic ") {
         // A password starting with "wrong" is a bad password, as Active Directory says.
         let decoded =

@@ -314,11 +314,11 @@ impl Connection {
             }),
             (false, None, None) => None,
         };
-        let mut success_changes = false;
+        let mut attempt = None;
         if token_refusal.is_none() {
             // The request's start is "now" enough for windows of seconds.
-            let (refusal, changes) = self.protect_before(&decision, protect_key, started).await;
-            success_changes = changes;
+            let (refusal, admitted) = self.protect_before(&decision, protect_key, started).await;
+            attempt = admitted;
             if let Some(reason) = refusal {
                 decision = Decision {
                     action: Action::Block,
@@ -354,6 +354,8 @@ impl Connection {
         drop(auth);
         let (parts, body) = req.into_parts();
         let head = self.forward_head(parts);
+        let password_checked = attempt.is_some()
+            && crate::policy::password_checked(head.path_and_query.as_str(), head.method.as_str());
         let idle = self.idle_timeout(decision.protocol);
         self.write_idle.set(idle);
         let mut fault = None;
@@ -383,7 +385,7 @@ impl Connection {
                 let status = res.status().as_u16();
                 outcome.upstream_status = Some(status);
                 self.shared.metrics.record_upstream_status(status);
-                self.protect_after(&decision, protect_key, status, success_changes)
+                self.protect_after(&decision, attempt.take(), status, password_checked)
                     .await;
                 if pin {
                     let ticket = match (&snapshot.kerberos, &ticket_client) {

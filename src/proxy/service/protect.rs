@@ -1,102 +1,190 @@
 //! Smart lockout and spray detection around the request path (SPEC §9): noted before a
 //! legacy request is decided final, fed Exchange's verdict after it is forwarded.
 
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::Connection;
 use crate::audit::AuditEvent;
+use crate::cluster::InFlight;
 use crate::policy::{Decision, Reason};
-use crate::protect::{BadPassword, LockoutMode};
+use crate::protect::{Admission, BadPassword, Location, LockoutMode};
+use crate::proxy::Shared;
+
+/// A legacy attempt counted in flight (here, and in Redis with `[cluster]`) until
+/// Exchange answers it: [`Connection::protect_after`] takes it; dropped unanswered (the
+/// client went away, the upstream failed), it is released in the background.
+pub(super) struct Attempt {
+    shared: Arc<Shared>,
+    user: String,
+    ip: IpAddr,
+    /// The location this instance counted it under, when it did.
+    local: Option<Location>,
+    /// Where Redis counts it, when it does.
+    fleet: Option<InFlight>,
+    /// A success from here changes the fleet's state (see `Checked`).
+    success_changes: bool,
+}
+
+impl Attempt {
+    fn release(&mut self) {
+        if let Some(location) = self.local.take() {
+            self.shared.protect.release(&self.user, location);
+        }
+        if let (Some(cluster), Some(attempt)) = (&self.shared.cluster, self.fleet.take()) {
+            cluster.release(attempt);
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
 
 impl Connection {
     /// Smart lockout and spray detection for legacy credentials that name a user: notes
-    /// the attempt, and refuses it at the edge when the user is locked out from here or
-    /// the address is a blocked spray source. With `[cluster]` the fleet's state decides
-    /// (one Redis round trip); this instance's is kept too and decides when Redis does
-    /// not answer in time. Returns the refusal, and whether a success would change the
-    /// fleet's state (see [`Connection::protect_after`]).
+    /// the attempt, and refuses it at the edge when the user is locked out from here,
+    /// when the attempts already in flight could lock it (a burst of parallel guesses),
+    /// or when the address is a blocked spray source. With `[cluster]` the fleet's state
+    /// decides (one Redis round trip); this instance's is kept too and decides when
+    /// Redis does not answer in time. Returns the refusal, or the attempt to hand to
+    /// [`Connection::protect_after`] once Exchange answers.
     pub(super) async fn protect_before(
         &self,
         decision: &Decision,
         user: Option<&str>,
         now: Instant,
-    ) -> (Option<Reason>, bool) {
+    ) -> (Option<Reason>, Option<Attempt>) {
         let (true, Some(user)) = (decision.legacy, user) else {
-            return (None, false);
+            return (None, None);
         };
-        let (protect, ip) = (&self.shared.protect, self.peer.ip());
+        let (protect, ip) = (&self.shared.protect, self.client_ip());
         let config = protect.config();
         let flagged_here = protect.attempt(user, ip, now);
+        let enforce = config.lockout_mode == LockoutMode::Enforce;
+        let forwards = decision.action.forwards();
+        // This instance's count, kept whatever Redis says (it decides during an outage).
+        let admission = (forwards && config.lockout_enabled && enforce)
+            .then(|| protect.admit(user, ip, now));
+        let mut attempt = Attempt {
+            shared: self.shared.clone(),
+            user: user.to_owned(),
+            ip,
+            local: match admission {
+                Some(Admission::Admitted(location)) => Some(location),
+                _ => None,
+            },
+            fleet: None,
+            success_changes: true,
+        };
         let fleet = match &self.shared.cluster {
-            Some(cluster) => cluster.check(user, ip, &config).await,
+            Some(cluster) => {
+                let reserve = forwards && enforce;
+                cluster
+                    .check(user, ip, &config, reserve, self.shared.timeouts.lockout_hold)
+                    .await
+            }
             None => None,
         };
-        let (flagged_now, spray_blocked, locked_out, success_changes) = match fleet {
-            Some(c) => (
-                c.spray_flagged_now,
-                c.spray_flagged && config.spray_enabled && config.spray_block,
-                c.locked_out,
-                c.success_changes_state,
-            ),
-            None => (
-                flagged_here,
-                protect.spray_blocked(ip, now),
-                protect.locked_out(user, ip, now),
-                true,
-            ),
+        let spray_blocking = config.spray_enabled && config.spray_block;
+        let (flagged_now, spray_blocked, refusal) = match fleet {
+            Some(c) => {
+                attempt.fleet = c.reserved.clone();
+                attempt.success_changes = c.success_changes_state;
+                if let Some(location) = c.locked_out {
+                    protect.note_lockout(user, location, now);
+                }
+                let refusal = match (c.locked_out, c.busy) {
+                    (Some(_), _) if enforce => Some(Reason::LockedOut),
+                    (_, true) => Some(Reason::LockoutPending),
+                    _ => None,
+                };
+                (c.spray_flagged_now, c.spray_flagged && spray_blocking, refusal)
+            }
+            None => {
+                let refusal = match admission {
+                    Some(Admission::LockedOut(_)) => Some(Reason::LockedOut),
+                    Some(Admission::Busy(_)) => Some(Reason::LockoutPending),
+                    _ => None,
+                };
+                (flagged_here, protect.spray_blocked(ip, now), refusal)
+            }
         };
         if flagged_now {
             self.shared.metrics.record_spray_suspect();
             self.audit_event("spray_suspect", user, None);
             tracing::warn!(client = %ip, "password spray suspected: many user names from one address");
         }
-        if !decision.action.forwards() {
-            return (None, success_changes);
+        if !forwards {
+            return (None, None);
         }
         if spray_blocked {
-            return (Some(Reason::SpraySuspect), success_changes);
+            return (Some(Reason::SpraySuspect), None);
         }
-        // In log-only mode a lockout is counted, audited and metered, and refuses nothing.
-        let enforce = config.lockout_mode == LockoutMode::Enforce;
-        let refusal = locked_out.filter(|_| enforce).map(|_| Reason::LockedOut);
-        (refusal, success_changes)
+        match refusal {
+            Some(reason) => (Some(reason), None), // the attempt is released on drop
+            None => (None, Some(attempt)),
+        }
     }
 
     /// Feeds Exchange's verdict on forwarded legacy credentials back into lockout: a bad
-    /// password is counted before its 401 goes back (with `[cluster]`, in Redis, so that
-    /// the next attempt on any instance sees it); a success clears the location's count
-    /// and makes the address familiar (sent to Redis in the background, and only when
-    /// `success_changes` says it changes something).
+    /// password (401) is counted before its 401 goes back (with `[cluster]`, in Redis,
+    /// so that the next attempt on any instance sees it); a success (2xx on a resource
+    /// that needs a password) clears the location's count and makes the address
+    /// familiar (sent to Redis in the background); any other answer only ends the
+    /// attempt.
     pub(super) async fn protect_after(
         &self,
         decision: &Decision,
-        user: Option<&str>,
+        attempt: Option<Attempt>,
         status: u16,
-        success_changes: bool,
+        password_checked: bool,
     ) {
-        let (true, Some(user)) = (decision.legacy, user) else {
+        let Some(mut attempt) = attempt else {
             return;
         };
-        let (protect, ip) = (&self.shared.protect, self.peer.ip());
+        if !decision.legacy {
+            return;
+        }
+        let (protect, ip) = (&self.shared.protect, attempt.ip);
+        let user = attempt.user.clone();
         if status == 401 {
-            let here = protect.bad_password(user, ip, Instant::now());
+            if let Some(location) = attempt.local.take() {
+                protect.release(&user, location);
+            }
+            let here = protect.bad_password(&user, ip, Instant::now());
             let verdict = match &self.shared.cluster {
                 Some(cluster) => cluster
-                    .bad_password(user, ip, &protect.config())
+                    .bad_password(&user, ip, &protect.config(), attempt.fleet.take().as_ref())
                     .await
                     .unwrap_or(here),
                 None => here,
             };
             if let BadPassword::LockedOut(location) = verdict {
+                protect.note_lockout(&user, location, Instant::now());
                 self.shared.metrics.record_lockout(location.as_str());
-                self.audit_event("lockout", user, Some(location.as_str()));
+                self.audit_event("lockout", &user, Some(location.as_str()));
             }
-        } else if status < 400 {
-            protect.good_password(user, ip);
-            if let (Some(cluster), true) = (&self.shared.cluster, success_changes) {
-                cluster.good_password(user, ip);
+        } else if (200..300).contains(&status) && password_checked {
+            if let Some(location) = attempt.local.take() {
+                protect.release(&user, location);
+            }
+            protect.good_password(&user, ip);
+            if let Some(cluster) = &self.shared.cluster {
+                cluster.good_password(&user, ip, attempt.fleet.take(), attempt.success_changes);
             }
         }
+        // Anything else (a redirect, 403, 5xx, an anonymous resource): released on drop.
+    }
+
+    /// The client's address as lockout and spray count it: an IPv4-mapped IPv6 address
+    /// (a dual-stack listener's view of an IPv4 client) is the IPv4 address, so that
+    /// every instance counts one client alike.
+    pub(super) fn client_ip(&self) -> IpAddr {
+        self.peer.ip().to_canonical()
     }
 
     /// Writes a lockout or spray event's audit line, naming the user's directory
@@ -110,7 +198,7 @@ impl Connection {
                 ts: crate::audit::timestamp(),
                 event: event.into(),
                 request_id: audit.request_id(),
-                client_ip: self.peer.ip().to_string(),
+                client_ip: self.client_ip().to_string(),
                 user,
                 presented_user,
                 legacy: true,
