@@ -127,6 +127,36 @@ pub struct InFlight {
     id: String,
 }
 
+/// How many policy-log entries one read takes.
+pub const LOG_CHUNK: u64 = 1000;
+
+/// Where a policy log stands: its length, and the digest chained over its entries
+/// ([`LogState::next`]), so that two logs of one length but different entries differ.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogState {
+    pub version: u64,
+    /// Hex SHA-1 chained over the entries, `""` for the empty log (Redis's own
+    /// `redis.sha1hex` computes the same in the append script).
+    pub digest: String,
+}
+
+impl LogState {
+    /// The state after `script` is appended: SHA-1(digest .. script), in hex. SHA-1 is
+    /// what Redis's scripts offer; the chain guards against accidents (a Redis that lost
+    /// data), not against whoever can write to Redis, who controls the policy anyway.
+    pub fn next(&self, script: &str) -> LogState {
+        let mut input = Vec::with_capacity(self.digest.len() + script.len());
+        input.extend_from_slice(self.digest.as_bytes());
+        input.extend_from_slice(script.as_bytes());
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &input);
+        LogState {
+            version: self.version + 1,
+            digest: digest.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+}
+
 /// Why a policy-log append did not happen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AppendError {
@@ -144,6 +174,10 @@ pub struct Cluster {
     metrics: Arc<Metrics>,
     /// Set by the first failure of an outage, cleared by the next success.
     outage: AtomicBool,
+    /// Set by a failure of the request path's own calls, cleared by any success: while
+    /// set, the request path does not wait for Redis (a slow policy read does not set
+    /// it).
+    request_path_down: AtomicBool,
     /// When an outage was last warned about, and whether the current one was (so that
     /// its end is logged): a Redis that flaps while it restarts warns once, not at
     /// every flap.
@@ -173,6 +207,7 @@ impl Cluster {
             conn,
             metrics,
             outage: AtomicBool::new(false),
+            request_path_down: AtomicBool::new(false),
             warned: std::sync::Mutex::new((None, false)),
             scripts: scripts::Scripts::new(),
         })
@@ -224,7 +259,7 @@ impl Cluster {
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let request_path = matches!(label, "protect" | "bad_password" | "good_password");
-        if request_path && self.outage.load(Ordering::Relaxed) {
+        if request_path && self.request_path_down.load(Ordering::Relaxed) {
             self.metrics.record_cluster_error(label);
             return None;
         }
@@ -235,6 +270,7 @@ impl Cluster {
         };
         match outcome {
             Ok(v) => {
+                self.request_path_down.store(false, Ordering::Relaxed);
                 if self.outage.swap(false, Ordering::Relaxed) {
                     let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
                     if std::mem::take(&mut warned.1) {
@@ -245,6 +281,9 @@ impl Cluster {
             }
             Err(error) => {
                 self.metrics.record_cluster_error(label);
+                if request_path {
+                    self.request_path_down.store(true, Ordering::Relaxed);
+                }
                 if !self.outage.swap(true, Ordering::Relaxed) {
                     let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
                     if warned.0.is_some_and(|t| t.elapsed() < OUTAGE_WARNING_QUIET) {
@@ -311,7 +350,16 @@ impl Cluster {
         let reply: Vec<i64> = self
             .run("protect", invocation.invoke_async(&mut conn))
             .await?;
-        let [familiar, locked, changes, flagged_now, flagged, busy, reserved] = reply[..] else {
+        let [
+            familiar,
+            locked,
+            changes,
+            flagged_now,
+            flagged,
+            busy,
+            reserved,
+        ] = reply[..]
+        else {
             self.metrics.record_cluster_error("protect");
             return None;
         };
@@ -328,7 +376,11 @@ impl Cluster {
             success_changes_state: changes == 1,
             busy: busy == 1,
             reserved: (reserved == 1).then(|| InFlight {
-                key: if familiar == 1 { familiar_key } else { unknown_key },
+                key: if familiar == 1 {
+                    familiar_key
+                } else {
+                    unknown_key
+                },
                 id: attempt,
             }),
         })
@@ -487,39 +539,64 @@ impl Cluster {
     }
 
     /// The policy log's version: how many entries it holds.
-    pub async fn log_version(&self) -> Option<u64> {
+    pub async fn log_version(&self) -> Option<LogState> {
         let mut conn = self.conn.clone();
-        self.run(
-            "policy_sync",
-            redis::cmd("LLEN")
-                .arg(self.log_key())
-                .query_async(&mut conn),
-        )
-        .await
+        let mut invocation = self.scripts.log_state.prepare_invoke();
+        invocation.key(self.log_key()).key(self.digest_key());
+        let reply: Vec<String> = self
+            .run("policy_sync", invocation.invoke_async(&mut conn))
+            .await?;
+        match &reply[..] {
+            [version, digest] => Some(LogState {
+                version: version.parse().ok()?,
+                digest: digest.clone(),
+            }),
+            _ => None,
+        }
     }
 
-    /// The entries of the policy log from index `from` (0-based) to its end.
+    /// The policy log's digest key.
+    fn digest_key(&self) -> String {
+        format!("{}policy:digest", self.config.key_prefix)
+    }
+
+    /// The entries of the policy log from index `from` (0-based) to its end, read
+    /// [`LOG_CHUNK`] at a time, each read within the timeout (a long log takes several
+    /// round trips rather than one that never ends in time).
     pub async fn log_entries(&self, from: u64) -> Option<Vec<String>> {
-        let mut conn = self.conn.clone();
-        self.run(
-            "policy_sync",
-            redis::cmd("LRANGE")
-                .arg(self.log_key())
-                .arg(from)
-                .arg(-1)
-                .query_async(&mut conn),
-        )
-        .await
+        let mut entries = Vec::new();
+        let mut start = from;
+        loop {
+            let mut conn = self.conn.clone();
+            let chunk: Vec<String> = self
+                .run(
+                    "policy_sync",
+                    redis::cmd("LRANGE")
+                        .arg(self.log_key())
+                        .arg(start)
+                        .arg(start + LOG_CHUNK - 1)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            let n = chunk.len() as u64;
+            entries.extend(chunk);
+            if n < LOG_CHUNK {
+                return Some(entries);
+            }
+            start += n;
+        }
     }
 
-    /// Appends `script` to the policy log if it is still at version `expected`, and
-    /// announces the new version. Returns the new version.
-    pub async fn log_append(&self, expected: u64, script: &str) -> Result<u64, AppendError> {
+    /// Appends `script` to the policy log if it is still at `expected` (version and
+    /// digest), and announces the new version. Returns the new version.
+    pub async fn log_append(&self, expected: &LogState, script: &str) -> Result<u64, AppendError> {
         let mut conn = self.conn.clone();
         let mut invocation = self.scripts.append.prepare_invoke();
         invocation
             .key(self.log_key())
-            .arg(expected)
+            .key(self.digest_key())
+            .arg(expected.version)
+            .arg(&expected.digest)
             .arg(script)
             .arg(self.channel());
         let reply: Vec<i64> = self

@@ -136,14 +136,28 @@ for _, ip in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do table.insert(out, i
 return out
 ";
 
-/// KEYS: policy log. ARGV: expected version, script, channel. Appends and publishes
-/// when the log is at the expected version. Returns {1, new version} or {0, version}.
+/// KEYS: policy log, its digest. ARGV: expected version, expected digest, script,
+/// channel. Appends and publishes when the log is at the expected version *and* digest
+/// (a log of the same length with other entries, after Redis lost data, is another
+/// history); the digest chains SHA-1(previous digest .. script) in hex, "" for the empty
+/// log. Returns {1, new version} or {0, version}.
 const APPEND: &str = r"
 local version = redis.call('LLEN', KEYS[1])
-if version ~= tonumber(ARGV[1]) then return {0, version} end
-version = redis.call('RPUSH', KEYS[1], ARGV[2])
-redis.call('PUBLISH', ARGV[3], tostring(version))
+local digest = redis.call('GET', KEYS[2]) or ''
+if version == 0 then digest = '' end
+if version ~= tonumber(ARGV[1]) or digest ~= ARGV[2] then return {0, version} end
+version = redis.call('RPUSH', KEYS[1], ARGV[3])
+redis.call('SET', KEYS[2], redis.sha1hex(digest .. ARGV[3]))
+redis.call('PUBLISH', ARGV[4], tostring(version))
 return {1, version}
+";
+
+/// KEYS: policy log, its digest. Returns {version, digest} read together.
+const LOG_STATE: &str = r"
+local version = redis.call('LLEN', KEYS[1])
+local digest = redis.call('GET', KEYS[2]) or ''
+if version == 0 then digest = '' end
+return {tostring(version), digest}
 ";
 
 /// The scripts, with their SHA-1 computed once (EVALSHA, loaded on first use).
@@ -153,6 +167,7 @@ pub(super) struct Scripts {
     pub good_password: Script,
     pub activity: Script,
     pub append: Script,
+    pub log_state: Script,
 }
 
 impl Scripts {
@@ -164,6 +179,7 @@ impl Scripts {
             good_password: timed(GOOD_PASSWORD),
             activity: timed(ACTIVITY),
             append: Script::new(APPEND),
+            log_state: Script::new(LOG_STATE),
         }
     }
 }

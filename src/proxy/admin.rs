@@ -174,7 +174,7 @@ async fn cmdlet(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
                 format!("{e}\n"),
             )
         }
-        Err(e @ CmdletError::ClusterUnavailable) => {
+        Err(e @ (CmdletError::ClusterUnavailable | CmdletError::ClusterBusy)) => {
             let mut res = respond(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",

@@ -3,13 +3,13 @@
 //! in step by a task, and cmdlets sent to any instance appended to the log.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
 use futures_util::StreamExt as _;
 
 use super::{CmdletError, Shared, Snapshot};
-use crate::cluster::{AppendError, Cluster};
+use crate::cluster::{AppendError, Cluster, LogState};
 use crate::policy::Lookup;
 use crate::policy::cmdlet::{AccountCommand, AccountLocation};
 use crate::protect::{Activity, Location};
@@ -20,8 +20,8 @@ const APPEND_ATTEMPTS: usize = 5;
 /// What this instance holds of the fleet's policy log.
 #[derive(Default)]
 pub struct FleetState {
-    /// Entries applied: the log's version as this instance knows it.
-    applied: AtomicU64,
+    /// The log as applied here: its version and digest.
+    applied: std::sync::Mutex<LogState>,
     /// The log has been read once since start: `/readyz` waits for it.
     synced: AtomicBool,
     /// The entries themselves, so that a reload (SIGHUP) replays them without Redis.
@@ -32,6 +32,13 @@ impl FleetState {
     /// Whether the fleet's policy has been loaded since start.
     pub fn synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
+    }
+
+    fn applied(&self) -> LogState {
+        self.applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -55,42 +62,57 @@ pub(super) fn replay(snapshot: Snapshot, entries: &[String]) -> Snapshot {
 
 impl Shared {
     /// Brings this instance's policy up to the fleet's log: reads the entries it has
-    /// not applied and swaps in the policy with them. Err when Redis is unavailable.
+    /// not applied and swaps in the policy with them. A log that is not the one applied
+    /// here plus new entries (shorter, or of another digest: Redis lost data, or another
+    /// history took its place) is replayed whole on the configuration. Err when Redis
+    /// is unavailable.
     pub async fn sync_policy(&self, cluster: &Cluster) -> Result<(), ()> {
         let remote = cluster.log_version().await.ok_or(())?;
-        let applied = self.fleet.applied.load(Ordering::Acquire);
-        if remote > applied {
-            let entries = cluster.log_entries(applied).await.ok_or(())?;
-            self.apply_log(applied, &entries);
-        } else if remote < applied {
-            // The log is shorter than what was applied: Redis lost data (restarted
-            // without persistence, or flushed). Rebuild from the configuration and the
-            // log as it is now.
-            let entries = cluster.log_entries(0).await.ok_or(())?;
-            tracing::warn!(
-                applied,
-                remote,
-                "the fleet's policy log is shorter than what this instance applied (Redis lost data?): rebuilding from the configuration and the log as it is"
+        let local = self.fleet.applied();
+        if remote != local {
+            let extends = remote.version > local.version;
+            let from = if extends { local.version } else { 0 };
+            let entries = cluster.log_entries(from).await.ok_or(())?;
+            // Only what the state read named: entries appended since wait for the next.
+            let wanted = usize::try_from(remote.version - from).unwrap_or(usize::MAX);
+            let entries = &entries[..entries.len().min(wanted)];
+            let chained = entries.iter().fold(
+                if extends {
+                    local.clone()
+                } else {
+                    LogState::default()
+                },
+                |state, e| state.next(e),
             );
-            self.rebuild_from_log(entries);
+            if extends && chained == remote {
+                tokio::task::block_in_place(|| self.apply_log(&local, entries));
+            } else {
+                tracing::warn!(
+                    applied = local.version,
+                    remote = remote.version,
+                    "the fleet's policy log is not the one this instance applied (Redis lost data, or another history replaced it): rebuilding from the configuration and the log as it is"
+                );
+                let entries = match extends {
+                    true => cluster.log_entries(0).await.ok_or(())?,
+                    false => entries.to_vec(),
+                };
+                tokio::task::block_in_place(|| self.rebuild_from_log(entries));
+            }
         }
         if !self.fleet.synced.swap(true, Ordering::AcqRel) {
             tracing::info!(
-                version = self.fleet.applied.load(Ordering::Acquire),
+                version = self.fleet.applied().version,
                 "fleet policy loaded"
             );
         }
         Ok(())
     }
 
-    /// Applies `entries`, which start at log index `from`; entries already applied (a
-    /// concurrent sync) are skipped.
-    fn apply_log(&self, from: u64, entries: &[String]) {
+    /// Applies `entries` on top of the log state `from`, unless another sync moved this
+    /// instance elsewhere meanwhile (then the next sync sorts it out).
+    fn apply_log(&self, from: &LogState, entries: &[String]) {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let applied = self.fleet.applied.load(Ordering::Acquire);
-        let skip = usize::try_from(applied.saturating_sub(from)).unwrap_or(usize::MAX);
-        let new = entries.get(skip..).unwrap_or_default();
-        if new.is_empty() {
+        if self.fleet.applied() != *from || entries.is_empty() {
             return;
         }
         let current = self.snapshot.load_full();
@@ -100,16 +122,17 @@ impl Shared {
                 current.bearer.clone(),
                 current.kerberos.clone(),
             ),
-            new,
+            entries,
         );
         self.snapshot.store(Arc::new(next));
-        let version = applied + new.len() as u64;
+        let state = entries.iter().fold(from.clone(), |s, e| s.next(e));
+        let version = state.version;
         self.fleet
             .log
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend(new.iter().cloned());
-        self.fleet.applied.store(version, Ordering::Release);
+            .extend(entries.iter().cloned());
+        *self.fleet.applied.lock().unwrap_or_else(|e| e.into_inner()) = state;
         self.metrics
             .cluster_policy_version
             .set(i64::try_from(version).unwrap_or(i64::MAX));
@@ -117,7 +140,7 @@ impl Shared {
     }
 
     /// Replaces the local log with `entries` and rebuilds the policy from the
-    /// configuration file and them.
+    /// configuration file (as on disk, as a SIGHUP would read it) and them.
     fn rebuild_from_log(&self, entries: Vec<String>) {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let base = match crate::config::load(&self.config_path).and_then(|c| Snapshot::build(&c)) {
@@ -129,10 +152,11 @@ impl Shared {
                 return;
             }
         };
-        let version = entries.len() as u64;
+        let state = entries.iter().fold(LogState::default(), |s, e| s.next(e));
+        let version = state.version;
         self.snapshot.store(Arc::new(replay(base, &entries)));
         *self.fleet.log.lock().unwrap_or_else(|e| e.into_inner()) = entries;
-        self.fleet.applied.store(version, Ordering::Release);
+        *self.fleet.applied.lock().unwrap_or_else(|e| e.into_inner()) = state;
         self.metrics
             .cluster_policy_version
             .set(i64::try_from(version).unwrap_or(i64::MAX));
@@ -160,20 +184,20 @@ impl Shared {
             self.sync_policy(cluster)
                 .await
                 .map_err(|()| CmdletError::ClusterUnavailable)?;
-            let (version, applied, changed) = {
+            let (expected, applied, changed) = {
                 let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
                 let current = self.snapshot.load_full();
                 let engine = &current.engine;
                 let applied = engine.run_script(script).map_err(CmdletError::Script)?;
                 let changed = applied.store != *engine.store();
-                (self.fleet.applied.load(Ordering::Acquire), applied, changed)
+                (self.fleet.applied(), applied, changed)
             };
             if !changed {
                 return Ok(applied.output); // read-only: nothing to share
             }
-            match cluster.log_append(version, script).await {
+            match cluster.log_append(&expected, script).await {
                 Ok(_) => {
-                    self.apply_log(version, &[script.to_owned()]);
+                    self.apply_log(&expected, &[script.to_owned()]);
                     tracing::info!(lines = script.lines().count(), "cmdlets applied fleet-wide");
                     return Ok(applied.output);
                 }
@@ -181,7 +205,7 @@ impl Shared {
                 Err(AppendError::Unavailable) => return Err(CmdletError::ClusterUnavailable),
             }
         }
-        Err(CmdletError::ClusterUnavailable)
+        Err(CmdletError::ClusterBusy)
     }
 
     /// Runs AD FS account cmdlets against the lockout state (the fleet's with

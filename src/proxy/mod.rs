@@ -102,6 +102,9 @@ pub enum CmdletError {
         "the cluster store (Redis) is unreachable: not applied; the policy in force is unchanged"
     )]
     ClusterUnavailable,
+    /// `[cluster]`: other instances kept appending first; nothing was applied.
+    #[error("other instances kept changing the policy first: not applied; try again")]
+    ClusterBusy,
 }
 
 /// State shared by every connection.

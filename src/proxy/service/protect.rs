@@ -67,8 +67,8 @@ impl Connection {
         let enforce = config.lockout_mode == LockoutMode::Enforce;
         let forwards = decision.action.forwards();
         // This instance's count, kept whatever Redis says (it decides during an outage).
-        let admission = (forwards && config.lockout_enabled && enforce)
-            .then(|| protect.admit(user, ip, now));
+        let admission =
+            (forwards && config.lockout_enabled && enforce).then(|| protect.admit(user, ip, now));
         let mut attempt = Attempt {
             shared: self.shared.clone(),
             user: user.to_owned(),
@@ -84,7 +84,13 @@ impl Connection {
             Some(cluster) => {
                 let reserve = forwards && enforce;
                 cluster
-                    .check(user, ip, &config, reserve, self.shared.timeouts.lockout_hold)
+                    .check(
+                        user,
+                        ip,
+                        &config,
+                        reserve,
+                        self.shared.timeouts.lockout_hold,
+                    )
                     .await
             }
             None => None,
@@ -102,7 +108,11 @@ impl Connection {
                     (_, true) => Some(Reason::LockoutPending),
                     _ => None,
                 };
-                (c.spray_flagged_now, c.spray_flagged && spray_blocking, refusal)
+                (
+                    c.spray_flagged_now,
+                    c.spray_flagged && spray_blocking,
+                    refusal,
+                )
             }
             None => {
                 let refusal = match admission {
