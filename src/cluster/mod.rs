@@ -227,10 +227,7 @@ impl Cluster {
     fn user_id(user: &str) -> String {
         let digest =
             aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, user.to_lowercase().as_bytes());
-        digest.as_ref()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex(&digest.as_ref()[..16])
     }
 
     /// The keys of a user's lockout hash and of their familiar addresses.
@@ -315,16 +312,20 @@ impl Cluster {
         reserve: bool,
         hold: Duration,
     ) -> Option<Checked> {
-        let (lockout, familiar) = self.user_keys(user);
+        // One digest per check (it was three).
+        let user_id = Cluster::user_id(user);
+        let (lockout, familiar) = (
+            self.key("lockout", &user_id),
+            self.key("familiar", &user_id),
+        );
         let ip_text = ip.to_string();
         let (spray, flag) = (self.key("spray", &ip_text), self.key("sprayflag", &ip_text));
-        let user_id = Cluster::user_id(user);
         let in_flight = [
             self.key("pending", &format!("{user_id}:f")),
             self.key("pending", &format!("{user_id}:u")),
         ];
         let attempt = attempt_id();
-        let name = Cluster::user_id(user);
+        let name = &user_id;
         let mut conn = self.conn.clone();
         let mut invocation = self.scripts.check.prepare_invoke();
         invocation
@@ -335,7 +336,7 @@ impl Cluster {
             .key(&in_flight[0])
             .key(&in_flight[1])
             .arg(&ip_text)
-            .arg(&name)
+            .arg(name)
             .arg(u8::from(config.lockout_enabled))
             .arg(config.lockout_threshold)
             .arg(config.familiar_threshold)
@@ -626,7 +627,18 @@ impl Cluster {
 fn attempt_id() -> String {
     let mut bytes = [0u8; 16];
     aws_lc_rs::rand::fill(&mut bytes).expect("the system random source works");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&bytes)
+}
+
+/// Lower-case hex, without a `format!` per byte (the request path's cost).
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 fn millis(d: Duration) -> u64 {
@@ -636,6 +648,16 @@ fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_ids_are_the_first_128_bits_of_the_lower_cased_name_s_sha256_in_hex() {
+        // printf user02@contoso.com | sha256sum → 900dcb41a73faf5c85ddfd406f0115fb…
+        assert_eq!(
+            Cluster::user_id("USER02@contoso.com"),
+            "900dcb41a73faf5c85ddfd406f0115fb"
+        );
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+    }
 
     #[test]
     fn a_redis_url_is_redis_or_rediss_with_a_host_and_its_password_is_never_shown() {
