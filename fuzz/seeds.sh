@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 corpus=$PWD/corpus
-for t in authorization ntlm spnego target cmdlet audit_report kerberos; do
+for t in authorization ntlm spnego target cmdlet audit_report kerberos decide; do
     mkdir -p "corpus/$t"
     rm -f "corpus/$t"/seed-*
 done
@@ -74,6 +74,22 @@ headers |= {'Digest username="CONTOSO\\\\user01", realm="x", nonce="a,b"',
             'Digest realm="a,b", nonce=xyz, username=user01@contoso.com'}
 for h in sorted(headers):
     write('authorization', h)
+
+# Spellings Active Directory takes for one account (case, width, kana type, accents,
+# characters without weight; look-alikes it tells apart; what exgate cannot weigh or
+# confirm): Basic headers, and whole decisions with the name in Basic and as the
+# connection's user (decide: target, Authorization, Cookie, user, split at 0xff).
+import base64
+spellings = ['ｕｓｅｒ０１@contoso.com', 'ＵＳＥＲ０１@Contoso.com', 'usér01@contoso.com',
+             'use\u0301r01@contoso.com', 'user\u00ad01@contoso.com', 'user\u200b01@contoso.com',
+             'user\u200d01', '\ufeffuser01@contoso.com', 'user01\ufe0f', 'user\U000e004101',
+             'CONTOSO\\ｕｓｅｒ０１', 'ＣＯＮＴＯＳＯ＼ＵＳＥＲ０１', 'たなか@contoso.com', 'ﾀﾞﾅｶ',
+             'straße', 'uѕer01@contoso.com', 'user01\U0001f600', 'user01@contoso.com.',
+             'user01@contoso.com ', 'carol\u3000@contoso.com']
+for name in spellings:
+    header = 'Basic ' + base64.b64encode((name + ':P@ssw0rd!').encode()).decode()
+    write('authorization', header)
+    write('decide', b'/mapi/emsmdb/\xff' + header.encode() + b'\xff\xff' + name.encode())
 
 scripts = [s for s in literals(src('src/policy/cmdlet/tests.rs', 'src/policy/tests.rs',
                                     'src/policy/attack_tests.rs', 'tests/it', 'fuzz/fuzz_targets'))

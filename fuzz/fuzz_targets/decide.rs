@@ -1,6 +1,6 @@
 //! The whole pure decision on arbitrary input: target, `Authorization`, `Cookie`, and a
 //! connection identity with an arbitrary user name, against the article's pilot policy.
-//! Never panics.
+//! Never panics; a user name and its folded form look up alike and share an account key.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -9,7 +9,7 @@ use exgate::auth::Scheme;
 use exgate::policy::cmdlet::{ScriptContext, run_script};
 use exgate::policy::{
     ConnectionIdentity, ConnectionSubject, Context, Deployment, Directory, Engine, Mode,
-    OtherPaths, PolicyStore, RequestFacts, Settings, UserEntry,
+    OtherPaths, PolicyStore, RequestFacts, Settings, UserEntry, account_key, fold,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -52,6 +52,14 @@ fuzz_target!(|data: &[u8]| {
     let authorization = parts.next().unwrap_or_default();
     let cookie = parts.next().unwrap_or_default();
     let user = parts.next().map(|u| String::from_utf8_lossy(u).into_owned());
+    if let Some(u) = &user {
+        // Folding as Active Directory compares names is idempotent: a name and its
+        // folded form are one account, to the lookup and to the lockout key.
+        let folded = fold(u);
+        let directory = engine().directory();
+        assert_eq!(directory.lookup(u), directory.lookup(&folded), "{u:?}");
+        assert_eq!(account_key(u), account_key(&folded), "{u:?}");
+    }
     let identity = user.map(|u| ConnectionIdentity {
         scheme: Scheme::Ntlm,
         subject: ConnectionSubject::User(u),

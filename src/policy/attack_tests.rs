@@ -282,6 +282,55 @@ fn every_name_form_of_a_blocked_user_is_blocked() {
     }
 }
 
+/// Red team: spellings Active Directory takes for user01 (MS-ADTS 3.1.1.2.2.4.13:
+/// case, width, kana type, non-spacing marks and characters without weight do not
+/// count) fell back to the organization default. In Basic, Digest, NTLM and Negotiate,
+/// to a protocol only user01's policy blocks: refused. Look-alikes of other scripts are
+/// other accounts to Active Directory too: the organization default decides them.
+#[test]
+fn every_spelling_active_directory_folds_of_a_blocked_user_is_blocked() {
+    let e = engine(Deployment::OnPremises, PILOT);
+    let spellings = [
+        "ｕｓｅｒ０１@contoso.com",
+        "ＵＳＥＲ０１@Contoso.com",
+        "usér01@contoso.com",
+        "use\u{301}r01@contoso.com",
+        "user\u{AD}01@contoso.com",
+        "user\u{200B}01@contoso.com",
+        "user\u{200D}01@contoso.com",
+        "\u{FEFF}user01@contoso.com",
+        "ｕｓé\u{AD}ｒ０１",
+        "CONTOSO\\ｕｓｅｒ０１",
+        "CONTOSO\\user\u{200B}01",
+        "\\ｕｓｅｒ０１",
+        // Fail closed: exgate cannot weigh the emoji, nor confirm the trailing dot.
+        "user01😀@contoso.com",
+        "ｕｓｅｒ０１@contoso.com.",
+    ];
+    for name in spellings {
+        let digest = format!(
+            "Digest username=\"{}\", realm=\"x\"",
+            name.replace('\\', "\\\\")
+        )
+        .into_bytes();
+        let (domain, user) = name.split_once('\\').unwrap_or(("", name));
+        for (what, header) in [
+            ("basic", basic(name)),
+            ("digest", digest),
+            ("ntlm", ntlm_type3(domain, user)),
+            ("negotiate", negotiate_type3(domain, user)),
+        ] {
+            let d = decide(&e, "/mapi/emsmdb/", Some(&header));
+            assert_eq!(d.action, Action::Block, "{what} {name:?}");
+        }
+    }
+    for name in ["uѕer01@contoso.com", "CONTOSO\\uѕer01", "usеr01"] {
+        let d = decide(&e, "/mapi/emsmdb/", Some(&basic(name)));
+        assert_eq!(d.action, Action::Allow, "{name}");
+        assert_eq!(d.user, None, "{name}");
+    }
+}
+
 /// The ProxyShell family, with every place an `Email` value can hide (SPEC §2).
 #[test]
 fn proxyshell_family_is_rejected_wherever_email_hides() {

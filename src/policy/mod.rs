@@ -14,7 +14,7 @@ mod store;
 
 pub use context::{ConnectionIdentity, ConnectionSubject, Context, RequestFacts, TicketRead};
 pub use decision::{Action, Decision, Reason};
-pub use directory::{Directory, DirectoryError, Lookup, UserEntry, UserId};
+pub use directory::{Directory, DirectoryError, Lookup, UserEntry, UserId, account_key, fold};
 pub use engine::{Engine, Evaluation, Mode, OtherPaths, Settings};
 pub use path::{Target, TargetError, classify, password_checked};
 pub use protocol::{Protocol, Switch, SwitchSet};

@@ -249,13 +249,14 @@ impl Shared {
     }
 
     /// The name lockout state is kept under for `identity`: the directory's UPN when
-    /// the name is a declared user's (any of its forms), else the name itself.
+    /// the name is a declared user's (any of its forms), else its account key, as the
+    /// proxy counts it (`Directory::unmapped_key`).
     fn lockout_identity(&self, identity: &str) -> String {
         let snapshot = self.snapshot.load();
         let directory = snapshot.engine.directory();
         match directory.lookup(identity) {
             Lookup::Found(id) => directory.user(id).upn.clone(),
-            Lookup::Unknown | Lookup::Ambiguous => identity.to_owned(),
+            Lookup::Unknown | Lookup::Ambiguous => directory.unmapped_key(identity).into_owned(),
         }
     }
 }

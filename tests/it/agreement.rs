@@ -342,6 +342,17 @@ fn cases() -> Vec<Case> {
             format!("{}[[users]]\nupn = \"user01@contoso.com\"\n", base()),
             "users[1].upn",
         ),
+        // Active Directory compares names ignoring width, case, accents and invisible
+        // characters (MS-ADTS 3.1.1.2.2.4.13): this is user01's name again (a TOML
+        // `\u00AD`, a soft hyphen, included).
+        case(
+            "duplicate upn once folded",
+            format!(
+                "{}[[users]]\nupn = \"ＵＳÉＲ\\u00AD０１@contoso.com\"\n",
+                base()
+            ),
+            "users[1].upn",
+        ),
         case(
             "aliases a string",
             format!(

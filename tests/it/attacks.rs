@@ -287,6 +287,142 @@ async fn every_name_form_of_a_blocked_user_is_refused() {
     }
 }
 
+/// Kind 2, continued (red team): spellings Active Directory takes for user02 — its
+/// UnicodeString comparison ignores case, width, kana type, non-spacing marks and
+/// characters without weight (MS-ADTS 3.1.1.2.2.4.13) — reached Exchange under the
+/// organization default although user02's own policy blocks them. Each gets user02's
+/// policy now: refused, nothing reaches Exchange, and the audit names user02 and the
+/// policy. A Cyrillic look-alike is another account, to Active Directory too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spellings_active_directory_folds_get_the_users_own_policy() {
+    let upstream = Upstream::start().await;
+    let script = "New-AuthenticationPolicy -Name Block -BlockLegacyAuthMapi -BlockLegacyAuthWebServices -BlockLegacyAuthAutodiscover
+Set-User user02 -AuthenticationPolicy Block
+";
+    let gate = Exgate::start(ONPREM, script, &[upstream.url()]).await;
+    let spellings = [
+        "ｕｓｅｒ０２@contoso.com",
+        "usér02@contoso.com",
+        "use\u{301}r02@contoso.com",
+        "user\u{AD}02@contoso.com",
+        "user\u{200B}02@contoso.com",
+        "\u{FEFF}ＵＳＥＲ０２@Contoso.com",
+        "CONTOSO\\ｕｓｅｒ０２",
+    ];
+    for name in spellings {
+        let mut c = gate.client().await;
+        for path in ["/EWS/Exchange.asmx", "/mapi/emsmdb/"] {
+            let r = c
+                .get(path, &[("authorization", &basic(name, "Winter2026!"))])
+                .await;
+            assert_eq!(r.status, 401, "Basic {name:?} {path}");
+        }
+        let (domain, user) = name.split_once('\\').unwrap_or(("", name));
+        let r = c
+            .get(
+                "/EWS/Exchange.asmx",
+                &[("authorization", &ntlm_type3("NTLM", domain, user))],
+            )
+            .await;
+        assert_eq!(r.status, 401, "NTLM {name:?}");
+    }
+    assert!(upstream.requests().is_empty(), "{:?}", upstream.requests());
+    let lines = audit_lines(&gate, 3 * spellings.len()).await;
+    for line in &lines {
+        assert_eq!(
+            (&line["user"], &line["policy"], &line["decision"]),
+            (
+                &serde_json::json!("user02@contoso.com"),
+                &serde_json::json!("Block"),
+                &serde_json::json!("block")
+            ),
+            "{line}"
+        );
+    }
+    // Look-alikes of another script are strangers: the organization default (none) lets
+    // them through to Exchange, which refuses a password for an account it has not.
+    let mut c = gate.client().await;
+    for name in ["uѕer02@contoso.com", "CONTOSO\\usеr02"] {
+        let r = c
+            .get(
+                "/EWS/Exchange.asmx",
+                &[("authorization", &basic(name, "Winter2026!"))],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{name}");
+    }
+}
+
+/// Red team: bad passwords for an account exgate cannot map to a declared user counted
+/// once per spelling (7 spellings × the threshold reached Active Directory). Five
+/// spellings of one undeclared account meet one threshold, and so do five spellings of
+/// a declared one, including those exgate cannot map with certainty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_passwords_under_many_spellings_meet_one_lockout_threshold() {
+    let upstream = Upstream::start().await;
+    let toml = format!("{ONPREM}[lockout]\nthreshold = 3\n");
+    let gate = Exgate::start(&toml, PILOT, &[upstream.url()]).await;
+    let accounts = [
+        [
+            "carol@contoso.com",
+            "CONTOSO\\carol",
+            "carol",
+            "carol@contoso.com.",
+            "carol@contoso.com ",
+        ],
+        [
+            "user02@contoso.com",
+            "ｕｓｅｒ０２@contoso.com",
+            "CONTOSO\\user\u{AD}02",
+            "user02@contoso.com.",
+            "FABRIKAM\\user02",
+        ],
+    ];
+    for spellings in accounts {
+        let before = upstream.requests().len();
+        let mut c = gate.client().await;
+        for round in 0..3 {
+            for name in spellings {
+                let r = c
+                    .get(
+                        "/EWS/Exchange.asmx",
+                        &[("authorization", &basic(name, "wrong-guess"))],
+                    )
+                    .await;
+                assert_eq!(r.status, 401, "round {round}: {name:?}");
+            }
+        }
+        // 15 bad passwords under 5 spellings: 3 reached Exchange, as for one spelling.
+        assert_eq!(upstream.requests().len() - before, 3, "{spellings:?}");
+    }
+    // The AD FS account cmdlets find that one count under any spelling, and reset it.
+    let cmdlet = |script: &'static str| async move {
+        let mut c = Client::connect(gate.running.admin_addr).await;
+        let r = c.send("POST", "/cmdlet", &[], full(script)).await.unwrap();
+        assert_eq!(r.status, 200, "{script}");
+        String::from_utf8(r.body.to_vec()).unwrap()
+    };
+    let out = cmdlet("Get-AdfsAccountActivity -Identity 'ＣＯＮＴＯＳＯ\\Ｃａｒｏｌ'").await;
+    assert!(out.contains("BadPwdCountUnknown     : 3"), "{out}");
+    cmdlet("Reset-AdfsAccountLockout 'carol@contoso.com.' -Location Unknown").await;
+    let out = cmdlet("Get-AdfsAccountActivity -Identity carol").await;
+    assert!(out.contains("BadPwdCountUnknown     : 0"), "{out}");
+    let before = upstream.requests().len();
+    let mut c = gate.client().await;
+    let r = c
+        .get(
+            "/EWS/Exchange.asmx",
+            &[("authorization", &basic("carol@contoso.com", "wrong-again"))],
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        upstream.requests().len(),
+        before + 1,
+        "reset: reaches Exchange"
+    );
+}
+
 /// Kind 3: the ProxyShell family with an allowed user's Basic credentials: 400, nothing
 /// reaches Exchange. Legitimate Autodiscover v2 requests still do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -300,7 +300,11 @@ impl Connection {
         // The decision usually found the user already; look up only when it did not.
         // A request decided as its connection's user presented no password: it is
         // neither a lockout attempt nor a spray name.
+        // A name that is no declared user's counts under its account key, so that the
+        // spellings Active Directory takes for one account (`carol@contoso.com`,
+        // `CONTOSO\carol`, `carol@contoso.com.`) meet one threshold, not one each.
         let directory = snapshot.engine.directory();
+        let unmapped;
         let protect_key: Option<&str> = match (decision.connection, decision.user, user.as_deref())
         {
             (true, _, _) => None,
@@ -310,7 +314,10 @@ impl Connection {
             (false, None, Some(u)) if !decision.action.forwards() => Some(u),
             (false, None, Some(u)) => Some(match directory.lookup(u) {
                 Lookup::Found(id) => &directory.user(id).upn,
-                Lookup::Unknown | Lookup::Ambiguous => u,
+                Lookup::Unknown | Lookup::Ambiguous => {
+                    unmapped = directory.unmapped_key(u);
+                    &unmapped
+                }
             }),
             (false, None, None) => None,
         };
