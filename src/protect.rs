@@ -638,15 +638,30 @@ mod tests {
         // A success releases too, and clears the count: the next attempts are admitted.
         let q = protect(2);
         let home = ip("192.0.2.7");
-        assert!(matches!(q.admit("user02", home, t0), Admission::Admitted(_)));
-        assert!(matches!(q.admit("user02", home, t0), Admission::Admitted(_)));
-        assert_eq!(q.admit("user02", home, t0), Admission::Busy(Location::Unknown));
+        assert!(matches!(
+            q.admit("user02", home, t0),
+            Admission::Admitted(_)
+        ));
+        assert!(matches!(
+            q.admit("user02", home, t0),
+            Admission::Admitted(_)
+        ));
+        assert_eq!(
+            q.admit("user02", home, t0),
+            Admission::Busy(Location::Unknown)
+        );
         q.release("user02", Location::Unknown);
-        assert!(matches!(q.admit("user02", home, t0), Admission::Admitted(_)));
+        assert!(matches!(
+            q.admit("user02", home, t0),
+            Admission::Admitted(_)
+        ));
         // After the window, the failures are forgotten but not the attempts in flight.
         let later = t0 + Duration::from_secs(1800);
         p.release("user01", Location::Unknown); // no-op: nothing in flight
-        assert!(matches!(p.admit("user01", attacker, later), Admission::Admitted(_)));
+        assert!(matches!(
+            p.admit("user01", attacker, later),
+            Admission::Admitted(_)
+        ));
     }
 
     #[test]

@@ -315,7 +315,10 @@ fn only_an_authenticating_resource_s_answer_says_the_password_was_right() {
         ("/EWS/healthcheck.htm", "GET"),
         ("/ews/HealthCheck.htm/", "GET"),
         ("/mapi/healthcheck.htm?x=1", "GET"),
-        ("/autodiscover/autodiscover.json/v1.0/a@contoso.com?Protocol=EWS", "GET"),
+        (
+            "/autodiscover/autodiscover.json/v1.0/a@contoso.com?Protocol=EWS",
+            "GET",
+        ),
         ("/owa/", "GET"),
         ("/owa/auth/logon.aspx", "POST"),
         ("/ecp/", "GET"),
