@@ -376,7 +376,7 @@ impl Cluster {
             spray_flagged: flagged == 1,
             success_changes_state: changes == 1,
             busy: busy == 1,
-            reserved: (reserved == 1).then(|| InFlight {
+            reserved: (reserved == 1).then_some(InFlight {
                 key: if familiar == 1 {
                     familiar_key
                 } else {
