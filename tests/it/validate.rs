@@ -65,7 +65,7 @@ fn every_error_is_listed_with_its_key_or_line_and_exit_is_78() {
         "{err}"
     );
     assert!(
-        err.contains("exchange.deployment: \"cloud\" is not one of \"online\", \"onpremises\""),
+        err.contains("exchange.deployment: is not one of \"online\", \"onpremises\""),
         "{err}"
     );
 }
