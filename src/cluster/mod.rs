@@ -152,7 +152,7 @@ impl LogState {
             aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &input);
         LogState {
             version: self.version + 1,
-            digest: digest.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
+            digest: hex(digest.as_ref()),
         }
     }
 }

@@ -16,7 +16,7 @@ pub use context::{ConnectionIdentity, ConnectionSubject, Context, RequestFacts, 
 pub use decision::{Action, Decision, Reason};
 pub use directory::{Directory, DirectoryError, Lookup, UserEntry, UserId, account_key, fold};
 pub use engine::{Engine, Evaluation, Mode, OtherPaths, Settings};
-pub use path::{Target, TargetError, classify, password_checked};
+pub use path::{Target, TargetError, answer_checks_password, classify, password_checked};
 pub use protocol::{Protocol, Switch, SwitchSet};
 pub use proxyshell::autodiscover_v2_request_refused;
 pub use store::{AuthenticationPolicy, Deployment, PolicyId, PolicyStore};

@@ -80,12 +80,15 @@ pub struct Target {
 /// A wrong password sent to such a resource comes back 200 as well: counted as a success
 /// it would clear an attacker's count at will.
 pub fn password_checked(target: &str, method: &str) -> bool {
+    classify(target).is_ok_and(|t| answer_checks_password(&t, target, method))
+}
+
+/// [`password_checked`] for a target already classified as `t` (the request path's
+/// evaluation did it once): `target` is the same request target, as sent.
+pub fn answer_checks_password(t: &Target, target: &str, method: &str) -> bool {
     if method.eq_ignore_ascii_case("OPTIONS") || method.eq_ignore_ascii_case("HEAD") {
         return false;
     }
-    let Ok(t) = classify(target) else {
-        return false;
-    };
     let path = target.split(['?', '#']).next().unwrap_or("");
     let health_check = path
         .trim_end_matches('/')

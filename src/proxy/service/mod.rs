@@ -229,7 +229,7 @@ impl Connection {
         // Phase: decide (pure), then validate a bearer token. The credentials, password
         // included, are dropped before anything is forwarded or answered.
         let has_body = !req.body().is_end_stream();
-        let (mut decision, token_refusal, credentials, user, ticket_client) = {
+        let (mut decision, token_refusal, credentials, user, ticket_client, classified) = {
             let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
             let headers = req.headers().get_all(header::AUTHORIZATION);
             // Only the ProxyShell guard reads cookies, and only on Autodiscover v2 paths.
@@ -278,6 +278,7 @@ impl Connection {
                 eval.credentials,
                 user,
                 ticket_client,
+                eval.target,
             )
         };
         if credentials.authenticates_connection() {
@@ -361,8 +362,15 @@ impl Connection {
         drop(auth);
         let (parts, body) = req.into_parts();
         let head = self.forward_head(parts);
+        // The target as the evaluation classified it (not classified a second time).
         let password_checked = attempt.is_some()
-            && crate::policy::password_checked(head.path_and_query.as_str(), head.method.as_str());
+            && classified.is_some_and(|t| {
+                crate::policy::answer_checks_password(
+                    &t,
+                    head.path_and_query.as_str(),
+                    head.method.as_str(),
+                )
+            });
         let idle = self.idle_timeout(decision.protocol);
         self.write_idle.set(idle);
         let mut fault = None;

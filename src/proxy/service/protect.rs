@@ -69,17 +69,11 @@ impl Connection {
         // This instance's count, kept whatever Redis says (it decides during an outage).
         let admission =
             (forwards && config.lockout_enabled && enforce).then(|| protect.admit(user, ip, now));
-        let mut attempt = Attempt {
-            shared: self.shared.clone(),
-            user: user.to_owned(),
-            ip,
-            local: match admission {
-                Some(Admission::Admitted(location)) => Some(location),
-                _ => None,
-            },
-            fleet: None,
-            success_changes: true,
+        let local = match admission {
+            Some(Admission::Admitted(location)) => Some(location),
+            _ => None,
         };
+        let (mut fleet_reserved, mut success_changes) = (None, true);
         let fleet = match &self.shared.cluster {
             Some(cluster) => {
                 let reserve = forwards && enforce;
@@ -98,8 +92,8 @@ impl Connection {
         let spray_blocking = config.spray_enabled && config.spray_block;
         let (flagged_now, spray_blocked, refusal) = match fleet {
             Some(c) => {
-                attempt.fleet = c.reserved.clone();
-                attempt.success_changes = c.success_changes_state;
+                fleet_reserved = c.reserved;
+                success_changes = c.success_changes_state;
                 if let Some(location) = c.locked_out {
                     protect.note_lockout(user, location, now);
                 }
@@ -129,13 +123,20 @@ impl Connection {
             tracing::warn!(client = %ip, "password spray suspected: many user names from one address");
         }
         if !forwards {
-            return (None, None);
+            return (None, None); // nothing was counted in flight
         }
-        if spray_blocked {
-            return (Some(Reason::SpraySuspect), None);
-        }
-        match refusal {
-            Some(reason) => (Some(reason), None), // the attempt is released on drop
+        // Built only for a forwarded attempt (blocked requests, the hot path, skip it); a
+        // refused one that was counted in flight is released as it drops here.
+        let attempt = Attempt {
+            shared: self.shared.clone(),
+            user: user.to_owned(),
+            ip,
+            local,
+            fleet: fleet_reserved,
+            success_changes,
+        };
+        match spray_blocked.then_some(Reason::SpraySuspect).or(refusal) {
+            Some(reason) => (Some(reason), None),
             None => (None, Some(attempt)),
         }
     }
