@@ -51,6 +51,7 @@ macro_rules! errln {
 
 pub mod audit;
 pub mod auth;
+pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod cluster;

@@ -1,12 +1,11 @@
-//! The verified-token cache: a repeated token costs a hash lookup and a comparison, not
-//! an RSA verification. Bounded, sharded so that connections rarely meet on one lock,
-//! keyed by the token's signature (itself a digest of the signed token), and each entry
-//! holds the whole token so that only the very same token is ever a hit.
+//! The token caches: a repeated token costs a hash lookup and a comparison, not an RSA
+//! verification, whether it verified ([`VerifiedCache`]) or failed ([`FailedCache`]).
+//! Both are [`crate::cache`] maps, bounded and sharded.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-const SHARDS: usize = 16;
+use super::TokenError;
+use crate::cache::{BoundedCache, Digest, DigestCache};
 
 /// What exgate learned from a token it verified.
 #[derive(Debug)]
@@ -45,10 +44,11 @@ impl Verified {
     }
 }
 
-/// A bounded map from token to [`Verified`].
+/// A bounded map from token to [`Verified`], keyed by the token's signature (itself a
+/// digest of the signed token); each entry holds the whole token, so that only the very
+/// same token is ever a hit.
 pub struct VerifiedCache {
-    shards: Vec<RwLock<HashMap<Box<str>, Arc<Verified>>>>,
-    per_shard: usize,
+    map: BoundedCache<Box<str>, Arc<Verified>>,
 }
 
 /// The signature segment of a compact JWS, the cache key.
@@ -56,70 +56,36 @@ fn signature(token: &str) -> &str {
     token.rsplit_once('.').map_or(token, |(_, s)| s)
 }
 
-fn shard_of(sig: &str) -> usize {
-    // Signature bytes are uniformly distributed; a few of them pick the shard.
-    sig.bytes().rev().take(8).fold(0usize, |a, b| {
-        a.wrapping_mul(31).wrapping_add(usize::from(b))
-    }) % SHARDS
-}
-
 impl VerifiedCache {
     /// A cache of at most `max_entries` tokens; 0 caches nothing.
     pub fn new(max_entries: usize) -> VerifiedCache {
-        let shards = if max_entries == 0 { 0 } else { SHARDS };
         VerifiedCache {
-            shards: (0..shards).map(|_| RwLock::new(HashMap::new())).collect(),
-            per_shard: max_entries.div_ceil(SHARDS).max(1),
+            map: BoundedCache::new(max_entries),
         }
     }
 
     /// Whether the cache keeps anything (`tokens.cache_max_entries` > 0).
     pub fn is_enabled(&self) -> bool {
-        !self.shards.is_empty()
+        self.map.is_enabled()
     }
 
     /// The entry for exactly this token, if it is still valid at `now`.
     pub fn get(&self, token: &str, now: u64) -> Option<Arc<Verified>> {
-        if self.shards.is_empty() {
-            return None;
-        }
-        let sig = signature(token);
-        let shard = self.shards[shard_of(sig)]
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        shard
-            .get(sig)
-            .filter(|v| *v.token == *token && now <= v.valid_until)
-            .cloned()
+        self.map
+            .get(signature(token), now)
+            .filter(|v| *v.token == *token)
     }
 
-    /// Remembers a verified token, evicting expired entries (or, when none has expired,
-    /// an arbitrary one) to stay within the bound.
+    /// Remembers a verified token until it expires.
     pub fn insert(&self, verified: Arc<Verified>, now: u64) {
-        if self.shards.is_empty() {
-            return;
-        }
-        let sig: Box<str> = signature(&verified.token).into();
-        let mut shard = self.shards[shard_of(&sig)]
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        if shard.len() >= self.per_shard && !shard.contains_key(&sig) {
-            shard.retain(|_, v| now <= v.valid_until);
-            if shard.len() >= self.per_shard
-                && let Some(victim) = shard.keys().next().cloned()
-            {
-                shard.remove(&victim);
-            }
-        }
-        shard.insert(sig, verified);
+        let sig = signature(&verified.token).into();
+        let until = verified.valid_until;
+        self.map.insert(sig, verified, until, now);
     }
 
     /// How many tokens are cached.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.map.len()
     }
 
     /// Whether nothing is cached.
@@ -128,9 +94,77 @@ impl VerifiedCache {
     }
 }
 
+/// How long a failed verification is remembered. Its outcome cannot change while the
+/// issuer's key set stays the same (the same bytes never verify under the same keys, and
+/// an expired or wrongly addressed token stays so); the bound only returns memory.
+pub const FAILED_TTL_SECONDS: u64 = 600;
+
+/// A token that failed after its key was found: what it failed with, and under which
+/// key set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Failed {
+    /// Index of the issuer whose key set refused it.
+    pub issuer: usize,
+    /// That key set's [`KeySet::generation`](super::KeySet::generation): a new set
+    /// (rotation, removal, or any refresh) voids the entry.
+    pub generation: u64,
+    /// The refusal.
+    pub error: TokenError,
+}
+
+/// Recent failed verifications, keyed by the SHA-256 of the whole token, so that a forged
+/// token sent in a loop pays one RSA verification, not one per request. Bounded
+/// separately from [`VerifiedCache`]: a flood of distinct forgeries evicts only other
+/// forgeries, never a legitimate client's verified token. Entries are a fixed 56 bytes
+/// whatever the token's size.
+pub struct FailedCache {
+    map: DigestCache<Failed>,
+}
+
+impl FailedCache {
+    /// A cache of at most `max_entries` failures; 0 caches nothing.
+    pub fn new(max_entries: usize) -> FailedCache {
+        FailedCache {
+            map: DigestCache::new(max_entries),
+        }
+    }
+
+    /// Whether the cache keeps anything.
+    pub fn is_enabled(&self) -> bool {
+        self.map.is_enabled()
+    }
+
+    /// The failure remembered for the token whose digest is `key`, if any at `now`.
+    pub fn get(&self, key: &Digest, now: u64) -> Option<Failed> {
+        self.map.get(key, now)
+    }
+
+    /// Remembers a failure for [`FAILED_TTL_SECONDS`].
+    pub fn insert(&self, key: Digest, failed: Failed, now: u64) {
+        self.map
+            .insert(key, failed, now.saturating_add(FAILED_TTL_SECONDS), now);
+    }
+
+    /// Forgets a failure (its key set has changed).
+    pub fn remove(&self, key: &Digest) {
+        self.map.remove(key);
+    }
+
+    /// How many failures are remembered.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::{SHARDS, digest};
 
     fn verified(token: &str, valid_until: u64) -> Arc<Verified> {
         Arc::new(Verified::new(
@@ -183,5 +217,44 @@ mod tests {
         }
         cache.insert(verified("h.p.new", 5000), 100);
         assert!(cache.get("h.p.new", 100).is_some());
+    }
+
+    fn failed(generation: u64) -> Failed {
+        Failed {
+            issuer: 0,
+            generation,
+            error: TokenError::BadSignature,
+        }
+    }
+
+    #[test]
+    fn a_failure_is_remembered_for_its_ttl_and_only_for_that_token() {
+        let cache = FailedCache::new(100);
+        cache.insert(digest(b"h.p.forged"), failed(7), 1000);
+        assert_eq!(cache.get(&digest(b"h.p.forged"), 1000), Some(failed(7)));
+        assert_eq!(
+            cache.get(&digest(b"h.p.forged"), 1000 + FAILED_TTL_SECONDS),
+            Some(failed(7))
+        );
+        assert_eq!(
+            cache.get(&digest(b"h.p.forged"), 1001 + FAILED_TTL_SECONDS),
+            None
+        );
+        assert_eq!(cache.get(&digest(b"h.p.forgee"), 1000), None);
+        cache.remove(&digest(b"h.p.forged"));
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn a_flood_of_distinct_forgeries_stays_within_the_bound() {
+        let cache = FailedCache::new(1000);
+        for i in 0..100_000u32 {
+            let token = format!("h.p.{i:08}");
+            cache.insert(digest(token.as_bytes()), failed(1), u64::from(i / 1000));
+        }
+        assert!(cache.len() <= 1000 + SHARDS, "{}", cache.len());
+        // The newest are kept.
+        assert!(cache.get(&digest(b"h.p.00099999"), 99).is_some());
+        assert!(FailedCache::new(0).get(&digest(b"x"), 0).is_none());
     }
 }

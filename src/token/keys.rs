@@ -53,13 +53,20 @@ pub struct KeySet {
     by_kid: HashMap<String, DecodingKey>,
     /// A lone key without `kid` (static lab JWKS files), used for tokens without `kid`.
     unnamed: Option<DecodingKey>,
+    generation: u64,
 }
+
+/// The last [`KeySet::generation`] given out.
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl KeySet {
     /// Parses a JWKS document, keeping the signature keys exgate can use.
     pub fn from_jwks(json: &[u8]) -> Result<KeySet, String> {
         let set: JwkSet = serde_json::from_slice(json).map_err(|e| e.to_string())?;
-        let mut keys = KeySet::default();
+        let mut keys = KeySet {
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+            ..KeySet::default()
+        };
         let mut unnamed = Vec::new();
         for jwk in &set.keys {
             if matches!(&jwk.common.public_key_use, Some(u) if *u != PublicKeyUse::Signature)
@@ -93,6 +100,13 @@ impl KeySet {
             Some(kid) => self.by_kid.get(kid),
             None => self.unnamed.as_ref(),
         }
+    }
+
+    /// This set's number, unique in the process: every parsed key document gets a new
+    /// one, even when it holds the same keys as the last, so a remembered failure
+    /// ([`super::FailedCache`]) never outlives the key set that refused it.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// How many keys the set holds.

@@ -23,7 +23,7 @@ use jsonwebtoken::Algorithm;
 use jsonwebtoken::errors::ErrorKind;
 use serde::Deserialize;
 
-pub use cache::{Verified, VerifiedCache};
+pub use cache::{FAILED_TTL_SECONDS, Failed, FailedCache, Verified, VerifiedCache};
 pub use claims::{AUTHN_METHODS_REFERENCES, Claims, MULTIPLE_AUTHN};
 pub use error::TokenError;
 pub use issuer::IssuerPattern;
@@ -59,6 +59,7 @@ struct JoseHeader {
 pub struct TokenValidator {
     issuers: Vec<Issuer>,
     cache: VerifiedCache,
+    failed: FailedCache,
     auth_context_ids: Vec<String>,
     metrics: Arc<Metrics>,
 }
@@ -123,6 +124,7 @@ impl TokenValidator {
         Some(TokenValidator {
             issuers,
             cache: VerifiedCache::new(config.cache_max_entries),
+            failed: FailedCache::new(config.cache_max_entries),
             auth_context_ids: config.auth_context_ids.clone(),
             metrics,
         })
@@ -186,6 +188,25 @@ impl TokenValidator {
                 return Ok((hit, true));
             }
         }
+        // A token that failed before under the same key set fails again: its digest is
+        // all it costs (a forged token in a loop pays one RSA verification, not one per
+        // request).
+        let digest = self
+            .failed
+            .is_enabled()
+            .then(|| crate::cache::digest(token.as_bytes()));
+        if let Some(digest) = &digest
+            && let Some(failed) = self.failed.get(digest, now)
+        {
+            let same_keys = self.issuers[failed.issuer]
+                .keys
+                .current()
+                .is_some_and(|keys| keys.generation() == failed.generation);
+            if same_keys {
+                return Err(failed.error);
+            }
+            self.failed.remove(digest);
+        }
 
         let (message, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
         let (header, payload) = message.split_once('.').ok_or(TokenError::Malformed)?;
@@ -244,6 +265,49 @@ impl TokenValidator {
             }
         };
         let key = keys.get(kid).ok_or(TokenError::UnknownKey)?;
+        let valid_until = match issuer.check_signed(key, alg, message, signature, &claims, now) {
+            Ok(valid_until) => valid_until,
+            Err(error) => {
+                // Remembered unless time could change it (a token not yet valid).
+                if let Some(digest) = digest
+                    && error != TokenError::NotYetValid
+                {
+                    let failed = Failed {
+                        issuer: index,
+                        generation: keys.generation(),
+                        error,
+                    };
+                    self.failed.insert(digest, failed, now);
+                }
+                return Err(error);
+            }
+        };
+        let verified = Arc::new(Verified::new(
+            if self.cache.is_enabled() { token } else { "" },
+            index,
+            header.kid,
+            valid_until,
+            claims.user().map(str::to_owned),
+            claims.has_mfa(&self.auth_context_ids),
+        ));
+        self.cache.insert(verified.clone(), now);
+        Ok((verified, false))
+    }
+}
+
+impl Issuer {
+    /// Checks the signature over `message`, then `exp` and `nbf` (with the issuer's
+    /// leeway) and the audience; the token's last instant (Unix seconds) when all hold.
+    /// Each failure is a function of the token, this key and, for `nbf` only, the time.
+    fn check_signed(
+        &self,
+        key: &jsonwebtoken::DecodingKey,
+        alg: Algorithm,
+        message: &str,
+        signature: &str,
+        claims: &Claims,
+        now: u64,
+    ) -> Result<u64, TokenError> {
         match jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, alg) {
             Ok(true) => {}
             Ok(false) => return Err(TokenError::BadSignature),
@@ -253,7 +317,7 @@ impl TokenValidator {
             }
             Err(_) => return Err(TokenError::BadSignature),
         }
-        let leeway = issuer.config.leeway.as_secs();
+        let leeway = self.config.leeway.as_secs();
         let exp = claims.exp.ok_or(TokenError::Malformed)?;
         if exp.saturating_add(leeway) < now {
             return Err(TokenError::Expired);
@@ -266,24 +330,13 @@ impl TokenValidator {
         }
         if !claims
             .aud
-            .any(|a| issuer.config.audiences.iter().any(|x| x == a))
+            .any(|a| self.config.audiences.iter().any(|x| x == a))
         {
             return Err(TokenError::Audience);
         }
-        let verified = Arc::new(Verified::new(
-            if self.cache.is_enabled() { token } else { "" },
-            index,
-            header.kid,
-            exp.saturating_add(leeway),
-            claims.user().map(str::to_owned),
-            claims.has_mfa(&self.auth_context_ids),
-        ));
-        self.cache.insert(verified.clone(), now);
-        Ok((verified, false))
+        Ok(exp.saturating_add(leeway))
     }
-}
 
-impl Issuer {
     /// Where this issuer's keys come from.
     #[cfg(all(test, feature = "lab"))]
     fn keys_source(&self) -> &KeySource {

@@ -296,3 +296,102 @@ mod properties {
         F.get_or_init(fixture).await
     }
 }
+
+#[tokio::test]
+async fn a_forged_token_is_refused_from_the_failed_cache_until_the_key_set_changes() {
+    let f = fixture().await;
+    // Signed by another key under the published kid: a bad signature, remembered.
+    let impostor = SigningKey::generate("k1");
+    let forged = impostor.sign(&claims(true));
+    assert_eq!(
+        f.check(&forged).await.unwrap_err(),
+        TokenError::BadSignature
+    );
+    assert_eq!(f.validator.failed.len(), 1);
+    assert_eq!(
+        f.check(&forged).await.unwrap_err(),
+        TokenError::BadSignature
+    );
+    assert_eq!(f.validator.failed.len(), 1);
+    let text = f.metrics.render();
+    assert!(
+        text.contains(r#"exgate_token_validations_total{result="bad_signature"} 2"#),
+        "{text}"
+    );
+    // The issuer now publishes that very key under that kid: the remembered failure
+    // belonged to the old key set and must not refuse the token.
+    let KeySource::JwksFile(path) = &f.validator.issuers[0].keys_source() else {
+        panic!()
+    };
+    std::fs::write(path, jwks(&[&impostor])).unwrap();
+    f.validator.refresh_all().await;
+    assert!(f.check(&forged).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_key_removed_from_the_jwks_voids_both_caches() {
+    let f = fixture().await;
+    let good = f.key.sign(&claims(true));
+    let forged = SigningKey::generate("k1").sign(&claims(true));
+    f.check(&good).await.unwrap();
+    assert_eq!(
+        f.check(&forged).await.unwrap_err(),
+        TokenError::BadSignature
+    );
+    assert_eq!((f.validator.cache.len(), f.validator.failed.len()), (1, 1));
+    let KeySource::JwksFile(path) = &f.validator.issuers[0].keys_source() else {
+        panic!()
+    };
+    std::fs::write(path, jwks(&[&SigningKey::generate("k2")])).unwrap();
+    f.validator.refresh_all().await;
+    // Neither the verified nor the failed entry answers: both tokens are looked at
+    // again, and their kid is no longer published.
+    assert_eq!(f.check(&good).await.unwrap_err(), TokenError::UnknownKey);
+    assert_eq!(f.check(&forged).await.unwrap_err(), TokenError::UnknownKey);
+}
+
+#[tokio::test]
+async fn only_failures_time_cannot_change_are_remembered() {
+    let f = fixture().await;
+    let now = i64::try_from(now()).unwrap();
+    let mut early = claims(true);
+    early["nbf"] = (now + 1000).into();
+    assert_eq!(
+        f.check(&f.key.sign(&early)).await.unwrap_err(),
+        TokenError::NotYetValid
+    );
+    assert_eq!(f.validator.failed.len(), 0);
+    // Failures before any key is used are cheap already and not remembered either (a
+    // flood of garbage must not evict remembered forgeries).
+    assert!(f.check("a.b.c").await.is_err());
+    let mut other = claims(true);
+    other["iss"] = "https://evil.example/".into();
+    assert_eq!(
+        f.check(&f.key.sign(&other)).await.unwrap_err(),
+        TokenError::UntrustedIssuer
+    );
+    assert_eq!(f.validator.failed.len(), 0);
+    let mut expired = claims(true);
+    expired["exp"] = (now - 1000).into();
+    let expired = f.key.sign(&expired);
+    assert_eq!(f.check(&expired).await.unwrap_err(), TokenError::Expired);
+    assert_eq!(f.check(&expired).await.unwrap_err(), TokenError::Expired);
+    assert_eq!(f.validator.failed.len(), 1);
+}
+
+#[tokio::test]
+async fn a_cache_size_of_zero_remembers_no_failure() {
+    let key = SigningKey::generate("k1");
+    let mut config = config(KeySource::JwksFile(jwks_file(&jwks(&[&key]))));
+    config.cache_max_entries = 0;
+    let validator = TokenValidator::new(&config, Arc::new(Metrics::new())).unwrap();
+    validator.refresh_all().await;
+    let forged = SigningKey::generate("k1").sign(&claims(true));
+    for _ in 0..2 {
+        assert_eq!(
+            validator.validate(forged.as_bytes()).await.unwrap_err(),
+            TokenError::BadSignature
+        );
+    }
+    assert!(validator.failed.is_empty() && validator.cache.is_empty());
+}

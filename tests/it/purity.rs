@@ -67,7 +67,7 @@ fn the_scan_catches_what_it_looks_for() {
 /// which own their settings types; `proxy` (with its admin API) runs what `config`
 /// built; `cluster` is the fleet's Redis side of lockout, spray and the policy log;
 /// `metrics` knows no module that records into it.
-const LAYERS: [&[&str]; 11] = [
+const LAYERS: [&[&str]; 12] = [
     &["cli"],
     &["load"],
     &["lab", "report"],
@@ -79,6 +79,7 @@ const LAYERS: [&[&str]; 11] = [
     &["metrics"],
     &["policy"],
     &["auth"],
+    &["cache"],
 ];
 
 fn layer(module: &str) -> Option<usize> {
