@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# exgate against HAProxy 2.6 (Debian) doing the same enforcement, side by side, on
-# loopback only. Proxies run pinned to core 0; wrk and the fast upstream to core 1.
+# exgate against HAProxy 2.6 and Apache 2.4 + mod_auth_openidc (Debian) doing the same
+# enforcement, side by side, on loopback only. Proxies run pinned to core 0; wrk and the
+# fast upstream to core 1.
 #
 #   benches/compare.sh                      # DURATION=5 CONNS=32 ROUNDS=1
 #   DURATION=10 ROUNDS=2 benches/compare.sh
 #   BASELINE=/tmp/exgate-old benches/compare.sh   # also an earlier exgate build, same config
+#   EXGATE=/tmp/exgate-new benches/compare.sh     # that build, not the working tree's
 #
 # Workloads: anonymous pass-through (GET /owa/), bearer+MFA on /mapi/ (a pool of 300
-# distinct RS256 tokens), blocked Basic on /ews/, and an 80/20 mix (bearer+MFA / blocked
-# Basic) across /mapi, /ews, /autodiscover, /oab. Targets: the upstream reached directly,
-# a plain HAProxy pass-through, HAProxy enforcing (benches/peers/haproxy-enforce.cfg),
-# exgate, and exgate with its verified-token cache off. For each: requests/s, p50/p99
-# latency (wrk), and the proxy's CPU per request from /proc/PID/stat.
+# distinct RS256 tokens), blocked Basic on /ews/, an 80/20 mix (bearer+MFA / blocked
+# Basic) across /mapi, /ews, /autodiscover, /oab, and bad signatures on /mapi/ (the same
+# 300 tokens, one signature character changed: every one must be refused). Targets: the
+# upstream reached directly, a plain HAProxy pass-through, HAProxy enforcing
+# (benches/peers/haproxy-enforce.cfg), Apache + mod_auth_openidc enforcing
+# (benches/peers/apache.conf), exgate, and exgate with its verified-token cache off. For
+# each: requests/s, p50/p99 latency (wrk), and the proxy's CPU per request from
+# /proc/PID/stat (for Apache, its parent and every child process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,11 +24,16 @@ DURATION=${DURATION:-5}
 CONNS=${CONNS:-32}
 ROUNDS=${ROUNDS:-1}
 
-for tool in haproxy wrk taskset python3 curl; do
-    command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq haproxy wrk util-linux python3 curl >/dev/null; break; }
+for tool in haproxy wrk taskset python3 curl apache2; do
+    command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq haproxy wrk util-linux python3 curl apache2 >/dev/null; break; }
 done
-cargo build --release --quiet
-EXGATE=$PWD/target/release/exgate
+[ -e /usr/lib/apache2/modules/mod_auth_openidc.so ] || { apt-get update -qq && apt-get install -y -qq libapache2-mod-auth-openidc >/dev/null; }
+# EXGATE names a build to measure instead of building the working tree (which other
+# work may be changing while this runs).
+if [ -z "${EXGATE:-}" ]; then
+    cargo build --release --quiet
+    EXGATE=$PWD/target/release/exgate
+fi
 . benches/common.sh
 TENANT=6f3b5b2a-1c4d-4e8f-9a0b-7c6d5e4f3a2b
 export ISSUER="https://sts.windows.net/$TENANT/" AUDIENCE="https://outlook.office365.com"
@@ -33,6 +43,18 @@ export ISSUER="https://sts.windows.net/$TENANT/" AUDIENCE="https://outlook.offic
 "$EXGATE" token --dir "$WORK/keys" --jwks > "$WORK/jwks.json"
 "$EXGATE" token --dir "$WORK/keys" --count 300 > "$WORK/tokens.txt"
 export KEY_PEM="$WORK/key.pem" TOKENS="$WORK/tokens.txt"
+KID=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["keys"][0]["kid"])' "$WORK/jwks.json")
+export KID
+# Forged tokens: the same header and claims, one signature character changed to another
+# base64url character (not the last, whose low bits are padding), so the signature still
+# decodes to 256 bytes and only the RSA verification refuses it.
+python3 - "$WORK/tokens.txt" > "$WORK/badsig.txt" <<'PY'
+import sys
+for line in open(sys.argv[1]):
+    head, payload, sig = line.strip().split(".")
+    c = "B" if sig[100] != "B" else "C"
+    print(".".join([head, payload, sig[:100] + c + sig[101:]]))
+PY
 
 UP_PORT=$(free_port); export UP_PORT
 start() { # name core command…
@@ -44,6 +66,13 @@ start() { # name core command…
 FE_PORT=$UP_PORT start upstream 1 haproxy -f benches/peers/haproxy-upstream.cfg
 PLAIN_PORT=$(free_port); FE_PORT=$PLAIN_PORT start plain 0 haproxy -f benches/peers/haproxy-plain.cfg
 ENF_PORT=$(free_port); FE_PORT=$ENF_PORT start haproxy 0 haproxy -f benches/peers/haproxy-enforce.cfg
+# Apache's ServerRoot, pid file, runtime dir and error log live in $WORK/apache; the
+# parent stays in the foreground as the process started here (it reads the key and opens
+# the files; as root, its child drops to www-data). Nothing under /etc/apache2 is used.
+APACHE_PORT=$(free_port); APACHE_DIR="$WORK/apache"; mkdir -p "$APACHE_DIR"
+APACHE_THREADS=$((CONNS > 64 ? CONNS : 64))
+export APACHE_PORT APACHE_DIR APACHE_THREADS
+start apache 0 apache2 -f "$PWD/benches/peers/apache.conf" -DFOREGROUND
 
 exgate_config() { # port cache_entries
     cat <<EOF
@@ -78,27 +107,36 @@ if [ -n "${BASELINE:-}" ]; then
     EXGATES="exgate baseline"
 fi
 
-port_of() { case $1 in upstream) echo "$UP_PORT";; plain) echo "$PLAIN_PORT";; haproxy) echo "$ENF_PORT";; exgate) echo "$EXG_PORT";; nocache) echo "$NOCACHE_PORT";; baseline) echo "$BASE_PORT";; esac; }
-for t in upstream plain haproxy $EXGATES nocache; do
+port_of() { case $1 in upstream) echo "$UP_PORT";; plain) echo "$PLAIN_PORT";; haproxy) echo "$ENF_PORT";; apache) echo "$APACHE_PORT";; exgate) echo "$EXG_PORT";; nocache) echo "$NOCACHE_PORT";; baseline) echo "$BASE_PORT";; esac; }
+for t in upstream plain haproxy apache $EXGATES nocache; do
     for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$(port_of $t)/owa/" && break; sleep 0.1; done
 done
 
-# Both enforcers must agree before anything is measured.
-TOKEN=$(head -1 "$TOKENS")
+# The enforcers must agree before anything is measured. The forged token is checked right
+# after its genuine twin was accepted (and cached, where there is a cache).
+TOKEN=$(head -1 "$TOKENS") BADSIG=$(head -1 "$WORK/badsig.txt")
+NO_MFA=$("$EXGATE" token --dir "$WORK/keys" --no-mfa)
 check() { # target path header expected
     local got
     got=$(curl -s -o /dev/null -w '%{http_code}' -H "$3" "http://127.0.0.1:$(port_of "$1")$2")
     [ "$got" = "$4" ] || { echo "sanity: $1 $2 answered $got, expected $4" >&2; exit 1; }
 }
-for t in haproxy $EXGATES nocache; do
+for t in haproxy apache $EXGATES nocache; do
+    check "$t" /owa/ "X-Anonymous: 1" 200
     check "$t" /mapi/emsmdb/ "Authorization: Bearer $TOKEN" 200
+    check "$t" /mapi/emsmdb/ "Authorization: Bearer $BADSIG" 401
     check "$t" /EWS/Exchange.asmx "Authorization: Basic dXNlcjAxQGNvbnRvc28uY29tOlN1bW1lcjIwMjYh" 401
+    check "$t" /mapi/emsmdb/ "Authorization: Bearer $NO_MFA" 401
 done
-NO_MFA=$("$EXGATE" token --dir "$WORK/keys" --no-mfa)
-check haproxy /mapi/emsmdb/ "Authorization: Bearer $NO_MFA" 401
-check exgate /mapi/emsmdb/ "Authorization: Bearer $NO_MFA" 401
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU ticks of a proxy: its own user+system time, that of its live children (Apache's
+# event-MPM child; HAProxy and exgate have none) and its reaped children's (cutime+cstime).
+ticks() {
+    local pid=$1 kids
+    kids=$(cat /proc/"$pid"/task/*/children 2>/dev/null || true)
+    awk 'FNR == 1 { t += $14 + $15; if (FILENAME == ARGV[1]) t += $16 + $17 } END { print t }' \
+        "/proc/$pid/stat" $(for k in $kids; do [ -r "/proc/$k/stat" ] && echo "/proc/$k/stat"; done)
+}
 CLK_TCK=$(getconf CLK_TCK)
 RESULTS="$WORK/results.tsv"
 run() { # workload target
@@ -106,9 +144,10 @@ run() { # workload target
     local pid=${!pid_var} url="http://127.0.0.1:$(port_of "$2")"
     case $workload in
         anonymous) args=("$url/owa/") ;;
-        bearer) args=(-s benches/peers/bearer.lua "$url") ; export PATHS=/mapi/emsmdb/ BASIC_EVERY=0 ;;
+        bearer) args=(-s benches/peers/bearer.lua "$url") ; export TOKENS="$WORK/tokens.txt" PATHS=/mapi/emsmdb/ BASIC_EVERY=0 ;;
         basic) args=(-H "Authorization: Basic dXNlcjAxQGNvbnRvc28uY29tOlN1bW1lcjIwMjYh" "$url/EWS/Exchange.asmx") ;;
-        mix) args=(-s benches/peers/bearer.lua "$url"); export PATHS=/mapi/emsmdb/,/EWS/Exchange.asmx,/autodiscover/autodiscover.xml,/OAB/x/oab.xml BASIC_EVERY=5 ;;
+        mix) args=(-s benches/peers/bearer.lua "$url"); export TOKENS="$WORK/tokens.txt" PATHS=/mapi/emsmdb/,/EWS/Exchange.asmx,/autodiscover/autodiscover.xml,/OAB/x/oab.xml BASIC_EVERY=5 ;;
+        badsig) args=(-s benches/peers/bearer.lua "$url") ; export TOKENS="$WORK/badsig.txt" PATHS=/mapi/emsmdb/ BASIC_EVERY=0 ;;
     esac
     local before after
     before=$(ticks "$pid")
@@ -125,16 +164,27 @@ def ms(label):
     v, unit = float(m.group(1)), m.group(2)
     return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
 cpu_us = (int(after) - int(before)) * 1e6 / int(tck) / max(reqs, 1)
+# Every answer must be what the workload expects: 2xx for anonymous and bearer, none for
+# blocked Basic and bad signatures, one in five refused in the mix.
+m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+refused = int(m.group(1)) if m else 0
+expected = {"anonymous": 0, "bearer": 0, "basic": reqs, "badsig": reqs, "mix": reqs / 5}[workload]
+if abs(refused - expected) > max(0.01 * reqs, 2):
+    print(f"warning: {workload} on {target}: {refused} of {reqs} answers were not 2xx, expected {expected:.0f}", file=sys.stderr)
+m = re.search(r"Socket errors: .*", out)
+if m:
+    print(f"warning: {workload} on {target}: {m.group(0)}", file=sys.stderr)
 print(f"{workload}\t{target}\t{rps:.0f}\t{ms('50'):.3f}\t{ms('99'):.3f}\t{cpu_us:.1f}")
 PY
 }
 
 for round in $(seq "$ROUNDS"); do
     echo "round $round/$ROUNDS: ${DURATION}s per run, $CONNS connections" >&2
-    for t in upstream plain haproxy $EXGATES; do run anonymous "$t"; done
-    for t in haproxy $EXGATES nocache; do run bearer "$t"; done
-    for t in haproxy $EXGATES; do run basic "$t"; done
-    for t in haproxy $EXGATES nocache; do run mix "$t"; done
+    for t in upstream plain haproxy apache $EXGATES; do run anonymous "$t"; done
+    for t in haproxy apache $EXGATES nocache; do run bearer "$t"; done
+    for t in haproxy apache $EXGATES; do run basic "$t"; done
+    for t in haproxy apache $EXGATES nocache; do run mix "$t"; done
+    for t in haproxy apache $EXGATES nocache; do run badsig "$t"; done
 done
 
 python3 - "$RESULTS" <<'PY'
@@ -145,16 +195,19 @@ for line in open(sys.argv[1]):
     rows.setdefault((w, t), []).append((float(rps), float(p50), float(p99), float(cpu)))
 med = {k: [statistics.median(c) for c in zip(*v)] for k, v in rows.items()}
 names = {"upstream": "upstream direct", "plain": "HAProxy pass-through", "haproxy": "HAProxy enforcing",
-         "exgate": "exgate", "nocache": "exgate, token cache off", "baseline": "exgate, baseline build"}
-print("| workload | target | req/s | p50 ms | p99 ms | CPU µs/req | CPU vs HAProxy | req/s vs HAProxy |")
-print("|---|---|---|---|---|---|---|---|")
-for w in ["anonymous", "bearer", "basic", "mix"]:
+         "apache": "Apache + mod_auth_openidc", "exgate": "exgate", "nocache": "exgate, token cache off",
+         "baseline": "exgate, baseline build"}
+print("| workload | target | req/s | p50 ms | p99 ms | CPU µs/req | CPU vs HAProxy | req/s vs HAProxy | CPU vs Apache |")
+print("|---|---|---|---|---|---|---|---|---|")
+for w in ["anonymous", "bearer", "basic", "mix", "badsig"]:
     ref = med.get((w, "plain" if w == "anonymous" else "haproxy"))
-    for t in ["upstream", "plain", "haproxy", "exgate", "baseline", "nocache"]:
+    apache = med.get((w, "apache"))
+    for t in ["upstream", "plain", "haproxy", "apache", "exgate", "baseline", "nocache"]:
         if (w, t) not in med:
             continue
         rps, p50, p99, cpu = med[(w, t)]
         cpu_ratio = f"{cpu / ref[3]:.2f}×" if ref and ref[3] > 0 and t != "upstream" else "—"
         rps_ratio = f"{rps / ref[0]:.2f}×" if ref and t != "upstream" else "—"
-        print(f"| {w} | {names[t]} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | {cpu:.1f} | {cpu_ratio} | {rps_ratio} |")
+        apache_ratio = f"{cpu / apache[3]:.2f}×" if apache and apache[3] > 0 and t != "upstream" else "—"
+        print(f"| {w} | {names[t]} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | {cpu:.1f} | {cpu_ratio} | {rps_ratio} | {apache_ratio} |")
 PY
