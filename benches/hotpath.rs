@@ -15,7 +15,7 @@ use exgate::policy::{Action, Decision, Protocol, Reason};
 use exgate::proxy::{
     append_forwarded, bearer_challenge, client_address, remove_hop_by_hop, strip_legacy_challenges,
 };
-use exgate::token::{Verified, VerifiedCache};
+use exgate::token::{Failed, FailedCache, TokenError, Verified, VerifiedCache};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
 fn outlook_headers() -> HeaderMap {
@@ -70,18 +70,26 @@ fn bench(c: &mut Criterion) {
         "s".repeat(342)
     );
     cache.insert(
-        Arc::new(Verified::new(
-            &token,
-            0,
-            Some("k".into()),
-            u64::MAX,
-            None,
-            true,
-        )),
+        Arc::new(Verified::new(&token, 0, 1, u64::MAX, None, true)),
         0,
     );
     group.bench_function("verified_cache_hit_2k_token", |b| {
         b.iter(|| black_box(cache.get(black_box(&token), 1)))
+    });
+    // A repeated forged token: the SHA-256 of the whole token, then a lookup.
+    let failed = FailedCache::new(10_000);
+    let forged = Failed {
+        issuer: 0,
+        generation: 1,
+        error: TokenError::BadSignature,
+        expired_after: 0,
+    };
+    failed.insert(exgate::cache::digest(token.as_bytes()), forged, 0);
+    group.bench_function("failed_cache_hit_2k_token", |b| {
+        b.iter(|| {
+            let key = exgate::cache::digest(black_box(token.as_bytes()));
+            black_box(failed.get(&key, 1))
+        })
     });
     let metrics = Metrics::new();
     let decision = Decision {

@@ -8,7 +8,7 @@
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::RwLock;
 
 /// How many independently locked parts a cache has.
@@ -55,28 +55,6 @@ impl ShardKey for Box<str> {
     }
 }
 
-/// Hashes a [`Digest`] by its first eight bytes: SHA-256 output needs no further mixing,
-/// and nobody can choose it.
-#[derive(Default)]
-pub struct DigestHasher(u64);
-
-impl Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // A `[u8; 32]` hashes as its length (a usize, through write_usize) and then its
-        // bytes in one call; only the bytes matter.
-        let mut first = [0u8; 8];
-        let n = bytes.len().min(8);
-        first[..n].copy_from_slice(&bytes[..n]);
-        self.0 ^= u64::from_le_bytes(first);
-    }
-
-    fn write_usize(&mut self, _: usize) {}
-}
-
 struct Entry<V> {
     value: V,
     valid_until: u64,
@@ -95,8 +73,11 @@ pub struct BoundedCache<K, V, S = RandomState> {
     per_shard: usize,
 }
 
-/// A [`BoundedCache`] keyed by [`Digest`].
-pub type DigestCache<V> = BoundedCache<Digest, V, BuildHasherDefault<DigestHasher>>;
+/// A [`BoundedCache`] keyed by [`Digest`]. Its map still hashes the digest with a
+/// per-process random key (SipHash, std's default): an attacker can grind SHA-256 inputs
+/// until chosen bits of the digest collide, and would then pile entries into one probe
+/// sequence (red team, issue 16).
+pub type DigestCache<V> = BoundedCache<Digest, V>;
 
 impl<K, V, S> BoundedCache<K, V, S>
 where

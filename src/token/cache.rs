@@ -13,8 +13,10 @@ pub struct Verified {
     token: Box<str>,
     /// Index of the issuer that signed it.
     pub issuer: usize,
-    /// The signing key: when it leaves the issuer's key set, the entry is void.
-    pub kid: Option<String>,
+    /// The [`KeySet::generation`](super::KeySet::generation) that verified it: under any
+    /// other key set (a key replaced under the same `kid`, a key removed, any refresh)
+    /// the entry is void and the token is verified again.
+    pub generation: u64,
     /// Unix seconds after which the token is no longer accepted (`exp` + leeway).
     pub valid_until: u64,
     /// The user (`upn`, `unique_name`, `preferred_username` or `oid`).
@@ -28,7 +30,7 @@ impl Verified {
     pub fn new(
         token: &str,
         issuer: usize,
-        kid: Option<String>,
+        generation: u64,
         valid_until: u64,
         user: Option<String>,
         mfa: bool,
@@ -36,7 +38,7 @@ impl Verified {
         Verified {
             token: token.into(),
             issuer,
-            kid,
+            generation,
             valid_until,
             user,
             mfa,
@@ -110,6 +112,18 @@ pub struct Failed {
     pub generation: u64,
     /// The refusal.
     pub error: TokenError,
+    /// For [`TokenError::Expired`], the token's last valid instant (`exp` + leeway, Unix
+    /// seconds; 0 otherwise): a clock stepped back before it makes the entry void, since
+    /// the token is then valid again.
+    pub expired_after: u64,
+}
+
+impl Failed {
+    /// Whether the refusal still holds at `now` under the key set numbered `generation`.
+    pub fn holds(&self, generation: u64, now: u64) -> bool {
+        self.generation == generation
+            && (self.error != TokenError::Expired || now > self.expired_after)
+    }
 }
 
 /// Recent failed verifications, keyed by the SHA-256 of the whole token, so that a forged
@@ -167,14 +181,7 @@ mod tests {
     use crate::cache::{SHARDS, digest};
 
     fn verified(token: &str, valid_until: u64) -> Arc<Verified> {
-        Arc::new(Verified::new(
-            token,
-            0,
-            Some("k".into()),
-            valid_until,
-            None,
-            true,
-        ))
+        Arc::new(Verified::new(token, 0, 1, valid_until, None, true))
     }
 
     #[test]
@@ -224,6 +231,7 @@ mod tests {
             issuer: 0,
             generation,
             error: TokenError::BadSignature,
+            expired_after: 0,
         }
     }
 
@@ -256,5 +264,20 @@ mod tests {
         // The newest are kept.
         assert!(cache.get(&digest(b"h.p.00099999"), 99).is_some());
         assert!(FailedCache::new(0).get(&digest(b"x"), 0).is_none());
+    }
+
+    #[test]
+    fn a_failure_holds_only_under_its_key_set_and_an_expiry_only_after_it() {
+        assert!(failed(7).holds(7, 0));
+        assert!(!failed(7).holds(8, 0));
+        let expired = Failed {
+            error: TokenError::Expired,
+            expired_after: 1000,
+            ..failed(7)
+        };
+        assert!(expired.holds(7, 1001));
+        // The clock stepped back: the token is valid again, the entry is void.
+        assert!(!expired.holds(7, 1000));
+        assert!(!expired.holds(7, 10));
     }
 }

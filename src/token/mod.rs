@@ -180,11 +180,14 @@ impl TokenValidator {
         let token = std::str::from_utf8(token).map_err(|_| TokenError::Malformed)?;
         let now = now();
         if let Some(hit) = self.cache.get(token, now) {
-            let key_still_published = self.issuers[hit.issuer]
+            // Only under the very key set that verified it: a key replaced under the same
+            // `kid` (a compromised key swapped out) must not keep its tokens alive. After
+            // a refresh each cached token is verified once more.
+            let same_keys = self.issuers[hit.issuer]
                 .keys
                 .current()
-                .is_some_and(|keys| keys.get(hit.kid.as_deref()).is_some());
-            if key_still_published {
+                .is_some_and(|keys| keys.generation() == hit.generation);
+            if same_keys {
                 return Ok((hit, true));
             }
         }
@@ -198,11 +201,11 @@ impl TokenValidator {
         if let Some(digest) = &digest
             && let Some(failed) = self.failed.get(digest, now)
         {
-            let same_keys = self.issuers[failed.issuer]
+            let holds = self.issuers[failed.issuer]
                 .keys
                 .current()
-                .is_some_and(|keys| keys.generation() == failed.generation);
-            if same_keys {
+                .is_some_and(|keys| failed.holds(keys.generation(), now));
+            if holds {
                 return Err(failed.error);
             }
             self.failed.remove(digest);
@@ -268,7 +271,8 @@ impl TokenValidator {
         let valid_until = match issuer.check_signed(key, alg, message, signature, &claims, now) {
             Ok(valid_until) => valid_until,
             Err(error) => {
-                // Remembered unless time could change it (a token not yet valid).
+                // Remembered unless time could change it forward (a token not yet
+                // valid); an expired one holds only while the clock stays past its `exp`.
                 if let Some(digest) = digest
                     && error != TokenError::NotYetValid
                 {
@@ -276,6 +280,9 @@ impl TokenValidator {
                         issuer: index,
                         generation: keys.generation(),
                         error,
+                        expired_after: claims
+                            .exp
+                            .map_or(0, |exp| exp.saturating_add(issuer.config.leeway.as_secs())),
                     };
                     self.failed.insert(digest, failed, now);
                 }
@@ -285,7 +292,7 @@ impl TokenValidator {
         let verified = Arc::new(Verified::new(
             if self.cache.is_enabled() { token } else { "" },
             index,
-            header.kid,
+            keys.generation(),
             valid_until,
             claims.user().map(str::to_owned),
             claims.has_mfa(&self.auth_context_ids),

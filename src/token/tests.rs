@@ -395,3 +395,41 @@ async fn a_cache_size_of_zero_remembers_no_failure() {
     }
     assert!(validator.failed.is_empty() && validator.cache.is_empty());
 }
+
+#[tokio::test]
+async fn a_key_replaced_under_the_same_kid_voids_its_cached_tokens() {
+    // Red team (issue 16): the verified cache checked only that the kid was still
+    // published, so a token of a compromised key stayed accepted after the key was
+    // swapped out under the same kid.
+    let f = fixture().await;
+    let token = f.key.sign(&claims(true));
+    f.check(&token).await.unwrap();
+    f.check(&token).await.unwrap();
+    let KeySource::JwksFile(path) = &f.validator.issuers[0].keys_source() else {
+        panic!()
+    };
+    let replacement = SigningKey::generate("k1");
+    std::fs::write(path, jwks(&[&replacement])).unwrap();
+    f.validator.refresh_all().await;
+    assert_eq!(f.check(&token).await.unwrap_err(), TokenError::BadSignature);
+    assert!(f.check(&replacement.sign(&claims(true))).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_refresh_with_the_same_keys_verifies_cached_tokens_once_more() {
+    let f = fixture().await;
+    let token = f.key.sign(&claims(true));
+    f.check(&token).await.unwrap();
+    f.validator.refresh_all().await;
+    f.check(&token).await.unwrap();
+    f.check(&token).await.unwrap();
+    let text = f.metrics.render();
+    assert!(
+        text.contains(r#"exgate_token_validations_total{result="valid"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"exgate_token_validations_total{result="cached"} 1"#),
+        "{text}"
+    );
+}
