@@ -238,7 +238,11 @@ fn normalize_decoded(text: &str) -> Result<String, TargetError> {
             s if s.ends_with(['.', ' ']) => return Err(TargetError::TrailingDotOrSpace),
             s => {
                 out.push('/');
-                out.extend(s.chars().map(|c| c.to_ascii_lowercase()));
+                let at = out.len();
+                out.push_str(s);
+                // ASCII only, like `char::to_ascii_lowercase`: one pass over the bytes
+                // instead of a push per char.
+                out[at..].make_ascii_lowercase();
             }
         }
     }
