@@ -296,7 +296,7 @@ fn init_tracing(default: &str, format: LogFormat) {
 
 fn serve(path: &std::path::Path, log_format: LogFormat) -> anyhow::Result<ExitCode> {
     init_tracing("info", log_format);
-    runtime()?.block_on(async {
+    serve_runtime()?.block_on(async {
         // First of all: SIGHUP's default action ends the process, and `systemctl start`
         // followed at once by `systemctl reload` may send it while the configuration is
         // still loading. A SIGHUP that arrives before the proxy runs is a reload after.
@@ -374,6 +374,29 @@ impl Signals {
                 _ = self.int.recv() => return,
             }
         }
+    }
+}
+
+/// The runtime `serve` runs on, sized like HAProxy's `nbthread` and nginx's
+/// `worker_processes auto`: a worker thread per CPU this process may use
+/// (`available_parallelism`: its affinity mask and cgroup CPU quota). On a single CPU
+/// (`taskset`, a container limited to one CPU) that is tokio's current-thread scheduler:
+/// the same work without waking a second thread for each connection's tasks (issue 16,
+/// proxy pinned to one core: 3.2–3.4% fewer instructions per request in callgrind, and
+/// about 9% less CPU per anonymous pass-through).
+fn serve_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let scheduler = if cpus == 1 {
+        "current-thread"
+    } else {
+        "multi-thread"
+    };
+    tracing::info!(cpus, scheduler, "runtime");
+    match cpus {
+        1 => Ok(tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?),
+        _ => runtime(),
     }
 }
 

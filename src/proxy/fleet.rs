@@ -85,7 +85,7 @@ impl Shared {
                 |state, e| state.next(e),
             );
             if extends && chained == remote {
-                tokio::task::block_in_place(|| self.apply_log(&local, entries));
+                blocking_here(|| self.apply_log(&local, entries));
             } else {
                 tracing::warn!(
                     applied = local.version,
@@ -96,7 +96,7 @@ impl Shared {
                     true => cluster.log_entries(0).await.ok_or(())?,
                     false => entries.to_vec(),
                 };
-                tokio::task::block_in_place(|| self.rebuild_from_log(entries));
+                blocking_here(|| self.rebuild_from_log(entries));
             }
         }
         if !self.fleet.synced.swap(true, Ordering::AcqRel) {
@@ -324,5 +324,16 @@ pub async fn run_sync(shared: Arc<Shared>, cluster: Arc<Cluster>) {
                 tick.tick().await;
             }
         }
+    }
+}
+
+/// Runs `work`, which holds the thread for a while (a policy rebuild): through
+/// `block_in_place` on the multi-thread runtime, so that other tasks move to another
+/// worker; directly on the current-thread one (`serve` on a single CPU), where there is
+/// no other worker and `block_in_place` would panic.
+fn blocking_here<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }

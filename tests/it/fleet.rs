@@ -338,8 +338,9 @@ fn a_cmdlet_sent_to_one_instance_changes_the_others_within_a_second() {
         assert!(listings[0].contains("Fleet"), "{}", listings[0]);
         assert!(listings.iter().all(|l| *l == listings[0]), "{listings:?}");
 
-        // An instance started later is ready only with the fleet's policy in force.
-        let late = Spawned::start(&instance(&upstream, &redis, "", ""), "info");
+        // An instance started later is ready only with the fleet's policy in force. It
+        // runs on one CPU: the current-thread scheduler applies the log there.
+        let late = Spawned::start_on_one_cpu(&instance(&upstream, &redis, "", ""), "info");
         while ready(late.admin).await != 200 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -594,7 +595,8 @@ fn a_log_of_the_same_length_but_another_history_is_replayed() {
     rt.block_on(async {
         let upstream = Upstream::start().await;
         let redis = Redis::start();
-        let a = Spawned::start(&instance(&upstream, &redis, "", ""), "info");
+        // A on one CPU: its rebuild from the log runs on the current-thread scheduler.
+        let a = Spawned::start_on_one_cpu(&instance(&upstream, &redis, "", ""), "info");
         let b = Spawned::start(&instance(&upstream, &redis, "", ""), "info");
         all_ready(&[]).await;
         for g in [&a, &b] {

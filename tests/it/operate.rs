@@ -306,3 +306,57 @@ fn a_closed_pipe_changes_no_exit_code() {
     assert_eq!(run(&["validate", "--config", arg(&bad)], true), Some(78));
     assert_eq!(run(&["validate", "--config", arg(&bad)], false), Some(78));
 }
+
+/// On a single CPU `serve` runs tokio's current-thread scheduler (issue 16). Everything
+/// must work there as on the multi-thread one: forwarding, refusing, the admin API, a
+/// SIGHUP reload (which rebuilds the policy engine), and a clean SIGTERM.
+#[test]
+fn on_one_cpu_serve_runs_the_current_thread_scheduler_and_works() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let upstream = Upstream::start().await;
+        let config = CONFIG.replace(
+            "servers = [\"http://127.0.0.1:9\"]",
+            &format!(
+                "servers = [\"{}\"]\nhealth_check_interval_seconds = 0",
+                upstream.url()
+            ),
+        );
+        let block = "New-AuthenticationPolicy BlockAll\nSet-OrganizationConfig -DefaultAuthenticationPolicy BlockAll\n";
+        let dir = write_files(&[("exgate.toml", &config), ("policies.ps1", block)]);
+        let gate = Spawned::start_on_one_cpu(&dir, "info");
+        let log = wait_for(&gate, "scheduler=");
+        assert!(
+            log.contains("cpus=1 scheduler=\"current-thread\""),
+            "{log}"
+        );
+        let mut c = Client::connect(gate.proxy).await;
+        assert_eq!(c.get("/owa/", &[]).await.status, 200);
+        let basic = basic("user01@contoso.com", "Summer2026!");
+        let reply = c
+            .get("/EWS/Exchange.asmx", &[("authorization", &basic)])
+            .await;
+        assert_eq!(reply.status, 401);
+        assert_eq!(upstream.requests().len(), 1, "{:?}", upstream.requests());
+        // A reload to a script that allows Basic: the next attempt is forwarded.
+        std::fs::write(dir.join("policies.ps1"), "").unwrap();
+        gate.signal("HUP");
+        let log = wait_for(&gate, "reloaded");
+        assert!(log.contains("reloaded"), "{log}");
+        let reply = c
+            .get("/EWS/Exchange.asmx", &[("authorization", &basic)])
+            .await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(upstream.requests().len(), 2);
+        assert!(gate.metrics().await.contains("exgate_requests_total"));
+        gate.signal("TERM");
+        let status = tokio::task::spawn_blocking(move || {
+            let mut gate = gate;
+            gate.child.wait()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(status.success(), "{status}");
+    });
+}

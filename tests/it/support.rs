@@ -550,6 +550,17 @@ impl Spawned {
         Spawned::run(command, rust_log)
     }
 
+    /// Like [`Spawned::start`], on one CPU (util-linux's `taskset -c <first allowed
+    /// CPU>`), where `serve` runs tokio's current-thread scheduler.
+    pub fn start_on_one_cpu(dir: &Path, rust_log: &str) -> Spawned {
+        let mut command = Command::new("taskset");
+        command
+            .args(["-c", &first_allowed_cpu().to_string()])
+            .arg(env!("CARGO_BIN_EXE_exgate"))
+            .args(["serve", "--config", arg(&dir.join("exgate.toml"))]);
+        Spawned::run(command, rust_log)
+    }
+
     fn run(mut command: Command, rust_log: &str) -> Spawned {
         use std::io::{BufRead, BufReader, Read};
         use std::process::Stdio;
@@ -723,4 +734,20 @@ pub fn assert_only_client_errors(metrics: &str, reason: &str, n: u64) {
     let line = format!("exgate_client_errors_total{{reason=\"{reason}\"}} {n}");
     assert!(metrics.contains(&line), "{line}\n{metrics}");
     assert!(upstream_errors(metrics) == 0, "{metrics}");
+}
+
+/// The lowest-numbered CPU this process may run on (`Cpus_allowed_list` in
+/// /proc/self/status: "0-1", "2,4-7").
+fn first_allowed_cpu() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let list = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+                .trim()
+                .to_owned();
+            list.split([',', '-']).next()?.parse().ok()
+        })
+        .unwrap_or(0)
 }
