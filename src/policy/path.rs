@@ -49,6 +49,14 @@ pub enum TargetError {
     /// protocol than the one exgate decided for.
     #[error("the path as sent names another protocol than its normalized form")]
     RawPathDisagrees,
+    /// A `;` or `:` in the segments classification reads (the virtual directory and the
+    /// one after it), decoded or not: `/mapi;x/` is `/mapi/` to a router
+    /// that strips path parameters (RFC 3986 §3.3), and `/ews::$INDEX_ALLOCATION/` is
+    /// the `ews` folder itself to IIS on NTFS, while exgate would read neither as its
+    /// protocol (red team, issue 16: a no-MFA token reached the upstream on
+    /// `/mapi;x/emsmdb/`). No Exchange client puts either in a virtual directory name.
+    #[error("a virtual directory segment holds ';' or ':'")]
+    SegmentParameter,
     /// The ProxyShell pattern: an Autodiscover request whose query names another path.
     #[error("autodiscover query names another path (ProxyShell pattern)")]
     ProxyShell,
@@ -130,6 +138,9 @@ pub fn classify(target: &str) -> Result<Target, TargetError> {
     let mut segments = normalized.split('/').filter(|s| !s.is_empty());
     let first = segments.next().unwrap_or("");
     let second = segments.next().unwrap_or("");
+    if first.contains([';', ':']) || second.contains([';', ':']) {
+        return Err(TargetError::SegmentParameter);
+    }
 
     // Exchange treats any path that *contains* `autodiscover.json` as Autodiscover v2.
     let autodiscover_v2 = contains_ignore_ascii_case(&decoded, AUTODISCOVER_JSON);

@@ -331,3 +331,44 @@ fn only_an_authenticating_resource_s_answer_says_the_password_was_right() {
         assert!(!password_checked(target, method), "{target} {method}");
     }
 }
+
+#[test]
+fn a_virtual_directory_with_a_path_parameter_or_a_stream_name_is_refused() {
+    // The attacker's table: each would be another protocol (or the same folder) to a
+    // server that strips `;` parameters or resolves NTFS stream names.
+    for target in [
+        "/mapi;x/emsmdb/",
+        "/MAPI;/emsmdb/",
+        "/EWS;/Exchange.asmx",
+        "/ews;jsessionid=1/exchange.asmx",
+        "/mapi%3bx/emsmdb/",
+        "/mapi%3Bx/emsmdb/",
+        "/ews::$INDEX_ALLOCATION/exchange.asmx",
+        "/autodiscover:$i30:$INDEX_ALLOCATION/autodiscover.xml",
+        "/ews%3a%3a$INDEX_ALLOCATION/exchange.asmx",
+        "/Microsoft-Server-ActiveSync;x",
+        "/powershell;x?serializationLevel=Full",
+        "/ecp;x/ReportingWebService/",
+        "/ecp/ReportingWebService;x/",
+        "/ecp/ReportingWebService::$INDEX_ALLOCATION/",
+        "/mapi/emsmdb;x/",
+        "http://mail.contoso.com/mapi;x/emsmdb/",
+    ] {
+        assert_eq!(
+            classify(target),
+            Err(TargetError::SegmentParameter),
+            "{target}"
+        );
+    }
+    // Beyond the segments classification reads, and in queries, both are ordinary.
+    assert_eq!(
+        protocol("/powershell?serializationLevel=Full;ExchClientVer=15.20"),
+        Protocol::PowerShell
+    );
+    assert_eq!(
+        protocol("/rpc/rpcproxy.dll?mail.contoso.com:6001"),
+        Protocol::Rpc
+    );
+    assert_eq!(protocol("/owa/service.svc/s/x;y:z"), Protocol::Owa);
+    assert_eq!(protocol("/mapi/emsmdb/x;y"), Protocol::Mapi);
+}

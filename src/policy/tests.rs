@@ -250,6 +250,14 @@ fn global_report_only_turns_every_block_into_a_report_but_not_rejections() {
         action(&e, "/../mapi", b"Bearer"),
         (Action::Reject, Reason::AmbiguousPath)
     );
+    // A path parameter on the virtual directory is refused even in report-only mode,
+    // whatever the credentials: a bearer token (without MFA) never rides it upstream.
+    for h in [&b"Bearer eyJ.a.b"[..], &basic("user01")[..], b""] {
+        assert_eq!(
+            action(&e, "/mapi;x/emsmdb/", h),
+            (Action::Reject, Reason::AmbiguousPath)
+        );
+    }
 }
 
 #[test]
