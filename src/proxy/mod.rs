@@ -440,6 +440,18 @@ const OVER_CAPACITY_ANSWERS: usize = 64;
 /// answer instead of a reset (a close with unread bytes sends RST).
 const OVER_CAPACITY_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long a connection taken on the spare descriptor is given to send its request
+/// before its 503 is written: a 503 sent before the request reaches a client that has not
+/// written yet, which then takes it for a stray answer (or is reset when its request
+/// meets the closed socket), and the client never sees why it was refused. Short, as
+/// the spare answers one client at a time: a real client has written its request long
+/// before exgate takes it from the queue, and a flood of silent connects costs the
+/// clients queued behind it no more than this each.
+const SPARE_REQUEST_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long [`answer_unavailable_now`] holds the spare's descriptor at most: the wait
+/// for the request, the 503, and the drain until the client closes.
+const SPARE_ANSWER_MAX: std::time::Duration = std::time::Duration::from_millis(200);
+
 async fn accept_loop(
     listener: TcpListener,
     acceptor: Option<TlsAcceptor>,
@@ -455,6 +467,11 @@ async fn accept_loop(
     let mut spare = open_spare();
     let mut short = false;
     loop {
+        // A spare lost to another task (see `take_with_spare`) is taken back as soon as a
+        // descriptor frees: without it, clients waiting at the limit get no answer.
+        if spare.is_none() {
+            spare = open_spare();
+        }
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
@@ -472,26 +489,29 @@ async fn accept_loop(
                 }
                 Err(e) if upstream::is_local_exhaustion(&e) => {
                     // exgate's own exhaustion, counted as such (once per shortage, and
-                    // once per connection answered): the spare descriptor takes one
-                    // waiting client, which is answered 503 and closed; then back off
-                    // instead of spinning.
+                    // once per connection answered). Linux fails accept with EMFILE
+                    // before it looks at the queue, so this does not mean a client is
+                    // waiting: the spare is traded for one only if one is there.
+                    let waiting = take_with_spare(&listener, &mut spare);
                     if !std::mem::replace(&mut short, true) {
                         shared.metrics.record_overload("file_descriptors");
                         tracing::warn!(error = %e, "out of file descriptors: refusing connections with 503");
                     }
-                    if spare.take().is_some() {
-                        if let Ok(Ok((stream, _))) = tokio::time::timeout(
-                            std::time::Duration::from_millis(10),
-                            listener.accept(),
-                        )
-                        .await
-                        {
+                    match waiting {
+                        // Answered 503 and closed; the next waiting client, if any, is
+                        // taken the same way on the next turn.
+                        Some(Ok((stream, _))) => {
                             shared.metrics.record_overload("file_descriptors");
-                            answer_unavailable_now(stream, acceptor.is_some());
+                            answer_unavailable_now(stream, acceptor.is_some()).await;
+                            spare = open_spare();
                         }
-                        spare = open_spare();
+                        // Nobody waiting: the spare is back, and the listener waits for
+                        // the next client instead of failing again at once.
+                        None if spare.is_some() => {}
+                        // The spare was lost, or accept failed otherwise: back off
+                        // instead of spinning.
+                        _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
                     }
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -508,6 +528,34 @@ async fn accept_loop(
     {
         tracing::warn!("shutdown grace period over; closing the remaining connections");
     }
+}
+
+/// Frees the spare descriptor, takes the connection waiting on `listener` if there is
+/// one, and opens the spare again at once when there is none — all without yielding,
+/// so that the freed descriptor goes to this accept and not to another task's socket
+/// (an upstream connect on another worker thread). Before, the spare was freed and the
+/// listener awaited for up to 10 ms: the freed descriptor went to the upstream connect
+/// of the connection just accepted, `/dev/null` could not be opened again, and from
+/// then on no waiting client was answered at all until descriptors freed. Returns None
+/// when nobody was waiting (the listener's readiness is then cleared, so the accept loop
+/// sleeps until the next client) or when there was no spare. The spare is None after a
+/// connection was taken (the connection holds its descriptor), or when another thread
+/// took the descriptor within these few system calls.
+fn take_with_spare(
+    listener: &TcpListener,
+    spare: &mut Option<std::fs::File>,
+) -> Option<std::io::Result<(TcpStream, SocketAddr)>> {
+    drop(spare.take()?);
+    // Polled once: a waiting connection is taken, an empty queue answers Pending.
+    let once = &mut std::task::Context::from_waker(std::task::Waker::noop());
+    let taken = match listener.poll_accept(once) {
+        std::task::Poll::Ready(taken) => Some(taken),
+        std::task::Poll::Pending => None,
+    };
+    if !matches!(taken, Some(Ok(_))) {
+        *spare = open_spare();
+    }
+    taken
 }
 
 /// A listener that cannot be bound: an address in use is a runtime failure (exit 1, so
@@ -545,15 +593,33 @@ fn open_spare() -> Option<std::fs::File> {
 }
 
 /// Answers a connection taken on the spare descriptor with the raw 503 (a TLS one is
-/// just closed) and closes it at once: the descriptor is needed back. What the client
-/// already sent is read first, so the close is a FIN, not a reset that could discard
-/// the answer.
-fn answer_unavailable_now(stream: TcpStream, tls: bool) {
-    if !tls {
-        let _ = stream.try_write(respond::OVER_CAPACITY);
-        let mut sink = [0u8; 4096];
-        while matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {}
+/// just closed) and closes it within [`SPARE_ANSWER_MAX`]: the descriptor is needed
+/// back. The client's request is waited for first (up to [`SPARE_REQUEST_WAIT`]), so
+/// that the 503 answers it; when one came, exgate half-closes after the answer and
+/// reads until the client closes, so that the close is a FIN, not a reset that could
+/// discard the answer (a silent connection has nothing unread: it is closed at once).
+/// The 503 is written by awaiting the socket, not with `try_write`: on a socket just
+/// accepted tokio has no readiness yet, and `try_write` fails with `WouldBlock` without
+/// writing — such clients got a bare close.
+async fn answer_unavailable_now(stream: TcpStream, tls: bool) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    if tls {
+        return;
     }
+    let mut stream = stream;
+    let answer = async {
+        let mut sink = [0u8; 4096];
+        let asked = match tokio::time::timeout(SPARE_REQUEST_WAIT, stream.read(&mut sink)).await {
+            Ok(Ok(0)) => return Ok(()), // the client left without a request
+            Ok(read) => read.map(|_| true)?,
+            Err(_) => false, // silent so far: answered all the same
+        };
+        stream.write_all(respond::OVER_CAPACITY).await?;
+        stream.shutdown().await?;
+        while asked && stream.read(&mut sink).await? > 0 {}
+        std::io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(SPARE_ANSWER_MAX, answer).await;
 }
 
 /// A client connection beyond `server.max_connections` (SPEC §6): a plain-HTTP one is
