@@ -85,6 +85,10 @@ servers = ["http://127.0.0.1:$UP_PORT"]
 deployment = "online"
 [policy]
 script = "policies.ps1"
+# The directory holds the Basic workload's user, so a refusal finds the user and their
+# effective policy as in production (not the organization default by a directory miss).
+[[users]]
+upn = "user01@contoso.com"
 [[tokens.issuers]]
 issuer = "https://sts.windows.net/{tenantid}/"
 audiences = ["$AUDIENCE"]
