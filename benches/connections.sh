@@ -49,19 +49,7 @@ PY
 PIDS+=($!)
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$UP/" && break; sleep 0.1; done
 printf '' > "$WORK/policies.ps1"
-cat > "$WORK/exgate.toml" <<EOF2
-[server]
-listen = "127.0.0.1:$PROXY"
-admin_listen = "127.0.0.1:$ADMIN"
-header_read_timeout_seconds = 600
-${MAXCONN:+max_connections = $MAXCONN}
-[upstream]
-servers = ["http://127.0.0.1:$UP"]
-[exchange]
-deployment = "online"
-[policy]
-script = "policies.ps1"
-EOF2
+pass_through_config "$PROXY" "$ADMIN" "$UP" > "$WORK/exgate.toml"
 RUST_LOG=info prlimit --nofile="$LIMIT:$LIMIT" target/release/exgate serve --config "$WORK/exgate.toml" > "$WORK/exgate.log" 2>&1 &
 EXGATE_PID=$!
 PIDS+=($EXGATE_PID)

@@ -91,21 +91,7 @@ backend exchange
 EOF
 }
 # exgate as in compare.sh, anonymous pass-through: no issuer, an empty policy script.
-exgate_config() { # port upstream_port
-    cat <<EOF
-[server]
-listen = "127.0.0.1:$1"
-admin_listen = "127.0.0.1:0"
-header_read_timeout_seconds = 600
-${MAXCONN:+max_connections = $MAXCONN}
-[upstream]
-servers = ["http://127.0.0.1:$2"]
-[exchange]
-deployment = "online"
-[policy]
-script = "policies.ps1"
-EOF
-}
+exgate_config() { pass_through_config "$1" 0 "$2"; } # port upstream_port
 printf '' > "$WORK/policies.ps1"
 
 wait_for() { # url

@@ -265,16 +265,8 @@ fn sighup_while_starting_does_not_kill_exgate() {
         });
         // As soon as the process catches SIGHUP, send it again and again until it serves.
         let caught = || {
-            std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .ok()
-                .and_then(|s| {
-                    let mask = s
-                        .lines()
-                        .find_map(|l| l.strip_prefix("SigCgt:"))?
-                        .trim()
-                        .to_owned();
-                    u64::from_str_radix(&mask, 16).ok()
-                })
+            proc_status_field(pid, "SigCgt")
+                .and_then(|mask| u64::from_str_radix(&mask, 16).ok())
                 .is_some_and(|mask| mask & 1 != 0)
         };
         let started = std::time::Instant::now();

@@ -736,18 +736,20 @@ pub fn assert_only_client_errors(metrics: &str, reason: &str, n: u64) {
     assert!(upstream_errors(metrics) == 0, "{metrics}");
 }
 
-/// The lowest-numbered CPU this process may run on (`Cpus_allowed_list` in
-/// /proc/self/status: "0-1", "2,4-7").
+/// A field of `/proc/<pid>/status` (`pid` may be `self`), trimmed: `SigCgt`,
+/// `Cpus_allowed_list`, …
+pub fn proc_status_field(pid: impl std::fmt::Display, field: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let value = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
+    Some(value.trim().to_owned())
+}
+
+/// The lowest-numbered CPU this process may run on (`Cpus_allowed_list`: "0-1",
+/// "2,4-7").
 fn first_allowed_cpu() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let list = status
-                .lines()
-                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
-                .trim()
-                .to_owned();
-            list.split([',', '-']).next()?.parse().ok()
-        })
+    proc_status_field("self", "Cpus_allowed_list")
+        .and_then(|list| list.split([',', '-']).next()?.parse().ok())
         .unwrap_or(0)
 }
