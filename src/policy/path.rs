@@ -49,14 +49,22 @@ pub enum TargetError {
     /// protocol than the one exgate decided for.
     #[error("the path as sent names another protocol than its normalized form")]
     RawPathDisagrees,
-    /// A `;` or `:` in the segments classification reads (the virtual directory and the
-    /// one after it), decoded or not: `/mapi;x/` is `/mapi/` to a router
+    /// A `;` or `:` in the segments classification reads (the virtual directory, and the
+    /// one after it under `/ecp/`), decoded or not: `/mapi;x/` is `/mapi/` to a router
     /// that strips path parameters (RFC 3986 §3.3), and `/ews::$INDEX_ALLOCATION/` is
     /// the `ews` folder itself to IIS on NTFS, while exgate would read neither as its
     /// protocol (red team, issue 16: a no-MFA token reached the upstream on
     /// `/mapi;x/emsmdb/`). No Exchange client puts either in a virtual directory name.
     #[error("a virtual directory segment holds ';' or ':'")]
     SegmentParameter,
+    /// A character outside ASCII in the segments classification reads: `/ewſ/`,
+    /// `/mapı/`, `/MAPİ/`, fullwidth `/ｍａｐｉ/`. exgate folds ASCII case only, while
+    /// Windows' and .NET's case-insensitive comparisons upper-case by Unicode (`ſ` → `S`,
+    /// `ı` → `I`) and best-fit ANSI conversion maps fullwidth letters to ASCII, so a
+    /// server could route these to a protocol exgate did not decide for (red team,
+    /// issue 16). No Exchange virtual directory name holds one.
+    #[error("a virtual directory segment holds a character outside ASCII")]
+    SegmentNotAscii,
     /// The ProxyShell pattern: an Autodiscover request whose query names another path.
     #[error("autodiscover query names another path (ProxyShell pattern)")]
     ProxyShell,
@@ -138,8 +146,14 @@ pub fn classify(target: &str) -> Result<Target, TargetError> {
     let mut segments = normalized.split('/').filter(|s| !s.is_empty());
     let first = segments.next().unwrap_or("");
     let second = segments.next().unwrap_or("");
-    if first.contains([';', ':']) || second.contains([';', ':']) {
+    // The segments the protocol is read from: the virtual directory, and under `/ecp/`
+    // the one after it (`ReportingWebService`). Deeper ones change no decision.
+    let read = [first, if first == "ecp" { second } else { "" }];
+    if read.iter().any(|s| s.contains([';', ':'])) {
         return Err(TargetError::SegmentParameter);
+    }
+    if !read.iter().all(|s| s.is_ascii()) {
+        return Err(TargetError::SegmentNotAscii);
     }
 
     // Exchange treats any path that *contains* `autodiscover.json` as Autodiscover v2.

@@ -351,7 +351,6 @@ fn a_virtual_directory_with_a_path_parameter_or_a_stream_name_is_refused() {
         "/ecp;x/ReportingWebService/",
         "/ecp/ReportingWebService;x/",
         "/ecp/ReportingWebService::$INDEX_ALLOCATION/",
-        "/mapi/emsmdb;x/",
         "http://mail.contoso.com/mapi;x/emsmdb/",
     ] {
         assert_eq!(
@@ -371,4 +370,41 @@ fn a_virtual_directory_with_a_path_parameter_or_a_stream_name_is_refused() {
     );
     assert_eq!(protocol("/owa/service.svc/s/x;y:z"), Protocol::Owa);
     assert_eq!(protocol("/mapi/emsmdb/x;y"), Protocol::Mapi);
+    // A segment after another virtual directory changes no decision.
+    assert_eq!(protocol("/mapi/emsmdb;x/"), Protocol::Mapi);
+}
+
+#[test]
+fn a_virtual_directory_with_a_character_outside_ascii_is_refused() {
+    // Red team (issue 16): letters that Unicode upper-casing or best-fit ANSI mapping
+    // turns into a protocol's name, raw or percent-encoded, in either segment read.
+    for target in [
+        "/ewſ/exchange.asmx",
+        "/EWſ/Exchange.asmx",
+        "/ew%C5%BF/exchange.asmx",
+        "/powerſhell/",
+        "/Microsoft-Server-ActiveſyNc/",
+        "/Micro%C5%BFoft-Server-ActiveSync/",
+        "/mapı/emsmdb/",
+        "/map%C4%B1/emsmdb/",
+        "/MAPİ/emsmdb/",
+        "/ｍａｐｉ/emsmdb/",
+        "/%EF%BD%8D%EF%BD%81%EF%BD%90%EF%BD%89/",
+        "/mapi%C2%A0/",
+        "/mapi%E3%80%80/",
+        "/mapi%EF%BC%8F/emsmdb",
+        "/ecp/ReportingWebſervice/",
+        "/ecp/Reporting%C5%BFervice/",
+    ] {
+        assert_eq!(
+            classify(target),
+            Err(TargetError::SegmentNotAscii),
+            "{target}"
+        );
+    }
+    // Other segments and queries may hold any UTF-8: OWA's explicit logon names a
+    // mailbox (`/owa/jürgen@contoso.de/`), attachments and searches have names.
+    assert_eq!(protocol("/owa/jürgen@contoso.de/"), Protocol::Owa);
+    assert_eq!(protocol("/owa/x/anhänge/ſ"), Protocol::Owa);
+    assert_eq!(protocol("/ews/exchange.asmx?q=ſ"), Protocol::WebServices);
 }
