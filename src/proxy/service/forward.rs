@@ -53,11 +53,7 @@ impl Connection {
         headers::append_forwarded(&mut headers, &self.client_address, self.https);
         Head {
             method: parts.method,
-            path_and_query: parts
-                .uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            path_and_query: origin_form(parts.uri.path_and_query()),
             headers,
         }
     }
@@ -141,6 +137,21 @@ impl Connection {
     }
 }
 
+/// The request target as Exchange gets it (RFC 9112 §3.2.1 origin-form): the client's
+/// path and query, with `/` for an empty path — an absolute-form target without a path
+/// (`http://host`, `http://host?x`, and `http://host#/mapi/` once its fragment is gone)
+/// would otherwise go out as `GET  HTTP/1.1` or `GET ?x HTTP/1.1`, which servers read
+/// differently (red team, issue 16). `*` (OPTIONS) stays as it is.
+pub(super) fn origin_form(target: Option<&PathAndQuery>) -> PathAndQuery {
+    match target {
+        Some(pq) if pq.as_str().starts_with('/') || pq.as_str() == "*" => pq.clone(),
+        Some(pq) => format!("/{}", pq.as_str())
+            .parse()
+            .unwrap_or_else(|_| PathAndQuery::from_static("/")),
+        None => PathAndQuery::from_static("/"),
+    }
+}
+
 /// Phase: rewrite the upstream response. Hop-by-hop headers go; an anonymous request's
 /// 401 loses its legacy challenges where the organization default blocks legacy.
 pub(super) fn rewrite_response(
@@ -168,4 +179,28 @@ pub(super) fn rewrite_response(
     }
     let body = IdleTimeout::wrap(body.map_err(BoxError::from).boxed(), idle);
     Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_forwarded_target_is_always_origin_form() {
+        let of = |uri: &str| {
+            let uri: hyper::Uri = uri.parse().unwrap();
+            origin_form(uri.path_and_query()).as_str().to_owned()
+        };
+        assert_eq!(of("/mapi/emsmdb/?x=1"), "/mapi/emsmdb/?x=1");
+        assert_eq!(of("http://mail.contoso.com"), "/");
+        assert_eq!(of("http://mail.contoso.com/ews/x"), "/ews/x");
+        assert_eq!(of("http://mail.contoso.com?x"), "/?x");
+        assert_eq!(of("*"), "*");
+        // The red team's request line: the fragment dropped, nothing left of the path.
+        let pq: PathAndQuery = ""
+            .parse()
+            .unwrap_or_else(|_| PathAndQuery::from_static("/"));
+        assert_eq!(origin_form(Some(&pq)).as_str(), "/");
+        assert_eq!(origin_form(None).as_str(), "/");
+    }
 }
