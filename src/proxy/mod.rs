@@ -367,6 +367,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .client_connections_limit
         .set(i64::try_from(max_connections).unwrap_or(i64::MAX));
     tracing::info!(max_connections, "client connections served at once at most");
+    if config.server.max_connections.is_none() && max_connections < FEW_CONNECTIONS {
+        // A handful of idle clients would then refuse everyone else for the header read
+        // timeout (red team: at 64 descriptors the limit is 1).
+        tracing::warn!(
+            max_connections,
+            open_file_limit =
+                rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft),
+            "the open-file limit leaves room for very few client connections: raise it (the systemd unit sets LimitNOFILE=65536) or set server.max_connections"
+        );
+    }
     let mut background = vec![tokio::spawn(
         shared.upstream.clone().run_health_checks(metrics.clone()),
     )];
@@ -398,6 +408,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         background,
     })
 }
+
+/// Below this many client connections (sized from the open-file limit, not configured)
+/// `serve` warns at start.
+const FEW_CONNECTIONS: usize = 100;
 
 /// Descriptors kept back from client connections whatever the configuration: listeners,
 /// the audit log, key fetches, standard streams.

@@ -240,8 +240,15 @@ impl Upstream {
         }
         own.sender.try_send_request(req).await.map_err(|mut e| {
             let unsent = e.take_message();
-            if unsent.is_none() {
-                tracing::warn!(error = %e.error(), "upstream request failed");
+            // A request body the client abandoned fails the send too ("error from user's
+            // Body stream"): that is the client's doing, counted as `body_aborted`, not
+            // an upstream warning one client could repeat thousands of times (red team).
+            match (unsent.is_some(), e.error().is_user()) {
+                (true, _) => {}
+                (false, true) => {
+                    tracing::debug!(error = %e.error(), "request body ended by the client")
+                }
+                (false, false) => tracing::warn!(error = %e.error(), "upstream request failed"),
             }
             (UpstreamError::Unreachable, unsent)
         })

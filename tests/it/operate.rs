@@ -360,3 +360,70 @@ fn on_one_cpu_serve_runs_the_current_thread_scheduler_and_works() {
         assert!(status.success(), "{status}");
     });
 }
+
+/// An open-file limit that leaves room for only a few client connections is warned
+/// about at start (red team, issue 16: at 64 descriptors the default limit is 1, so one
+/// idle client refuses everyone else for the header read timeout); a usual one is not.
+#[test]
+fn a_tiny_open_file_limit_is_warned_about_at_start() {
+    let dir = write_files(&[("exgate.toml", CONFIG), ("policies.ps1", "")]);
+    let warning = "the open-file limit leaves room for very few client connections";
+    let gate = Spawned::start_limited(&dir, "info", 256);
+    let log = wait_for(&gate, warning);
+    assert!(log.contains(warning), "{log}");
+    gate.stop();
+    let gate = Spawned::start_limited(&dir, "info", 4096);
+    wait_for(&gate, "client connections served at once at most");
+    let log = gate.stop();
+    assert!(!log.contains(warning), "{log}");
+    // A configured limit is the operator's choice: no warning.
+    let configured = CONFIG.replace("[upstream]", "max_connections = 10\n[upstream]");
+    let dir = write_files(&[("exgate.toml", &configured), ("policies.ps1", "")]);
+    let gate = Spawned::start_limited(&dir, "info", 256);
+    wait_for(&gate, "client connections served at once at most");
+    let log = gate.stop();
+    assert!(!log.contains(warning), "{log}");
+}
+
+/// A client that abandons a large request body after forwarding began is the client's
+/// doing (`body_aborted`), not an upstream warning: one client could otherwise write a
+/// WARN line per attempt (red team, issue 16).
+#[test]
+fn a_body_abandoned_by_the_client_logs_no_upstream_warning() {
+    use tokio::io::AsyncWriteExt as _;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let upstream = Upstream::start().await;
+        let config = CONFIG.replace(
+            "servers = [\"http://127.0.0.1:9\"]",
+            &format!(
+                "servers = [\"{}\"]\nhealth_check_interval_seconds = 0",
+                upstream.url()
+            ),
+        );
+        let dir = write_files(&[("exgate.toml", &config), ("policies.ps1", "")]);
+        let gate = Spawned::start(&dir, "warn");
+        for _ in 0..3 {
+            let mut s = tokio::net::TcpStream::connect(gate.proxy).await.unwrap();
+            let head = "POST /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nContent-Length: 1048576\r\n\r\n";
+            s.write_all(head.as_bytes()).await.unwrap();
+            s.write_all(&vec![b'x'; 200_000]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(s);
+        }
+        let mut metrics = String::new();
+        for _ in 0..50 {
+            metrics = gate.metrics().await;
+            if metrics.contains("exgate_client_errors_total{reason=\"body_aborted\"} 3") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            metrics.contains("exgate_client_errors_total{reason=\"body_aborted\"} 3"),
+            "{metrics}"
+        );
+        let log = gate.stop();
+        assert!(!log.contains("upstream request failed"), "{log}");
+    });
+}
