@@ -19,6 +19,18 @@ script = "policies.ps1"
 upn = "user01@contoso.com"
 "#;
 
+/// [`CONFIG`] forwarding to `upstream`, without health checks (their probes would reach
+/// it too).
+fn config_forwarding_to(upstream: &Upstream) -> String {
+    CONFIG.replace(
+        "servers = [\"http://127.0.0.1:9\"]",
+        &format!(
+            "servers = [\"{}\"]\nhealth_check_interval_seconds = 0",
+            upstream.url()
+        ),
+    )
+}
+
 /// Waits until `log()` contains `needle` (at most 5 s) and returns it.
 fn wait_for(gate: &Spawned, needle: &str) -> String {
     let started = std::time::Instant::now();
@@ -315,13 +327,7 @@ fn on_one_cpu_serve_runs_the_current_thread_scheduler_and_works() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let upstream = Upstream::start().await;
-        let config = CONFIG.replace(
-            "servers = [\"http://127.0.0.1:9\"]",
-            &format!(
-                "servers = [\"{}\"]\nhealth_check_interval_seconds = 0",
-                upstream.url()
-            ),
-        );
+        let config = config_forwarding_to(&upstream);
         let block = "New-AuthenticationPolicy BlockAll\nSet-OrganizationConfig -DefaultAuthenticationPolicy BlockAll\n";
         let dir = write_files(&[("exgate.toml", &config), ("policies.ps1", block)]);
         let gate = Spawned::start_on_one_cpu(&dir, "info");
@@ -394,13 +400,7 @@ fn a_body_abandoned_by_the_client_logs_no_upstream_warning() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let upstream = Upstream::start().await;
-        let config = CONFIG.replace(
-            "servers = [\"http://127.0.0.1:9\"]",
-            &format!(
-                "servers = [\"{}\"]\nhealth_check_interval_seconds = 0",
-                upstream.url()
-            ),
-        );
+        let config = config_forwarding_to(&upstream);
         let dir = write_files(&[("exgate.toml", &config), ("policies.ps1", "")]);
         let gate = Spawned::start(&dir, "warn");
         for _ in 0..3 {
