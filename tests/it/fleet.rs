@@ -172,7 +172,7 @@ async fn total(gates: &[Spawned], series: &str) -> f64 {
 }
 
 /// Waits (at most 5 s) until every instance answers `/readyz` 200.
-async fn all_ready(gates: &[Spawned]) {
+async fn all_ready<'a>(gates: impl IntoIterator<Item = &'a Spawned>) {
     let started = Instant::now();
     for g in gates {
         while ready(g.admin).await != 200 {
@@ -341,9 +341,7 @@ fn a_cmdlet_sent_to_one_instance_changes_the_others_within_a_second() {
         // An instance started later is ready only with the fleet's policy in force. It
         // runs on one CPU: the current-thread scheduler applies the log there.
         let late = Spawned::start_on_one_cpu(&instance(&upstream, &redis, "", ""), "info");
-        while ready(late.admin).await != 200 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        all_ready([&late]).await;
         assert_eq!(status(late.proxy, "/mapi/emsmdb/", Some(&basic_user)).await, 401);
         let metrics = late.metrics().await;
         assert!(metrics.contains("exgate_cluster_policy_version 1"), "{metrics}");
@@ -500,11 +498,7 @@ fn an_instance_started_without_redis_is_not_ready_until_it_has_the_fleets_policy
             "it serves meanwhile"
         );
         redis.restart();
-        let started = Instant::now();
-        while ready(gate.admin).await != 200 {
-            assert!(started.elapsed() < Duration::from_secs(5), "never ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        all_ready([&gate]).await;
         gate.stop();
     });
 }
@@ -598,12 +592,7 @@ fn a_log_of_the_same_length_but_another_history_is_replayed() {
         // A on one CPU: its rebuild from the log runs on the current-thread scheduler.
         let a = Spawned::start_on_one_cpu(&instance(&upstream, &redis, "", ""), "info");
         let b = Spawned::start(&instance(&upstream, &redis, "", ""), "info");
-        all_ready(&[]).await;
-        for g in [&a, &b] {
-            while ready(g.admin).await != 200 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
+        all_ready([&a, &b]).await;
         assert_eq!(
             cmdlet(a.admin, "New-AuthenticationPolicy Strict").await.0,
             200
