@@ -74,30 +74,11 @@ APACHE_THREADS=$((CONNS > 64 ? CONNS : 64))
 export APACHE_PORT APACHE_DIR APACHE_THREADS
 start apache 0 apache2 -f "$PWD/benches/peers/apache.conf" -DFOREGROUND
 
-exgate_config() { # port cache_entries
-    cat <<EOF
-[server]
-listen = "127.0.0.1:$1"
-admin_listen = "127.0.0.1:0"
-[upstream]
-servers = ["http://127.0.0.1:$UP_PORT"]
-[exchange]
-deployment = "online"
-[policy]
-script = "policies.ps1"
 # The directory holds the Basic workload's user, so a refusal finds the user and their
 # effective policy as in production (not the organization default by a directory miss).
-[[users]]
-upn = "user01@contoso.com"
-[[tokens.issuers]]
-issuer = "https://sts.windows.net/{tenantid}/"
-audiences = ["$AUDIENCE"]
-jwks_file = "jwks.json"
-[tokens]
-cache_max_entries = $2
-[tokens.mfa]
-require_for = ["Autodiscover", "Mapi", "OfflineAddressBook", "WebServices"]
-EOF
+exgate_config() { # port cache_entries
+    bench_config "$1" 0 "$UP_PORT" '[[users]]' 'upn = "user01@contoso.com"' "$(token_lines)" \
+        '[tokens]' "cache_max_entries = $2"
 }
 printf 'New-AuthenticationPolicy BlockLegacy\nSet-OrganizationConfig -DefaultAuthenticationPolicy BlockLegacy\n' > "$WORK/policies.ps1"
 EXG_PORT=$(free_port); exgate_config "$EXG_PORT" 10000 > "$WORK/exgate.toml"

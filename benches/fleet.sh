@@ -90,29 +90,10 @@ New-AuthenticationPolicy AllowEws -AllowBasicAuthWebServices
 Set-User user02 -AuthenticationPolicy AllowEws
 EOF
 exgate_config() { # port admin_port [cluster section…]
-    cat <<EOF
-[server]
-listen = "127.0.0.1:$1"
-admin_listen = "127.0.0.1:$2"
-[upstream]
-servers = ["http://127.0.0.1:$UP_PORT"]
-[exchange]
-deployment = "online"
-[policy]
-script = "policies.ps1"
-[[users]]
-upn = "user01@contoso.com"
-[[users]]
-upn = "user02@contoso.com"
-[[tokens.issuers]]
-issuer = "https://sts.windows.net/{tenantid}/"
-audiences = ["$AUDIENCE"]
-jwks_file = "jwks.json"
-[tokens.mfa]
-require_for = ["Autodiscover", "Mapi", "OfflineAddressBook", "WebServices"]
-EOF
+    local port=$1 admin=$2
     shift 2
-    [ $# -eq 0 ] || printf '%s\n' "$@"
+    bench_config "$port" "$admin" "$UP_PORT" '[[users]]' 'upn = "user01@contoso.com"' \
+        '[[users]]' 'upn = "user02@contoso.com"' "$(token_lines)" "$@"
 }
 SOLO_PORT=$(free_port); SOLO_ADMIN=$(free_port)
 FLEET_PORT=$(free_port); FLEET_ADMIN=$(free_port)

@@ -28,17 +28,7 @@ echo "| build | workload | requests | instructions per request |"
 echo "|---|---|---|---|"
 for bin in "$PWD/target/release/exgate" "$@"; do
     port=$(free_port)
-    cat > "$WORK/exgate.toml" <<EOT
-[server]
-listen = "127.0.0.1:$port"
-admin_listen = "127.0.0.1:0"
-[upstream]
-servers = ["http://127.0.0.1:$UP_PORT"]
-[exchange]
-deployment = "online"
-[policy]
-script = "policies.ps1"
-EOT
+    bench_config "$port" 0 "$UP_PORT" > "$WORK/exgate.toml"
     (cd "$WORK" && RUST_LOG=error exec valgrind --tool=callgrind --instr-atstart=no \
         --callgrind-out-file="$WORK/cg.%p" "$bin" serve --config exgate.toml > "$WORK/exgate.log" 2>&1) &
     vpid=$!
