@@ -13,8 +13,11 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 mod text;
+mod timeline;
 
 pub use text::{csv, table};
+use timeline::{Action, TimelineBuilder};
+pub use timeline::{Series, Timeline};
 
 /// Distinct user agents and addresses kept per row.
 const KEEP_DISTINCT: usize = 10;
@@ -94,6 +97,9 @@ pub struct Report {
     pub legacy: Vec<LegacyUse>,
     pub would_block: Vec<WouldBlock>,
     pub top_blocked_sources: Vec<Source>,
+    /// Legacy attempts per protocol per time bucket, and the span of the log.
+    #[serde(default)]
+    pub timeline: Timeline,
 }
 
 #[derive(Default)]
@@ -214,6 +220,7 @@ struct Builder {
     legacy: HashMap<(String, String, String), LegacyUse>,
     would: HashMap<(String, String, String), WouldBlock>,
     sources: HashMap<String, SourceAcc>,
+    timeline: TimelineBuilder,
 }
 
 impl Builder {
@@ -221,6 +228,7 @@ impl Builder {
     fn read(&mut self, input: impl BufRead) -> std::io::Result<()> {
         let report = &mut self.report;
         let (legacy, would, sources) = (&mut self.legacy, &mut self.would, &mut self.sources);
+        let timeline = &mut self.timeline;
         for line in input.lines() {
             let line = line?;
             if line.trim().is_empty() {
@@ -231,6 +239,7 @@ impl Builder {
                 report.unreadable_lines += 1;
                 continue;
             };
+            timeline.saw(&l.ts);
             let user = l.user.clone().unwrap_or_else(|| "(unidentified)".into());
             match l.event.as_deref() {
                 Some("lockout") => {
@@ -253,11 +262,13 @@ impl Builder {
                     ..LegacyUse::default()
                 });
                 row.count += 1;
-                match l.decision.as_str() {
-                    "allow" => row.allowed += 1,
-                    "report_only" => row.report_only += 1,
-                    _ => row.blocked += 1,
+                let action = Action::of(&l.decision);
+                match action {
+                    Action::Allowed => row.allowed += 1,
+                    Action::ReportOnly => row.report_only += 1,
+                    Action::Blocked => row.blocked += 1,
                 }
+                timeline.attempt(&l.protocol, &l.ts, action);
                 seen(&mut row.first_seen, &mut row.last_seen, &l.ts);
                 if let Some(ua) = &l.user_agent
                     && row.user_agents.len() < KEEP_DISTINCT
@@ -302,14 +313,16 @@ impl Builder {
         Ok(())
     }
 
-    /// The report: rows sorted, top sources cut to the first 20.
+    /// The report: rows sorted, top sources cut to the first 20, the timeline bucketed.
     fn finish(self) -> Report {
         let Builder {
             mut report,
             legacy,
             would,
             sources,
+            timeline,
         } = self;
+        report.timeline = timeline.finish();
         report.legacy = legacy.into_values().collect();
         report.legacy.sort_by(|a, b| {
             b.count.cmp(&a.count).then_with(|| {

@@ -130,3 +130,34 @@ fn every_format_renders() {
     );
     assert_eq!(csv.lines().count(), 1 + 2 + 1 + 1);
 }
+
+#[test]
+fn the_timeline_counts_each_legacy_attempt_once_and_json_carries_it() {
+    let r = build(LINES.as_bytes()).unwrap();
+    let legacy: u64 = r.legacy.iter().map(|u| u.count).sum();
+    let dated: u64 = r.timeline.series.iter().map(|s| s.total).sum();
+    assert_eq!((dated, r.timeline.undated), (legacy, 0));
+    assert_eq!(r.timeline.bucket_seconds, 60);
+    assert_eq!(r.timeline.buckets.len(), 11, "08:55 to 09:05");
+    assert_eq!(r.timeline.series[0].protocol, "Mapi");
+    // The span of the log: the spray event line is its last.
+    assert_eq!(r.timeline.first_ts, "2026-11-25T08:55:00.000Z");
+    assert_eq!(r.timeline.last_ts, "2026-11-25T09:07:00.000Z");
+    let json = serde_json::to_value(&r).unwrap();
+    for key in [
+        "files",
+        "lines",
+        "unreadable_lines",
+        "legacy",
+        "would_block",
+        "top_blocked_sources",
+    ] {
+        assert!(json.get(key).is_some(), "{key}");
+    }
+    assert_eq!(json["timeline"]["series"][0]["count"][5], 1);
+    // A report written before the timeline existed still reads.
+    let mut old = json.clone();
+    old.as_object_mut().unwrap().remove("timeline");
+    let old: Report = serde_json::from_value(old).unwrap();
+    assert_eq!(old.timeline, Timeline::default());
+}
