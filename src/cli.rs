@@ -91,6 +91,10 @@ pub struct LabArgs {
     /// exgate's port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 18443)]
     pub port: u16,
+    /// The lab console's port on 127.0.0.1 (0 picks a free one); its URL, with a secret
+    /// made at every start, is printed and written to lab.json.
+    #[arg(long, default_value_t = 0)]
+    pub console_port: u16,
     /// On-premises scenarios: the keytab of Exchange's HTTP service principal
     /// (HTTP/<host>, exported from your KDC with `ktadd -norandkey`). exgate reads who
     /// Kerberos tickets name (`[kerberos] keytab`) and the mock Exchange accepts them.
@@ -461,6 +465,7 @@ fn lab(args: LabArgs, log_format: LogFormat) -> anyhow::Result<ExitCode> {
             scenario: args.scenario,
             dir: dir.clone(),
             port: args.port,
+            console_port: args.console_port,
         };
         let keytab = match (&args.keytab, args.scenario.deployment()) {
             (Some(_), crate::policy::Deployment::Online) => {

@@ -270,6 +270,11 @@ pub fn banner(lab: &super::Lab, dir: &Path, exe: &Path) -> String {
     let _ = writeln!(out, "  exgate (clients connect here)  {}", info.proxy);
     let _ = writeln!(
         out,
+        "  {:<31}{}  (open in a browser: requests live, the rollout switch; the URL is the key)",
+        "lab console", info.console
+    );
+    let _ = writeln!(
+        out,
         "  exgate admin                   {}  (token in {}/lab.json)",
         info.admin,
         dir.display()

@@ -16,6 +16,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 
+use super::console::{Bus, Event};
 use super::kerberos::{LabKeytab, lab_user, now_unix};
 use super::soap::ClientBase;
 use super::spnego::{self, ClientToken};
@@ -47,6 +48,8 @@ struct State {
     /// With `exgate lab --keytab`: the service key Kerberos tickets are read with.
     tickets: Option<TicketReader>,
     received: Mutex<Vec<Received>>,
+    /// The lab console's: what Exchange received is shown there.
+    bus: Bus,
 }
 
 /// NTLM and Kerberos authenticate the connection: its state lives here.
@@ -71,6 +74,7 @@ pub async fn start(
     keys: SharedKeys,
     idp: &str,
     keytab: Option<&LabKeytab>,
+    bus: Bus,
 ) -> anyhow::Result<MockExchange> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
@@ -80,6 +84,7 @@ pub async fn start(
         authorization_uri: format!("{idp}/common/oauth2/authorize"),
         tickets: keytab.map(LabKeytab::reader),
         received: Mutex::new(Vec::new()),
+        bus,
     });
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -186,6 +191,13 @@ async fn handle(
             (scheme, Some(user), res)
         }
     };
+    state.bus.publish(Event::from_exchange(
+        method.as_str(),
+        &path,
+        scheme,
+        user.clone(),
+        res.status().as_u16(),
+    ));
     state
         .received
         .lock()

@@ -5,6 +5,7 @@
 
 mod autodiscover;
 mod banner;
+pub mod console;
 mod ews;
 mod exchange;
 mod idp;
@@ -187,6 +188,10 @@ pub struct LabInfo {
     /// The lab CA's certificate, which exgate's and the identity provider's chain to.
     #[serde(default)]
     pub ca: PathBuf,
+    /// The lab console's URL, its secret included (`http://127.0.0.1:<port>/<secret>/`):
+    /// as private as the admin token.
+    #[serde(default)]
+    pub console: String,
     /// With `--keytab` (on-premises): the keytab exgate and the mock Exchange read
     /// tickets with, and the host of its `HTTP/<host>` service, the name in clients' URLs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -231,12 +236,17 @@ pub struct LabOptions {
     pub dir: PathBuf,
     /// exgate's port on 127.0.0.1 (0: any free port).
     pub port: u16,
+    /// The console's port on 127.0.0.1 (0: any free port).
+    pub console_port: u16,
 }
 
 /// A running lab.
 pub struct Lab {
     pub info: LabInfo,
     pub running: crate::proxy::Running,
+    /// What the lab console shows: every request through exgate, the identity provider's
+    /// sign-ins, what the mock Exchange received.
+    pub bus: console::Bus,
     /// `lab.lock`, held while the lab runs: another lab refuses this directory.
     _lock: std::fs::File,
 }
@@ -427,8 +437,16 @@ pub async fn start_with_keytab(options: LabOptions, keytab: Option<&Path>) -> an
     // A keytab for another host than mail.contoso.com: exgate's certificate names it too.
     let extra_names: Vec<&str> = keytab.iter().map(|k| k.host.as_str()).collect();
     let pki = pki::prepare(dir, &extra_names)?;
-    let idp = idp::start(scenario, keys, dir.to_owned(), &pki.idp).await?;
-    let exchange = exchange::start(scenario, idp.keys.clone(), &idp.url, keytab.as_ref()).await?;
+    let bus = console::Bus::new();
+    let idp = idp::start(scenario, keys, dir.to_owned(), &pki.idp, bus.clone()).await?;
+    let exchange = exchange::start(
+        scenario,
+        idp.keys.clone(),
+        &idp.url,
+        keytab.as_ref(),
+        bus.clone(),
+    )
+    .await?;
 
     let admin_token = random_hex(16);
     std::fs::write(dir.join("policies.ps1"), scenario.policy_script())?;
@@ -459,6 +477,14 @@ pub async fn start_with_keytab(options: LabOptions, keytab: Option<&Path>) -> an
         running.shared.ready(),
         "exgate did not get the lab's signing keys"
     );
+    console::watch_proxy(&running.shared, bus.clone(), scenario);
+    let console = console::start(
+        scenario,
+        bus.clone(),
+        running.shared.clone(),
+        options.console_port,
+    )
+    .await?;
 
     let info = LabInfo {
         scenario,
@@ -469,6 +495,7 @@ pub async fn start_with_keytab(options: LabOptions, keytab: Option<&Path>) -> an
         idp: idp.url.clone(),
         config: config_path,
         ca: pki.ca,
+        console: console.url,
         kerberos: keytab.map(|k| KerberosInfo {
             keytab: k.path,
             host: k.host,
@@ -481,6 +508,7 @@ pub async fn start_with_keytab(options: LabOptions, keytab: Option<&Path>) -> an
     Ok(Lab {
         info,
         running,
+        bus,
         _lock: lock,
     })
 }

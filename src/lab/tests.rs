@@ -278,3 +278,68 @@ fn private_files_are_0600_even_over_an_older_file() {
     assert_eq!(mode(&fresh), 0o600);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The console's rollout switch: from the lab's start and from every stage, each stage's
+/// cmdlets reach that stage (and the next click sends nothing), and decide as the README
+/// says — report only: nobody blocked; pilot: user01 blocked, the others reported;
+/// organization: everyone blocked. Every cmdlet that moves forward is one the README's
+/// rollout section prints.
+#[test]
+fn the_console_rollout_reaches_each_stage_with_the_readme_cmdlets() {
+    use super::console::rollout::{RolloutState, Stage, cmdlets};
+    let readme = repo_file("README.md");
+    for scenario in [Scenario::OnlineCa, Scenario::OnpremCa] {
+        let deployment = scenario.deployment();
+        let start = scenario.policy_script().to_owned();
+        let mut starts = vec![start.clone()];
+        for stage in Stage::ALL {
+            let e = engine(deployment, &[&start]);
+            starts.push(format!(
+                "{start}{}\n",
+                cmdlets(deployment, &RolloutState::of(&e), stage).join("\n")
+            ));
+        }
+        for from in &starts {
+            for stage in Stage::ALL {
+                let before = engine(deployment, &[from]);
+                let sent = cmdlets(deployment, &RolloutState::of(&before), stage);
+                let script = format!("{}\n", sent.join("\n"));
+                let after = engine(deployment, &[from, &script]);
+                let state = RolloutState::of(&after);
+                assert_eq!(state.stage(), Some(stage), "{scenario} {from:?} + {sent:?}");
+                assert!(
+                    cmdlets(deployment, &state, stage).is_empty(),
+                    "{scenario} {stage:?}"
+                );
+                let (user01, user02) = (
+                    basic_of(&after, "user01@contoso.com").0,
+                    basic_of(&after, "user02@contoso.com").0,
+                );
+                let expected = match stage {
+                    Stage::ReportOnly => (Action::ReportOnly, Action::ReportOnly),
+                    Stage::Pilot => (Action::Block, Action::ReportOnly),
+                    Stage::Organization => (Action::Block, Action::Block),
+                };
+                assert_eq!(
+                    (user01, user02),
+                    expected,
+                    "{scenario} {stage:?} from {from:?}"
+                );
+                for line in &sent {
+                    let backwards = line.ends_with("-ReportOnly:$true") || line.ends_with("$null");
+                    assert!(
+                        backwards
+                            || readme.contains(&format!("exgate cmdlet '{line}'"))
+                            || readme.contains(&format!("exgate cmdlet '{line} -ReportOnly'")),
+                        "{line} is not in the README's rollout"
+                    );
+                }
+            }
+        }
+        // The lab starts at no stage: the pilot without an organization default.
+        assert_eq!(
+            RolloutState::of(&engine(deployment, &[&start])).stage(),
+            None
+        );
+    }
+}

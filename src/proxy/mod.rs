@@ -126,6 +126,11 @@ pub struct Shared {
     pub admin_token: Option<Secret>,
     /// The audit log, when `audit.path` is set.
     pub audit: Option<AuditLog>,
+    /// An in-process observer of every request's record, forwarded or not, with or
+    /// without credentials (the lab console's live view; SPEC is silent, exgate's
+    /// addition). Set once with [`Shared::observe`]; while unset a request pays one
+    /// atomic load for it.
+    observer: std::sync::OnceLock<tokio::sync::broadcast::Sender<crate::audit::AuditRecord>>,
     /// Smart lockout and spray state (this instance's; with `[cluster]`, what decides
     /// while Redis is unavailable).
     pub protect: Protect,
@@ -146,6 +151,16 @@ struct Timeouts {
 }
 
 impl Shared {
+    /// Sends every request's record, from now on, to `observer` (the lab console). The
+    /// first call wins; later ones return false and change nothing. Records hold what
+    /// the audit log holds: never a password, token or cookie.
+    pub fn observe(
+        &self,
+        observer: tokio::sync::broadcast::Sender<crate::audit::AuditRecord>,
+    ) -> bool {
+        self.observer.set(observer).is_ok()
+    }
+
     /// Ready to serve: the configuration is loaded, every token issuer has keys, and
     /// with `[cluster]` the fleet's policy has been loaded once.
     pub fn ready(&self) -> bool {
@@ -320,6 +335,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         state_file: config.policy.state_file.clone(),
         admin_token: config.admin_token.clone(),
         writer: std::sync::Mutex::new(()),
+        observer: std::sync::OnceLock::new(),
         audit: match config.audit.enabled {
             // `validate` checked the path; a failure now (a folder removed since) is
             // still the configuration's, exit 78.

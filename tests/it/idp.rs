@@ -19,6 +19,7 @@ async fn lab(scenario: Scenario) -> (Lab, Client) {
         scenario,
         dir: scratch(),
         port: 0,
+        console_port: 0,
     })
     .await
     .unwrap();

@@ -14,6 +14,7 @@ async fn lab() -> (exgate::lab::Lab, std::path::PathBuf) {
         scenario: Scenario::OnpremCa,
         dir: dir.clone(),
         port: 0,
+        console_port: 0,
     })
     .await
     .unwrap();

@@ -7,6 +7,8 @@ mod availability;
 mod binary;
 #[cfg(feature = "lab")]
 mod clients;
+#[cfg(feature = "lab")]
+mod console;
 mod fleet;
 #[cfg(feature = "lab")]
 mod idp;

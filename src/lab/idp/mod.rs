@@ -24,6 +24,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_rustls::TlsAcceptor;
 
+use super::console::steps::IdpOutcome;
+use super::console::{Bus, Event};
 use super::{Scenario, SharedKeys, TENANT, new_kid, save_keys};
 use crate::config::TlsFiles;
 use crate::token::mint::{SigningKey, jwks};
@@ -41,6 +43,8 @@ struct State {
     dir: PathBuf,
     /// Refresh tokens issued, and what each stands for (opaque, like Entra's).
     refresh_tokens: Mutex<HashMap<String, token::Grant>>,
+    /// The lab console's: sign-ins and token requests are shown there.
+    bus: Bus,
 }
 
 /// Entra's two token endpoints (Microsoft identity platform, "Access tokens": the token
@@ -60,6 +64,7 @@ pub async fn start(
     keys: Vec<SigningKey>,
     dir: PathBuf,
     tls: &TlsFiles,
+    bus: Bus,
 ) -> anyhow::Result<Idp> {
     let acceptor = TlsAcceptor::from(Arc::new(
         crate::config::tls::server_config(tls).map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -73,6 +78,7 @@ pub async fn start(
         keys: keys.clone(),
         dir,
         refresh_tokens: Mutex::new(HashMap::new()),
+        bus,
     });
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -155,7 +161,17 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             res
         }
         (Method::GET, ["oauth2", "authorize"] | ["oauth2", "v2.0", "authorize"]) => {
-            authorize_page(state)
+            let res = authorize_page(state);
+            state.bus.publish(Event::from_idp(
+                state.scenario,
+                "GET",
+                &path,
+                None,
+                res.status().as_u16(),
+                IdpOutcome::SignInPage,
+                None,
+            ));
+            res
         }
         (Method::POST, ["oauth2", "token"] | ["oauth2", "v2.0", "token"]) => {
             let version = if rest.len() == 3 {
@@ -164,7 +180,11 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
                 Version::V1
             };
             match Limited::new(req.into_body(), 16 * 1024).collect().await {
-                Ok(body) => token::token(state, version, &body.to_bytes(), &correlation),
+                Ok(body) => {
+                    let body = body.to_bytes();
+                    let res = token::token(state, version, &body, &correlation);
+                    show_token_request(state, &path, &body, res).await
+                }
                 Err(_) => json(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     &serde_json::json!({"error": "invalid_request"}),
@@ -173,6 +193,43 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         }
         _ => not_found(),
     }
+}
+
+/// Shows a token request on the lab console: who asked (the form's `username`, never its
+/// password or code) and what came of it (tokens, the MFA demand, or the error code).
+async fn show_token_request(
+    state: &State,
+    path: &str,
+    form: &[u8],
+    res: Response<Full<Bytes>>,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = res.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(never) => match never {},
+    };
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let description = answer["error_description"].as_str().unwrap_or_default();
+    let code = description.split(':').next().unwrap_or_default();
+    let outcome = match (parts.status.as_u16(), code) {
+        (200, _) if answer.get("access_token").is_some() => IdpOutcome::TokensIssued,
+        (_, "AADSTS50076" | "MSIS7068") => IdpOutcome::MfaRequired,
+        _ => IdpOutcome::Other,
+    };
+    let user = token::form(form)
+        .into_iter()
+        .find(|(k, _)| k == "username")
+        .map(|(_, v)| v);
+    state.bus.publish(Event::from_idp(
+        state.scenario,
+        "POST",
+        path,
+        user,
+        parts.status.as_u16(),
+        outcome,
+        (!code.is_empty()).then(|| code.chars().take(40).collect()),
+    ));
+    Response::from_parts(parts, Full::new(body))
 }
 
 fn not_found() -> Response<Full<Bytes>> {

@@ -46,7 +46,7 @@ fn bad_request(
     )
 }
 
-fn form(body: &[u8]) -> Vec<(String, String)> {
+pub(super) fn form(body: &[u8]) -> Vec<(String, String)> {
     let text = String::from_utf8_lossy(body).replace('+', " ");
     crate::policy::path::query_pairs(&text)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))

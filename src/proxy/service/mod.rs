@@ -27,7 +27,7 @@ use super::idle::WriteIdle;
 use super::respond::{self, ProxyBody, Refusal};
 use super::upstream::{Pinned, UpstreamError};
 use super::{Shared, Snapshot, headers};
-use crate::audit::AuditRecord;
+use crate::audit::{AuditLog, AuditRecord};
 use crate::auth::{Credentials, Mechanism};
 use crate::kerberos::TicketClient;
 use crate::policy::{
@@ -163,8 +163,9 @@ impl Connection {
     /// Runs the phases, then records the outcome: duration, audit line, protection.
     async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         let started = Instant::now();
-        // Only the audit log needs these; without one, nothing is copied.
-        let audited = self.shared.audit.as_ref().map(|_| {
+        // Only the audit log and an observer need these; without either, nothing is copied.
+        let observer = self.shared.observer.get();
+        let audited = (self.shared.audit.is_some() || observer.is_some()).then(|| {
             let user_agent = req
                 .headers()
                 .get(header::USER_AGENT)
@@ -184,31 +185,46 @@ impl Connection {
             outcome.decision.action,
             elapsed.as_secs_f64(),
         );
-        if let (Some(audit), Some((method, path, user_agent))) = (&shared.audit, audited)
-            && (outcome.credentials || !outcome.decision.action.forwards())
-        {
-            let d = &outcome.decision;
-            let names = outcome.names;
-            audit.write(&AuditRecord {
-                ts: crate::audit::timestamp(),
-                request_id: audit.request_id(),
-                client_ip: self.peer.ip().to_string(),
-                method,
-                path,
-                protocol: d.protocol.as_str().into(),
-                client_app: d.protocol.client_app().into(),
-                scheme: d.scheme.as_str().into(),
-                user: names.user,
-                presented_user: names.presented_user,
-                policy: names.policy,
-                decision: d.action.as_str().into(),
-                reason: d.reason.as_str().into(),
-                status: res.status().as_u16(),
-                upstream_status: outcome.upstream_status,
-                duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
-                user_agent,
-                legacy: d.legacy,
-            });
+        if let Some((method, path, user_agent)) = audited {
+            let audit = shared
+                .audit
+                .as_ref()
+                .filter(|_| outcome.credentials || !outcome.decision.action.forwards());
+            if audit.is_some() || observer.is_some() {
+                let d = &outcome.decision;
+                let names = outcome.names;
+                let record = AuditRecord {
+                    ts: crate::audit::timestamp(),
+                    request_id: shared
+                        .audit
+                        .as_ref()
+                        .map(AuditLog::request_id)
+                        .unwrap_or_default(),
+                    client_ip: self.peer.ip().to_string(),
+                    method,
+                    path,
+                    protocol: d.protocol.as_str().into(),
+                    client_app: d.protocol.client_app().into(),
+                    scheme: d.scheme.as_str().into(),
+                    user: names.user,
+                    presented_user: names.presented_user,
+                    policy: names.policy,
+                    decision: d.action.as_str().into(),
+                    reason: d.reason.as_str().into(),
+                    status: res.status().as_u16(),
+                    upstream_status: outcome.upstream_status,
+                    duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+                    user_agent,
+                    legacy: d.legacy,
+                };
+                if let Some(audit) = audit {
+                    audit.write(&record);
+                }
+                if let Some(observer) = observer {
+                    // No receiver (no console page open) is not an error.
+                    let _ = observer.send(record);
+                }
+            }
         }
         res
     }
@@ -338,10 +354,10 @@ impl Connection {
         self.shared.metrics.record(&decision);
         let mut outcome = Outcome {
             decision,
-            // Only the audit log reads them.
-            names: match self.shared.audit {
-                Some(_) => Names::new(&snapshot, &decision, user.as_deref()),
-                None => Names::default(),
+            // Only the audit log and an observer read them.
+            names: match self.shared.audit.is_some() || self.shared.observer.get().is_some() {
+                true => Names::new(&snapshot, &decision, user.as_deref()),
+                false => Names::default(),
             },
             credentials: !anonymous || decision.connection,
             upstream_status: None,

@@ -1,0 +1,219 @@
+// exgate lab console. No framework, no build step. Every string from the server is
+// written with textContent (user names and paths are attacker-chosen): never as HTML.
+"use strict";
+
+const $ = (selector) => document.querySelector(selector);
+let steps = [];          // the scenario's ArticleStep list, from /state
+const seen = new Set();  // step numbers seen
+let exchangeReceived = 0;
+let rowCount = 0;
+
+function el(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (className) node.className = className;
+  return node;
+}
+
+// "1–2" marks steps 1 and 2; "4–8" is one step of the figure.
+function stepNumbers(step) {
+  if (!step) return [];
+  if (steps.some((s) => s.number === step)) return [step];
+  return step.split("–").filter((n) => steps.some((s) => s.number === n));
+}
+
+function renderSteps() {
+  const list = $("#steps");
+  list.replaceChildren();
+  for (const s of steps) {
+    const item = el("li");
+    item.dataset.step = s.number;
+    item.appendChild(el("span", s.number, "num"));
+    item.appendChild(el("span", s.title + " "));
+    item.appendChild(el("span", "not seen yet", "mark"));
+    list.appendChild(item);
+    const arrow = document.querySelector(`.arrow[data-arrow="${s.arrow}"] .num`);
+    if (arrow) arrow.textContent = s.number;
+  }
+}
+
+function markStep(number, event) {
+  const item = document.querySelector(`#steps li[data-step="${CSS.escape(number)}"]`);
+  const step = steps.find((s) => s.number === number);
+  if (!item || !step) return;
+  seen.add(number);
+  item.classList.add("seen");
+  const red = event.blocked_legacy;
+  item.classList.toggle("red", !!red);
+  item.querySelector(".mark").textContent = red
+    ? `seen: blocked (${event.reason})`
+    : `seen (#${event.id})`;
+  const arrow = document.querySelector(`.arrow[data-arrow="${step.arrow}"]`);
+  if (!arrow) return;
+  arrow.classList.add("seen", "active");
+  if (step.arrow === "legacy") {
+    arrow.classList.toggle("blocked", !!red);
+    arrow.classList.toggle("passed", !red);
+  }
+  setTimeout(() => arrow.classList.remove("active"), 1500);
+}
+
+function where(event) {
+  switch (event.source) {
+    case "exgate": return "exgate";
+    case "identity-provider": return "identity provider";
+    case "exchange": return "Exchange";
+    default: return event.source;
+  }
+}
+
+function addRow(event) {
+  const tbody = $("#requests tbody");
+  const row = el("tr");
+  row.dataset.id = event.id;
+  row.dataset.source = event.source;
+  if (event.step) row.dataset.step = event.step;
+  if (event.decision) row.dataset.decision = event.decision;
+  if (event.reason) row.dataset.reason = event.reason;
+  if (event.user) row.dataset.user = event.user;
+  if (event.blocked_legacy) row.classList.add("blocked-legacy");
+  else if (event.legacy) row.classList.add("passed-legacy");
+  if (event.source === "cmdlet") row.classList.add("cmdlet");
+  const request = event.source === "cmdlet"
+    ? event.cmdlets.join("\n") || "(nothing to send)"
+    : `${event.method || ""} ${event.path || ""}`.trim();
+  let decision = event.decision || "";
+  if (event.blocked_legacy) decision = `✕ ${decision}`;
+  const received = event.exchange_received === undefined
+    ? (event.source === "exchange" ? "(Exchange's own record)" : "")
+    : event.exchange_received ? `yes (${event.upstream_status})` : "no";
+  const cells = [
+    event.id,
+    (event.ts || "").slice(11, 23),
+    event.step || "",
+    where(event),
+    request,
+    event.protocol || "",
+    event.scheme || "",
+    event.user || "",
+    decision,
+    event.reason || event.detail || "",
+    event.status || "",
+    received,
+  ];
+  cells.forEach((text, i) => {
+    const cell = el("td", text);
+    if (i === 4) cell.className = "request";
+    if (i === 8) cell.className = "decision";
+    if (i === 9) cell.className = "reason";
+    if (i === 11) cell.className = "received";
+    row.appendChild(cell);
+  });
+  tbody.prepend(row);
+  rowCount += 1;
+  while (tbody.rows.length > 500) tbody.deleteRow(-1);
+}
+
+function onEvent(event) {
+  if (event.source === "exchange") {
+    exchangeReceived += 1;
+    $("#exchange-count").textContent = `received ${exchangeReceived} request${exchangeReceived === 1 ? "" : "s"}`;
+  }
+  addRow(event);
+  for (const n of stepNumbers(event.step)) markStep(n, event);
+  if (event.source === "cmdlet") {
+    const item = el("li");
+    item.appendChild(el("span", event.detail || ""));
+    for (const line of event.cmdlets || []) item.appendChild(el("code", line));
+    $("#cmdlet-log").prepend(item);
+    loadState();
+  }
+}
+
+function renderState(state) {
+  $("#scenario").textContent = `Scenario ${state.scenario}: ${state.title}`;
+  $("#exchange-name").textContent = state.deployment === "online" ? "Exchange Online" : "Exchange Server 2019";
+  $("#entra-sub").textContent = state.scenario.endsWith("adfs") ? "federates to AD FS" : "Conditional Access";
+  if (steps.length === 0) {
+    steps = state.steps;
+    renderSteps();
+  }
+  $("#org-default").textContent = state.org_default || "none";
+  $("#mode").textContent = state.mode;
+  $("#stage").textContent = state.stage || "none (the lab's start: pilot only, no organization default)";
+  $("#policies").textContent = state.policies || "(no policies)";
+  const users = $("#users tbody");
+  users.replaceChildren();
+  for (const u of state.users) {
+    const row = el("tr");
+    row.dataset.user = u.upn;
+    const head = el("th", u.upn);
+    head.scope = "row";
+    row.appendChild(head);
+    row.appendChild(el("td", u.assigned || "—"));
+    row.appendChild(el("td", u.effective || "none: legacy allowed"));
+    row.appendChild(el("td", u.effective ? (u.report_only ? "yes" : "no") : "—"));
+    users.appendChild(row);
+  }
+  const stages = $("#stages");
+  stages.replaceChildren();
+  const labels = { "report-only": "1. Report only, for everyone", pilot: "2. Pilot group (user01)", organization: "3. Organization" };
+  for (const plan of state.stages) {
+    const box = el("div", undefined, "stage");
+    const button = el("button", labels[plan.stage] || plan.stage);
+    button.type = "button";
+    button.dataset.stage = plan.stage;
+    button.setAttribute("aria-pressed", String(state.stage === plan.stage));
+    const listId = `cmdlets-${plan.stage}`;
+    button.setAttribute("aria-describedby", listId);
+    button.addEventListener("click", () => switchStage(plan.stage));
+    box.appendChild(button);
+    const list = el("ul");
+    list.id = listId;
+    if (plan.cmdlets.length === 0) list.appendChild(el("li", "already here: nothing to send"));
+    for (const line of plan.cmdlets) {
+      const item = el("li");
+      item.appendChild(el("code", line));
+      list.appendChild(item);
+    }
+    box.appendChild(list);
+    stages.appendChild(box);
+  }
+}
+
+async function loadState() {
+  const res = await fetch("state", { cache: "no-store" });
+  if (res.ok) renderState(await res.json());
+}
+
+async function switchStage(stage) {
+  for (const b of document.querySelectorAll("#stages button")) b.disabled = true;
+  try {
+    const res = await fetch("rollout", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ stage }),
+    });
+    const answer = await res.json();
+    if (answer.state) renderState(answer.state);
+    $("#connection").textContent = answer.applied
+      ? `Rollout: ${stage} (${answer.cmdlets.length} cmdlet${answer.cmdlets.length === 1 ? "" : "s"} sent)`
+      : `Rollout to ${stage} refused: ${answer.error}`;
+  } finally {
+    for (const b of document.querySelectorAll("#stages button")) b.disabled = false;
+  }
+}
+
+function connect() {
+  const source = new EventSource("events");
+  source.onopen = () => { $("#connection").textContent = "Live: connected to the event stream."; document.body.dataset.connected = "true"; };
+  source.onerror = () => { $("#connection").textContent = "Event stream lost; reconnecting…"; document.body.dataset.connected = "false"; };
+  source.onmessage = (message) => {
+    try { onEvent(JSON.parse(message.data)); } catch (e) { console.error(e); }
+  };
+  source.addEventListener("lagged", (message) => {
+    $("#connection").textContent = `The page fell behind: ${message.data} events skipped.`;
+  });
+}
+
+loadState().then(connect);

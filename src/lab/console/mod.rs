@@ -1,0 +1,609 @@
+//! The lab console: a page, served by `exgate lab` on loopback under a per-lab secret,
+//! that draws the running scenario's architecture as the article does and shows every
+//! request live as it passes — exgate's decisions, the identity provider's sign-ins and
+//! what the mock Exchange received — with the article's step numbers; a panel shows the
+//! effective authentication policies and switches the rollout stage with the README's
+//! cmdlets.
+//!
+//! Routes, all under `/<secret>/` (anything else is 404, and so is a `Host` that is not
+//! this loopback listener's, against DNS rebinding):
+//! - `GET /<secret>/` the page, `console.js`, `console.css` (embedded: no build step, no
+//!   external asset; a strict Content-Security-Policy allows nothing else);
+//! - `GET /<secret>/events`: Server-Sent Events, one `data:` line of JSON per [`Event`]
+//!   with its `id:`; the last [`HISTORY`] events first (after `Last-Event-ID` when the
+//!   browser reconnects), then live ones;
+//! - `GET /<secret>/state`: the scenario, its steps, the policies (`Get-AuthenticationPolicy`
+//!   as Exchange prints it), who has which, the organization default, `policy.mode`, the
+//!   rollout stage and each stage's cmdlets;
+//! - `POST /<secret>/rollout` with `{"stage": "report-only" | "pilot" | "organization"}`
+//!   (`Content-Type: application/json`, which a cross-site form cannot send): applies
+//!   that stage's cmdlets through the admin path (persisted to `state.ps1`), answers
+//!   what it sent and the new state.
+
+pub mod rollout;
+pub mod steps;
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use self::rollout::{RolloutState, Stage};
+use self::steps::IdpOutcome;
+use super::Scenario;
+use crate::audit::AuditRecord;
+use crate::auth::Secret;
+use crate::proxy::Shared;
+
+/// Events kept for a page that opens (or reconnects) later.
+pub const HISTORY: usize = 1000;
+/// Console connections served at once; more are closed unanswered.
+const MAX_CONNECTIONS: usize = 16;
+/// A comment line on an idle event stream this often, so that a dead page is noticed.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// One thing the console shows: a request exgate decided, a request to the identity
+/// provider, a request the mock Exchange received, or cmdlets the console sent. Holds
+/// what the audit log holds — never a password, token, code or cookie. Every string
+/// may be attacker-chosen (user names, paths): the page writes them as text only.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Event {
+    /// Assigned by the [`Bus`]: increasing, the SSE `id`.
+    pub id: u64,
+    pub ts: String,
+    /// `exgate`, `identity-provider`, `exchange` or `cmdlet`.
+    pub source: &'static str,
+    /// The article's step (`"1–2"`, `"3"`, `"legacy"`, …), when the request is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// exgate's requests: whether Exchange received it (exgate forwarded it and Exchange
+    /// answered) and its answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exchange_received: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<u16>,
+    pub legacy: bool,
+    /// Legacy authentication exgate refused: drawn on the red line.
+    pub blocked_legacy: bool,
+    /// The identity provider's error code (`AADSTS50076`, `MSIS7068`), or the output of
+    /// cmdlets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Cmdlets sent by the console.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cmdlets: Vec<String>,
+}
+
+impl Event {
+    /// exgate's view of a request, with its step.
+    pub fn from_request(scenario: Scenario, r: AuditRecord) -> Event {
+        Event {
+            step: steps::of_request(scenario, &r),
+            blocked_legacy: steps::blocked_legacy(&r),
+            exchange_received: Some(r.upstream_status.is_some()),
+            ts: r.ts,
+            source: "exgate",
+            method: Some(r.method),
+            path: Some(r.path),
+            protocol: Some(r.protocol),
+            scheme: Some(r.scheme),
+            user: r.user,
+            policy: r.policy,
+            decision: Some(r.decision),
+            reason: Some(r.reason),
+            status: Some(r.status),
+            upstream_status: r.upstream_status,
+            legacy: r.legacy,
+            ..Event::default()
+        }
+    }
+
+    /// A request to the identity provider's sign-in or token endpoint.
+    pub fn from_idp(
+        scenario: Scenario,
+        method: &str,
+        path: &str,
+        user: Option<String>,
+        status: u16,
+        outcome: IdpOutcome,
+        detail: Option<String>,
+    ) -> Event {
+        Event {
+            ts: crate::audit::timestamp(),
+            source: "identity-provider",
+            step: steps::of_idp(scenario, outcome).map(str::to_owned),
+            method: Some(method.to_owned()),
+            path: Some(path.to_owned()),
+            user,
+            status: Some(status),
+            detail,
+            ..Event::default()
+        }
+    }
+
+    /// A request as the mock Exchange received it.
+    pub fn from_exchange(
+        method: &str,
+        path: &str,
+        scheme: &str,
+        user: Option<String>,
+        status: u16,
+    ) -> Event {
+        Event {
+            ts: crate::audit::timestamp(),
+            source: "exchange",
+            method: Some(method.to_owned()),
+            path: Some(path.to_owned()),
+            scheme: Some(scheme.to_owned()),
+            user,
+            status: Some(status),
+            ..Event::default()
+        }
+    }
+}
+
+/// An event as sent: its id and its JSON.
+struct Published {
+    id: u64,
+    json: String,
+}
+
+struct BusInner {
+    /// The last [`HISTORY`] events; the lock also orders ids with sends.
+    history: Mutex<(u64, VecDeque<Arc<Published>>)>,
+    live: broadcast::Sender<Arc<Published>>,
+}
+
+/// Where the lab's parts publish [`Event`]s and the console's pages read them. Cheap to
+/// clone; publishing never waits (a page that falls behind skips events and is told).
+#[derive(Clone)]
+pub struct Bus(Arc<BusInner>);
+
+impl Default for Bus {
+    fn default() -> Bus {
+        Bus::new()
+    }
+}
+
+impl Bus {
+    /// An empty bus.
+    pub fn new() -> Bus {
+        Bus(Arc::new(BusInner {
+            history: Mutex::new((0, VecDeque::with_capacity(HISTORY))),
+            live: broadcast::channel(HISTORY).0,
+        }))
+    }
+
+    /// Numbers `event`, keeps it for pages that open later, and sends it to the open ones.
+    pub fn publish(&self, mut event: Event) {
+        let mut history = self.0.history.lock().unwrap_or_else(|e| e.into_inner());
+        history.0 += 1;
+        event.id = history.0;
+        let Ok(json) = serde_json::to_string(&event) else {
+            return;
+        };
+        let published = Arc::new(Published { id: event.id, json });
+        if history.1.len() == HISTORY {
+            history.1.pop_front();
+        }
+        history.1.push_back(published.clone());
+        // No page open is not an error.
+        let _ = self.0.live.send(published);
+    }
+
+    /// The kept events after `after`, and a receiver for the ones after them (no gap,
+    /// no repeat: both are taken under the publishing lock).
+    fn subscribe(&self, after: u64) -> (Vec<Arc<Published>>, broadcast::Receiver<Arc<Published>>) {
+        let history = self.0.history.lock().unwrap_or_else(|e| e.into_inner());
+        let past = history.1.iter().filter(|p| p.id > after).cloned().collect();
+        (past, self.0.live.subscribe())
+    }
+
+    /// The kept events, as JSON values (tests, `state`).
+    pub fn history(&self) -> Vec<serde_json::Value> {
+        let history = self.0.history.lock().unwrap_or_else(|e| e.into_inner());
+        history
+            .1
+            .iter()
+            .filter_map(|p| serde_json::from_str(&p.json).ok())
+            .collect()
+    }
+}
+
+/// Publishes every request exgate decides, from the proxy's observer channel, until the
+/// proxy is gone.
+pub fn watch_proxy(shared: &Shared, bus: Bus, scenario: Scenario) {
+    let (tx, mut rx) = broadcast::channel(HISTORY);
+    if !shared.observe(tx) {
+        return;
+    }
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(record) => bus.publish(Event::from_request(scenario, record)),
+                Err(broadcast::error::RecvError::Lagged(n)) => bus.publish(Event {
+                    ts: crate::audit::timestamp(),
+                    source: "exgate",
+                    detail: Some(format!("{n} requests not shown (the console fell behind)")),
+                    ..Event::default()
+                }),
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+}
+
+/// The console's parts: what it shows and acts on.
+struct Console {
+    scenario: Scenario,
+    bus: Bus,
+    shared: Arc<Shared>,
+    secret: Secret,
+    /// The path prefix, `/<secret>/`.
+    prefix: String,
+    /// The `Host` values this listener answers: `127.0.0.1:<port>`, `localhost:<port>`.
+    hosts: [String; 2],
+}
+
+/// A started console.
+pub struct Started {
+    pub addr: SocketAddr,
+    /// The page's URL, secret included: `http://127.0.0.1:<port>/<secret>/`.
+    pub url: String,
+}
+
+/// Starts the console on 127.0.0.1:0 (`port` 0) or the given port, serving `shared`'s
+/// policy and `bus`'s events under a new random secret.
+pub async fn start(
+    scenario: Scenario,
+    bus: Bus,
+    shared: Arc<Shared>,
+    port: u16,
+) -> anyhow::Result<Started> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let addr = listener.local_addr()?;
+    let secret = super::random_hex(16);
+    let url = format!("http://127.0.0.1:{}/{secret}/", addr.port());
+    let console = Arc::new(Console {
+        scenario,
+        bus,
+        shared,
+        prefix: format!("/{secret}/"),
+        secret: Secret::new(secret.as_bytes()),
+        hosts: [
+            format!("127.0.0.1:{}", addr.port()),
+            format!("localhost:{}", addr.port()),
+        ],
+    });
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                continue; // dropped: closed unanswered
+            };
+            let console = console.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let console = console.clone();
+                    async move { Ok::<_, Infallible>(console.route(req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                drop(permit);
+            });
+        }
+    });
+    Ok(Started { addr, url })
+}
+
+type ConsoleBody = BoxBody<Bytes, Infallible>;
+
+fn full(body: impl Into<Bytes>) -> ConsoleBody {
+    Full::new(body.into()).boxed()
+}
+
+/// A response with the console's security headers: nothing but this origin's own files
+/// (no inline script), not framed, not cached, and no `Referer` carrying the secret.
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: ConsoleBody,
+) -> Response<ConsoleBody> {
+    let mut res = Response::new(body);
+    *res.status_mut() = status;
+    let headers = res.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    res
+}
+
+fn not_found() -> Response<ConsoleBody> {
+    respond(StatusCode::NOT_FOUND, "text/plain", full("not found\n"))
+}
+
+fn json(status: StatusCode, value: &impl Serialize) -> Response<ConsoleBody> {
+    respond(
+        status,
+        "application/json",
+        full(serde_json::to_vec(value).unwrap_or_default()),
+    )
+}
+
+const PAGE: &str = include_str!("page.html");
+const SCRIPT: &str = include_str!("console.js");
+const STYLE: &str = include_str!("console.css");
+
+/// A stage's cmdlets from the current state, for the panel and `rollout`.
+#[derive(Serialize)]
+struct StagePlan {
+    stage: Stage,
+    cmdlets: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct UserRow {
+    upn: String,
+    /// The policy assigned to the user (`Set-User -AuthenticationPolicy`).
+    assigned: Option<String>,
+    /// The policy that decides for them: theirs, else the organization default.
+    effective: Option<String>,
+    /// Whether the effective policy only reports.
+    report_only: bool,
+}
+
+#[derive(Serialize)]
+struct State {
+    scenario: Scenario,
+    title: &'static str,
+    deployment: &'static str,
+    steps: [steps::ArticleStep; 8],
+    /// `policy.mode`: `enforce` or `report-only`.
+    mode: &'static str,
+    /// `Get-AuthenticationPolicy`, as Exchange PowerShell prints it.
+    policies: String,
+    org_default: Option<String>,
+    users: Vec<UserRow>,
+    /// The rollout stage the policy is at, if exactly one.
+    stage: Option<Stage>,
+    stages: Vec<StagePlan>,
+}
+
+impl Console {
+    async fn route(&self, req: Request<Incoming>) -> Response<ConsoleBody> {
+        let host_ok = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|h| self.hosts.iter().any(|ours| ours.eq_ignore_ascii_case(h)));
+        let path = req.uri().path();
+        let rest = match path.get(..self.prefix.len()) {
+            Some(prefix)
+                if host_ok
+                    && Secret::new(&prefix.as_bytes()[1..prefix.len() - 1]) == self.secret =>
+            {
+                path[self.prefix.len()..].to_owned()
+            }
+            _ => return not_found(),
+        };
+        match (req.method(), rest.as_str()) {
+            (&Method::GET, "" | "index.html") => {
+                respond(StatusCode::OK, "text/html; charset=utf-8", full(PAGE))
+            }
+            (&Method::GET, "console.js") => respond(
+                StatusCode::OK,
+                "text/javascript; charset=utf-8",
+                full(SCRIPT),
+            ),
+            (&Method::GET, "console.css") => {
+                respond(StatusCode::OK, "text/css; charset=utf-8", full(STYLE))
+            }
+            (&Method::GET, "state") => json(StatusCode::OK, &self.state()),
+            (&Method::GET, "events") => self.events(&req),
+            (&Method::POST, "rollout") => self.rollout(req).await,
+            _ => not_found(),
+        }
+    }
+
+    fn state(&self) -> State {
+        let snapshot = self.shared.snapshot.load_full();
+        let engine = &snapshot.engine;
+        let store = engine.store();
+        let directory = engine.directory();
+        let name = |id| store.policy(id).name.clone();
+        let users = (0..directory.len())
+            .map(|i| {
+                let id = crate::policy::UserId(u32::try_from(i).unwrap_or(u32::MAX));
+                let effective = store.effective(Some(id));
+                UserRow {
+                    upn: directory.user(id).upn.clone(),
+                    assigned: store.user_policy(id).map(name),
+                    effective: effective.map(name),
+                    report_only: effective.is_some_and(|p| store.policy(p).report_only),
+                }
+            })
+            .collect();
+        let deployment = engine.settings().deployment;
+        let rollout = RolloutState::of(engine);
+        State {
+            scenario: self.scenario,
+            title: self.scenario.title(),
+            deployment: deployment.as_str(),
+            steps: steps::steps(self.scenario),
+            mode: match engine.settings().mode {
+                crate::policy::Mode::Enforce => "enforce",
+                crate::policy::Mode::ReportOnly => "report-only",
+            },
+            policies: engine
+                .run_script("Get-AuthenticationPolicy")
+                .map(|a| a.output.join("\n"))
+                .unwrap_or_default(),
+            org_default: store.org_default().map(name),
+            users,
+            stage: rollout.stage(),
+            stages: Stage::ALL
+                .into_iter()
+                .map(|stage| StagePlan {
+                    stage,
+                    cmdlets: rollout::cmdlets(deployment, &rollout, stage),
+                })
+                .collect(),
+        }
+    }
+
+    /// `GET events`: Server-Sent Events (HTML Living Standard §9.2), the kept events after
+    /// `Last-Event-ID`, then live ones, with a comment line when idle.
+    fn events(&self, req: &Request<Incoming>) -> Response<ConsoleBody> {
+        let after = req
+            .headers()
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let (past, live) = self.bus.subscribe(after);
+        let mut opening = String::from("retry: 1000\n\n");
+        for p in &past {
+            opening.push_str(&format!("id: {}\ndata: {}\n\n", p.id, p.json));
+        }
+        struct Stream {
+            opening: Option<String>,
+            live: broadcast::Receiver<Arc<Published>>,
+        }
+        let stream = futures_util::stream::unfold(
+            Stream {
+                opening: Some(opening),
+                live,
+            },
+            |mut s| async move {
+                if let Some(opening) = s.opening.take() {
+                    return Some((Ok(Frame::data(Bytes::from(opening))), s));
+                }
+                let text = match tokio::time::timeout(KEEP_ALIVE, s.live.recv()).await {
+                    Err(_) => ": keep-alive\n\n".to_owned(),
+                    Ok(Ok(p)) => format!("id: {}\ndata: {}\n\n", p.id, p.json),
+                    Ok(Err(broadcast::error::RecvError::Lagged(n))) => {
+                        format!("event: lagged\ndata: {n}\n\n")
+                    }
+                    Ok(Err(broadcast::error::RecvError::Closed)) => return None,
+                };
+                Some((Ok::<_, Infallible>(Frame::data(Bytes::from(text))), s))
+            },
+        );
+        respond(
+            StatusCode::OK,
+            "text/event-stream",
+            StreamBody::new(stream).boxed(),
+        )
+    }
+
+    /// `POST rollout`: applies the chosen stage's cmdlets, all or nothing.
+    async fn rollout(&self, req: Request<Incoming>) -> Response<ConsoleBody> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim() == "application/json")
+            });
+        if !is_json {
+            return json(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                &serde_json::json!({"error": "send {\"stage\": …} as application/json"}),
+            );
+        }
+        let body = match Limited::new(req.into_body(), 4096).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(_) => {
+                return json(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &serde_json::json!({"error": "too large"}),
+                );
+            }
+        };
+        let stage = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("stage")?.as_str().and_then(Stage::parse));
+        let Some(stage) = stage else {
+            return json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({"error": "stage must be report-only, pilot or organization"}),
+            );
+        };
+        let snapshot = self.shared.snapshot.load_full();
+        let deployment = snapshot.engine.settings().deployment;
+        let cmdlets = rollout::cmdlets(deployment, &RolloutState::of(&snapshot.engine), stage);
+        let (status, output) = match cmdlets.is_empty() {
+            true => (StatusCode::OK, Ok(String::new())),
+            false => match self.shared.apply_cmdlets(&cmdlets.join("\n")) {
+                Ok(output) => (StatusCode::OK, Ok(output.join("\n"))),
+                Err(e) => (StatusCode::CONFLICT, Err(e.to_string())),
+            },
+        };
+        self.bus.publish(Event {
+            ts: crate::audit::timestamp(),
+            source: "cmdlet",
+            cmdlets: cmdlets.clone(),
+            detail: Some(match &output {
+                Ok(_) if cmdlets.is_empty() => format!("already at the {} stage", stage.as_str()),
+                Ok(_) => format!("applied: {} stage", stage.as_str()),
+                Err(e) => format!("not applied: {e}"),
+            }),
+            ..Event::default()
+        });
+        json(
+            status,
+            &serde_json::json!({
+                "stage": stage,
+                "cmdlets": cmdlets,
+                "applied": output.is_ok(),
+                "error": output.err(),
+                "state": self.state(),
+            }),
+        )
+    }
+}

@@ -1,0 +1,159 @@
+//! The console's rollout switch: the stages Microsoft recommends for authentication
+//! policies (report only for everyone, a pilot group, the organization), and the cmdlets
+//! that take the lab from where it is to a stage — the README's "Rolling out" cmdlets,
+//! verbatim, only those still needed. Pure: the console reads the state from the
+//! running engine and applies the cmdlets through the admin path.
+
+use serde::Serialize;
+
+use crate::policy::{Deployment, Engine};
+
+/// The organization's policy of the rollout (README "Rolling out", step 1).
+pub const ORG_POLICY: &str = "OrgBlockLegacy";
+/// The article's pilot policy, which the lab's `policies.ps1` creates.
+pub const PILOT_POLICY: &str = "BlockLegacyOutlookAuth";
+/// The article's pilot user.
+pub const PILOT_USER: &str = "user01";
+
+/// A rollout stage, in the order Microsoft recommends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// `OrgBlockLegacy -ReportOnly` is the organization default and the pilot user has no
+    /// policy of their own: legacy authentication is forwarded and recorded for everyone.
+    ReportOnly,
+    /// As `ReportOnly`, and the pilot user has `BlockLegacyOutlookAuth`: their legacy
+    /// attempts are blocked.
+    Pilot,
+    /// `OrgBlockLegacy` enforced as the organization default (the pilot keeps theirs).
+    Organization,
+}
+
+impl Stage {
+    /// Every stage, in rollout order.
+    pub const ALL: [Stage; 3] = [Stage::ReportOnly, Stage::Pilot, Stage::Organization];
+
+    /// The name the console's buttons and `POST …/rollout` use.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Stage::ReportOnly => "report-only",
+            Stage::Pilot => "pilot",
+            Stage::Organization => "organization",
+        }
+    }
+
+    /// Parses [`Stage::as_str`].
+    pub fn parse(name: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+/// What the rollout depends on, read from the policy store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RolloutState {
+    /// `OrgBlockLegacy` exists; `Some(report_only)`.
+    pub org_policy: Option<bool>,
+    /// `OrgBlockLegacy` is the organization default.
+    pub org_default_is_org_policy: bool,
+    /// The organization default is another policy (named).
+    pub other_org_default: Option<String>,
+    /// `BlockLegacyOutlookAuth` exists.
+    pub pilot_policy_exists: bool,
+    /// The policy assigned to the pilot user, if any.
+    pub pilot_user_policy: Option<String>,
+}
+
+impl RolloutState {
+    /// Reads the state from an engine (the running snapshot's).
+    pub fn of(engine: &Engine) -> RolloutState {
+        let store = engine.store();
+        let name = |id| store.policy(id).name.clone();
+        let org = store.find(ORG_POLICY);
+        let pilot_user = match engine.directory().lookup(PILOT_USER) {
+            crate::policy::Lookup::Found(id) => Some(id),
+            _ => None,
+        };
+        let default = store.org_default();
+        RolloutState {
+            org_policy: org.map(|id| store.policy(id).report_only),
+            org_default_is_org_policy: default.is_some() && default == org,
+            other_org_default: default.filter(|d| Some(*d) != org).map(name),
+            pilot_policy_exists: store.find(PILOT_POLICY).is_some(),
+            pilot_user_policy: pilot_user.and_then(|id| store.user_policy(id)).map(name),
+        }
+    }
+
+    /// The stage the state is at, if it is exactly one of them. The lab starts at none:
+    /// the pilot is enforced but there is no organization default yet.
+    pub fn stage(&self) -> Option<Stage> {
+        let pilot = self.pilot_user_policy.as_deref() == Some(PILOT_POLICY);
+        match (self.org_default_is_org_policy, self.org_policy) {
+            (true, Some(false)) => Some(Stage::Organization),
+            (true, Some(true)) if pilot => Some(Stage::Pilot),
+            (true, Some(true)) if self.pilot_user_policy.is_none() => Some(Stage::ReportOnly),
+            _ => None,
+        }
+    }
+}
+
+/// `New-AuthenticationPolicy` for the organization's policy, as the README prints it
+/// (Exchange Online: a new policy blocks Basic everywhere; Exchange Server: protocol by
+/// protocol).
+fn new_org_policy(deployment: Deployment, report_only: bool) -> String {
+    let switches = match deployment {
+        Deployment::Online => "",
+        Deployment::OnPremises => {
+            " -BlockLegacyAuthAutodiscover -BlockLegacyAuthMapi -BlockLegacyAuthOfflineAddressBook -BlockLegacyAuthRpc -BlockLegacyAuthWebServices"
+        }
+    };
+    let report_only = if report_only { " -ReportOnly" } else { "" };
+    format!("New-AuthenticationPolicy -Name {ORG_POLICY}{switches}{report_only}")
+}
+
+/// `New-AuthenticationPolicy` for the pilot policy, as the README prints it.
+fn new_pilot_policy(deployment: Deployment) -> String {
+    let switches = match deployment {
+        Deployment::Online => {
+            "-AllowBasicAuthRpc:$false -AllowBasicAuthMapi:$false -AllowBasicAuthAutodiscover:$false -AllowBasicAuthWebServices:$false -AllowBasicAuthOfflineAddressBook:$false"
+        }
+        Deployment::OnPremises => {
+            "-BlockLegacyAuthAutodiscover -BlockLegacyAuthMapi -BlockLegacyAuthOfflineAddressBook -BlockLegacyAuthRpc"
+        }
+    };
+    format!("New-AuthenticationPolicy -Name {PILOT_POLICY} {switches}")
+}
+
+/// The cmdlets that take `state` to `stage`, in the order to apply them; empty when it
+/// is there already. Each line is one the README's rollout section prints (or, going
+/// back a stage, its `-ReportOnly:$true` / `$null` counterpart).
+pub fn cmdlets(deployment: Deployment, state: &RolloutState, stage: Stage) -> Vec<String> {
+    let mut out = Vec::new();
+    let report_only = stage != Stage::Organization;
+    match state.org_policy {
+        None => out.push(new_org_policy(deployment, report_only)),
+        Some(current) if current != report_only => out.push(format!(
+            "Set-AuthenticationPolicy {ORG_POLICY} -ReportOnly:${report_only}"
+        )),
+        Some(_) => {}
+    }
+    if !state.org_default_is_org_policy {
+        out.push(format!(
+            "Set-OrganizationConfig -DefaultAuthenticationPolicy {ORG_POLICY}"
+        ));
+    }
+    match stage {
+        Stage::ReportOnly if state.pilot_user_policy.is_some() => {
+            out.push(format!("Set-User {PILOT_USER} -AuthenticationPolicy $null"));
+        }
+        Stage::Pilot if state.pilot_user_policy.as_deref() != Some(PILOT_POLICY) => {
+            if !state.pilot_policy_exists {
+                out.push(new_pilot_policy(deployment));
+            }
+            out.push(format!(
+                "Set-User {PILOT_USER} -AuthenticationPolicy {PILOT_POLICY}"
+            ));
+        }
+        _ => {}
+    }
+    out
+}
