@@ -330,9 +330,13 @@ impl Builder {
             })
         });
         report.would_block = would.into_values().collect();
-        report
-            .would_block
-            .sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.user.cmp(&b.user)));
+        // Ties in full key order: the rows come out of a HashMap, and two runs (the JSON
+        // and the HTML a browser test compares) must list them alike.
+        report.would_block.sort_by(|a, b| {
+            b.count.cmp(&a.count).then_with(|| {
+                (&a.user, &a.protocol, &a.policy).cmp(&(&b.user, &b.protocol, &b.policy))
+            })
+        });
         let mut top: Vec<Source> = sources
             .into_iter()
             .filter(|(_, s)| s.blocked > 0 || s.lockouts > 0 || s.spray)

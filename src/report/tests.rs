@@ -161,3 +161,31 @@ fn the_timeline_counts_each_legacy_attempt_once_and_json_carries_it() {
     let old: Report = serde_json::from_value(old).unwrap();
     assert_eq!(old.timeline, Timeline::default());
 }
+
+#[test]
+fn rows_with_equal_counts_come_in_key_order() {
+    let mut lines = String::new();
+    for protocol in [
+        "WebServices",
+        "Mapi",
+        "ActiveSync",
+        "Rpc",
+        "OfflineAddressBook",
+    ] {
+        for policy in ["Pilot", "Other"] {
+            lines.push_str(&format!(
+                "{{\"ts\":\"t\",\"client_ip\":\"192.0.2.1\",\"protocol\":\"{protocol}\",\"scheme\":\"basic\",\"user\":\"u@contoso.com\",\"decision\":\"report_only\",\"policy\":\"{policy}\",\"legacy\":true}}\n"
+            ));
+        }
+    }
+    let r = build(lines.as_bytes()).unwrap();
+    let keys: Vec<(&str, &str)> = r
+        .would_block
+        .iter()
+        .map(|w| (w.protocol.as_str(), w.policy.as_str()))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+    assert_eq!(keys.len(), 10);
+}
