@@ -69,8 +69,9 @@ pub enum Command {
         /// oldest first).
         #[arg(required = true)]
         audit: Vec<PathBuf>,
-        /// table, json or csv.
-        #[arg(long, default_value = "table", value_parser = ["table", "json", "csv"])]
+        /// table, json, csv or html (one self-contained page: a chart of legacy attempts
+        /// over time and the tables).
+        #[arg(long, default_value = "table", value_parser = ["table", "json", "csv", "html"])]
         format: String,
     },
 }

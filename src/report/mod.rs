@@ -1,7 +1,9 @@
 //! `exgate report AUDIT.jsonl…`: the readiness list an operator reads before enforcing —
 //! who still uses legacy authentication, per protocol and scheme; what report-only
 //! policies would block; and where blocked attempts come from. Each audit log given is
-//! read with its rotated files (`path.N` … `path.1`, then `path`: oldest first).
+//! read with its rotated files (`path.N` … `path.1`, then `path`: oldest first). Its
+//! formats: text tables and CSV (`text`), JSON (serde), and one HTML page with a chart
+//! of legacy attempts over time (`html`, drawn from the `timeline`).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::BufRead;
@@ -12,9 +14,11 @@ use anyhow::Context as _;
 
 use serde::{Deserialize, Serialize};
 
+mod html;
 mod text;
 mod timeline;
 
+pub use html::{CONTENT_SECURITY_POLICY, html};
 pub use text::{csv, table};
 use timeline::{Action, TimelineBuilder};
 pub use timeline::{Series, Timeline};
@@ -189,14 +193,15 @@ pub fn rotated_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// `exgate report`: the report over `paths` (each with its rotated files) on standard
-/// output as a table, JSON or CSV. A reader that stops early (`| head`) ends the report
-/// quietly with status 0, as `cat` and `grep` do under a shell that ignores their
-/// SIGPIPE status; any other write error is an error.
+/// output as a table, JSON, CSV or one HTML page ([`html`]). A reader that stops early
+/// (`| head`) ends the report quietly with status 0, as `cat` and `grep` do under a
+/// shell that ignores their SIGPIPE status; any other write error is an error.
 pub fn run(paths: &[PathBuf], format: &str) -> anyhow::Result<ExitCode> {
     let report = build_files(paths)?;
     let mut text = match format {
         "json" => serde_json::to_string_pretty(&report)?,
         "csv" => csv(&report),
+        "html" => html(&report),
         _ => table(&report),
     };
     text.push('\n');

@@ -26,6 +26,7 @@ mod operate;
 mod prometheus;
 mod proxy;
 mod purity;
+mod report_html;
 mod support;
 mod tls;
 #[cfg(feature = "lab")]
