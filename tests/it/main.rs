@@ -6,6 +6,8 @@ mod audit_report;
 mod availability;
 mod binary;
 #[cfg(feature = "lab")]
+mod browser;
+#[cfg(feature = "lab")]
 mod clients;
 #[cfg(feature = "lab")]
 mod console;
