@@ -158,6 +158,8 @@ def main():
               page.text_content("#org-default") == "OrgBlockLegacy")
         page.screenshot(path=str(args.out / "console-rollout.png"), full_page=True)
 
+        check_contrast(page)
+
         # Hostile names: the console writes them as text.
         status = send(proxy, "/mapi/emsmdb/", HOSTILE_USER, "whatever", agent=HOSTILE_AGENT)
         page.wait_for_selector('tr[data-source="exgate"][data-user^="<script>"]', timeout=15000)
@@ -165,8 +167,15 @@ def main():
         check("nothing from a user name or agent runs in the console",
               pwned is None and not dialogs and status == 401, pwned=pwned, dialogs=dialogs)
 
-        # Back to report only: the next legacy request is forwarded and recorded (amber).
-        page.click('button[data-stage="report-only"]')
+        # Back to report only, by keyboard alone: Tab to the button, Enter. The next legacy
+        # request is forwarded and recorded (amber).
+        page.click("h1")  # the navigation starts at the top of the page
+        for presses in range(1, 80):
+            page.keyboard.press("Tab")
+            if page.evaluate("() => document.activeElement.dataset.stage") == "report-only":
+                break
+        check("the rollout buttons are reached with Tab", presses < 79, presses=presses)
+        page.keyboard.press("Enter")
         page.wait_for_selector('button[data-stage="report-only"][aria-pressed="true"]', timeout=15000)
         status = send(proxy, "/mapi/emsmdb/", "user02@contoso.com", "Lab-Passw0rd-02")
         row = page.wait_for_selector(
@@ -199,6 +208,40 @@ def main():
         compare_report(page, as_json)
         page.screenshot(path=str(args.out / "report.png"), full_page=True)
         browser.close()
+
+
+def check_contrast(page):
+    """WCAG AA: text the console shows (red and amber rows, notes, buttons) has at least
+    4.5:1 contrast with what is behind it, as Chromium computes the colours."""
+    pairs = page.evaluate("""() => {
+        const rgb = (c) => (c.match(/[0-9.]+/g) || []).map(Number);
+        const background = (e) => {
+            for (; e; e = e.parentElement) {
+                const c = rgb(getComputedStyle(e).backgroundColor);
+                if (c.length === 3 || (c.length === 4 && c[3] > 0)) return c.slice(0, 3);
+            }
+            return [255, 255, 255];
+        };
+        const selectors = ["tr.blocked-legacy td", "tr.passed-legacy td", "tr.cmdlet td",
+            "#steps li .mark", "#steps li.red .mark", "caption", ".legend", "header p",
+            "#stages button", "#stages button[aria-pressed=true]", "#requests th", "td"];
+        return selectors.flatMap((s) => Array.from(document.querySelectorAll(s)).slice(0, 3)
+            .map((e) => [s, rgb(getComputedStyle(e).color).slice(0, 3), background(e)]));
+    }""")
+
+    def luminance(rgb):
+        def channel(c):
+            c = c / 255
+            return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+        r, g, b = (channel(c) for c in rgb)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    worst = min(
+        ((max(luminance(f), luminance(b)) + 0.05) / (min(luminance(f), luminance(b)) + 0.05), s)
+        for s, f, b in pairs
+    )
+    check("text contrast at least 4.5:1 (WCAG AA)", worst[0] >= 4.5 and len(pairs) > 15,
+          worst_ratio=round(worst[0], 2), worst_selector=worst[1], elements=len(pairs))
 
 
 def compare_report(page, report):
