@@ -294,10 +294,24 @@ fn the_console_rollout_reaches_each_stage_with_the_readme_cmdlets() {
         let mut starts = vec![start.clone()];
         for stage in Stage::ALL {
             let e = engine(deployment, &[&start]);
-            starts.push(format!(
+            let at_stage = format!(
                 "{start}{}\n",
                 cmdlets(deployment, &RolloutState::of(&e), stage).join("\n")
-            ));
+            );
+            // The same stage with a policy loosened afterwards (red team: the stage was
+            // read from names and ReportOnly alone).
+            for policy in ["OrgBlockLegacy", "BlockLegacyOutlookAuth"] {
+                let loosen = match deployment {
+                    Deployment::Online => "-AllowBasicAuthMapi:$true",
+                    Deployment::OnPremises => "-BlockLegacyAuthMapi:$false",
+                };
+                if at_stage.contains(&format!("-Name {policy}")) {
+                    starts.push(format!(
+                        "{at_stage}Set-AuthenticationPolicy {policy} {loosen}\n"
+                    ));
+                }
+            }
+            starts.push(at_stage);
         }
         for from in &starts {
             for stage in Stage::ALL {
@@ -326,11 +340,14 @@ fn the_console_rollout_reaches_each_stage_with_the_readme_cmdlets() {
                     "{scenario} {stage:?} from {from:?}"
                 );
                 for line in &sent {
-                    let backwards = line.ends_with("-ReportOnly:$true") || line.ends_with("$null");
+                    // Going back a stage, or closing what someone loosened.
+                    let backwards = line.ends_with("-ReportOnly:$true")
+                        || line.ends_with("$null")
+                        || (line.starts_with("Set-AuthenticationPolicy")
+                            && (line.ends_with("Mapi:$false")
+                                || line.ends_with("-BlockLegacyAuthMapi")));
                     assert!(
-                        backwards
-                            || readme.contains(&format!("exgate cmdlet '{line}'"))
-                            || readme.contains(&format!("exgate cmdlet '{line} -ReportOnly'")),
+                        backwards || readme.contains(&format!("exgate cmdlet '{line}'")),
                         "{line} is not in the README's rollout"
                     );
                 }

@@ -131,6 +131,10 @@ pub struct Shared {
     /// addition). Set once with [`Shared::observe`]; while unset a request pays one
     /// atomic load for it.
     observer: std::sync::OnceLock<tokio::sync::broadcast::Sender<crate::audit::AuditRecord>>,
+    /// An in-process observer of the cmdlet scripts that changed the policy, from any
+    /// caller of [`Shared::apply_cmdlets`] (the admin API, the lab console). Set once with
+    /// [`Shared::observe_cmdlets`].
+    cmdlet_observer: std::sync::OnceLock<tokio::sync::broadcast::Sender<String>>,
     /// Smart lockout and spray state (this instance's; with `[cluster]`, what decides
     /// while Redis is unavailable).
     pub protect: Protect,
@@ -159,6 +163,12 @@ impl Shared {
         observer: tokio::sync::broadcast::Sender<crate::audit::AuditRecord>,
     ) -> bool {
         self.observer.set(observer).is_ok()
+    }
+
+    /// Sends every cmdlet script that changes the policy, once applied, to `observer`
+    /// (the lab console). The first call wins; later ones return false.
+    pub fn observe_cmdlets(&self, observer: tokio::sync::broadcast::Sender<String>) -> bool {
+        self.cmdlet_observer.set(observer).is_ok()
     }
 
     /// Ready to serve: the configuration is loaded, every token issuer has keys, and
@@ -236,6 +246,9 @@ impl Shared {
         );
         self.snapshot.store(Arc::new(next));
         tracing::info!(lines = script.lines().count(), "cmdlets applied");
+        if let Some(observer) = self.cmdlet_observer.get() {
+            let _ = observer.send(script.to_owned());
+        }
         Ok(applied.output)
     }
 }
@@ -336,6 +349,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         admin_token: config.admin_token.clone(),
         writer: std::sync::Mutex::new(()),
         observer: std::sync::OnceLock::new(),
+        cmdlet_observer: std::sync::OnceLock::new(),
         audit: match config.audit.enabled {
             // `validate` checked the path; a failure now (a folder removed since) is
             // still the configuration's, exit 78.

@@ -118,6 +118,9 @@ async fn the_console_answers_only_under_its_secret_and_its_own_host() {
         (format!("/{wrong}/state"), host.clone()),
         (format!("/{}/state", &secret[..31]), host.clone()),
         (format!("/{}x/state", secret), host.clone()),
+        // The secret must end at a slash (red team: any character was taken for it).
+        (format!("/{secret}.state"), host.clone()),
+        (format!("/{secret}%2Fstate"), host.clone()),
         (
             format!("/{}/state", secret.to_ascii_uppercase()),
             host.clone(),
@@ -290,8 +293,9 @@ async fn the_rollout_switch_changes_the_next_decision() {
     assert_eq!(
         answer["cmdlets"],
         serde_json::json!([
-            "New-AuthenticationPolicy -Name OrgBlockLegacy -BlockLegacyAuthAutodiscover -BlockLegacyAuthMapi -BlockLegacyAuthOfflineAddressBook -BlockLegacyAuthRpc -BlockLegacyAuthWebServices",
-            "Set-OrganizationConfig -DefaultAuthenticationPolicy OrgBlockLegacy"
+            "New-AuthenticationPolicy -Name OrgBlockLegacy -BlockLegacyAuthAutodiscover -BlockLegacyAuthMapi -BlockLegacyAuthOfflineAddressBook -BlockLegacyAuthRpc -BlockLegacyAuthWebServices -ReportOnly",
+            "Set-OrganizationConfig -DefaultAuthenticationPolicy OrgBlockLegacy",
+            "Set-AuthenticationPolicy OrgBlockLegacy -ReportOnly:$false"
         ])
     );
     assert_eq!(answer["state"]["stage"], "organization");
@@ -333,5 +337,155 @@ async fn the_rollout_switch_changes_the_next_decision() {
     );
     assert!(history.iter().any(|e| e["source"] == "cmdlet"
         && e["cmdlets"][1] == "Set-User user01 -AuthenticationPolicy $null"));
+    lab.running.shutdown().await;
+}
+
+/// Connections that send nothing, or half a head, are closed after the head timeout, so
+/// that filling every place (a page on another origin can) holds the console for seconds
+/// only (red team: it held for ever); event streams have places of their own, 16.
+#[tokio::test]
+async fn idle_connections_cannot_hold_the_console_and_streams_are_bounded() {
+    let (lab, _) = lab(Scenario::OnlineCa).await;
+    let (host, path) = console_path(&lab);
+    let mut idle = Vec::new();
+    for i in 0..256 {
+        let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+        if i % 2 == 0 {
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: x")
+                .await
+                .unwrap();
+        }
+        idle.push(stream);
+    }
+    // Every place is taken: a real request is refused until the timeout frees them.
+    let refused = raw(
+        &lab,
+        &format!("{path}state"),
+        &host,
+        "",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(!refused.starts_with("HTTP/1.1 200"), "{refused}");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut closed = 0;
+    for stream in &mut idle {
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
+            // A 408 from hyper, then the close.
+            Ok(Ok(_)) => closed += 1,
+            Err(_) => {}
+        }
+    }
+    assert_eq!(closed, 256);
+    let answer = raw(
+        &lab,
+        &format!("{path}state"),
+        &host,
+        "",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // 16 event streams; the 17th is told to come back.
+    let mut streams = Vec::new();
+    for _ in 0..16 {
+        let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+        let head = format!("GET {path}events HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        streams.push(stream);
+    }
+    let busy = raw(
+        &lab,
+        &format!("{path}events"),
+        &host,
+        "",
+        Duration::from_secs(1),
+    )
+    .await;
+    assert!(busy.starts_with("HTTP/1.1 503"), "{busy}");
+    drop(streams);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = raw(
+        &lab,
+        &format!("{path}events"),
+        &host,
+        "",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+    lab.running.shutdown().await;
+}
+
+/// What the console keeps of a request is bounded and inert: a 60 KB path is cut to 256
+/// characters, and control and bidirectional-override characters in a user name are
+/// shown as U+FFFD (red team: a 65 KB path made the history 65 MB).
+#[tokio::test]
+async fn long_and_hostile_values_are_cut_and_neutralized() {
+    let (lab, client) = lab(Scenario::OnlineCa).await;
+    let long = format!("/mapi/{}", "a".repeat(60_000));
+    assert_eq!(basic(&lab, &client, &long, USER01).await, 401);
+    let name = "user\u{202E}moc.osotnoc@10resu\u{7}x";
+    let status = basic(&lab, &client, "/mapi/emsmdb/", (name, "x")).await;
+    assert_eq!(status, 401);
+    let history = lab.bus.history();
+    let exgate: Vec<&serde_json::Value> =
+        history.iter().filter(|e| e["source"] == "exgate").collect();
+    let path = exgate[0]["path"].as_str().unwrap();
+    assert_eq!(path.chars().count(), 257, "256 characters and the ellipsis");
+    assert!(path.ends_with('…'));
+    let user = exgate[1]["user"].as_str().unwrap();
+    assert_eq!(user, "user\u{FFFD}moc.osotnoc@10resu\u{FFFD}x");
+    lab.running.shutdown().await;
+}
+
+/// Cmdlets sent with `exgate cmdlet` (the admin API) reach the console as they are
+/// applied, so its panel and buttons follow (newcomer: they did not).
+#[tokio::test]
+async fn cmdlets_sent_through_the_admin_api_reach_the_console() {
+    let (lab, _) = lab(Scenario::OnlineCa).await;
+    let token = format!("Bearer {}", lab.info.admin_token);
+    let res = request(
+        "POST",
+        &format!("{}/cmdlet", lab.info.admin),
+        &[("authorization", token.as_str())],
+        "New-AuthenticationPolicy -Name OrgBlockLegacy -ReportOnly\nSet-OrganizationConfig -DefaultAuthenticationPolicy OrgBlockLegacy",
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status, 200, "{}", res.text());
+    let history = lab.bus.history();
+    let applied = history.iter().find(|e| e["source"] == "cmdlet").unwrap();
+    assert_eq!(
+        applied["cmdlets"],
+        serde_json::json!([
+            "New-AuthenticationPolicy -Name OrgBlockLegacy -ReportOnly",
+            "Set-OrganizationConfig -DefaultAuthenticationPolicy OrgBlockLegacy"
+        ])
+    );
+    let state = request("GET", &format!("{}state", lab.info.console), &[], "")
+        .await
+        .unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&state.body).unwrap();
+    assert_eq!(state["stage"], "pilot");
+    // Read-only cmdlets change nothing and show nothing.
+    let before = lab.bus.history().len();
+    let res = request(
+        "POST",
+        &format!("{}/cmdlet", lab.info.admin),
+        &[("authorization", token.as_str())],
+        "Get-AuthenticationPolicy",
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status, 200);
+    assert_eq!(lab.bus.history().len(), before);
     lab.running.shutdown().await;
 }

@@ -248,6 +248,27 @@ async fn refresh_tokens_are_tied_to_user_and_client_and_claims_step_up() {
     assert_eq!(status, 200, "{renewed}");
     let access = payload(&renewed["access_token"]);
     assert_eq!(access["upn"], "user02@contoso.com");
+    // The lab console names whom the token was issued to, not a `username` the refresh
+    // request chose (red team).
+    let (status, _) = refresh(
+        CLIENT,
+        rt.into(),
+        vec![("username", "someone.else@contoso.com")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let history = lab.bus.history();
+    let shown = history
+        .iter()
+        .rev()
+        .find(|e| e["source"] == "identity-provider")
+        .unwrap();
+    assert_eq!(shown["user"], "user02@contoso.com", "{shown}");
+    assert_eq!(shown["step"], "9–10");
+    assert!(
+        shown["detail"].as_str().unwrap().contains("amr pwd,mfa"),
+        "{shown}"
+    );
     assert_eq!(access["aud"], "https://mail.contoso.com");
     assert_ne!(renewed["access_token"], signed_in["access_token"]);
 

@@ -47,8 +47,19 @@ use crate::proxy::Shared;
 
 /// Events kept for a page that opens (or reconnects) later.
 pub const HISTORY: usize = 1000;
-/// Console connections served at once; more are closed unanswered.
-const MAX_CONNECTIONS: usize = 16;
+/// Console connections open at once; more are closed unanswered. Each lasts at most
+/// [`HEAD_TIMEOUT`] unless it is an event stream, and a 404 closes it, so a page on
+/// another origin that fills them (it can: browsers let it connect to loopback) holds
+/// them for seconds, not for ever (red team).
+const MAX_CONNECTIONS: usize = 256;
+/// Event streams open at once (they need the secret); more are answered 503.
+const MAX_STREAMS: usize = 16;
+/// A request head (and, between requests, the next one) must arrive within this; a
+/// rollout body too.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// What a console event keeps of a string from a request: a path of 65 KB, which exgate
+/// accepts, must not make the history hold 65 MB (red team).
+const MAX_FIELD_CHARS: usize = 256;
 /// A comment line on an idle event stream this often, so that a dead page is noticed.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -102,6 +113,29 @@ pub struct Event {
     pub cmdlets: Vec<String>,
 }
 
+/// `text` as the console shows it: at most [`MAX_FIELD_CHARS`] characters (then `…`), and
+/// control and bidirectional-override characters as U+FFFD, so that a user name cannot
+/// reorder or hide what is shown next to it (as the HTML report does).
+pub fn shown(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(MAX_FIELD_CHARS)
+        .map(|c| match c {
+            c if c.is_control() => '\u{FFFD}',
+            '\u{200E}'
+            | '\u{200F}'
+            | '\u{061C}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2066}'..='\u{2069}' => '\u{FFFD}',
+            c => c,
+        })
+        .collect();
+    if text.chars().nth(MAX_FIELD_CHARS).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 impl Event {
     /// exgate's view of a request, with its step.
     pub fn from_request(scenario: Scenario, r: AuditRecord) -> Event {
@@ -111,12 +145,12 @@ impl Event {
             exchange_received: Some(r.upstream_status.is_some()),
             ts: r.ts,
             source: "exgate",
-            method: Some(r.method),
-            path: Some(r.path),
+            method: Some(shown(&r.method)),
+            path: Some(shown(&r.path)),
             protocol: Some(r.protocol),
             scheme: Some(r.scheme),
-            user: r.user,
-            policy: r.policy,
+            user: r.user.as_deref().map(shown),
+            policy: r.policy.as_deref().map(shown),
             decision: Some(r.decision),
             reason: Some(r.reason),
             status: Some(r.status),
@@ -140,11 +174,11 @@ impl Event {
             ts: crate::audit::timestamp(),
             source: "identity-provider",
             step: steps::of_idp(scenario, outcome).map(str::to_owned),
-            method: Some(method.to_owned()),
-            path: Some(path.to_owned()),
-            user,
+            method: Some(shown(method)),
+            path: Some(shown(path)),
+            user: user.as_deref().map(shown),
             status: Some(status),
-            detail,
+            detail: detail.as_deref().map(shown),
             ..Event::default()
         }
     }
@@ -160,10 +194,10 @@ impl Event {
         Event {
             ts: crate::audit::timestamp(),
             source: "exchange",
-            method: Some(method.to_owned()),
-            path: Some(path.to_owned()),
+            method: Some(shown(method)),
+            path: Some(shown(path)),
             scheme: Some(scheme.to_owned()),
-            user,
+            user: user.as_deref().map(shown),
             status: Some(status),
             ..Event::default()
         }
@@ -238,24 +272,47 @@ impl Bus {
     }
 }
 
-/// Publishes every request exgate decides, from the proxy's observer channel, until the
-/// proxy is gone.
+/// Publishes every request exgate decides, and every cmdlet script that changes its
+/// policy (sent by the console's switch or by `exgate cmdlet`), until the proxy is gone.
 pub fn watch_proxy(shared: &Shared, bus: Bus, scenario: Scenario) {
-    let (tx, mut rx) = broadcast::channel(HISTORY);
-    if !shared.observe(tx) {
+    let (tx, mut requests) = broadcast::channel(HISTORY);
+    let (cmdlet_tx, mut cmdlets) = broadcast::channel(64);
+    if !shared.observe(tx) || !shared.observe_cmdlets(cmdlet_tx) {
         return;
     }
+    let lagged = |bus: &Bus, n: u64, what: &str| {
+        bus.publish(Event {
+            ts: crate::audit::timestamp(),
+            source: "exgate",
+            detail: Some(format!("{n} {what} not shown (the console fell behind)")),
+            ..Event::default()
+        })
+    };
     tokio::spawn(async move {
         loop {
-            match rx.recv().await {
-                Ok(record) => bus.publish(Event::from_request(scenario, record)),
-                Err(broadcast::error::RecvError::Lagged(n)) => bus.publish(Event {
-                    ts: crate::audit::timestamp(),
-                    source: "exgate",
-                    detail: Some(format!("{n} requests not shown (the console fell behind)")),
-                    ..Event::default()
-                }),
-                Err(broadcast::error::RecvError::Closed) => break,
+            tokio::select! {
+                request = requests.recv() => match request {
+                    Ok(record) => bus.publish(Event::from_request(scenario, record)),
+                    Err(broadcast::error::RecvError::Lagged(n)) => lagged(&bus, n, "requests"),
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                script = cmdlets.recv() => match script {
+                    Ok(script) => bus.publish(Event {
+                        ts: crate::audit::timestamp(),
+                        source: "cmdlet",
+                        cmdlets: script
+                            .lines()
+                            .map(str::trim)
+                            .filter(|l| !l.is_empty())
+                            .take(50)
+                            .map(|l| l.chars().take(1000).collect())
+                            .collect(),
+                        detail: Some("applied".to_owned()),
+                        ..Event::default()
+                    }),
+                    Err(broadcast::error::RecvError::Lagged(n)) => lagged(&bus, n, "cmdlet scripts"),
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
             }
         }
     });
@@ -271,6 +328,8 @@ struct Console {
     prefix: String,
     /// The `Host` values this listener answers: `127.0.0.1:<port>`, `localhost:<port>`.
     hosts: [String; 2],
+    /// Places for event streams ([`MAX_STREAMS`]).
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// A started console.
@@ -302,6 +361,7 @@ pub async fn start(
             format!("127.0.0.1:{}", addr.port()),
             format!("localhost:{}", addr.port()),
         ],
+        streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
     });
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
@@ -316,6 +376,8 @@ pub async fn start(
                     async move { Ok::<_, Infallible>(console.route(req).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEAD_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
                 drop(permit);
@@ -361,8 +423,13 @@ fn respond(
     res
 }
 
+/// 404, and the connection closed: whoever is not the console's page gets nothing to
+/// keep open.
 fn not_found() -> Response<ConsoleBody> {
-    respond(StatusCode::NOT_FOUND, "text/plain", full("not found\n"))
+    let mut res = respond(StatusCode::NOT_FOUND, "text/plain", full("not found\n"));
+    res.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    res
 }
 
 fn json(status: StatusCode, value: &impl Serialize) -> Response<ConsoleBody> {
@@ -423,6 +490,8 @@ impl Console {
         let rest = match path.get(..self.prefix.len()) {
             Some(prefix)
                 if host_ok
+                    && prefix.starts_with('/')
+                    && prefix.ends_with('/')
                     && Secret::new(&prefix.as_bytes()[1..prefix.len() - 1]) == self.secret =>
             {
                 path[self.prefix.len()..].to_owned()
@@ -503,6 +572,16 @@ impl Console {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0);
+        let Ok(slot) = self.streams.clone().try_acquire_owned() else {
+            let mut res = respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                full("too many console pages open\n"),
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return res;
+        };
         let (past, live) = self.bus.subscribe(after);
         let mut opening = String::from("retry: 1000\n\n");
         for p in &past {
@@ -511,11 +590,14 @@ impl Console {
         struct Stream {
             opening: Option<String>,
             live: broadcast::Receiver<Arc<Published>>,
+            /// Held while the stream lasts.
+            _slot: tokio::sync::OwnedSemaphorePermit,
         }
         let stream = futures_util::stream::unfold(
             Stream {
                 opening: Some(opening),
                 live,
+                _slot: slot,
             },
             |mut s| async move {
                 if let Some(opening) = s.opening.take() {
@@ -556,9 +638,16 @@ impl Console {
                 &serde_json::json!({"error": "send {\"stage\": …} as application/json"}),
             );
         }
-        let body = match Limited::new(req.into_body(), 4096).collect().await {
-            Ok(body) => body.to_bytes(),
+        let body = Limited::new(req.into_body(), 4096).collect();
+        let body = match tokio::time::timeout(HEAD_TIMEOUT, body).await {
+            Ok(Ok(body)) => body.to_bytes(),
             Err(_) => {
+                return json(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &serde_json::json!({"error": "the body did not arrive"}),
+                );
+            }
+            Ok(Err(_)) => {
                 return json(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     &serde_json::json!({"error": "too large"}),
@@ -584,17 +673,7 @@ impl Console {
                 Err(e) => (StatusCode::CONFLICT, Err(e.to_string())),
             },
         };
-        self.bus.publish(Event {
-            ts: crate::audit::timestamp(),
-            source: "cmdlet",
-            cmdlets: cmdlets.clone(),
-            detail: Some(match &output {
-                Ok(_) if cmdlets.is_empty() => format!("already at the {} stage", stage.as_str()),
-                Ok(_) => format!("applied: {} stage", stage.as_str()),
-                Err(e) => format!("not applied: {e}"),
-            }),
-            ..Event::default()
-        });
+        // What was applied reaches the pages as a `cmdlet` event, as `exgate cmdlet`'s does.
         json(
             status,
             &serde_json::json!({

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::policy::{Deployment, Engine};
+use crate::policy::{AuthenticationPolicy, Deployment, Engine, Switch};
 
 /// The organization's policy of the rollout (README "Rolling out", step 1).
 pub const ORG_POLICY: &str = "OrgBlockLegacy";
@@ -61,6 +61,45 @@ pub struct RolloutState {
     pub pilot_policy_exists: bool,
     /// The policy assigned to the pilot user, if any.
     pub pilot_user_policy: Option<String>,
+    /// Switches the README's `OrgBlockLegacy` blocks that the one in the store does not
+    /// (someone loosened it with `Set-AuthenticationPolicy`).
+    pub org_policy_gaps: Vec<Switch>,
+    /// The same for `BlockLegacyOutlookAuth`.
+    pub pilot_policy_gaps: Vec<Switch>,
+}
+
+/// The switches whose legacy authentication the README's policy `name` blocks: every
+/// one online (a new policy blocks Basic everywhere); on-premises, those its
+/// `New-AuthenticationPolicy` line names.
+fn blocked_by_readme(deployment: Deployment, name: &str) -> Vec<Switch> {
+    use Switch::*;
+    match (deployment, name) {
+        (Deployment::Online, _) => Switch::ALL.to_vec(),
+        (Deployment::OnPremises, ORG_POLICY) => {
+            vec![Autodiscover, Mapi, OfflineAddressBook, Rpc, WebServices]
+        }
+        (Deployment::OnPremises, _) => vec![Autodiscover, Mapi, OfflineAddressBook, Rpc],
+    }
+}
+
+/// What `policy` leaves open of what the README's policy of that name blocks.
+fn gaps(deployment: Deployment, policy: &AuthenticationPolicy) -> Vec<Switch> {
+    blocked_by_readme(deployment, &policy.name)
+        .into_iter()
+        .filter(|s| !policy.blocks_legacy(deployment, *s))
+        .collect()
+}
+
+/// `Set-AuthenticationPolicy` closing `gaps` in the policy `name`.
+fn close_gaps(deployment: Deployment, name: &str, gaps: &[Switch]) -> String {
+    let switches: Vec<String> = gaps
+        .iter()
+        .map(|s| match deployment {
+            Deployment::Online => format!("-AllowBasicAuth{}:$false", s.as_str()),
+            Deployment::OnPremises => format!("-BlockLegacyAuth{}", s.as_str()),
+        })
+        .collect();
+    format!("Set-AuthenticationPolicy {name} {}", switches.join(" "))
 }
 
 impl RolloutState {
@@ -74,7 +113,16 @@ impl RolloutState {
             _ => None,
         };
         let default = store.org_default();
+        let deployment = engine.settings().deployment;
+        let gaps_of = |name| {
+            store
+                .find(name)
+                .map(|id| gaps(deployment, store.policy(id)))
+                .unwrap_or_default()
+        };
         RolloutState {
+            org_policy_gaps: gaps_of(ORG_POLICY),
+            pilot_policy_gaps: gaps_of(PILOT_POLICY),
             org_policy: org.map(|id| store.policy(id).report_only),
             org_default_is_org_policy: default.is_some() && default == org,
             other_org_default: default.filter(|d| Some(*d) != org).map(name),
@@ -84,30 +132,35 @@ impl RolloutState {
     }
 
     /// The stage the state is at, if it is exactly one of them. The lab starts at none:
-    /// the pilot is enforced but there is no organization default yet.
+    /// the article's pilot is enforced but there is no organization default yet. A policy
+    /// loosened below the README's (`-AllowBasicAuthMapi:$true`) is no stage either.
     pub fn stage(&self) -> Option<Stage> {
-        let pilot = self.pilot_user_policy.as_deref() == Some(PILOT_POLICY);
-        match (self.org_default_is_org_policy, self.org_policy) {
-            (true, Some(false)) => Some(Stage::Organization),
-            (true, Some(true)) if pilot => Some(Stage::Pilot),
-            (true, Some(true)) if self.pilot_user_policy.is_none() => Some(Stage::ReportOnly),
+        let pilot = self.pilot_user_policy.as_deref() == Some(PILOT_POLICY)
+            && self.pilot_policy_gaps.is_empty();
+        if !self.org_default_is_org_policy || !self.org_policy_gaps.is_empty() {
+            return None;
+        }
+        match (self.org_policy, self.pilot_user_policy.is_none()) {
+            (Some(false), true) => Some(Stage::Organization),
+            (Some(false), false) if pilot => Some(Stage::Organization),
+            (Some(true), _) if pilot => Some(Stage::Pilot),
+            (Some(true), true) => Some(Stage::ReportOnly),
             _ => None,
         }
     }
 }
 
-/// `New-AuthenticationPolicy` for the organization's policy, as the README prints it
-/// (Exchange Online: a new policy blocks Basic everywhere; Exchange Server: protocol by
-/// protocol).
-fn new_org_policy(deployment: Deployment, report_only: bool) -> String {
+/// `New-AuthenticationPolicy` for the organization's policy, report-only, as the README's
+/// step 1 prints it (Exchange Online: a new policy blocks Basic everywhere; Exchange
+/// Server: protocol by protocol).
+fn new_org_policy(deployment: Deployment) -> String {
     let switches = match deployment {
         Deployment::Online => "",
         Deployment::OnPremises => {
             " -BlockLegacyAuthAutodiscover -BlockLegacyAuthMapi -BlockLegacyAuthOfflineAddressBook -BlockLegacyAuthRpc -BlockLegacyAuthWebServices"
         }
     };
-    let report_only = if report_only { " -ReportOnly" } else { "" };
-    format!("New-AuthenticationPolicy -Name {ORG_POLICY}{switches}{report_only}")
+    format!("New-AuthenticationPolicy -Name {ORG_POLICY}{switches} -ReportOnly")
 }
 
 /// `New-AuthenticationPolicy` for the pilot policy, as the README prints it.
@@ -124,36 +177,71 @@ fn new_pilot_policy(deployment: Deployment) -> String {
 }
 
 /// The cmdlets that take `state` to `stage`, in the order to apply them; empty when it
-/// is there already. Each line is one the README's rollout section prints (or, going
-/// back a stage, its `-ReportOnly:$true` / `$null` counterpart).
+/// is there already. Each line is one the README's rollout section prints, verbatim, or,
+/// going back a stage, its counterpart (`-ReportOnly:$true`; `Set-User user01
+/// -AuthenticationPolicy $null`, since report only for everyone means nobody blocked).
 pub fn cmdlets(deployment: Deployment, state: &RolloutState, stage: Stage) -> Vec<String> {
     let mut out = Vec::new();
     let report_only = stage != Stage::Organization;
+    let set_report_only =
+        |on: bool| format!("Set-AuthenticationPolicy {ORG_POLICY} -ReportOnly:${on}");
+    // A new organization policy starts report-only (step 1); the organization stage then
+    // enforces it (step 3), after it is the default, as the README orders them.
+    let mut enforce_last = false;
     match state.org_policy {
-        None => out.push(new_org_policy(deployment, report_only)),
-        Some(current) if current != report_only => out.push(format!(
-            "Set-AuthenticationPolicy {ORG_POLICY} -ReportOnly:${report_only}"
-        )),
+        None => {
+            out.push(new_org_policy(deployment));
+            enforce_last = !report_only;
+        }
+        Some(current) if current != report_only => out.push(set_report_only(report_only)),
         Some(_) => {}
+    }
+    if state.org_policy.is_some() && !state.org_policy_gaps.is_empty() {
+        out.push(close_gaps(deployment, ORG_POLICY, &state.org_policy_gaps));
     }
     if !state.org_default_is_org_policy {
         out.push(format!(
             "Set-OrganizationConfig -DefaultAuthenticationPolicy {ORG_POLICY}"
         ));
     }
+    if enforce_last {
+        out.push(set_report_only(false));
+    }
     match stage {
         Stage::ReportOnly if state.pilot_user_policy.is_some() => {
             out.push(format!("Set-User {PILOT_USER} -AuthenticationPolicy $null"));
         }
-        Stage::Pilot if state.pilot_user_policy.as_deref() != Some(PILOT_POLICY) => {
+        Stage::Pilot => {
             if !state.pilot_policy_exists {
                 out.push(new_pilot_policy(deployment));
+            } else if !state.pilot_policy_gaps.is_empty() {
+                out.push(close_gaps(
+                    deployment,
+                    PILOT_POLICY,
+                    &state.pilot_policy_gaps,
+                ));
             }
-            out.push(format!(
-                "Set-User {PILOT_USER} -AuthenticationPolicy {PILOT_POLICY}"
-            ));
+            if state.pilot_user_policy.as_deref() != Some(PILOT_POLICY) {
+                out.push(format!(
+                    "Set-User {PILOT_USER} -AuthenticationPolicy {PILOT_POLICY}"
+                ));
+            }
         }
-        _ => {}
+        // Everyone blocked: the pilot user's own policy too.
+        Stage::Organization => match state.pilot_user_policy.as_deref() {
+            None => {}
+            Some(PILOT_POLICY) if state.pilot_policy_gaps.is_empty() => {}
+            Some(PILOT_POLICY) => {
+                out.push(close_gaps(
+                    deployment,
+                    PILOT_POLICY,
+                    &state.pilot_policy_gaps,
+                ));
+            }
+            // Another policy of their own: the organization's decides for them too.
+            Some(_) => out.push(format!("Set-User {PILOT_USER} -AuthenticationPolicy $null")),
+        },
+        Stage::ReportOnly => {}
     }
     out
 }

@@ -169,7 +169,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
                 None,
                 res.status().as_u16(),
                 IdpOutcome::SignInPage,
-                None,
+                Some("sign-in page".to_owned()),
             ));
             res
         }
@@ -195,8 +195,9 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
     }
 }
 
-/// Shows a token request on the lab console: who asked (the form's `username`, never its
-/// password or code) and what came of it (tokens, the MFA demand, or the error code).
+/// Shows a token request on the lab console: who (for tokens issued, the user the token
+/// names; for a refused sign-in, the form's `username` — never its password or code) and
+/// what came of it (tokens with their `amr`, the MFA demand, or the error code).
 async fn show_token_request(
     state: &State,
     path: &str,
@@ -216,10 +217,38 @@ async fn show_token_request(
         (_, "AADSTS50076" | "MSIS7068") => IdpOutcome::MfaRequired,
         _ => IdpOutcome::Other,
     };
-    let user = token::form(form)
-        .into_iter()
-        .find(|(k, _)| k == "username")
-        .map(|(_, v)| v);
+    let form = token::form(form);
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let (user, detail) = match outcome {
+        IdpOutcome::TokensIssued => {
+            let claims = claims_of(answer["access_token"].as_str().unwrap_or_default());
+            let amr: Vec<&str> = claims["amr"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            let user = ["upn", "unique_name", "preferred_username"]
+                .iter()
+                .find_map(|c| claims[*c].as_str())
+                .map(str::to_owned);
+            (
+                user,
+                Some(format!(
+                    "access and refresh tokens issued (amr {})",
+                    if amr.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        amr.join(",")
+                    }
+                )),
+            )
+        }
+        // A refresh token's user is who it was issued to, not what the form says.
+        _ if field("grant_type").as_deref() == Some("password") => (
+            field("username"),
+            (!code.is_empty()).then(|| code.to_owned()),
+        ),
+        _ => (None, (!code.is_empty()).then(|| code.to_owned())),
+    };
     state.bus.publish(Event::from_idp(
         state.scenario,
         "POST",
@@ -227,9 +256,25 @@ async fn show_token_request(
         user,
         parts.status.as_u16(),
         outcome,
-        (!code.is_empty()).then(|| code.chars().take(40).collect()),
+        detail,
     ));
     Response::from_parts(parts, Full::new(body))
+}
+
+/// The claims of a token this identity provider issued (what the console shows of it:
+/// the user and `amr`, never the token).
+fn claims_of(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    token
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .unwrap_or_default()
 }
 
 fn not_found() -> Response<Full<Bytes>> {
