@@ -139,6 +139,10 @@ def main():
         planned = page.eval_on_selector_all("#cmdlets-organization code", "cs => cs.map(c => c.textContent)")
         page.click('button[data-stage="organization"]')
         page.wait_for_selector('button[data-stage="organization"][aria-pressed="true"]', timeout=15000)
+        page.wait_for_function(
+            "() => Array.from(document.querySelectorAll('#cmdlet-log li:first-child code')).some(c => c.textContent.startsWith('Set-OrganizationConfig'))",
+            timeout=15000,
+        )
         sent = page.eval_on_selector_all("#cmdlet-log li:first-child code", "cs => cs.map(c => c.textContent)")
         check(
             "the switch sent the cmdlets it showed",
@@ -176,6 +180,10 @@ def main():
                 break
         check("the rollout buttons are reached with Tab", presses < 79, presses=presses)
         page.keyboard.press("Enter")
+        page.wait_for_selector('button[data-stage="report-only"][aria-pressed="true"]', timeout=15000)
+        page.wait_for_timeout(500)  # the cmdlet event re-draws the panel once more
+        kept = page.evaluate("() => document.activeElement.dataset.stage")
+        check("the keyboard stays on the pressed button", kept == "report-only", focused=kept)
         page.wait_for_selector('button[data-stage="report-only"][aria-pressed="true"]', timeout=15000)
         status = send(proxy, "/mapi/emsmdb/", "user02@contoso.com", "Lab-Passw0rd-02")
         row = page.wait_for_selector(

@@ -43,11 +43,15 @@ function markStep(number, event) {
   if (!item || !step) return;
   seen.add(number);
   item.classList.add("seen");
-  const red = event.blocked_legacy;
-  item.classList.toggle("red", !!red);
+  const red = !!event.blocked_legacy;
+  const amber = !!event.legacy && !red;
+  item.classList.toggle("red", red);
+  item.classList.toggle("amber", amber);
   item.querySelector(".mark").textContent = red
-    ? `seen: blocked (${event.reason})`
-    : `seen (#${event.id})`;
+    ? `seen (#${event.id}): blocked at exgate (${event.reason})`
+    : amber
+      ? `seen (#${event.id}): forwarded to Exchange (${event.decision}, ${event.reason})`
+      : `seen (#${event.id})`;
   const arrow = document.querySelector(`.arrow[data-arrow="${step.arrow}"]`);
   if (!arrow) return;
   arrow.classList.add("seen", "active");
@@ -132,6 +136,7 @@ function onEvent(event) {
 
 function renderState(state) {
   $("#scenario").textContent = `Scenario ${state.scenario}: ${state.title}`;
+  document.body.dataset.mfa = state.scenario.endsWith("adfs") ? "adfs" : "ca";
   $("#exchange-name").textContent = state.deployment === "online" ? "Exchange Online" : "Exchange Server 2019";
   $("#entra-sub").textContent = state.scenario.endsWith("adfs") ? "federates to AD FS" : "Conditional Access";
   if (steps.length === 0) {
@@ -140,7 +145,9 @@ function renderState(state) {
   }
   $("#org-default").textContent = state.org_default || "none";
   $("#mode").textContent = state.mode;
-  $("#stage").textContent = state.stage || "none (the lab's start: pilot only, no organization default)";
+  $("#stage").textContent = state.stage || (state.org_default
+    ? "none of the three (the policies differ from the README's)"
+    : "the lab's start: the article's pilot (user01), no organization default");
   $("#policies").textContent = state.policies || "(no policies)";
   const users = $("#users tbody");
   users.replaceChildren();
@@ -156,8 +163,20 @@ function renderState(state) {
     users.appendChild(row);
   }
   const stages = $("#stages");
+  // Re-drawing the buttons must not lose the keyboard's place.
+  const focused = document.activeElement && document.activeElement.dataset
+    ? document.activeElement.dataset.stage : undefined;
   stages.replaceChildren();
-  const labels = { "report-only": "1. Report only, for everyone", pilot: "2. Pilot group (user01)", organization: "3. Organization" };
+  const labels = {
+    "report-only": "1. Report only, for everyone",
+    pilot: "2. Pilot group (user01)",
+    organization: "3. Organization",
+  };
+  const meaning = {
+    "report-only": "Nobody blocked: every legacy attempt is forwarded and recorded as report_only.",
+    pilot: "user01 blocked; everyone else forwarded and recorded.",
+    organization: "Everyone blocked.",
+  };
   for (const plan of state.stages) {
     const box = el("div", undefined, "stage");
     const button = el("button", labels[plan.stage] || plan.stage);
@@ -168,6 +187,7 @@ function renderState(state) {
     button.setAttribute("aria-describedby", listId);
     button.addEventListener("click", () => switchStage(plan.stage));
     box.appendChild(button);
+    box.appendChild(el("span", " " + (meaning[plan.stage] || ""), "hint"));
     const list = el("ul");
     list.id = listId;
     if (plan.cmdlets.length === 0) list.appendChild(el("li", "already here: nothing to send"));
@@ -178,6 +198,7 @@ function renderState(state) {
     }
     box.appendChild(list);
     stages.appendChild(box);
+    if (plan.stage === focused) button.focus();
   }
 }
 
@@ -196,11 +217,17 @@ async function switchStage(stage) {
     });
     const answer = await res.json();
     if (answer.state) renderState(answer.state);
-    $("#connection").textContent = answer.applied
-      ? `Rollout: ${stage} (${answer.cmdlets.length} cmdlet${answer.cmdlets.length === 1 ? "" : "s"} sent)`
-      : `Rollout to ${stage} refused: ${answer.error}`;
+    const n = (answer.cmdlets || []).length;
+    $("#rollout-status").textContent = !answer.applied
+      ? `Rollout to ${stage} refused: ${answer.error}`
+      : n === 0
+        ? `Already at the ${stage} stage: nothing sent.`
+        : `Rollout: ${stage} (${n} cmdlet${n === 1 ? "" : "s"} applied).`;
   } finally {
     for (const b of document.querySelectorAll("#stages button")) b.disabled = false;
+    // The buttons were re-drawn: keep the keyboard on the one pressed.
+    const pressed = document.querySelector(`#stages button[data-stage="${stage}"]`);
+    if (pressed) pressed.focus();
   }
 }
 

@@ -77,11 +77,18 @@ pub fn steps(scenario: Scenario) -> [ArticleStep; 8] {
         Arrow::Legacy,
         "Legacy authentication (Basic, NTLM, …): blocked by the authentication policy",
     );
-    let no_mfa = s(
-        "mfa",
-        Arrow::NoMfa,
-        "A token issued without MFA: refused, with a step-up challenge",
-    );
+    let no_mfa = match scenario.mfa_by_adfs() {
+        false => s(
+            "mfa",
+            Arrow::NoMfa,
+            "A token issued without MFA: refused with Conditional Access's claims challenge, on which the client steps up",
+        ),
+        true => s(
+            "mfa",
+            Arrow::NoMfa,
+            "A token issued without MFA: refused (insufficient_user_authentication)",
+        ),
+    };
     match scenario.mfa_by_adfs() {
         false => [
             first,
