@@ -184,7 +184,7 @@ pub(super) fn sources(out: &mut String, r: &Report) {
         "Last blocked",
     ];
     let caption = format!(
-        "Top sources of blocked attempts, most first ({} shown)",
+        "Top sources of blocked attempts, most first ({} shown): every request exgate blocked, legacy or not (a token without MFA counts too)",
         r.top_blocked_sources.len()
     );
     open_section(out, "sources", "Top sources of blocked attempts");
