@@ -311,6 +311,22 @@ fn the_console_rollout_reaches_each_stage_with_the_readme_cmdlets() {
                     ));
                 }
             }
+            // The pilot's policy made report-only, or re-created with its name in lower
+            // case (red team, round 2: the first kept the stage "organization" with
+            // user01 forwarded; the second made the pilot button send the same cmdlet
+            // for ever).
+            starts.push(format!(
+                "{at_stage}Set-AuthenticationPolicy BlockLegacyOutlookAuth -ReportOnly\n"
+            ));
+            let switches = match deployment {
+                Deployment::Online => "",
+                Deployment::OnPremises => {
+                    " -BlockLegacyAuthAutodiscover -BlockLegacyAuthMapi -BlockLegacyAuthOfflineAddressBook -BlockLegacyAuthRpc"
+                }
+            };
+            starts.push(format!(
+                "{at_stage}Set-User user01 -AuthenticationPolicy $null\nRemove-AuthenticationPolicy BlockLegacyOutlookAuth -Confirm:$false\nNew-AuthenticationPolicy -Name blocklegacyoutlookauth{switches}\nSet-User user01 -AuthenticationPolicy blocklegacyoutlookauth\n"
+            ));
             starts.push(at_stage);
         }
         for from in &starts {
@@ -345,7 +361,8 @@ fn the_console_rollout_reaches_each_stage_with_the_readme_cmdlets() {
                         || line.ends_with("$null")
                         || (line.starts_with("Set-AuthenticationPolicy")
                             && (line.ends_with("Mapi:$false")
-                                || line.ends_with("-BlockLegacyAuthMapi")));
+                                || line.ends_with("-BlockLegacyAuthMapi")
+                                || line.ends_with("BlockLegacyOutlookAuth -ReportOnly:$false")));
                     assert!(
                         backwards || readme.contains(&format!("exgate cmdlet '{line}'")),
                         "{line} is not in the README's rollout"

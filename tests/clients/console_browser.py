@@ -98,6 +98,8 @@ def main():
         page.goto(console)
         page.wait_for_selector("body[data-connected=true]", timeout=15000)
         check("console connected", True, url_secret_hidden=True)
+        mark = "() => getComputedStyle(document.querySelector('.blocked-mark')).visibility"
+        check("no blocked mark before a blocked request", page.evaluate(mark) == "hidden")
 
         # The article's walk, from the command line, shows up step by step.
         walk = subprocess.run(
@@ -129,7 +131,8 @@ def main():
             color=color,
         )
         legacy_arrow = page.get_attribute('.arrow[data-arrow="legacy"]', "class")
-        check("the legacy line is marked blocked", "blocked" in legacy_arrow, classes=legacy_arrow)
+        check("the legacy line is marked blocked", "blocked" in legacy_arrow
+              and page.evaluate(mark) == "visible", classes=legacy_arrow)
         page.screenshot(path=str(args.out / "console-walk.png"), full_page=True)
 
         # The rollout switch changes the next request's decision.
@@ -160,6 +163,9 @@ def main():
         )
         check("the panel shows the organization default",
               page.text_content("#org-default") == "OrgBlockLegacy")
+        user02 = page.text_content('#users tr[data-user="user02@contoso.com"] td:last-child')
+        check("the panel says what user02's legacy authentication gets", user02.startswith("blocked: ")
+              and "Mapi" in user02, shown=user02)
         page.screenshot(path=str(args.out / "console-rollout.png"), full_page=True)
 
         check_contrast(page)
@@ -189,6 +195,9 @@ def main():
         row = page.wait_for_selector(
             'tr[data-source="exgate"][data-user="user02@contoso.com"][data-decision="report_only"]', timeout=15000
         )
+        check("a forwarded legacy request takes the blocked mark away",
+              page.evaluate(mark) == "hidden"
+              and "passed" in page.get_attribute('.arrow[data-arrow="legacy"]', "class"))
         check("report-only forwards the next request and marks it",
               status == 200 and "passed-legacy" in row.get_attribute("class")
               and row.eval_on_selector("td.received", "c => c.textContent") == "yes (200)", status=status)

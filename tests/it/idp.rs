@@ -6,26 +6,13 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use exgate::client::{Client, HttpResponse};
-use exgate::lab::{Lab, LabOptions, MFA_CODE, Scenario, TENANT};
+use exgate::lab::{MFA_CODE, Scenario, TENANT};
 
-use crate::support::*;
+use crate::lab::in_process;
 
 const CLIENT: &str = "d3590ed6-52b3-4102-aeff-aad2292ab01c";
 const SCOPE: &str =
     "https://outlook.office365.com/EWS.AccessAsUser.All openid profile offline_access";
-
-async fn lab(scenario: Scenario) -> (Lab, Client) {
-    let lab = exgate::lab::start(LabOptions {
-        scenario,
-        dir: scratch(),
-        port: 0,
-        console_port: 0,
-    })
-    .await
-    .unwrap();
-    let client = Client::trusting(&lab.info.ca).unwrap();
-    (lab, client)
-}
 
 /// `application/x-www-form-urlencoded` (every byte but unreserved ones escaped).
 fn form(fields: &[(&str, &str)]) -> String {
@@ -71,7 +58,7 @@ fn payload(jwt: &serde_json::Value) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_is_entras_v1_and_v2_for_common_and_the_tenant() {
-    let (lab, client) = lab(Scenario::OnlineCa).await;
+    let (lab, client) = in_process(Scenario::OnlineCa).await;
     let idp = &lab.info.idp;
     for (path, issuer, token) in [
         (
@@ -133,7 +120,7 @@ async fn discovery_is_entras_v1_and_v2_for_common_and_the_tenant() {
 /// client (nonce echoed) and client_info naming the same object id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_password_grant_needs_the_code_and_answers_what_msal_caches() {
-    let (lab, client) = lab(Scenario::OnlineCa).await;
+    let (lab, client) = in_process(Scenario::OnlineCa).await;
     let url = format!("{}/{TENANT}/oauth2/v2.0/token", lab.info.idp);
     let fields = [
         ("client_id", CLIENT),
@@ -212,7 +199,7 @@ async fn the_password_grant_needs_the_code_and_answers_what_msal_caches() {
 /// requested authentication context in `acrs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_tokens_are_tied_to_user_and_client_and_claims_step_up() {
-    let (lab, client) = lab(Scenario::OnpremCa).await;
+    let (lab, client) = in_process(Scenario::OnpremCa).await;
     let url = format!("{}/common/oauth2/v2.0/token", lab.info.idp);
     let scope = "https://mail.contoso.com/.default offline_access";
     let (status, signed_in) = post(
@@ -299,7 +286,7 @@ async fn refresh_tokens_are_tied_to_user_and_client_and_claims_step_up() {
 /// id_token when `openid` is asked; AD FS scenarios refuse with MSIS7068 on both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_v1_endpoint_takes_resource_and_ad_fs_refuses_with_msis7068() {
-    let (lab, client) = lab(Scenario::OnlineAdfs).await;
+    let (lab, client) = in_process(Scenario::OnlineAdfs).await;
     let fields = |mfa: bool| {
         let mut f = vec![
             ("client_id", CLIENT),

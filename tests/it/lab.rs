@@ -8,6 +8,23 @@ use std::process::{Child, Command, Stdio};
 
 use crate::support::*;
 
+/// A lab in this process, on free ports in a fresh folder, and a client that trusts its
+/// CA.
+pub(crate) async fn in_process(
+    scenario: exgate::lab::Scenario,
+) -> (exgate::lab::Lab, exgate::client::Client) {
+    let lab = exgate::lab::start(exgate::lab::LabOptions {
+        scenario,
+        dir: scratch(),
+        port: 0,
+        console_port: 0,
+    })
+    .await
+    .unwrap();
+    let client = exgate::client::Client::trusting(&lab.info.ca).unwrap();
+    (lab, client)
+}
+
 pub(crate) struct LabProcess {
     child: Child,
     pub(crate) banner: String,

@@ -7,6 +7,8 @@ let steps = [];          // the scenario's ArticleStep list, from /state
 const seen = new Set();  // step numbers seen
 let exchangeReceived = 0;
 let rowCount = 0;
+let lastId = 0;        // the newest event shown: a new stream resumes after it
+let stateTimer;
 
 function el(tag, text, className) {
   const node = document.createElement(tag);
@@ -88,9 +90,13 @@ function addRow(event) {
     : `${event.method || ""} ${event.path || ""}`.trim();
   let decision = event.decision || "";
   if (event.blocked_legacy) decision = `✕ ${decision}`;
-  const received = event.exchange_received === undefined
+  const received = event.forwarded === undefined
     ? (event.source === "exchange" ? "(Exchange's own record)" : "")
-    : event.exchange_received ? `yes (${event.upstream_status})` : "no";
+    : !event.forwarded
+      ? "no"
+      : event.upstream_status !== undefined
+        ? `yes (${event.upstream_status})`
+        : "forwarded; no answer (the client went away, or Exchange did not answer)";
   const cells = [
     event.id,
     (event.ts || "").slice(11, 23),
@@ -108,6 +114,7 @@ function addRow(event) {
   cells.forEach((text, i) => {
     const cell = el("td", text);
     if (i === 4) cell.className = "request";
+    if (i === 7) cell.className = "user";
     if (i === 8) cell.className = "decision";
     if (i === 9) cell.className = "reason";
     if (i === 11) cell.className = "received";
@@ -118,7 +125,15 @@ function addRow(event) {
   while (tbody.rows.length > 500) tbody.deleteRow(-1);
 }
 
+// Many cmdlet events at once (a page opening on a long history) fetch the state once.
+function refreshState() {
+  clearTimeout(stateTimer);
+  stateTimer = setTimeout(loadState, 150);
+}
+
 function onEvent(event) {
+  if (event.id <= lastId) return;
+  lastId = event.id;
   if (event.source === "exchange") {
     exchangeReceived += 1;
     $("#exchange-count").textContent = `received ${exchangeReceived} request${exchangeReceived === 1 ? "" : "s"}`;
@@ -130,7 +145,7 @@ function onEvent(event) {
     item.appendChild(el("span", event.detail || ""));
     for (const line of event.cmdlets || []) item.appendChild(el("code", line));
     $("#cmdlet-log").prepend(item);
-    loadState();
+    refreshState();
   }
 }
 
@@ -145,9 +160,7 @@ function renderState(state) {
   }
   $("#org-default").textContent = state.org_default || "none";
   $("#mode").textContent = state.mode;
-  $("#stage").textContent = state.stage || (state.org_default
-    ? "none of the three (the policies differ from the README's)"
-    : "the lab's start: the article's pilot (user01), no organization default");
+  $("#stage").textContent = state.stage || state.stage_note || "none";
   $("#policies").textContent = state.policies || "(no policies)";
   const users = $("#users tbody");
   users.replaceChildren();
@@ -160,6 +173,7 @@ function renderState(state) {
     row.appendChild(el("td", u.assigned || "—"));
     row.appendChild(el("td", u.effective || "none: legacy allowed"));
     row.appendChild(el("td", u.effective ? (u.report_only ? "yes" : "no") : "—"));
+    row.appendChild(el("td", u.legacy));
     users.appendChild(row);
   }
   const stages = $("#stages");
@@ -209,6 +223,7 @@ async function loadState() {
 
 async function switchStage(stage) {
   for (const b of document.querySelectorAll("#stages button")) b.disabled = true;
+  $("#rollout-status").textContent = `Sending the ${stage} stage…`;
   try {
     const res = await fetch("rollout", {
       method: "POST",
@@ -223,6 +238,8 @@ async function switchStage(stage) {
       : n === 0
         ? `Already at the ${stage} stage: nothing sent.`
         : `Rollout: ${stage} (${n} cmdlet${n === 1 ? "" : "s"} applied).`;
+  } catch (e) {
+    $("#rollout-status").textContent = `The console did not answer (${e.message}): nothing was applied. Try again.`;
   } finally {
     for (const b of document.querySelectorAll("#stages button")) b.disabled = false;
     // The buttons were re-drawn: keep the keyboard on the one pressed.
@@ -232,9 +249,21 @@ async function switchStage(stage) {
 }
 
 function connect() {
-  const source = new EventSource("events");
+  // A new stream resumes after the last event shown (the browser's own reconnections send
+  // Last-Event-ID; one opened here says it in the query).
+  const source = new EventSource(lastId ? `events?after=${lastId}` : "events");
   source.onopen = () => { $("#connection").textContent = "Live: connected to the event stream."; document.body.dataset.connected = "true"; };
-  source.onerror = () => { $("#connection").textContent = "Event stream lost; reconnecting…"; document.body.dataset.connected = "false"; };
+  source.onerror = () => {
+    document.body.dataset.connected = "false";
+    if (source.readyState === EventSource.CLOSED) {
+      // Refused (503: too many pages open), or the lab restarted: the browser gives up
+      // for good, so try again ourselves.
+      $("#connection").textContent = "Event stream refused; trying again in 5 s…";
+      setTimeout(connect, 5000);
+    } else {
+      $("#connection").textContent = "Event stream lost; reconnecting…";
+    }
+  };
   source.onmessage = (message) => {
     try { onEvent(JSON.parse(message.data)); } catch (e) { console.error(e); }
   };

@@ -11,7 +11,7 @@
 //!   external asset; a strict Content-Security-Policy allows nothing else);
 //! - `GET /<secret>/events`: Server-Sent Events, one `data:` line of JSON per [`Event`]
 //!   with its `id:`; the last [`HISTORY`] events first (after `Last-Event-ID` when the
-//!   browser reconnects), then live ones;
+//!   browser reconnects, or `?after=N`), then live ones;
 //! - `GET /<secret>/state`: the scenario, its steps, the policies (`Get-AuthenticationPolicy`
 //!   as Exchange prints it), who has which, the organization default, `policy.mode`, the
 //!   rollout stage and each stage's cmdlets;
@@ -49,9 +49,11 @@ use crate::proxy::Shared;
 pub const HISTORY: usize = 1000;
 /// Console connections open at once; more are closed unanswered. Each lasts at most
 /// [`HEAD_TIMEOUT`] unless it is an event stream, and a 404 closes it, so a page on
-/// another origin that fills them (it can: browsers let it connect to loopback) holds
-/// them for seconds, not for ever (red team).
-const MAX_CONNECTIONS: usize = 256;
+/// another origin that opens connections (it can: browsers let it connect to loopback,
+/// and `<link rel=preconnect>` opens them without a request) holds them for seconds, not
+/// for ever; and there are more places than a browser opens sockets at once (Chromium:
+/// 256 per profile), so one hostile page cannot take them all (red team, twice).
+const MAX_CONNECTIONS: usize = 1024;
 /// Event streams open at once (they need the secret); more are answered 503.
 const MAX_STREAMS: usize = 16;
 /// A request head (and, between requests, the next one) must arrive within this; a
@@ -95,10 +97,11 @@ pub struct Event {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
-    /// exgate's requests: whether Exchange received it (exgate forwarded it and Exchange
-    /// answered) and its answer.
+    /// exgate's requests: whether exgate forwarded it to Exchange (its decision), and
+    /// Exchange's answer when one came (none: the client went away, or Exchange did not
+    /// answer).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub exchange_received: Option<bool>,
+    pub forwarded: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_status: Option<u16>,
     pub legacy: bool,
@@ -117,21 +120,39 @@ pub struct Event {
 /// control and bidirectional-override characters as U+FFFD, so that a user name cannot
 /// reorder or hide what is shown next to it (as the HTML report does).
 pub fn shown(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .take(MAX_FIELD_CHARS)
-        .map(|c| match c {
-            c if c.is_control() => '\u{FFFD}',
+    let mut out = inert(&text.chars().take(MAX_FIELD_CHARS).collect::<String>());
+    if text.chars().nth(MAX_FIELD_CHARS).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// `text` with control characters (but the line feed), bidirectional controls and
+/// combining marks past the second on one character replaced: what the console shows of
+/// a name the policy store or a client chose (red team: U+202E made a policy named
+/// `\u{202E}ycageLkcolBgrO` read as OrgBlockLegacy; 250 stacked accents drew over ten
+/// rows). A run of combining marks keeps its first two and shows one U+FFFD for the rest.
+pub fn inert(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut marks = 0;
+    for c in text.chars() {
+        let combining = matches!(c,
+            '\u{0300}'..='\u{036F}' | '\u{0483}'..='\u{0489}' | '\u{0591}'..='\u{05BD}'
+            | '\u{0610}'..='\u{061A}' | '\u{064B}'..='\u{065F}' | '\u{1AB0}'..='\u{1AFF}'
+            | '\u{1DC0}'..='\u{1DFF}' | '\u{20D0}'..='\u{20FF}' | '\u{FE20}'..='\u{FE2F}');
+        marks = if combining { marks + 1 } else { 0 };
+        match c {
+            '\n' => out.push(c),
+            _ if combining && marks == 3 => out.push('\u{FFFD}'),
+            _ if combining && marks > 3 => {}
+            c if c.is_control() => out.push('\u{FFFD}'),
             '\u{200E}'
             | '\u{200F}'
             | '\u{061C}'
             | '\u{202A}'..='\u{202E}'
-            | '\u{2066}'..='\u{2069}' => '\u{FFFD}',
-            c => c,
-        })
-        .collect();
-    if text.chars().nth(MAX_FIELD_CHARS).is_some() {
-        out.push('…');
+            | '\u{2066}'..='\u{2069}' => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
     }
     out
 }
@@ -142,7 +163,7 @@ impl Event {
         Event {
             step: steps::of_request(scenario, &r),
             blocked_legacy: steps::blocked_legacy(&r),
-            exchange_received: Some(r.upstream_status.is_some()),
+            forwarded: Some(steps::forwarded(&r)),
             ts: r.ts,
             source: "exgate",
             method: Some(shown(&r.method)),
@@ -300,13 +321,7 @@ pub fn watch_proxy(shared: &Shared, bus: Bus, scenario: Scenario) {
                     Ok(script) => bus.publish(Event {
                         ts: crate::audit::timestamp(),
                         source: "cmdlet",
-                        cmdlets: script
-                            .lines()
-                            .map(str::trim)
-                            .filter(|l| !l.is_empty())
-                            .take(50)
-                            .map(|l| l.chars().take(1000).collect())
-                            .collect(),
+                        cmdlets: cmdlet_lines(&script),
                         detail: Some("applied".to_owned()),
                         ..Event::default()
                     }),
@@ -316,6 +331,34 @@ pub fn watch_proxy(shared: &Shared, bus: Bus, scenario: Scenario) {
             }
         }
     });
+}
+
+/// Lines shown of an applied cmdlet script: at most 50, each at most 1,000 characters,
+/// inert; what is left out is said, never dropped silently (red team).
+fn cmdlet_lines(script: &str) -> Vec<String> {
+    const LINES: usize = 50;
+    const CHARS: usize = 1000;
+    let lines: Vec<&str> = script
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut shown: Vec<String> = lines
+        .iter()
+        .take(LINES)
+        .map(|l| match l.chars().nth(CHARS) {
+            None => inert(l),
+            Some(_) => format!(
+                "{}… ({} more characters not shown)",
+                inert(&l.chars().take(CHARS).collect::<String>()),
+                l.chars().count() - CHARS
+            ),
+        })
+        .collect();
+    if lines.len() > LINES {
+        shown.push(format!("… ({} more lines not shown)", lines.len() - LINES));
+    }
+    shown
 }
 
 /// The console's parts: what it shows and acts on.
@@ -365,7 +408,15 @@ pub async fn start(
     });
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                // Out of descriptors, say: try again shortly rather than stop for good.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 continue; // dropped: closed unanswered
             };
@@ -407,7 +458,7 @@ fn respond(
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
         ),
     );
     headers.insert(
@@ -460,6 +511,48 @@ struct UserRow {
     effective: Option<String>,
     /// Whether the effective policy only reports.
     report_only: bool,
+    /// What happens to their legacy authentication on Outlook's protocols, from the
+    /// effective policy: `blocked: Mapi, …; allowed: …`, or `reported, not blocked: …`.
+    legacy: String,
+}
+
+/// The protocols Outlook desktop uses, whose legacy authentication the article's policies
+/// are about.
+const OUTLOOK_SWITCHES: [crate::policy::Switch; 5] = [
+    crate::policy::Switch::Autodiscover,
+    crate::policy::Switch::Mapi,
+    crate::policy::Switch::OfflineAddressBook,
+    crate::policy::Switch::Rpc,
+    crate::policy::Switch::WebServices,
+];
+
+/// [`UserRow::legacy`] for a user whose effective policy is `policy`.
+fn legacy_outcome(
+    deployment: crate::policy::Deployment,
+    mode: crate::policy::Mode,
+    policy: Option<&crate::policy::AuthenticationPolicy>,
+) -> String {
+    let Some(policy) = policy else {
+        return "allowed everywhere (no policy)".to_owned();
+    };
+    let (blocked, allowed): (Vec<_>, Vec<_>) = OUTLOOK_SWITCHES
+        .iter()
+        .partition(|s| policy.blocks_legacy(deployment, **s));
+    let names = |list: &[&crate::policy::Switch]| {
+        list.iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let reported = policy.report_only || mode == crate::policy::Mode::ReportOnly;
+    match (blocked.is_empty(), allowed.is_empty(), reported) {
+        (true, _, _) => "allowed on Outlook's protocols".to_owned(),
+        (false, true, false) => format!("blocked: {}", names(&blocked)),
+        (false, false, false) => {
+            format!("blocked: {}; allowed: {}", names(&blocked), names(&allowed))
+        }
+        (false, _, true) => format!("reported, not blocked (report-only): {}", names(&blocked)),
+    }
 }
 
 #[derive(Serialize)]
@@ -476,6 +569,8 @@ struct State {
     users: Vec<UserRow>,
     /// The rollout stage the policy is at, if exactly one.
     stage: Option<Stage>,
+    /// When it is at none: what it is instead.
+    stage_note: Option<&'static str>,
     stages: Vec<StagePlan>,
 }
 
@@ -522,20 +617,27 @@ impl Console {
         let engine = &snapshot.engine;
         let store = engine.store();
         let directory = engine.directory();
-        let name = |id| store.policy(id).name.clone();
+        // Policy names are the admin's, shown inert (a U+202E could make one read as
+        // another).
+        let name = |id| inert(&store.policy(id).name);
+        let deployment = engine.settings().deployment;
         let users = (0..directory.len())
             .map(|i| {
                 let id = crate::policy::UserId(u32::try_from(i).unwrap_or(u32::MAX));
                 let effective = store.effective(Some(id));
                 UserRow {
-                    upn: directory.user(id).upn.clone(),
+                    upn: inert(&directory.user(id).upn),
                     assigned: store.user_policy(id).map(name),
                     effective: effective.map(name),
                     report_only: effective.is_some_and(|p| store.policy(p).report_only),
+                    legacy: legacy_outcome(
+                        deployment,
+                        engine.settings().mode,
+                        effective.map(|p| store.policy(p)),
+                    ),
                 }
             })
             .collect();
-        let deployment = engine.settings().deployment;
         let rollout = RolloutState::of(engine);
         State {
             scenario: self.scenario,
@@ -546,13 +648,16 @@ impl Console {
                 crate::policy::Mode::Enforce => "enforce",
                 crate::policy::Mode::ReportOnly => "report-only",
             },
-            policies: engine
-                .run_script("Get-AuthenticationPolicy")
-                .map(|a| a.output.join("\n"))
-                .unwrap_or_default(),
+            policies: inert(
+                &engine
+                    .run_script("Get-AuthenticationPolicy")
+                    .map(|a| a.output.join("\n"))
+                    .unwrap_or_default(),
+            ),
             org_default: store.org_default().map(name),
             users,
             stage: rollout.stage(),
+            stage_note: rollout.note(),
             stages: Stage::ALL
                 .into_iter()
                 .map(|stage| StagePlan {
@@ -566,10 +671,13 @@ impl Console {
     /// `GET events`: Server-Sent Events (HTML Living Standard §9.2), the kept events after
     /// `Last-Event-ID`, then live ones, with a comment line when idle.
     fn events(&self, req: &Request<Incoming>) -> Response<ConsoleBody> {
+        // The browser's reconnection says where it was in `Last-Event-ID`; a stream the
+        // page opens anew, in `?after=`.
         let after = req
             .headers()
             .get("last-event-id")
             .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri().query()?.strip_prefix("after="))
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0);
         let Ok(slot) = self.streams.clone().try_acquire_owned() else {

@@ -66,6 +66,9 @@ pub struct RolloutState {
     pub org_policy_gaps: Vec<Switch>,
     /// The same for `BlockLegacyOutlookAuth`.
     pub pilot_policy_gaps: Vec<Switch>,
+    /// `BlockLegacyOutlookAuth` only reports (red team: `-ReportOnly` on the pilot's policy
+    /// left the stage "organization" while user01's Basic was forwarded).
+    pub pilot_policy_report_only: bool,
 }
 
 /// The switches whose legacy authentication the README's policy `name` blocks: every
@@ -73,12 +76,12 @@ pub struct RolloutState {
 /// `New-AuthenticationPolicy` line names.
 fn blocked_by_readme(deployment: Deployment, name: &str) -> Vec<Switch> {
     use Switch::*;
-    match (deployment, name) {
-        (Deployment::Online, _) => Switch::ALL.to_vec(),
-        (Deployment::OnPremises, ORG_POLICY) => {
+    match deployment {
+        Deployment::Online => Switch::ALL.to_vec(),
+        Deployment::OnPremises if name.eq_ignore_ascii_case(ORG_POLICY) => {
             vec![Autodiscover, Mapi, OfflineAddressBook, Rpc, WebServices]
         }
-        (Deployment::OnPremises, _) => vec![Autodiscover, Mapi, OfflineAddressBook, Rpc],
+        Deployment::OnPremises => vec![Autodiscover, Mapi, OfflineAddressBook, Rpc],
     }
 }
 
@@ -102,6 +105,12 @@ fn close_gaps(deployment: Deployment, name: &str, gaps: &[Switch]) -> String {
     format!("Set-AuthenticationPolicy {name} {}", switches.join(" "))
 }
 
+/// Policy names compare as Exchange compares them: ignoring case (red team: a pilot
+/// policy renamed to lower case made the pilot button loop).
+fn is(name: Option<&str>, policy: &str) -> bool {
+    name.is_some_and(|n| n.eq_ignore_ascii_case(policy))
+}
+
 impl RolloutState {
     /// Reads the state from an engine (the running snapshot's).
     pub fn of(engine: &Engine) -> RolloutState {
@@ -120,9 +129,13 @@ impl RolloutState {
                 .map(|id| gaps(deployment, store.policy(id)))
                 .unwrap_or_default()
         };
+        let pilot_report_only = store
+            .find(PILOT_POLICY)
+            .is_some_and(|id| store.policy(id).report_only);
         RolloutState {
             org_policy_gaps: gaps_of(ORG_POLICY),
             pilot_policy_gaps: gaps_of(PILOT_POLICY),
+            pilot_policy_report_only: pilot_report_only,
             org_policy: org.map(|id| store.policy(id).report_only),
             org_default_is_org_policy: default.is_some() && default == org,
             other_org_default: default.filter(|d| Some(*d) != org).map(name),
@@ -135,8 +148,9 @@ impl RolloutState {
     /// the article's pilot is enforced but there is no organization default yet. A policy
     /// loosened below the README's (`-AllowBasicAuthMapi:$true`) is no stage either.
     pub fn stage(&self) -> Option<Stage> {
-        let pilot = self.pilot_user_policy.as_deref() == Some(PILOT_POLICY)
-            && self.pilot_policy_gaps.is_empty();
+        let pilot = is(self.pilot_user_policy.as_deref(), PILOT_POLICY)
+            && self.pilot_policy_gaps.is_empty()
+            && !self.pilot_policy_report_only;
         if !self.org_default_is_org_policy || !self.org_policy_gaps.is_empty() {
             return None;
         }
@@ -147,6 +161,28 @@ impl RolloutState {
             (Some(true), true) => Some(Stage::ReportOnly),
             _ => None,
         }
+    }
+
+    /// What the state is when it is at no stage: the lab's start (the article's pilot,
+    /// no organization default), or something else.
+    pub fn note(&self) -> Option<&'static str> {
+        if self.stage().is_some() {
+            return None;
+        }
+        let lab_start = self.org_policy.is_none()
+            && !self.org_default_is_org_policy
+            && self.other_org_default.is_none()
+            && is(self.pilot_user_policy.as_deref(), PILOT_POLICY)
+            && self.pilot_policy_gaps.is_empty()
+            && !self.pilot_policy_report_only;
+        Some(match lab_start {
+            true => {
+                "the lab's start: the article's pilot (user01 blocked), no organization default"
+            }
+            false => {
+                "none of the three: the policies differ from every stage's (see who has which)"
+            }
+        })
     }
 }
 
@@ -174,6 +210,22 @@ fn new_pilot_policy(deployment: Deployment) -> String {
         }
     };
     format!("New-AuthenticationPolicy -Name {PILOT_POLICY} {switches}")
+}
+
+/// Closes what was loosened in the pilot's policy: switches, and `-ReportOnly`.
+fn close_pilot_gaps(deployment: Deployment, state: &RolloutState, out: &mut Vec<String>) {
+    if !state.pilot_policy_gaps.is_empty() {
+        out.push(close_gaps(
+            deployment,
+            PILOT_POLICY,
+            &state.pilot_policy_gaps,
+        ));
+    }
+    if state.pilot_policy_report_only {
+        out.push(format!(
+            "Set-AuthenticationPolicy {PILOT_POLICY} -ReportOnly:$false"
+        ));
+    }
 }
 
 /// The cmdlets that take `state` to `stage`, in the order to apply them; empty when it
@@ -214,14 +266,10 @@ pub fn cmdlets(deployment: Deployment, state: &RolloutState, stage: Stage) -> Ve
         Stage::Pilot => {
             if !state.pilot_policy_exists {
                 out.push(new_pilot_policy(deployment));
-            } else if !state.pilot_policy_gaps.is_empty() {
-                out.push(close_gaps(
-                    deployment,
-                    PILOT_POLICY,
-                    &state.pilot_policy_gaps,
-                ));
+            } else {
+                close_pilot_gaps(deployment, state, &mut out);
             }
-            if state.pilot_user_policy.as_deref() != Some(PILOT_POLICY) {
+            if !is(state.pilot_user_policy.as_deref(), PILOT_POLICY) {
                 out.push(format!(
                     "Set-User {PILOT_USER} -AuthenticationPolicy {PILOT_POLICY}"
                 ));
@@ -230,14 +278,7 @@ pub fn cmdlets(deployment: Deployment, state: &RolloutState, stage: Stage) -> Ve
         // Everyone blocked: the pilot user's own policy too.
         Stage::Organization => match state.pilot_user_policy.as_deref() {
             None => {}
-            Some(PILOT_POLICY) if state.pilot_policy_gaps.is_empty() => {}
-            Some(PILOT_POLICY) => {
-                out.push(close_gaps(
-                    deployment,
-                    PILOT_POLICY,
-                    &state.pilot_policy_gaps,
-                ));
-            }
+            Some(p) if is(Some(p), PILOT_POLICY) => close_pilot_gaps(deployment, state, &mut out),
             // Another policy of their own: the organization's decides for them too.
             Some(_) => out.push(format!("Set-User {PILOT_USER} -AuthenticationPolicy $null")),
         },

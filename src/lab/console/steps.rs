@@ -156,7 +156,14 @@ pub fn of_request(scenario: Scenario, r: &AuditRecord) -> Option<String> {
         // the answer is the Bearer challenge naming the identity provider.
         ("none", _) | (_, "bearer_probe") if r.status == 401 => Some("1–2".to_owned()),
         ("bearer", "mfa_required") => Some(number_of(scenario, Arrow::NoMfa).to_owned()),
-        ("bearer", _) if r.decision == "allow" => {
+        // The mailbox retrieved: a token accepted on one of Outlook's protocols, and
+        // Exchange's answer a success (red team: a bearer request to /owa/, or one whose
+        // client went away, was drawn as step 11).
+        ("bearer", _)
+            if r.decision == "allow"
+                && OUTLOOK_PROTOCOLS.contains(&r.protocol.as_str())
+                && r.upstream_status.is_some_and(|s| (200..400).contains(&s)) =>
+        {
             Some(number_of(scenario, Arrow::Mailbox).to_owned())
         }
         _ => None,
@@ -188,10 +195,28 @@ pub fn of_idp(scenario: Scenario, outcome: IdpOutcome) -> Option<&'static str> {
     Some(number_of(scenario, arrow))
 }
 
+/// The protocols Outlook desktop retrieves a mailbox over (exgate's protocol names).
+const OUTLOOK_PROTOCOLS: [&str; 5] = [
+    "Autodiscover",
+    "Mapi",
+    "OfflineAddressBook",
+    "Rpc",
+    "WebServices",
+];
+
+/// Whether exgate forwarded the request to Exchange: its decision was to allow it or to
+/// only report it. (Whether Exchange then answered is the record's `upstream_status`: a
+/// client that goes away mid-body leaves none, yet Exchange got its credentials.)
+pub fn forwarded(r: &AuditRecord) -> bool {
+    matches!(r.decision.as_str(), "allow" | "report_only")
+}
+
 /// Whether the console draws the request on the red (blocked legacy) line: legacy
-/// authentication exgate refused, so the credentials never reached Exchange.
+/// authentication exgate refused, so the credentials never reached Exchange. Decided by
+/// exgate's decision, not by whether an answer came back (red team: a forwarded Basic
+/// whose client went away was drawn as blocked).
 pub fn blocked_legacy(r: &AuditRecord) -> bool {
-    r.legacy && r.upstream_status.is_none() && r.status >= 400
+    r.legacy && !forwarded(r)
 }
 
 #[cfg(test)]
@@ -206,6 +231,7 @@ mod tests {
         legacy: bool,
     ) -> AuditRecord {
         AuditRecord {
+            protocol: "Mapi".into(),
             scheme: scheme.into(),
             decision: decision.into(),
             reason: reason.into(),
@@ -249,6 +275,15 @@ mod tests {
         let mailbox = record("bearer", "allow", "modern_auth", 200, false);
         assert_eq!(of_request(ca, &mailbox).as_deref(), Some("11"));
         assert_eq!(of_request(adfs, &mailbox).as_deref(), Some("10"));
+        // Not the mailbox: a bearer request to OWA, or one Exchange did not answer with a
+        // success (the client went away: no answer at all).
+        let mut owa = mailbox.clone();
+        owa.protocol = "Owa".into();
+        assert_eq!(of_request(ca, &owa), None);
+        let mut gone = mailbox.clone();
+        gone.upstream_status = None;
+        gone.status = 400;
+        assert_eq!(of_request(ca, &gone), None);
         let no_mfa = record("bearer", "block", "mfa_required", 401, false);
         assert_eq!(of_request(ca, &no_mfa).as_deref(), Some("mfa"));
         assert_eq!(
