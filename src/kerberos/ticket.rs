@@ -209,7 +209,7 @@ fn small_int(value: &IntegerAsn1) -> Option<i64> {
 
 /// A KerberosTime (GeneralizedTime, UTC, RFC 4120 §5.2.3) as Unix seconds.
 fn unix_seconds<TR: picky_asn1::date::TimeRepr>(date: &Date<TR>) -> Option<u64> {
-    let days = days_from_civil(
+    let days = crate::audit::days_from_civil(
         i64::from(date.year()),
         i64::from(date.month()),
         i64::from(date.day()),
@@ -219,15 +219,4 @@ fn unix_seconds<TR: picky_asn1::date::TimeRepr>(date: &Date<TR>) -> Option<u64> 
         + i64::from(date.minute()) * 60
         + i64::from(date.second());
     u64::try_from(secs).ok()
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }

@@ -178,17 +178,7 @@ pub async fn walk(info: &LabInfo, dir: &Path) -> anyhow::Result<Vec<Step>> {
         .request("POST", &token_endpoint, &content_type, form(Some(MFA_CODE)))
         .await?;
     let token = json_field(&res, "access_token").unwrap_or_default();
-    let claims = token
-        .split('.')
-        .nth(1)
-        .and_then(|p| {
-            use base64::Engine as _;
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(p)
-                .ok()
-        })
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .unwrap_or_default();
+    let claims = super::token_claims(&token);
     let mfa_evidence = if scenario.mfa_by_adfs() {
         format!(
             "authnmethodsreferences={}",

@@ -221,7 +221,7 @@ async fn show_token_request(
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let (user, detail) = match outcome {
         IdpOutcome::TokensIssued => {
-            let claims = claims_of(answer["access_token"].as_str().unwrap_or_default());
+            let claims = super::token_claims(answer["access_token"].as_str().unwrap_or_default());
             let amr: Vec<&str> = claims["amr"]
                 .as_array()
                 .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
@@ -259,22 +259,6 @@ async fn show_token_request(
         detail,
     ));
     Response::from_parts(parts, Full::new(body))
-}
-
-/// The claims of a token this identity provider issued (what the console shows of it:
-/// the user and `amr`, never the token).
-fn claims_of(token: &str) -> serde_json::Value {
-    use base64::Engine as _;
-    token
-        .split('.')
-        .nth(1)
-        .and_then(|p| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(p)
-                .ok()
-        })
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .unwrap_or_default()
 }
 
 fn not_found() -> Response<Full<Bytes>> {
