@@ -189,7 +189,7 @@ function renderState(state) {
   const meaning = {
     "report-only": "Nobody blocked: every legacy attempt is forwarded and recorded as report_only.",
     pilot: "user01 blocked; everyone else forwarded and recorded.",
-    organization: "Everyone blocked.",
+    organization: "The organization default blocks everyone without a policy of their own; user01 keeps the pilot's.",
   };
   for (const plan of state.stages) {
     const box = el("div", undefined, "stage");
