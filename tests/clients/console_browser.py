@@ -223,6 +223,9 @@ def main():
         check("the hostile user name is shown as text",
               HOSTILE_USER in users and any(HOSTILE_USER in t for t in shown), users=users)
         compare_report(page, as_json)
+        table = subprocess.run([args.exgate, "report", str(audit)], capture_output=True,
+                               timeout=60, check=True).stdout.decode()
+        compare_with_table(page, table)
         page.screenshot(path=str(args.out / "report.png"), full_page=True)
         browser.close()
 
@@ -259,6 +262,23 @@ def check_contrast(page):
     )
     check("text contrast at least 4.5:1 (WCAG AA)", worst[0] >= 4.5 and len(pairs) > 15,
           worst_ratio=round(worst[0], 2), worst_selector=worst[1], elements=len(pairs))
+
+
+def compare_with_table(page, table):
+    """The page's legacy-user rows are the table output's (`exgate report`, no format):
+    user, protocol, scheme and the four counts, row for row."""
+    lines = table.splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith("Users still on legacy authentication"))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.strip():
+            break
+        rows.append(line.split()[:7])
+    shown = page.eval_on_selector_all(
+        "table#legacy-users tbody tr",
+        "rs => rs.filter(r => r.dataset.user !== undefined).map(r => [r.dataset.user, r.dataset.protocol, r.dataset.scheme, r.dataset.count, r.dataset.allowed, r.dataset.blocked, r.dataset.reportOnly])",
+    )
+    check("report legacy users match the table output", shown == rows and rows, page=shown[:2], table=rows[:2])
 
 
 def compare_report(page, report):
