@@ -67,8 +67,13 @@ impl Shared {
     /// history took its place) is replayed whole on the configuration. Err when Redis
     /// is unavailable.
     pub async fn sync_policy(&self, cluster: &Cluster) -> Result<(), ()> {
-        let remote = cluster.log_version().await.ok_or(())?;
+        // What this instance applied, read before the fleet's version: the log in Redis
+        // only grows, so it is then at least as long as `local`. Read after it, `local`
+        // could already hold this instance's own append (a cmdlet applied meanwhile) and
+        // look longer than the log, which was taken for a lost log and rebuilt (seen in
+        // CI: "applied=3 remote=2" when two instances appended at once).
         let local = self.fleet.applied();
+        let remote = cluster.log_version().await.ok_or(())?;
         if remote != local {
             let extends = remote.version > local.version;
             let from = if extends { local.version } else { 0 };
