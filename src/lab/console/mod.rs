@@ -66,7 +66,8 @@ const MAX_FIELD_CHARS: usize = 256;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// One thing the console shows: a request exgate decided, a request to the identity
-/// provider, a request the mock Exchange received, or cmdlets the console sent. Holds
+/// provider, a request the mock Exchange received, or a cmdlet script applied (by the
+/// console's switch or `exgate cmdlet`). Holds
 /// what the audit log holds — never a password, token, code or cookie. Every string
 /// may be attacker-chosen (user names, paths): the page writes them as text only.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -107,20 +108,20 @@ pub struct Event {
     pub legacy: bool,
     /// Legacy authentication exgate refused: drawn on the red line.
     pub blocked_legacy: bool,
-    /// The identity provider's error code (`AADSTS50076`, `MSIS7068`), or the output of
-    /// cmdlets.
+    /// The identity provider's answer (`sign-in page`, `AADSTS50076`, `MSIS7068`, the
+    /// tokens' `amr`), `applied` for cmdlets, or a note (events not shown).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-    /// Cmdlets sent by the console.
+    /// The lines of an applied cmdlet script ([`cmdlet_lines`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cmdlets: Vec<String>,
 }
 
-/// `text` as the console shows it: at most [`MAX_FIELD_CHARS`] characters (then `…`), and
-/// control and bidirectional-override characters as U+FFFD, so that a user name cannot
-/// reorder or hide what is shown next to it (as the HTML report does).
+/// `text` as the console shows it in one cell: at most [`MAX_FIELD_CHARS`] characters
+/// (then `…`), [`inert`], and a line feed as U+FFFD too.
 pub fn shown(text: &str) -> String {
-    let mut out = inert(&text.chars().take(MAX_FIELD_CHARS).collect::<String>());
+    let cut: String = text.chars().take(MAX_FIELD_CHARS).collect();
+    let mut out = inert(&cut).replace('\n', "\u{FFFD}");
     if text.chars().nth(MAX_FIELD_CHARS).is_some() {
         out.push('…');
     }
@@ -792,5 +793,51 @@ impl Console {
                 "state": self.state(),
             }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_FIELD_CHARS, cmdlet_lines, inert, shown};
+
+    #[test]
+    fn what_the_console_shows_cannot_reorder_hide_or_grow() {
+        // Bidirectional controls and control characters; a cell keeps no line feed.
+        assert_eq!(
+            shown("a\u{202E}b\u{2066}c\u{7}d\ne"),
+            "a\u{FFFD}b\u{FFFD}c\u{FFFD}d\u{FFFD}e"
+        );
+        assert_eq!(inert("line one\nline two"), "line one\nline two");
+        // Two combining marks stay on their letter; the rest of the run is one U+FFFD.
+        let stacked = format!("e{}x", "\u{0301}".repeat(125) + &"\u{0316}".repeat(125));
+        assert_eq!(inert(&stacked), "e\u{0301}\u{0301}\u{FFFD}x");
+        assert_eq!(inert("Zoë, José"), "Zoë, José");
+        // Cut, and said so.
+        let long = "a".repeat(MAX_FIELD_CHARS + 10);
+        assert_eq!(shown(&long).chars().count(), MAX_FIELD_CHARS + 1);
+        assert!(shown(&long).ends_with('…'));
+        assert_eq!(
+            shown(&"a".repeat(MAX_FIELD_CHARS)),
+            "a".repeat(MAX_FIELD_CHARS)
+        );
+    }
+
+    #[test]
+    fn applied_cmdlets_are_shown_whole_or_said_cut() {
+        let script = format!(
+            "Set-User user01 -AuthenticationPolicy $null\n\n  {}{} -ReportOnly\n{}",
+            "Set-AuthenticationPolicy P -AllowBasicAuthImap:$false",
+            " ".repeat(1000),
+            "Get-AuthenticationPolicy\n".repeat(60)
+        );
+        let lines = cmdlet_lines(&script);
+        assert_eq!(lines[0], "Set-User user01 -AuthenticationPolicy $null");
+        assert!(
+            lines[1].ends_with("more characters not shown)"),
+            "{}",
+            lines[1]
+        );
+        assert_eq!(lines.len(), 51);
+        assert_eq!(lines[50], "… (12 more lines not shown)");
     }
 }
