@@ -170,9 +170,11 @@ function renderState(state) {
     const head = el("th", u.upn);
     head.scope = "row";
     row.appendChild(head);
-    row.appendChild(el("td", u.assigned || "—"));
-    row.appendChild(el("td", u.effective || "none: legacy allowed"));
-    row.appendChild(el("td", u.effective ? (u.report_only ? "yes" : "no") : "—"));
+    // The policy in force: the user's own, or the organization default; report-only said.
+    const policy = !u.effective
+      ? "none"
+      : `${u.effective} (${u.assigned ? "their own" : "organization default"}${u.report_only ? ", report-only" : ""})`;
+    row.appendChild(el("td", policy));
     row.appendChild(el("td", u.legacy));
     users.appendChild(row);
   }
