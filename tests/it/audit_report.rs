@@ -312,7 +312,7 @@ fn large_audit_log(users: usize) -> PathBuf {
 #[test]
 fn report_ends_quietly_when_its_reader_closes_the_pipe() {
     let log = large_audit_log(5_000);
-    for format in ["table", "json", "csv"] {
+    for format in ["table", "json", "csv", "html"] {
         // `| (exec 0<&-; …)`: closed before anything is read; `| head -1`: after a line.
         for lines_read in [0, 1] {
             let mut child = Command::new(env!("CARGO_BIN_EXE_exgate"))
