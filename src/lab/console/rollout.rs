@@ -186,30 +186,35 @@ impl RolloutState {
     }
 }
 
+/// `-BlockLegacyAuth<X>` for each switch the README's policy `name` blocks on-premises, in
+/// its order; nothing online, where a new policy blocks Basic everywhere.
+fn readme_switches(deployment: Deployment, name: &str) -> String {
+    match deployment {
+        Deployment::Online => String::new(),
+        Deployment::OnPremises => blocked_by_readme(deployment, name)
+            .iter()
+            .map(|s| format!(" -BlockLegacyAuth{}", s.as_str()))
+            .collect(),
+    }
+}
+
 /// `New-AuthenticationPolicy` for the organization's policy, report-only, as the README's
-/// step 1 prints it (Exchange Online: a new policy blocks Basic everywhere; Exchange
-/// Server: protocol by protocol).
+/// step 1 prints it.
 fn new_org_policy(deployment: Deployment) -> String {
-    let switches = match deployment {
-        Deployment::Online => "",
-        Deployment::OnPremises => {
-            " -BlockLegacyAuthAutodiscover -BlockLegacyAuthMapi -BlockLegacyAuthOfflineAddressBook -BlockLegacyAuthRpc -BlockLegacyAuthWebServices"
-        }
-    };
+    let switches = readme_switches(deployment, ORG_POLICY);
     format!("New-AuthenticationPolicy -Name {ORG_POLICY}{switches} -ReportOnly")
 }
 
-/// `New-AuthenticationPolicy` for the pilot policy, as the README prints it.
+/// `New-AuthenticationPolicy` for the pilot policy, as the README prints it (online, the
+/// article's `-AllowBasicAuth<X>:$false` list, in its order).
 fn new_pilot_policy(deployment: Deployment) -> String {
     let switches = match deployment {
         Deployment::Online => {
-            "-AllowBasicAuthRpc:$false -AllowBasicAuthMapi:$false -AllowBasicAuthAutodiscover:$false -AllowBasicAuthWebServices:$false -AllowBasicAuthOfflineAddressBook:$false"
+            " -AllowBasicAuthRpc:$false -AllowBasicAuthMapi:$false -AllowBasicAuthAutodiscover:$false -AllowBasicAuthWebServices:$false -AllowBasicAuthOfflineAddressBook:$false".to_owned()
         }
-        Deployment::OnPremises => {
-            "-BlockLegacyAuthAutodiscover -BlockLegacyAuthMapi -BlockLegacyAuthOfflineAddressBook -BlockLegacyAuthRpc"
-        }
+        Deployment::OnPremises => readme_switches(deployment, PILOT_POLICY),
     };
-    format!("New-AuthenticationPolicy -Name {PILOT_POLICY} {switches}")
+    format!("New-AuthenticationPolicy -Name {PILOT_POLICY}{switches}")
 }
 
 /// Closes what was loosened in the pilot's policy: switches, and `-ReportOnly`.
