@@ -4,9 +4,7 @@
 
 const $ = (selector) => document.querySelector(selector);
 let steps = [];          // the scenario's ArticleStep list, from /state
-const seen = new Set();  // step numbers seen
 let exchangeReceived = 0;
-let rowCount = 0;
 let lastId = 0;        // the newest event shown: a new stream resumes after it
 let stateTimer;
 
@@ -43,7 +41,6 @@ function markStep(number, event) {
   const item = document.querySelector(`#steps li[data-step="${CSS.escape(number)}"]`);
   const step = steps.find((s) => s.number === number);
   if (!item || !step) return;
-  seen.add(number);
   item.classList.add("seen");
   const red = !!event.blocked_legacy;
   const amber = !!event.legacy && !red;
@@ -121,7 +118,6 @@ function addRow(event) {
     row.appendChild(cell);
   });
   tbody.prepend(row);
-  rowCount += 1;
   while (tbody.rows.length > 500) tbody.deleteRow(-1);
 }
 

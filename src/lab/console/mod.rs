@@ -283,7 +283,7 @@ impl Bus {
         (past, self.0.live.subscribe())
     }
 
-    /// The kept events, as JSON values (tests, `state`).
+    /// The kept events, as JSON values (what a page that opens now is sent first).
     pub fn history(&self) -> Vec<serde_json::Value> {
         let history = self.0.history.lock().unwrap_or_else(|e| e.into_inner());
         history
