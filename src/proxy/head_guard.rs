@@ -50,6 +50,14 @@ impl Verdicts {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
     }
 
+    /// Frees the queue's room when it is empty (a parked connection keeps no buffer).
+    pub fn shrink(&self) {
+        let mut queue = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.is_empty() {
+            *queue = VecDeque::new();
+        }
+    }
+
     fn push(&self, verdict: HeadVerdict) {
         let mut queue = self.0.lock().unwrap_or_else(|e| e.into_inner());
         // Bounded: a client pipelining heads faster than they are served is stopped by
@@ -363,6 +371,12 @@ pub fn verdicts_of<'a>(reads: impl IntoIterator<Item = &'a [u8]>) -> Vec<HeadVer
         guard.scan(read);
     }
     std::iter::from_fn(|| queue.take()).collect()
+}
+
+impl<S> super::park::Framing for HeadGuard<S> {
+    fn between_messages(&self) -> bool {
+        matches!(self.state, State::Start)
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for HeadGuard<S> {

@@ -165,6 +165,12 @@ impl<S> WriteStall<S> {
     }
 }
 
+impl<S: super::park::Framing> super::park::Framing for WriteStall<S> {
+    fn between_messages(&self) -> bool {
+        self.inner.between_messages()
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for WriteStall<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,

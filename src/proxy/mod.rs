@@ -9,6 +9,7 @@ mod head_guard;
 mod headers;
 mod health;
 mod idle;
+mod park;
 mod respond;
 mod service;
 /// TLS for both sides; the lab serves its identity provider with the same listener setup.
@@ -20,8 +21,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use hyper::header::HeaderValue;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::TokioTimer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -504,7 +504,10 @@ async fn accept_loop(
     capacity: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
+    // Every connection holds a receiver: `true` asks it to finish (graceful shutdown),
+    // and the sender's `closed` says when the last one is gone.
+    let (drain, draining) = watch::channel(false);
+    let serving = Arc::new(serving(&server));
     let answering = Arc::new(Semaphore::new(OVER_CAPACITY_ANSWERS));
     // A descriptor held back for the moment the others run out (libev's and nginx's
     // trick): freed, it lets exgate take one waiting connection and answer it 503.
@@ -523,7 +526,7 @@ async fn accept_loop(
                     match capacity.clone().try_acquire_owned() {
                         Ok(permit) => {
                             let open = OpenConnection::new(permit, &shared.metrics);
-                            spawn_connection(stream, peer, acceptor.clone(), shared.clone(), &server, &graceful, open);
+                            spawn_connection(stream, peer, acceptor.clone(), shared.clone(), &server, &serving, draining.clone(), open);
                         }
                         Err(_) => {
                             shared.metrics.record_overload("max_connections");
@@ -566,7 +569,9 @@ async fn accept_loop(
         }
     }
     drop(listener);
-    if tokio::time::timeout(server.shutdown_grace, graceful.shutdown())
+    drop(draining);
+    let _ = drain.send(true);
+    if tokio::time::timeout(server.shutdown_grace, drain.closed())
         .await
         .is_err()
     {
@@ -719,16 +724,8 @@ impl Drop for OpenConnection {
 /// there reach the head guard's exact check; beyond it hyper refuses them itself.
 const HYPER_BUFFER_MARGIN: usize = 16 * 1024;
 
-fn spawn_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    acceptor: Option<TlsAcceptor>,
-    shared: Arc<Shared>,
-    server: &ServerConfig,
-    graceful: &GracefulShutdown,
-    open: OpenConnection,
-) {
-    let _ = stream.set_nodelay(true);
+/// hyper's settings for the client connections of one listener, built once.
+fn serving(server: &ServerConfig) -> park::Serving {
     let mut builder = hyper::server::conn::http1::Builder::new();
     // hyper's own head limit sits above the configured one, so that the head guard,
     // which measures heads exactly, decides (SPEC §6: 431 above `max_header_bytes`).
@@ -737,30 +734,47 @@ fn spawn_connection(
         .header_read_timeout(server.header_read_timeout)
         .max_buf_size(server.max_header_bytes + HYPER_BUFFER_MARGIN)
         .keep_alive(true);
-    let https = acceptor.is_some();
+    park::Serving {
+        builder,
+        header_read_timeout: server.header_read_timeout,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn spawn_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    server: &ServerConfig,
+    serving: &Arc<park::Serving>,
+    drain: watch::Receiver<bool>,
+    open: OpenConnection,
+) {
+    let _ = stream.set_nodelay(true);
     let verdicts = head_guard::Verdicts::default();
     let write_idle = idle::WriteIdle::new(server.idle_timeout);
-    let metrics = shared.metrics.clone();
-    let service = service::ConnectionService::new(
+    let activity = park::Activity::default();
+    let service = service::ConnectionService::new(service::Client {
         shared,
         peer,
-        https,
-        verdicts.clone(),
-        server.max_header_bytes,
-        write_idle.clone(),
-    );
-    let watcher = graceful.watcher();
-    let handshake_timeout = server.header_read_timeout;
-    tokio::spawn(async move {
-        let _open = open;
-        let result = match acceptor {
-            None => {
-                let guard = head_guard::HeadGuard::new(stream, verdicts);
-                let io = TokioIo::new(idle::WriteStall::new(guard, write_idle));
-                let conn = builder.serve_connection(io, service);
-                watcher.watch(conn).await
-            }
-            Some(acceptor) => {
+        https: acceptor.is_some(),
+        verdicts: verdicts.clone(),
+        max_header_bytes: server.max_header_bytes,
+        write_idle: write_idle.clone(),
+        activity: activity.clone(),
+    });
+    let serving = serving.clone();
+    // Plain and TLS connections are separate tasks, so that a plain connection's task
+    // does not carry the TLS state's room.
+    match acceptor {
+        None => {
+            let io = client_stack(stream, verdicts, write_idle, activity);
+            tokio::spawn(park::serve(serving, io, service, drain, open));
+        }
+        Some(acceptor) => {
+            let handshake_timeout = server.header_read_timeout;
+            tokio::spawn(async move {
                 let tls =
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => tls,
@@ -770,28 +784,47 @@ fn spawn_connection(
                         }
                         Err(_) => return,
                     };
-                let guard = head_guard::HeadGuard::new(tls, verdicts);
-                let io = TokioIo::new(idle::WriteStall::new(guard, write_idle));
-                let conn = builder.serve_connection(io, service);
-                watcher.watch(conn).await
-            }
-        };
-        if let Err(e) = &result {
-            if caused_by::<idle::ClientNotReading>(e) {
-                metrics.record_client_error(ClientFault::ResponseUnread.as_str());
-            }
-            // hyper answered a head it could not parse (400) or that overflowed its
-            // buffer (431) itself: still the client's fault, and counted as such.
-            if e.is_parse() || e.is_parse_too_large() {
-                let fault = match e.is_parse_too_large() {
-                    true => ClientFault::HeadTooLarge,
-                    false => ClientFault::MalformedHead,
-                };
-                metrics.record_client_error(fault.as_str());
-            }
+                let io = client_stack(tls, verdicts, write_idle, activity);
+                park::serve(serving, io, service, drain, open).await;
+            });
         }
-        if let Err(e) = result {
-            tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// The client byte stream as hyper reads it: the head guard next to the socket, the
+/// write stall timer, and the parking on top.
+fn client_stack<T>(
+    io: T,
+    verdicts: head_guard::Verdicts,
+    write_idle: idle::WriteIdle,
+    activity: park::Activity,
+) -> Box<park::Parking<idle::WriteStall<head_guard::HeadGuard<T>>>> {
+    let guard = head_guard::HeadGuard::new(io, verdicts);
+    // Boxed: it moves into hyper and back at every park, and a parked connection's
+    // task holds a pointer instead of the stream's room.
+    Box::new(park::Parking::new(
+        idle::WriteStall::new(guard, write_idle),
+        activity,
+    ))
+}
+
+/// Counts how a client connection ended, when it was the client's fault.
+fn connection_ended(result: hyper::Result<()>, metrics: &Metrics, peer: SocketAddr) {
+    if let Err(e) = &result {
+        if caused_by::<idle::ClientNotReading>(e) {
+            metrics.record_client_error(ClientFault::ResponseUnread.as_str());
         }
-    });
+        // hyper answered a head it could not parse (400) or that overflowed its
+        // buffer (431) itself: still the client's fault, and counted as such.
+        if e.is_parse() || e.is_parse_too_large() {
+            let fault = match e.is_parse_too_large() {
+                true => ClientFault::HeadTooLarge,
+                false => ClientFault::MalformedHead,
+            };
+            metrics.record_client_error(fault.as_str());
+        }
+    }
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
 }

@@ -1,7 +1,9 @@
 //! The array of Exchange servers: round-robin over the servers whose active health
-//! checks pass, passive ejection on connect failures, and one dedicated, never-pooled
-//! connection per client connection (which is also what NTLM and Negotiate need: the
-//! authenticated connection is never shared).
+//! checks pass, passive ejection on connect failures, and one upstream connection per
+//! client connection while it is in use. A client connection parked while idle (see
+//! [`super::park`]) hands its upstream connection back to a small per-server pool
+//! unless NTLM or Negotiate authenticated it: an authenticated connection is never
+//! shared (RFC 4559 §6, SPEC §3).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -61,7 +63,15 @@ struct Server {
     /// Milliseconds since `Upstream::epoch` until which the server is skipped.
     ejected_until_ms: AtomicU64,
     health: ServerHealth,
+    /// Connections handed back by parked client connections, newest last.
+    idle: std::sync::Mutex<Vec<(Pinned, Instant)>>,
 }
+
+/// Idle upstream connections kept per server at most; more are closed.
+const POOL_MAX_PER_SERVER: usize = 64;
+/// How long an upstream connection is kept idle in the pool: below IIS's 120 s
+/// `connectionTimeout`, so exgate drops it before Exchange does.
+const POOL_IDLE_FOR: Duration = Duration::from_secs(60);
 
 /// The upstream servers and the connections to them.
 pub struct Upstream {
@@ -113,6 +123,7 @@ impl Upstream {
                     .expect("a parsed authority is a valid header value"),
                 ejected_until_ms: AtomicU64::new(0),
                 health: ServerHealth::default(),
+                idle: std::sync::Mutex::new(Vec::new()),
             })
             .collect();
         Upstream {
@@ -189,14 +200,19 @@ impl Upstream {
         req
     }
 
-    /// Opens a dedicated connection for one client connection that authenticates with
-    /// NTLM or Negotiate (RFC 4559 §6): it is never pooled or shared. The server is one
-    /// that serves `protocol`. A connect that fails or times out ejects the server and
-    /// tries the next; one that fails for lack of local descriptors or ports ejects
-    /// nobody and returns [`UpstreamError::LocalExhaustion`].
+    /// A connection for one client connection, to a server that serves `protocol`: an
+    /// idle one from that server's pool (handed back by a parked client connection and
+    /// never authenticated by NTLM or Negotiate), else a new one. It is the client
+    /// connection's alone until that connection parks; if NTLM or Negotiate
+    /// authenticates it, for good (RFC 4559 §6). A connect that fails or times out
+    /// ejects the server and tries the next; one that fails for lack of local
+    /// descriptors or ports ejects nobody and returns [`UpstreamError::LocalExhaustion`].
     pub async fn pin(&self, protocol: Protocol) -> Result<Pinned, UpstreamError> {
         for _ in 0..self.servers.len() {
             let server = self.pick(protocol).ok_or(UpstreamError::NoServer)?;
+            if let Some(pooled) = self.take_idle(server) {
+                return Ok(pooled);
+            }
             let mut connector = self.connector.clone();
             let io = match connector.call(self.servers[server].base.clone()).await {
                 Ok(io) => io,
@@ -225,6 +241,39 @@ impl Upstream {
             });
         }
         Err(UpstreamError::Unreachable)
+    }
+
+    /// Takes server `server`'s most recently pooled connection that is still open and
+    /// fresh; stale ones found on the way are closed.
+    fn take_idle(&self, server: usize) -> Option<Pinned> {
+        let mut idle = self.servers[server]
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        while let Some((own, since)) = idle.pop() {
+            if !own.is_closed() && since.elapsed() < POOL_IDLE_FOR {
+                return Some(own);
+            }
+        }
+        None
+    }
+
+    /// Hands back the upstream connection of a client connection that parked. The
+    /// caller guarantees that no NTLM or Negotiate authenticated it and that its last
+    /// response was read whole. Closed, stale and surplus connections are dropped
+    /// (closed) instead; the pool of each server holds [`POOL_MAX_PER_SERVER`] at most.
+    pub fn release(&self, own: Pinned) {
+        if own.is_closed() {
+            return;
+        }
+        let mut idle = self.servers[own.server]
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        idle.retain(|(c, since)| !c.is_closed() && since.elapsed() < POOL_IDLE_FOR);
+        if idle.len() < POOL_MAX_PER_SERVER {
+            idle.push((own, Instant::now()));
+        }
     }
 
     /// Sends a request on a client connection's own upstream connection. When the

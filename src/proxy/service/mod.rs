@@ -24,6 +24,7 @@ use forward::rewrite_response;
 use super::body::{BodyFault, RequestBody};
 use super::head_guard::Verdicts;
 use super::idle::WriteIdle;
+use super::park::{Activity, Tracked};
 use super::respond::{self, ProxyBody, Refusal};
 use super::upstream::{Pinned, UpstreamError};
 use super::{Shared, Snapshot, headers};
@@ -77,22 +78,59 @@ struct Connection {
     // HTTP/1.1 serves one request at a time per connection, so this lock is never
     // contended; it exists because the upstream sender is used across an await.
     auth: Mutex<ConnectionAuth>,
+    /// The requests in flight, which keep the connection from being parked.
+    activity: Activity,
+}
+
+/// What a client connection's service is made of, before anything is established on it.
+pub struct Client {
+    pub shared: Arc<Shared>,
+    pub peer: SocketAddr,
+    pub https: bool,
+    /// What the head guard reports of the connection's raw heads.
+    pub verdicts: Verdicts,
+    /// `server.max_header_bytes`.
+    pub max_header_bytes: usize,
+    pub write_idle: WriteIdle,
+    pub activity: Activity,
 }
 
 /// The hyper service for one client connection.
 #[derive(Clone)]
 pub struct ConnectionService(Arc<Connection>);
 
+/// A parked connection's service (see [`crate::proxy::park`]).
+pub enum Parked {
+    /// NTLM or Negotiate authenticated the connection: its service, with the
+    /// authenticated upstream connection and who authenticated, is kept whole.
+    Kept(ConnectionService),
+    /// Nothing was established on the connection: only what rebuilds its service is
+    /// kept, smaller than the service's allocation.
+    Dormant(Box<Client>),
+}
+
+impl Parked {
+    /// The service again, for the connection's next request.
+    pub fn resume(self) -> ConnectionService {
+        match self {
+            Parked::Kept(service) => service,
+            Parked::Dormant(client) => ConnectionService::new(*client),
+        }
+    }
+}
+
 impl ConnectionService {
-    /// A service for the connection from `peer`, whose raw heads `verdicts` describes.
-    pub fn new(
-        shared: Arc<Shared>,
-        peer: SocketAddr,
-        https: bool,
-        verdicts: Verdicts,
-        max_header_bytes: usize,
-        write_idle: WriteIdle,
-    ) -> ConnectionService {
+    /// A service for `client`'s connection.
+    pub fn new(client: Client) -> ConnectionService {
+        let Client {
+            shared,
+            peer,
+            https,
+            verdicts,
+            max_header_bytes,
+            write_idle,
+            activity,
+        } = client;
         ConnectionService(Arc::new(Connection {
             shared,
             client_address: headers::client_address(peer.ip()),
@@ -102,19 +140,66 @@ impl ConnectionService {
             max_header_bytes,
             write_idle,
             auth: Mutex::new(ConnectionAuth::default()),
+            activity,
         }))
+    }
+
+    /// The client connection parks (see [`crate::proxy::park`]): an upstream connection
+    /// that no NTLM or Negotiate authenticated goes back to the shared idle pool, and a
+    /// service on which nothing is established is reduced to what rebuilds it. An
+    /// authenticated connection keeps its upstream connection and its identity (SPEC §3).
+    pub fn park(self) -> Parked {
+        self.0.verdicts.shrink();
+        let established = match self.0.auth.try_lock() {
+            // A request holds it: kept as it is.
+            Err(_) => true,
+            Ok(auth) if auth.authenticated || auth.identity.is_some() => true,
+            Ok(auth) if auth.mechanism.is_some() => true,
+            Ok(mut auth) => {
+                if let Some(own) = auth.upstream.take() {
+                    self.0.shared.upstream.release(own);
+                }
+                false
+            }
+        };
+        if established {
+            return Parked::Kept(self);
+        }
+        match Arc::try_unwrap(self.0) {
+            Ok(c) => Parked::Dormant(Box::new(Client {
+                shared: c.shared,
+                peer: c.peer,
+                https: c.https,
+                verdicts: c.verdicts,
+                max_header_bytes: c.max_header_bytes,
+                write_idle: c.write_idle,
+                activity: c.activity,
+            })),
+            Err(shared) => Parked::Kept(ConnectionService(shared)),
+        }
+    }
+
+    /// The metrics the connection counts in.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.0.shared.metrics
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.0.peer
     }
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnectionService {
-    type Response = Response<ProxyBody>;
+    type Response = Response<Tracked>;
     // The outermost service never fails: hyper would drop the connection.
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Tracked>, Infallible>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let conn = self.0.clone();
-        Box::pin(async move { Ok(conn.handle(req).await) })
+        let busy = conn.activity.begin();
+        Box::pin(async move { Ok(conn.handle(req).await.map(|body| Tracked::new(body, busy))) })
     }
 }
 

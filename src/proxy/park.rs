@@ -1,0 +1,360 @@
+//! Idle client connections held outside hyper (issue 16; HAProxy frees a connection's
+//! buffers the same way while it waits for the next request).
+//!
+//! hyper keeps a server connection's read and write buffers (8 KiB each) for its whole
+//! life, and a client connection kept its own upstream connection (three more buffers and
+//! a task) while it waited. A connection that has been quiet for [`PARK_AFTER`] between
+//! two requests is now *parked*: [`Parking`] ends hyper's connection cleanly at that
+//! moment (a read that would wait returns end-of-file to hyper, which hyper takes for a
+//! client that left between requests), [`serve`] takes the byte stream back with
+//! `into_parts`, the upstream connection goes back to a shared pool unless NTLM or
+//! Negotiate authenticated it (SPEC §3), and the task waits for the next byte with no
+//! buffer at all. The byte that wakes it is handed to a new hyper connection first.
+//!
+//! What makes the end-of-file safe, each checked before it is returned:
+//! - the head guard is between two messages: no byte of a next head has been read and
+//!   the last request's body was read whole ([`Framing::between_messages`]);
+//! - no request is in flight: every response hyper was handed has been dropped by it
+//!   ([`Activity`], [`Tracked`]);
+//! - everything written has been flushed: hyper flushes its own buffer before it flushes
+//!   the stream, so a completed flush after the last write means hyper holds no byte of
+//!   the response;
+//! - and that state has lasted [`PARK_AFTER`].
+//!
+//! The idle keep-alive limit is unchanged: `server.header_read_timeout_seconds` counted
+//! from the moment the connection went quiet, whether parked or not.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use super::respond::{BoxError, ProxyBody};
+use super::service::ConnectionService;
+
+/// How long a connection stays quiet between two requests before it is parked. Long
+/// enough that a client sending request after request never pays for a new hyper
+/// connection; short enough that memory follows the connections actually in use.
+pub const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// The requests of one client connection whose responses hyper still holds.
+#[derive(Clone, Debug, Default)]
+pub struct Activity(Arc<AtomicUsize>);
+
+impl Activity {
+    /// A request begins; it ends when the returned guard is dropped (with its response).
+    pub fn begin(&self) -> Busy {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+
+    /// No request is in flight.
+    fn is_idle(&self) -> bool {
+        self.0.load(Ordering::Acquire) == 0
+    }
+}
+
+/// One request in flight (see [`Activity::begin`]).
+#[derive(Debug)]
+pub struct Busy(Activity);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until hyper drops it:
+/// after its last frame, or unpolled for a body hyper knows to be empty.
+pub struct Tracked {
+    inner: ProxyBody,
+    _busy: Busy,
+}
+
+impl Tracked {
+    pub fn new(inner: ProxyBody, busy: Busy) -> Tracked {
+        Tracked { inner, _busy: busy }
+    }
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Streams that know where the client's messages begin and end.
+pub trait Framing {
+    /// No byte of a next request head has been read, and the last request was read
+    /// whole (its framing was followed; a connection whose framing was lost never is).
+    fn between_messages(&self) -> bool;
+}
+
+/// The client byte stream under hyper, able to end hyper's connection once it is quiet
+/// (see the module documentation).
+pub struct Parking<S> {
+    inner: S,
+    activity: Activity,
+    /// A write went to `inner` that no completed flush has followed.
+    unflushed: bool,
+    /// The timer of the current quiet spell; freed when the connection parks.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// When the current quiet spell began; None while requests are being read.
+    quiet_since: Option<Instant>,
+    /// hyper was told end-of-file: the stream now belongs to [`serve`] until a byte comes.
+    parked: bool,
+    /// The byte that woke a parked connection, read before hyper's next read.
+    replay: Option<u8>,
+}
+
+impl<S> Parking<S> {
+    /// Wraps `inner`, whose requests in flight `activity` counts.
+    pub fn new(inner: S, activity: Activity) -> Parking<S> {
+        Parking {
+            inner,
+            activity,
+            unflushed: false,
+            timer: None,
+            quiet_since: None,
+            parked: false,
+            replay: None,
+        }
+    }
+
+    /// How long the connection has been quiet between two requests (zero while not).
+    fn quiet_for(&self) -> Duration {
+        self.quiet_since.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+}
+
+impl<S: AsyncRead + Framing + Unpin> AsyncRead for Parking<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if let Some(byte) = this.replay.take() {
+            if buf.remaining() == 0 {
+                this.replay = Some(byte);
+            } else {
+                buf.put_slice(&[byte]);
+            }
+            return Poll::Ready(Ok(()));
+        }
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if poll.is_ready() {
+            // Bytes, end-of-file or an error: not a quiet spell any more.
+            this.quiet_since = None;
+            return poll;
+        }
+        if this.parked
+            || this.unflushed
+            || !this.activity.is_idle()
+            || !this.inner.between_messages()
+        {
+            return Poll::Pending;
+        }
+        if this.quiet_since.is_none() {
+            let now = Instant::now();
+            this.quiet_since = Some(now);
+            match &mut this.timer {
+                Some(timer) => timer.as_mut().reset(now + PARK_AFTER),
+                None => this.timer = Some(Box::pin(tokio::time::sleep_until(now + PARK_AFTER))),
+            }
+        }
+        let timer = this.timer.as_mut().expect("set above");
+        match timer.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => {
+                this.parked = true;
+                this.timer = None;
+                // Nothing filled: hyper reads end-of-file between two requests.
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Parking<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.unflushed = true;
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.unflushed = true;
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = poll {
+            self.unflushed = false;
+        }
+        poll
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// How one stretch of hyper's service of a connection ended.
+enum Stretch<S> {
+    /// Quiet for [`PARK_AFTER`]: the stream and the service are back, hyper's state freed.
+    Parked(Box<Parking<S>>, ConnectionService),
+    /// The connection is over: the client closed, asked to close, or failed.
+    Ended(hyper::Result<()>, ConnectionService),
+}
+
+/// What [`serve`] needs besides the stream: shared by every connection of a listener.
+pub struct Serving {
+    /// hyper's settings, `header_read_timeout` among them.
+    pub builder: hyper::server::conn::http1::Builder,
+    /// `server.header_read_timeout_seconds`: also the idle keep-alive limit.
+    pub header_read_timeout: Duration,
+}
+
+/// Serves one client connection: hyper while requests come, parked while they do not
+/// (see the module documentation), until the client leaves, the keep-alive limit ends
+/// it or `drain` turns true (graceful shutdown: a request in flight finishes, a parked
+/// connection is closed at once). `guard` is dropped when the connection ends (its
+/// place under `server.max_connections`). How it ended is counted by
+/// [`super::connection_ended`].
+pub async fn serve<S, G>(
+    serving: Arc<Serving>,
+    mut io: Box<Parking<S>>,
+    service: ConnectionService,
+    mut drain: tokio::sync::watch::Receiver<bool>,
+    guard: G,
+) where
+    S: AsyncRead + AsyncWrite + Framing + Unpin + Send + 'static,
+    G: Send + 'static,
+{
+    use tokio::io::AsyncReadExt as _;
+    let _guard = guard;
+    // After a park, hyper's head timer gets what is left of the keep-alive limit.
+    let mut left = None;
+    let mut service = Some(service);
+    loop {
+        // Boxed, and in a statement of its own so that the unboxed future is not kept
+        // across the await: hyper's connection state is allocated only while it serves,
+        // and the task of a parked connection stays small.
+        let held = service.take().expect("held between stretches");
+        let stretch = Box::pin(serve_stretch(&serving, left, io, held, &mut drain));
+        let parked = match stretch.await {
+            Stretch::Parked(parked_io, parked) => {
+                io = parked_io;
+                parked.park()
+            }
+            Stretch::Ended(result, ended) => {
+                super::connection_ended(result, ended.metrics(), ended.peer());
+                return;
+            }
+        };
+        let remaining = serving.header_read_timeout.saturating_sub(io.quiet_for());
+        let mut byte = [0u8; 1];
+        let woke = tokio::select! {
+            read = io.read(&mut byte) => matches!(read, Ok(1)),
+            () = tokio::time::sleep(remaining) => false,
+            _ = drain.changed() => false,
+        };
+        if !woke || *drain.borrow() {
+            return; // closed without a word, as hyper closes an idle connection
+        }
+        left = Some(serving.header_read_timeout.saturating_sub(io.quiet_for()));
+        io.replay = Some(byte[0]);
+        io.parked = false;
+        io.quiet_since = None;
+        service = Some(parked.resume());
+    }
+}
+
+/// One stretch of hyper's service, from a first byte to a park or the end.
+async fn serve_stretch<S>(
+    serving: &Serving,
+    left: Option<Duration>,
+    io: Box<Parking<S>>,
+    service: ConnectionService,
+    drain: &mut tokio::sync::watch::Receiver<bool>,
+) -> Stretch<S>
+where
+    S: AsyncRead + AsyncWrite + Framing + Unpin + Send + 'static,
+{
+    use hyper_util::rt::TokioIo;
+    use tokio::io::AsyncWriteExt as _;
+    let mut conn = match left {
+        None => serving.builder.serve_connection(TokioIo::new(io), service),
+        Some(left) => serving
+            .builder
+            .clone()
+            .header_read_timeout(left)
+            .serve_connection(TokioIo::new(io), service),
+    };
+    let mut draining = *drain.borrow();
+    if draining {
+        Pin::new(&mut conn).graceful_shutdown();
+    }
+    let result = loop {
+        tokio::select! {
+            result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break result,
+            _ = drain.changed(), if !draining => {
+                draining = true;
+                Pin::new(&mut conn).graceful_shutdown();
+            }
+        }
+    };
+    let parts = conn.into_parts();
+    let mut io = parts.io.into_inner();
+    match result {
+        // hyper read the end-of-file of a park with nothing left unparsed.
+        Ok(()) if io.parked && parts.read_buf.is_empty() && !draining => {
+            Stretch::Parked(io, parts.service)
+        }
+        Ok(()) => {
+            // hyper skipped the shutdown for `poll_without_shutdown`: done here (a TLS
+            // close_notify may wait on the client, so bounded).
+            let _ = tokio::time::timeout(SHUTDOWN_WAIT, io.shutdown()).await;
+            Stretch::Ended(Ok(()), parts.service)
+        }
+        Err(e) => Stretch::Ended(Err(e), parts.service),
+    }
+}
+
+/// How long the close of a finished connection may wait on the client.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
