@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// jemalloc: what a parked idle connection freed leaves the resident set (Cargo.toml says
+/// why, `.cargo/config.toml` how fast).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = exgate::cli::Cli::parse();
     match exgate::cli::run(cli) {
