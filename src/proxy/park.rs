@@ -166,8 +166,11 @@ impl<S: AsyncRead + Framing + Unpin> AsyncRead for Parking<S> {
         }
         let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
         if poll.is_ready() {
-            // Bytes, end-of-file or an error: not a quiet spell any more.
-            this.quiet_since = None;
+            // Bytes, end-of-file or an error: the quiet spell is over. A parked
+            // connection's keeps its start, which `serve` counts the keep-alive limit from.
+            if !this.parked {
+                this.quiet_since = None;
+            }
             return poll;
         }
         if this.parked
@@ -358,3 +361,174 @@ where
 
 /// How long the close of a finished connection may wait on the client.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
+
+    /// One end of an in-memory pipe, with the head guard's verdict set by the test.
+    struct Stream {
+        pipe: DuplexStream,
+        between: Arc<AtomicBool>,
+    }
+
+    impl Framing for Stream {
+        fn between_messages(&self) -> bool {
+            self.between.load(Ordering::Relaxed)
+        }
+    }
+
+    impl AsyncRead for Stream {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.pipe).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Stream {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.pipe).poll_write(cx, buf)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.pipe).poll_flush(cx)
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.pipe).poll_shutdown(cx)
+        }
+    }
+
+    struct Rig {
+        io: Parking<Stream>,
+        client: DuplexStream,
+        between: Arc<AtomicBool>,
+        activity: Activity,
+    }
+
+    fn rig() -> Rig {
+        let (client, server) = tokio::io::duplex(1024);
+        let between = Arc::new(AtomicBool::new(true));
+        let activity = Activity::default();
+        let stream = Stream {
+            pipe: server,
+            between: between.clone(),
+        };
+        Rig {
+            io: Parking::new(stream, activity.clone()),
+            client,
+            between,
+            activity,
+        }
+    }
+
+    /// What one read gives within `wait`: Some(bytes) (empty for end-of-file) or None
+    /// when it is still waiting.
+    async fn read_within(io: &mut Parking<Stream>, wait: Duration) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(wait, io.read(&mut buf)).await {
+            Ok(Ok(n)) => Some(buf[..n].to_vec()),
+            Ok(Err(e)) => panic!("read failed: {e}"),
+            Err(_) => None,
+        }
+    }
+
+    const JUST_BEFORE: Duration = Duration::from_millis(999);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_connection_between_messages_reads_end_of_file_after_park_after() {
+        let mut r = rig();
+        assert_eq!(read_within(&mut r.io, JUST_BEFORE).await, None);
+        // The spell started at the first read that would wait: 1 ms more ends it.
+        assert_eq!(
+            read_within(&mut r.io, Duration::from_millis(2)).await,
+            Some(vec![])
+        );
+        assert!(r.io.parked);
+        assert!(r.io.timer.is_none(), "the timer is freed when parked");
+        // Parked: reads wait for the client, with no end-of-file of their own.
+        assert_eq!(read_within(&mut r.io, PARK_AFTER * 3).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_before_the_mark_start_a_new_quiet_spell() {
+        let mut r = rig();
+        assert_eq!(read_within(&mut r.io, JUST_BEFORE).await, None);
+        r.client.write_all(b"G").await.unwrap();
+        assert_eq!(
+            read_within(&mut r.io, JUST_BEFORE).await,
+            Some(b"G".to_vec())
+        );
+        // A whole new second is needed from the next wait on.
+        assert_eq!(read_within(&mut r.io, JUST_BEFORE).await, None);
+        assert!(!r.io.parked);
+        assert_eq!(
+            read_within(&mut r.io, Duration::from_millis(2)).await,
+            Some(vec![])
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_parked_inside_a_message_with_a_request_in_flight_or_unflushed() {
+        // Inside a message (a head or body partly read): no end-of-file, however long.
+        let mut r = rig();
+        r.between.store(false, Ordering::Relaxed);
+        assert_eq!(read_within(&mut r.io, PARK_AFTER * 5).await, None);
+        assert!(!r.io.parked);
+
+        // A response still held by hyper.
+        let mut r = rig();
+        let busy = r.activity.begin();
+        assert_eq!(read_within(&mut r.io, PARK_AFTER * 5).await, None);
+        drop(busy);
+        assert_eq!(read_within(&mut r.io, PARK_AFTER * 2).await, Some(vec![]));
+
+        // Written and not flushed since.
+        let mut r = rig();
+        r.io.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+        assert_eq!(read_within(&mut r.io, PARK_AFTER * 5).await, None);
+        r.io.flush().await.unwrap();
+        assert_eq!(read_within(&mut r.io, PARK_AFTER * 2).await, Some(vec![]));
+        let mut answer = [0u8; 17];
+        r.client.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 200 OK\r\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_byte_that_wakes_a_parked_connection_is_read_first_and_once() {
+        let mut r = rig();
+        assert_eq!(read_within(&mut r.io, PARK_AFTER * 2).await, Some(vec![]));
+        r.client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let mut one = [0u8; 1];
+        r.io.read_exact(&mut one).await.unwrap();
+        assert_eq!(&one, b"G");
+        // The quiet spell's start survives the byte: the keep-alive limit counts from it.
+        assert!(r.io.quiet_for() >= PARK_AFTER);
+        // What serve does before hyper's next connection.
+        r.io.replay = Some(one[0]);
+        r.io.parked = false;
+        r.io.quiet_since = None;
+        let mut head = vec![0u8; 16];
+        r.io.read_exact(&mut head).await.unwrap();
+        assert_eq!(head, b"GET / HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn a_request_is_in_flight_until_its_response_body_is_dropped() {
+        let activity = Activity::default();
+        let first = Tracked::new(super::super::respond::empty(), activity.begin());
+        let second = activity.begin();
+        assert!(!activity.is_idle());
+        drop(first);
+        assert!(!activity.is_idle());
+        drop(second);
+        assert!(activity.is_idle());
+    }
+}

@@ -25,6 +25,7 @@ mod lab_kerberos;
 mod load;
 mod monitoring;
 mod operate;
+mod park;
 mod prometheus;
 mod proxy;
 mod purity;

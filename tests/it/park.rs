@@ -1,0 +1,217 @@
+//! Idle connections parked outside hyper (issue 16): what a client sees is unchanged,
+//! an upstream connection goes back to the pool only when nothing authenticated it, and
+//! the keep-alive limit still counts from the start of the quiet spell.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+const ONPREM: &str = "[exchange]\ndeployment = \"onpremises\"\n[policy]\nscript = \"policies.ps1\"\n[[users]]\nupn = \"user01@contoso.com\"\nsam = \"CONTOSO\\\\user01\"\n[[users]]\nupn = \"user02@contoso.com\"\nsam = \"CONTOSO\\\\user02\"\n";
+/// Basic blocked on EWS for everyone; MAPI allowed.
+const BLOCK_EWS: &str = "New-AuthenticationPolicy NoEws -BlockLegacyAuthWebServices\nSet-OrganizationConfig -DefaultAuthenticationPolicy NoEws\n";
+/// Longer than `PARK_AFTER` (1 s), with room for a loaded machine.
+const PARKED: Duration = Duration::from_millis(1600);
+
+fn upstream_connection(reply: &Reply) -> String {
+    reply.header("x-upstream-connection").unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_connection_serves_its_next_request_and_its_upstream_connection_is_pooled() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start(ONPREM, BLOCK_EWS, &[upstream.url()]).await;
+    let mut a = gate.client().await;
+    let first = a.get("/owa/", &[]).await;
+    assert_eq!(first.status, 200);
+    tokio::time::sleep(PARKED).await;
+    // A's upstream connection went back to the pool: a new client gets it.
+    let mut b = gate.client().await;
+    let other = b.get("/owa/", &[]).await;
+    assert_eq!(upstream_connection(&other), upstream_connection(&first));
+    // A, parked, is served again: on another upstream connection, B holds the first.
+    let again = a.get("/owa/again", &[]).await;
+    assert_eq!(again.status, 200);
+    assert!(!a.is_closed());
+    assert_ne!(upstream_connection(&again), upstream_connection(&first));
+    // A blocked credential after a park is refused like any other.
+    let basic = a
+        .get(
+            "/EWS/Exchange.asmx",
+            &[("authorization", &basic("user01@contoso.com", "pw"))],
+        )
+        .await;
+    assert_eq!(basic.status, 401);
+    let seen = upstream.requests();
+    assert!(
+        seen.iter()
+            .all(|r| !r.headers.contains_key("authorization")),
+        "{seen:?}"
+    );
+    assert_eq!(seen.len(), 3, "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ntlm_connection_keeps_its_upstream_connection_and_identity_when_parked() {
+    let upstream = Upstream::start().await;
+    // user02 is blocked on MAPI; user01 is not.
+    let script = "New-AuthenticationPolicy Pilot -BlockLegacyAuthMapi\nSet-User user02 -AuthenticationPolicy Pilot\n";
+    let gate = Exgate::start(ONPREM, script, &[upstream.url()]).await;
+    let path = "/mapi/emsmdb/?MailboxId=0@contoso.com";
+    let mut a = gate.client().await;
+    let t1 = a.get(path, &[("authorization", &ntlm_type1("NTLM"))]).await;
+    assert_eq!(t1.status, 401);
+    let t3 = a
+        .get(
+            path,
+            &[("authorization", &ntlm_type3("NTLM", "CONTOSO", "user01"))],
+        )
+        .await;
+    assert_eq!(t3.status, 200);
+    let own = upstream_connection(&t3);
+    assert_eq!(upstream_connection(&t1), own);
+    tokio::time::sleep(PARKED).await;
+    // Another client never gets the authenticated connection, parked or not.
+    let mut b = gate.client().await;
+    let other = b.get("/owa/", &[]).await;
+    assert_ne!(upstream_connection(&other), own);
+    // A's next request, without credentials, goes on A's own connection, as user01's.
+    let later = a.get(path, &[]).await;
+    assert_eq!(later.status, 200);
+    assert_eq!(upstream_connection(&later), own);
+    // And user02, on a connection of its own that parks, is still refused at Type 3.
+    let mut c = gate.client().await;
+    assert_eq!(
+        c.get(path, &[("authorization", &ntlm_type1("NTLM"))])
+            .await
+            .status,
+        401
+    );
+    tokio::time::sleep(PARKED).await;
+    let refused = c
+        .get(
+            path,
+            &[("authorization", &ntlm_type3("NTLM", "CONTOSO", "user02"))],
+        )
+        .await;
+    assert_eq!(refused.status, 401);
+    let refused_type3 = ntlm_type3("NTLM", "CONTOSO", "user02");
+    let reached = upstream
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.headers
+                .get("authorization")
+                .is_some_and(|v| *v == *refused_type3)
+        })
+        .count();
+    assert_eq!(reached, 0, "user02's Type 3 reached the upstream");
+}
+
+/// One request answered, then quiet: the time until exgate closes the connection, after
+/// `bytes` sent at `at` after the answer (a request head begun and never finished).
+async fn closed_after(gate: &Exgate, at: Duration, bytes: &[u8]) -> Duration {
+    let mut s = TcpStream::connect(gate.addr()).await.unwrap();
+    s.write_all(b"GET /owa/ HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", text(&buf[..n]));
+    let answered = Instant::now();
+    if !bytes.is_empty() {
+        tokio::time::sleep(at).await;
+        s.write_all(bytes).await.unwrap();
+    }
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    answered.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keep_alive_limit_counts_from_the_start_of_the_quiet_spell_parked_or_not() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start_with(
+        "header_read_timeout_seconds = 3",
+        ONPREM,
+        "",
+        &[upstream.url()],
+    )
+    .await;
+    // Idle: closed at the limit.
+    let idle = closed_after(&gate, Duration::ZERO, b"").await;
+    assert!(
+        idle >= Duration::from_millis(2900) && idle < Duration::from_millis(4200),
+        "{idle:?}"
+    );
+    // A head begun 2 s in, parked since 1 s, never finished: closed at the same limit, not
+    // 3 s after its first byte (a slow head cannot buy itself a new limit by parking).
+    let slow = closed_after(&gate, Duration::from_secs(2), b"GET /owa/ HT").await;
+    assert!(
+        slow >= Duration::from_millis(2900) && slow < Duration::from_millis(4200),
+        "{slow:?}"
+    );
+    assert!(upstream.requests().len() == 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_that_wake_a_parked_connection_are_answered_in_order() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start(ONPREM, BLOCK_EWS, &[upstream.url()]).await;
+    let mut s = TcpStream::connect(gate.addr()).await.unwrap();
+    s.write_all(b"GET /owa/0 HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(text(&buf[..n]).contains("upstream saw GET /owa/0"));
+    tokio::time::sleep(PARKED).await;
+    // Blank lines between requests (RFC 9112 §2.2), a blocked one, a body, in one write.
+    let ews = basic("user01@contoso.com", "pw");
+    let burst = format!(
+        "\r\nGET /owa/1 HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\nGET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nAuthorization: {ews}\r\n\r\nPOST /owa/2 HTTP/1.1\r\nHost: mail.contoso.com\r\nContent-Length: 5\r\n\r\nhelloGET /owa/3 HTTP/1.1\r\nHost: mail.contoso.com\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(burst.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = text(&out);
+    let order: Vec<usize> = [
+        "upstream saw GET /owa/1",
+        "HTTP/1.1 401",
+        "upstream saw POST /owa/2",
+        "upstream saw GET /owa/3",
+    ]
+    .iter()
+    .map(|m| out.find(m).unwrap_or_else(|| panic!("{m} missing:\n{out}")))
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{out}");
+    let seen = upstream.requests();
+    let targets: Vec<&str> = seen.iter().map(|r| r.target.as_str()).collect();
+    assert_eq!(targets, ["/owa/0", "/owa/1", "/owa/2", "/owa/3"]);
+    assert_eq!(seen[2].body_len, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_closes_parked_connections_at_once() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start(ONPREM, "", &[upstream.url()]).await;
+    let mut s = TcpStream::connect(gate.addr()).await.unwrap();
+    s.write_all(b"GET /owa/ HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    assert!(s.read(&mut buf).await.unwrap() > 0);
+    tokio::time::sleep(PARKED).await;
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), gate.running.shutdown())
+        .await
+        .expect("shutdown waited on a parked connection");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let read = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+}
