@@ -62,19 +62,30 @@ pub fn append_forwarded(headers: &mut HeaderMap, client: &HeaderValue, https: bo
     append_list(headers, X_FORWARDED_PROTO, &proto);
 }
 
+/// One hash lookup (the entry) instead of a `get` and an `insert`, since the field is
+/// absent from almost every request (−0.5% of an anonymous request's instructions).
 fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &HeaderValue) {
-    let joined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.trim().is_empty() => {
-            let item = item.to_str().unwrap_or_default();
-            // Only ASCII addresses and schemes are appended to a visible-ASCII value.
-            match HeaderValue::from_str(&format!("{existing}, {item}")) {
-                Ok(v) => v,
-                Err(_) => return,
-            }
+    match headers.entry(name) {
+        hyper::header::Entry::Vacant(entry) => {
+            entry.insert(item.clone());
         }
-        _ => item.clone(),
-    };
-    headers.insert(name, joined);
+        hyper::header::Entry::Occupied(mut entry) => {
+            let joined = match entry.get().to_str() {
+                Ok(existing) if !existing.trim().is_empty() => {
+                    let item = item.to_str().unwrap_or_default();
+                    // Only ASCII addresses and schemes are appended to a visible-ASCII
+                    // value.
+                    match HeaderValue::from_str(&format!("{existing}, {item}")) {
+                        Ok(v) => v,
+                        Err(_) => return,
+                    }
+                }
+                _ => item.clone(),
+            };
+            // Replaces every line of the field, as the insert did.
+            entry.insert(joined);
+        }
+    }
 }
 
 /// The Bearer challenge Exchange sends, from `[exchange.challenge]`.
