@@ -425,6 +425,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             shared.clone(),
             config.server.clone(),
             Arc::new(Semaphore::new(max_connections)),
+            max_connections,
             watch.clone(),
         )),
         tokio::spawn(admin::serve(admin, shared.clone(), watch)),
@@ -502,11 +503,9 @@ async fn accept_loop(
     shared: Arc<Shared>,
     server: ServerConfig,
     capacity: Arc<Semaphore>,
+    max_connections: usize,
     mut stop: watch::Receiver<bool>,
 ) {
-    // Every connection holds a receiver: `true` asks it to finish (graceful shutdown),
-    // and the sender's `closed` says when the last one is gone.
-    let (drain, draining) = watch::channel(false);
     let serving = Arc::new(serving(&server));
     let answering = Arc::new(Semaphore::new(OVER_CAPACITY_ANSWERS));
     // A descriptor held back for the moment the others run out (libev's and nginx's
@@ -526,7 +525,7 @@ async fn accept_loop(
                     match capacity.clone().try_acquire_owned() {
                         Ok(permit) => {
                             let open = OpenConnection::new(permit, &shared.metrics);
-                            spawn_connection(stream, peer, acceptor.clone(), shared.clone(), &server, &serving, draining.clone(), open);
+                            spawn_connection(stream, peer, acceptor.clone(), shared.clone(), &server, &serving, open);
                         }
                         Err(_) => {
                             shared.metrics.record_overload("max_connections");
@@ -569,9 +568,11 @@ async fn accept_loop(
         }
     }
     drop(listener);
-    drop(draining);
-    let _ = drain.send(true);
-    if tokio::time::timeout(server.shutdown_grace, drain.closed())
+    // Every connection holds a place under `capacity` until it ends: all of them back
+    // means every connection is closed.
+    serving.drain();
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(server.shutdown_grace, capacity.acquire_many(all))
         .await
         .is_err()
     {
@@ -734,10 +735,7 @@ fn serving(server: &ServerConfig) -> park::Serving {
         .header_read_timeout(server.header_read_timeout)
         .max_buf_size(server.max_header_bytes + HYPER_BUFFER_MARGIN)
         .keep_alive(true);
-    park::Serving {
-        builder,
-        header_read_timeout: server.header_read_timeout,
-    }
+    park::Serving::new(builder, server.header_read_timeout)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -748,7 +746,6 @@ fn spawn_connection(
     shared: Arc<Shared>,
     server: &ServerConfig,
     serving: &Arc<park::Serving>,
-    drain: watch::Receiver<bool>,
     open: OpenConnection,
 ) {
     let _ = stream.set_nodelay(true);
@@ -770,7 +767,7 @@ fn spawn_connection(
     match acceptor {
         None => {
             let io = client_stack(stream, verdicts, write_idle, activity);
-            tokio::spawn(park::serve(serving, io, service, drain, open));
+            tokio::spawn(park::serve(serving, io, service, open));
         }
         Some(acceptor) => {
             let handshake_timeout = server.header_read_timeout;
@@ -785,7 +782,7 @@ fn spawn_connection(
                         Err(_) => return,
                     };
                 let io = client_stack(tls, verdicts, write_idle, activity);
-                park::serve(serving, io, service, drain, open).await;
+                park::serve(serving, io, service, open).await;
             });
         }
     }

@@ -149,6 +149,26 @@ impl<S> Parking<S> {
     }
 }
 
+impl<S: AsyncRead + Framing + Unpin> Parking<S> {
+    /// While parked: waits for the client's next byte, which is kept to be read first.
+    /// True when one came and the connection is no longer parked; false when the client
+    /// closed or the read failed. The quiet spell's start is kept: the next stretch
+    /// counts the keep-alive limit from it.
+    fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        match Pin::new(&mut *self).poll_read(cx, &mut buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) if buf.filled().len() == 1 => {
+                self.replay = Some(byte[0]);
+                self.parked = false;
+                Poll::Ready(true)
+            }
+            Poll::Ready(_) => Poll::Ready(false),
+        }
+    }
+}
+
 impl<S: AsyncRead + Framing + Unpin> AsyncRead for Parking<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -251,35 +271,63 @@ pub struct Serving {
     pub builder: hyper::server::conn::http1::Builder,
     /// `server.header_read_timeout_seconds`: also the idle keep-alive limit.
     pub header_read_timeout: Duration,
+    /// Set once the listener stops (graceful shutdown).
+    draining: std::sync::atomic::AtomicBool,
+    /// Wakes every connection when `draining` is set.
+    drain: tokio::sync::Notify,
+}
+
+impl Serving {
+    pub fn new(
+        builder: hyper::server::conn::http1::Builder,
+        header_read_timeout: Duration,
+    ) -> Serving {
+        Serving {
+            builder,
+            header_read_timeout,
+            draining: std::sync::atomic::AtomicBool::new(false),
+            drain: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Starts the graceful shutdown of every connection: a request in flight finishes, a
+    /// parked connection is closed at once.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.drain.notify_waiters();
+    }
+
+    /// The wait for [`Serving::drain`], registered before the flag is read, so that a
+    /// drain between the two is not missed: None when draining already.
+    fn drained(&self) -> Option<Pin<Box<tokio::sync::futures::Notified<'_>>>> {
+        let mut notified = Box::pin(self.drain.notified());
+        notified.as_mut().enable();
+        (!self.draining.load(Ordering::SeqCst)).then_some(notified)
+    }
 }
 
 /// Serves one client connection: hyper while requests come, parked while they do not
 /// (see the module documentation), until the client leaves, the keep-alive limit ends
-/// it or `drain` turns true (graceful shutdown: a request in flight finishes, a parked
-/// connection is closed at once). `guard` is dropped when the connection ends (its
-/// place under `server.max_connections`). How it ended is counted by
-/// [`super::connection_ended`].
+/// it or the listener drains ([`Serving::drain`]). `guard` is dropped when the
+/// connection ends (its place under `server.max_connections`). How it ended is counted
+/// by [`super::connection_ended`].
 pub async fn serve<S, G>(
     serving: Arc<Serving>,
     mut io: Box<Parking<S>>,
     service: ConnectionService,
-    mut drain: tokio::sync::watch::Receiver<bool>,
     guard: G,
 ) where
     S: AsyncRead + AsyncWrite + Framing + Unpin + Send + 'static,
     G: Send + 'static,
 {
-    use tokio::io::AsyncReadExt as _;
     let _guard = guard;
-    // After a park, hyper's head timer gets what is left of the keep-alive limit.
-    let mut left = None;
     let mut service = Some(service);
     loop {
         // Boxed, and in a statement of its own so that the unboxed future is not kept
         // across the await: hyper's connection state is allocated only while it serves,
         // and the task of a parked connection stays small.
         let held = service.take().expect("held between stretches");
-        let stretch = Box::pin(serve_stretch(&serving, left, io, held, &mut drain));
+        let stretch = Box::pin(serve_stretch(&serving, io, held));
         let parked = match stretch.await {
             Stretch::Parked(parked_io, parked) => {
                 io = parked_io;
@@ -290,20 +338,18 @@ pub async fn serve<S, G>(
                 return;
             }
         };
-        let remaining = serving.header_read_timeout.saturating_sub(io.quiet_for());
-        let mut byte = [0u8; 1];
-        let woke = tokio::select! {
-            read = io.read(&mut byte) => matches!(read, Ok(1)),
-            () = tokio::time::sleep(remaining) => false,
-            _ = drain.changed() => false,
+        let Some(drained) = serving.drained() else {
+            return;
         };
-        if !woke || *drain.borrow() {
+        let remaining = serving.header_read_timeout.saturating_sub(io.quiet_for());
+        let woke = tokio::select! {
+            woke = std::future::poll_fn(|cx| io.poll_wake(cx)) => woke,
+            () = tokio::time::sleep(remaining) => false,
+            () = drained => false,
+        };
+        if !woke {
             return; // closed without a word, as hyper closes an idle connection
         }
-        left = Some(serving.header_read_timeout.saturating_sub(io.quiet_for()));
-        io.replay = Some(byte[0]);
-        io.parked = false;
-        io.quiet_since = None;
         service = Some(parked.resume());
     }
 }
@@ -311,37 +357,39 @@ pub async fn serve<S, G>(
 /// One stretch of hyper's service, from a first byte to a park or the end.
 async fn serve_stretch<S>(
     serving: &Serving,
-    left: Option<Duration>,
-    io: Box<Parking<S>>,
+    mut io: Box<Parking<S>>,
     service: ConnectionService,
-    drain: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Stretch<S>
 where
     S: AsyncRead + AsyncWrite + Framing + Unpin + Send + 'static,
 {
     use hyper_util::rt::TokioIo;
     use tokio::io::AsyncWriteExt as _;
-    let mut conn = match left {
+    // After a park, hyper's head timer gets what is left of the keep-alive limit,
+    // counted from the start of the quiet spell.
+    let resumed = io.quiet_since.take().map(|since| since.elapsed());
+    let mut conn = match resumed {
         None => serving.builder.serve_connection(TokioIo::new(io), service),
-        Some(left) => serving
+        Some(quiet) => serving
             .builder
             .clone()
-            .header_read_timeout(left)
+            .header_read_timeout(serving.header_read_timeout.saturating_sub(quiet))
             .serve_connection(TokioIo::new(io), service),
     };
-    let mut draining = *drain.borrow();
-    if draining {
+    let mut drained = serving.drained();
+    if drained.is_none() {
         Pin::new(&mut conn).graceful_shutdown();
     }
     let result = loop {
         tokio::select! {
             result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break result,
-            _ = drain.changed(), if !draining => {
-                draining = true;
+            () = async { drained.as_mut().expect("guarded").await }, if drained.is_some() => {
+                drained = None;
                 Pin::new(&mut conn).graceful_shutdown();
             }
         }
     };
+    let draining = drained.is_none();
     let parts = conn.into_parts();
     let mut io = parts.io.into_inner();
     match result {
@@ -506,18 +554,18 @@ mod tests {
         let mut r = rig();
         assert_eq!(read_within(&mut r.io, PARK_AFTER * 2).await, Some(vec![]));
         r.client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-        let mut one = [0u8; 1];
-        r.io.read_exact(&mut one).await.unwrap();
-        assert_eq!(&one, b"G");
+        assert!(std::future::poll_fn(|cx| r.io.poll_wake(cx)).await);
+        assert!(!r.io.parked);
         // The quiet spell's start survives the byte: the keep-alive limit counts from it.
         assert!(r.io.quiet_for() >= PARK_AFTER);
-        // What serve does before hyper's next connection.
-        r.io.replay = Some(one[0]);
-        r.io.parked = false;
-        r.io.quiet_since = None;
         let mut head = vec![0u8; 16];
         r.io.read_exact(&mut head).await.unwrap();
         assert_eq!(head, b"GET / HTTP/1.1\r\n");
+        // A client that leaves while parked: no byte, the connection ends.
+        let mut r = rig();
+        assert_eq!(read_within(&mut r.io, PARK_AFTER * 2).await, Some(vec![]));
+        drop(r.client);
+        assert!(!std::future::poll_fn(|cx| r.io.poll_wake(cx)).await);
     }
 
     #[test]
