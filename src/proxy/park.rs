@@ -119,9 +119,15 @@ pub struct Parking<S> {
     activity: Activity,
     /// A write went to `inner` that no completed flush has followed.
     unflushed: bool,
-    /// The timer of the current quiet spell; freed when the connection parks.
+    /// The park timer; freed when the connection parks.
     timer: Option<Pin<Box<Sleep>>>,
-    /// When the current quiet spell began; None while requests are being read.
+    /// The timer is set for the current wait (bytes that come end the wait).
+    armed: bool,
+    /// When the current quiet spell began: the connection went idle between two
+    /// messages and no byte of a next request head has come since (blank lines between
+    /// requests do not count, RFC 9112 §2.2: a client sending them now and then is still
+    /// idle, and its keep-alive limit still counts from here). None while a request is
+    /// being read or served.
     quiet_since: Option<Instant>,
     /// hyper was told end-of-file: the stream now belongs to [`serve`] until a byte comes.
     parked: bool,
@@ -137,6 +143,7 @@ impl<S> Parking<S> {
             activity,
             unflushed: false,
             timer: None,
+            armed: false,
             quiet_since: None,
             parked: false,
             replay: None,
@@ -186,9 +193,10 @@ impl<S: AsyncRead + Framing + Unpin> AsyncRead for Parking<S> {
         }
         let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
         if poll.is_ready() {
-            // Bytes, end-of-file or an error: the quiet spell is over. A parked
-            // connection's keeps its start, which `serve` counts the keep-alive limit from.
-            if !this.parked {
+            this.armed = false;
+            // Bytes that began a request head (or anything but blank lines between two
+            // messages), end-of-file or an error: the quiet spell is over.
+            if !this.parked && !this.inner.between_messages() {
                 this.quiet_since = None;
             }
             return poll;
@@ -200,9 +208,10 @@ impl<S: AsyncRead + Framing + Unpin> AsyncRead for Parking<S> {
         {
             return Poll::Pending;
         }
-        if this.quiet_since.is_none() {
+        if !this.armed {
             let now = Instant::now();
-            this.quiet_since = Some(now);
+            this.quiet_since.get_or_insert(now);
+            this.armed = true;
             match &mut this.timer {
                 Some(timer) => timer.as_mut().reset(now + PARK_AFTER),
                 None => this.timer = Some(Box::pin(tokio::time::sleep_until(now + PARK_AFTER))),
@@ -213,6 +222,7 @@ impl<S: AsyncRead + Framing + Unpin> AsyncRead for Parking<S> {
             Poll::Pending => Poll::Pending,
             Poll::Ready(()) => {
                 this.parked = true;
+                this.armed = false;
                 this.timer = None;
                 // Nothing filled: hyper reads end-of-file between two requests.
                 Poll::Ready(Ok(()))
@@ -366,8 +376,8 @@ where
     use hyper_util::rt::TokioIo;
     use tokio::io::AsyncWriteExt as _;
     // After a park, hyper's head timer gets what is left of the keep-alive limit,
-    // counted from the start of the quiet spell.
-    let resumed = io.quiet_since.take().map(|since| since.elapsed());
+    // counted from the start of the quiet spell (which ends only when a head begins).
+    let resumed = io.quiet_since.map(|since| since.elapsed());
     let mut conn = match resumed {
         None => serving.builder.serve_connection(TokioIo::new(io), service),
         Some(quiet) => serving
@@ -506,21 +516,48 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn bytes_before_the_mark_start_a_new_quiet_spell() {
+    async fn a_request_head_before_the_mark_ends_the_quiet_spell() {
         let mut r = rig();
         assert_eq!(read_within(&mut r.io, JUST_BEFORE).await, None);
+        // The head guard leaves "between messages" with the head's first byte.
+        r.between.store(false, Ordering::Relaxed);
         r.client.write_all(b"G").await.unwrap();
         assert_eq!(
             read_within(&mut r.io, JUST_BEFORE).await,
             Some(b"G".to_vec())
         );
-        // A whole new second is needed from the next wait on.
+        assert_eq!(r.io.quiet_since, None);
+        // Request read and answered: a new spell, a whole new second.
+        r.between.store(true, Ordering::Relaxed);
         assert_eq!(read_within(&mut r.io, JUST_BEFORE).await, None);
         assert!(!r.io.parked);
         assert_eq!(
             read_within(&mut r.io, Duration::from_millis(2)).await,
             Some(vec![])
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn blank_lines_between_requests_do_not_restart_the_quiet_spell() {
+        let mut r = rig();
+        assert_eq!(
+            read_within(&mut r.io, Duration::from_millis(500)).await,
+            None
+        );
+        let began = r.io.quiet_since.expect("quiet");
+        // CRLF and LF between messages (RFC 9112 §2.2): still between messages.
+        r.client.write_all(b"\r\n").await.unwrap();
+        assert_eq!(
+            read_within(&mut r.io, JUST_BEFORE).await,
+            Some(b"\r\n".to_vec())
+        );
+        assert_eq!(r.io.quiet_since, Some(began));
+        // The park waits a second from the last byte, the spell keeps its start.
+        assert_eq!(read_within(&mut r.io, PARK_AFTER * 2).await, Some(vec![]));
+        assert_eq!(r.io.quiet_since, Some(began));
+        r.client.write_all(b"\n").await.unwrap();
+        assert!(std::future::poll_fn(|cx| r.io.poll_wake(cx)).await);
+        assert_eq!(r.io.quiet_since, Some(began));
     }
 
     #[tokio::test(start_paused = true)]

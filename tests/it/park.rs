@@ -110,9 +110,9 @@ async fn an_ntlm_connection_keeps_its_upstream_connection_and_identity_when_park
     assert_eq!(reached, 0, "user02's Type 3 reached the upstream");
 }
 
-/// One request answered, then quiet: the time until exgate closes the connection, after
-/// `bytes` sent at `at` after the answer (a request head begun and never finished).
-async fn closed_after(gate: &Exgate, at: Duration, bytes: &[u8]) -> Duration {
+/// One request answered, then `sends` (each some time after the answer; a write that
+/// fails because exgate closed is the end): the time until exgate closes the connection.
+async fn closed_after(gate: &Exgate, sends: &[(Duration, &[u8])]) -> Duration {
     let mut s = TcpStream::connect(gate.addr()).await.unwrap();
     s.write_all(b"GET /owa/ HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n")
         .await
@@ -121,13 +121,25 @@ async fn closed_after(gate: &Exgate, at: Duration, bytes: &[u8]) -> Duration {
     let n = s.read(&mut buf).await.unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", text(&buf[..n]));
     let answered = Instant::now();
-    if !bytes.is_empty() {
-        tokio::time::sleep(at).await;
-        s.write_all(bytes).await.unwrap();
+    let (mut reader, mut writer) = s.into_split();
+    let closed = async {
+        let read = tokio::time::timeout(Duration::from_secs(15), reader.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+        answered.elapsed()
+    };
+    let send = async {
+        for (at, bytes) in sends {
+            tokio::time::sleep_until((answered + *at).into()).await;
+            if writer.write_all(bytes).await.is_err() {
+                break;
+            }
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        closed = closed => closed,
+        () = send => unreachable!(),
     }
-    let read = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await;
-    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
-    answered.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,20 +152,44 @@ async fn the_keep_alive_limit_counts_from_the_start_of_the_quiet_spell_parked_or
         &[upstream.url()],
     )
     .await;
-    // Idle: closed at the limit.
-    let idle = closed_after(&gate, Duration::ZERO, b"").await;
-    assert!(
-        idle >= Duration::from_millis(2900) && idle < Duration::from_millis(4200),
-        "{idle:?}"
-    );
-    // A head begun 2 s in, parked since 1 s, never finished: closed at the same limit, not
-    // 3 s after its first byte (a slow head cannot buy itself a new limit by parking).
-    let slow = closed_after(&gate, Duration::from_secs(2), b"GET /owa/ HT").await;
-    assert!(
-        slow >= Duration::from_millis(2900) && slow < Duration::from_millis(4200),
-        "{slow:?}"
-    );
-    assert!(upstream.requests().len() == 2);
+    let ms = Duration::from_millis;
+    // The attacker's table: what a client without a request sends to keep a connection
+    // (and its place under max_connections) past the limit. Each must be closed at the
+    // limit, 3 s after the answer, not 3 s after its last byte.
+    let table: [(&str, Vec<(Duration, &[u8])>); 6] = [
+        ("idle", vec![]),
+        // A head begun after the park (at 1 s), never finished.
+        (
+            "a head begun while parked",
+            vec![(ms(2000), b"GET /owa/ HT")],
+        ),
+        (
+            "a head trickled",
+            vec![(ms(1500), b"G"), (ms(2200), b"E"), (ms(2800), b"T")],
+        ),
+        // Blank lines between requests (RFC 9112 section 2.2), each waking the parked
+        // connection (red team, issue 16).
+        (
+            "LF every 1.3 s",
+            (1..=8).map(|i| (ms(1300 * i), &b"\n"[..])).collect(),
+        ),
+        (
+            "CRLF every 1.3 s",
+            (1..=8).map(|i| (ms(1300 * i), &b"\r\n"[..])).collect(),
+        ),
+        (
+            "CRLF CRLF every 1.8 s",
+            (1..=6).map(|i| (ms(1800 * i), &b"\r\n\r\n"[..])).collect(),
+        ),
+    ];
+    for (shape, sends) in table {
+        let closed = closed_after(&gate, &sends).await;
+        assert!(
+            closed >= ms(2900) && closed < ms(4200),
+            "{shape}: closed after {closed:?}"
+        );
+    }
+    assert_eq!(upstream.requests().len(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
