@@ -367,7 +367,7 @@ pub async fn serve<S, G>(
 /// One stretch of hyper's service, from a first byte to a park or the end.
 async fn serve_stretch<S>(
     serving: &Serving,
-    mut io: Box<Parking<S>>,
+    io: Box<Parking<S>>,
     service: ConnectionService,
 ) -> Stretch<S>
 where
