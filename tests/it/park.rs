@@ -110,6 +110,9 @@ async fn an_ntlm_connection_keeps_its_upstream_connection_and_identity_when_park
     assert_eq!(reached, 0, "user02's Type 3 reached the upstream");
 }
 
+/// Bytes a client sends, each some time after its request was answered.
+type Sends = Vec<(Duration, &'static [u8])>;
+
 /// One request answered, then `sends` (each some time after the answer; a write that
 /// fails because exgate closed is the end): the time until exgate closes the connection.
 async fn closed_after(gate: &Exgate, sends: &[(Duration, &[u8])]) -> Duration {
@@ -156,7 +159,7 @@ async fn the_keep_alive_limit_counts_from_the_start_of_the_quiet_spell_parked_or
     // The attacker's table: what a client without a request sends to keep a connection
     // (and its place under max_connections) past the limit. Each must be closed at the
     // limit, 3 s after the answer, not 3 s after its last byte.
-    let table: [(&str, Vec<(Duration, &[u8])>); 6] = [
+    let table: [(&str, Sends); 6] = [
         ("idle", vec![]),
         // A head begun after the park (at 1 s), never finished.
         (
