@@ -6,6 +6,7 @@ use clap::Parser;
 
 /// jemalloc: what a parked idle connection freed leaves the resident set (Cargo.toml says
 /// why, `.cargo/config.toml` how fast).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -738,7 +738,6 @@ fn serving(server: &ServerConfig) -> park::Serving {
     park::Serving::new(builder, server.header_read_timeout)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn spawn_connection(
     stream: TcpStream,
     peer: SocketAddr,

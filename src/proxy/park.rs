@@ -22,7 +22,8 @@
 //! - and that state has lasted [`PARK_AFTER`].
 //!
 //! The idle keep-alive limit is unchanged: `server.header_read_timeout_seconds` counted
-//! from the moment the connection went quiet, whether parked or not.
+//! from the moment the connection went quiet, whether parked or not; blank lines between
+//! requests (RFC 9112 §2.2) wake a parked connection but do not restart the count.
 
 use std::future::Future;
 use std::io;
@@ -278,9 +279,9 @@ enum Stretch<S> {
 /// What [`serve`] needs besides the stream: shared by every connection of a listener.
 pub struct Serving {
     /// hyper's settings, `header_read_timeout` among them.
-    pub builder: hyper::server::conn::http1::Builder,
+    builder: hyper::server::conn::http1::Builder,
     /// `server.header_read_timeout_seconds`: also the idle keep-alive limit.
-    pub header_read_timeout: Duration,
+    header_read_timeout: Duration,
     /// Set once the listener stops (graceful shutdown).
     draining: std::sync::atomic::AtomicBool,
     /// Wakes every connection when `draining` is set.
@@ -288,6 +289,7 @@ pub struct Serving {
 }
 
 impl Serving {
+    /// Serving with hyper's `builder`, whose head timer is `header_read_timeout`.
     pub fn new(
         builder: hyper::server::conn::http1::Builder,
         header_read_timeout: Duration,

@@ -115,8 +115,8 @@ type Sends = Vec<(Duration, &'static [u8])>;
 
 /// One request answered, then `sends` (each some time after the answer; a write that
 /// fails because exgate closed is the end): the time until exgate closes the connection.
-async fn closed_after(gate: &Exgate, sends: &[(Duration, &[u8])]) -> Duration {
-    let mut s = TcpStream::connect(gate.addr()).await.unwrap();
+async fn closed_after(addr: std::net::SocketAddr, sends: Sends) -> Duration {
+    let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET /owa/ HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n")
         .await
         .unwrap();
@@ -132,7 +132,7 @@ async fn closed_after(gate: &Exgate, sends: &[(Duration, &[u8])]) -> Duration {
     };
     let send = async {
         for (at, bytes) in sends {
-            tokio::time::sleep_until((answered + *at).into()).await;
+            tokio::time::sleep_until((answered + at).into()).await;
             if writer.write_all(bytes).await.is_err() {
                 break;
             }
@@ -185,8 +185,13 @@ async fn the_keep_alive_limit_counts_from_the_start_of_the_quiet_spell_parked_or
             (1..=6).map(|i| (ms(1800 * i), &b"\r\n\r\n"[..])).collect(),
         ),
     ];
-    for (shape, sends) in table {
-        let closed = closed_after(&gate, &sends).await;
+    // All at once: each on its own connection.
+    let runs: Vec<_> = table
+        .into_iter()
+        .map(|(shape, sends)| (shape, tokio::spawn(closed_after(gate.addr(), sends))))
+        .collect();
+    for (shape, run) in runs {
+        let closed = run.await.unwrap();
         assert!(
             closed >= ms(2900) && closed < ms(4200),
             "{shape}: closed after {closed:?}"
