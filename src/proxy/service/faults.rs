@@ -20,10 +20,14 @@ impl Connection {
         &self,
         req: &Request<Incoming>,
     ) -> Result<HeadVerdict, ClientFault> {
-        let raw = self.verdicts.take().ok_or(ClientFault::UnfollowedFraming)?;
+        let raw = self
+            .client
+            .verdicts
+            .take()
+            .ok_or(ClientFault::UnfollowedFraming)?;
         framing::check_head(
             &raw,
-            self.max_header_bytes,
+            self.client.max_header_bytes,
             req.method(),
             req.uri(),
             req.version(),
@@ -40,7 +44,10 @@ impl Connection {
         snapshot: &Snapshot,
         fault: ClientFault,
     ) -> (Response<ProxyBody>, Outcome) {
-        self.shared.metrics.record_client_error(fault.as_str());
+        self.client
+            .shared
+            .metrics
+            .record_client_error(fault.as_str());
         let decision = Decision {
             action: Action::Reject,
             reason: Reason::BadRequest,
@@ -51,7 +58,7 @@ impl Connection {
             user: None,
             connection: false,
         };
-        self.shared.metrics.record(&decision);
+        self.client.shared.metrics.record(&decision);
         let mut res = respond::refusal(Refusal::Client(fault), &snapshot.bearer);
         respond::close_connection(&mut res);
         let outcome = Outcome {
@@ -73,7 +80,10 @@ impl Connection {
         pin: bool,
         outcome: Outcome,
     ) -> (Response<ProxyBody>, Outcome) {
-        self.shared.metrics.record_client_error(fault.as_str());
+        self.client
+            .shared
+            .metrics
+            .record_client_error(fault.as_str());
         let mut auth = self.auth.lock().await;
         auth.upstream = None;
         if pin {

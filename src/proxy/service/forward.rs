@@ -21,7 +21,7 @@ impl Connection {
     /// RPC over HTTP channels and MAPI long polls sit idle for minutes; nothing else
     /// should.
     pub(super) fn idle_timeout(&self, protocol: Protocol) -> Duration {
-        let t = &self.shared.timeouts;
+        let t = &self.client.shared.timeouts;
         match protocol {
             Protocol::Rpc | Protocol::Mapi => t.long_idle,
             _ => t.idle,
@@ -42,15 +42,15 @@ impl Connection {
             _ => false,
         };
         match long_poll {
-            true => self.shared.timeouts.long_idle,
-            false => self.shared.upstream.response_header_timeout,
+            true => self.client.shared.timeouts.long_idle,
+            false => self.client.shared.upstream.response_header_timeout,
         }
     }
 
     pub(super) fn forward_head(&self, parts: hyper::http::request::Parts) -> Head {
         let mut headers = parts.headers;
         headers::remove_hop_by_hop(&mut headers);
-        headers::append_forwarded(&mut headers, &self.client_address, self.https);
+        headers::append_forwarded(&mut headers, &self.client_address, self.client.https);
         Head {
             method: parts.method,
             path_and_query: origin_form(parts.uri.path_and_query()),
@@ -68,7 +68,7 @@ impl Connection {
         body: Option<ProxyBody>,
         wait: Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let upstream = &self.shared.upstream;
+        let upstream = &self.client.shared.upstream;
         upstream.note_in_use(protocol);
         let mut auth = self.auth.lock().await;
         // An idle upstream connection the server has closed, or whose server has left the

@@ -64,22 +64,14 @@ impl ConnectionAuth {
 }
 
 struct Connection {
-    shared: Arc<Shared>,
-    peer: SocketAddr,
+    /// What the connection was made of; all a parked connection keeps when nothing was
+    /// established on it.
+    client: Client,
     /// The peer's address as an `X-Forwarded-For` item, formatted once.
     client_address: HeaderValue,
-    https: bool,
-    /// What the head guard saw of each request head's raw bytes.
-    verdicts: Verdicts,
-    /// `server.max_header_bytes`.
-    max_header_bytes: usize,
-    /// The write idle timeout of the client side, set per response to its protocol's.
-    write_idle: WriteIdle,
     // HTTP/1.1 serves one request at a time per connection, so this lock is never
     // contended; it exists because the upstream sender is used across an await.
     auth: Mutex<ConnectionAuth>,
-    /// The requests in flight, which keep the connection from being parked.
-    activity: Activity,
 }
 
 /// What a client connection's service is made of, before anything is established on it.
@@ -122,25 +114,10 @@ impl Parked {
 impl ConnectionService {
     /// A service for `client`'s connection.
     pub fn new(client: Client) -> ConnectionService {
-        let Client {
-            shared,
-            peer,
-            https,
-            verdicts,
-            max_header_bytes,
-            write_idle,
-            activity,
-        } = client;
         ConnectionService(Arc::new(Connection {
-            shared,
-            client_address: headers::client_address(peer.ip()),
-            peer,
-            https,
-            verdicts,
-            max_header_bytes,
-            write_idle,
+            client_address: headers::client_address(client.peer.ip()),
+            client,
             auth: Mutex::new(ConnectionAuth::default()),
-            activity,
         }))
     }
 
@@ -149,7 +126,7 @@ impl ConnectionService {
     /// service on which nothing is established is reduced to what rebuilds it. An
     /// authenticated connection keeps its upstream connection and its identity (SPEC §3).
     pub fn park(self) -> Parked {
-        self.0.verdicts.shrink();
+        self.0.client.verdicts.shrink();
         let established = match self.0.auth.try_lock() {
             // A request holds it: kept as it is.
             Err(_) => true,
@@ -157,7 +134,7 @@ impl ConnectionService {
             Ok(auth) if auth.mechanism.is_some() => true,
             Ok(mut auth) => {
                 if let Some(own) = auth.upstream.take() {
-                    self.0.shared.upstream.release(own);
+                    self.0.client.shared.upstream.release(own);
                 }
                 false
             }
@@ -166,27 +143,19 @@ impl ConnectionService {
             return Parked::Kept(self);
         }
         match Arc::try_unwrap(self.0) {
-            Ok(c) => Parked::Dormant(Box::new(Client {
-                shared: c.shared,
-                peer: c.peer,
-                https: c.https,
-                verdicts: c.verdicts,
-                max_header_bytes: c.max_header_bytes,
-                write_idle: c.write_idle,
-                activity: c.activity,
-            })),
+            Ok(c) => Parked::Dormant(Box::new(c.client)),
             Err(shared) => Parked::Kept(ConnectionService(shared)),
         }
     }
 
     /// The metrics the connection counts in.
     pub fn metrics(&self) -> &crate::metrics::Metrics {
-        &self.0.shared.metrics
+        &self.0.client.shared.metrics
     }
 
     /// The client's address.
     pub fn peer(&self) -> SocketAddr {
-        self.0.peer
+        self.0.client.peer
     }
 }
 
@@ -198,7 +167,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let conn = self.0.clone();
-        let busy = conn.activity.begin();
+        let busy = conn.client.activity.begin();
         Box::pin(async move { Ok(conn.handle(req).await.map(|body| Tracked::new(body, busy))) })
     }
 }
@@ -249,8 +218,8 @@ impl Connection {
     async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         let started = Instant::now();
         // Only the audit log and an observer need these; without either, nothing is copied.
-        let observer = self.shared.observer.get();
-        let audited = (self.shared.audit.is_some() || observer.is_some()).then(|| {
+        let observer = self.client.shared.observer.get();
+        let audited = (self.client.shared.audit.is_some() || observer.is_some()).then(|| {
             let user_agent = req
                 .headers()
                 .get(header::USER_AGENT)
@@ -264,7 +233,7 @@ impl Connection {
         });
         let (res, outcome) = self.phases(req, started).await;
         let elapsed = started.elapsed();
-        let shared = &self.shared;
+        let shared = &self.client.shared;
         shared.metrics.record_duration(
             outcome.decision.protocol,
             outcome.decision.action,
@@ -285,7 +254,7 @@ impl Connection {
                         .as_ref()
                         .map(AuditLog::request_id)
                         .unwrap_or_default(),
-                    client_ip: self.peer.ip().to_string(),
+                    client_ip: self.client.peer.ip().to_string(),
                     method,
                     path,
                     protocol: d.protocol.as_str().into(),
@@ -319,7 +288,7 @@ impl Connection {
         req: Request<Incoming>,
         started: Instant,
     ) -> (Response<ProxyBody>, Outcome) {
-        let snapshot = self.shared.snapshot.load_full();
+        let snapshot = self.client.shared.snapshot.load_full();
         // Phase: refuse what a strict HTTP/1.1 server refuses, before any decision.
         let raw = match self.check_framing(&req) {
             Ok(raw) => raw,
@@ -436,11 +405,13 @@ impl Connection {
                 };
             }
         }
-        self.shared.metrics.record(&decision);
+        self.client.shared.metrics.record(&decision);
         let mut outcome = Outcome {
             decision,
             // Only the audit log and an observer read them.
-            names: match self.shared.audit.is_some() || self.shared.observer.get().is_some() {
+            names: match self.client.shared.audit.is_some()
+                || self.client.shared.observer.get().is_some()
+            {
                 true => Names::new(&snapshot, &decision, user.as_deref()),
                 false => Names::default(),
             },
@@ -449,7 +420,7 @@ impl Connection {
         };
 
         if let Some(refusal) = token_refusal {
-            let res = match (refusal, self.shared.tokens.as_deref()) {
+            let res = match (refusal, self.client.shared.tokens.as_deref()) {
                 (Refusal::MfaRequired, Some(tokens)) => {
                     respond::mfa_required(&snapshot.bearer, tokens.auth_context_ids())
                 }
@@ -473,7 +444,7 @@ impl Connection {
                 )
             });
         let idle = self.idle_timeout(decision.protocol);
-        self.write_idle.set(idle);
+        self.client.write_idle.set(idle);
         let mut fault = None;
         let body = match has_body {
             false => None,
@@ -500,7 +471,7 @@ impl Connection {
             Ok(res) => {
                 let status = res.status().as_u16();
                 outcome.upstream_status = Some(status);
-                self.shared.metrics.record_upstream_status(status);
+                self.client.shared.metrics.record_upstream_status(status);
                 self.protect_after(&decision, attempt.take(), status, password_checked)
                     .await;
                 if pin {
@@ -521,20 +492,27 @@ impl Connection {
                     UpstreamError::LocalExhaustion => Refusal::Overloaded,
                 };
                 match e {
-                    UpstreamError::NoServer => {
-                        self.shared.metrics.record_upstream_error("no_server")
-                    }
-                    UpstreamError::Unreachable => {
-                        self.shared.metrics.record_upstream_error("unreachable")
-                    }
+                    UpstreamError::NoServer => self
+                        .client
+                        .shared
+                        .metrics
+                        .record_upstream_error("no_server"),
+                    UpstreamError::Unreachable => self
+                        .client
+                        .shared
+                        .metrics
+                        .record_upstream_error("unreachable"),
                     UpstreamError::ResponseTimeout => self
+                        .client
                         .shared
                         .metrics
                         .record_upstream_error("response_timeout"),
                     // exgate's own exhaustion is never counted against Exchange.
-                    UpstreamError::LocalExhaustion => {
-                        self.shared.metrics.record_overload("file_descriptors")
-                    }
+                    UpstreamError::LocalExhaustion => self
+                        .client
+                        .shared
+                        .metrics
+                        .record_overload("file_descriptors"),
                 }
                 let mut res = respond::refusal(refusal, &snapshot.bearer);
                 if pin {
@@ -583,12 +561,15 @@ impl Connection {
             .map_or(0, |d| d.as_secs());
         let client = match reader.read(ap_req.der(), now) {
             Ok((client, source)) => {
-                self.shared.metrics.record_kerberos_ticket(source.label());
+                self.client
+                    .shared
+                    .metrics
+                    .record_kerberos_ticket(source.label());
                 client
             }
             Err(e) => {
-                self.shared.metrics.record_kerberos_ticket(e.label());
-                tracing::debug!(peer = %self.peer, "Kerberos ticket not read: {e}");
+                self.client.shared.metrics.record_kerberos_ticket(e.label());
+                tracing::debug!(peer = %self.client.peer, "Kerberos ticket not read: {e}");
                 return None;
             }
         };
@@ -611,7 +592,7 @@ impl Connection {
         ctx: Context<'_>,
     ) -> (Decision, Option<Refusal>, Option<String>) {
         let (Some(validator), Some(token), Some(target)) =
-            (&self.shared.tokens, eval.token(), eval.target)
+            (&self.client.shared.tokens, eval.token(), eval.target)
         else {
             return (eval.decision, None, None);
         };
@@ -648,7 +629,7 @@ impl Connection {
         };
         let decision = snapshot.engine.decide(&target, &eval.credentials, ctx);
         if decision.action.forwards()
-            && self.shared.require_mfa[target.protocol.index()]
+            && self.client.shared.require_mfa[target.protocol.index()]
             && !verified.mfa
         {
             // The token is valid, only without MFA: the audit line names its user.

@@ -61,7 +61,7 @@ impl Connection {
         let (true, Some(user)) = (decision.legacy, user) else {
             return (None, None);
         };
-        let (protect, ip) = (&self.shared.protect, self.client_ip());
+        let (protect, ip) = (&self.client.shared.protect, self.client_ip());
         let config = protect.config();
         let flagged_here = protect.attempt(user, ip, now);
         let enforce = config.lockout_mode == LockoutMode::Enforce;
@@ -74,7 +74,7 @@ impl Connection {
             _ => None,
         };
         let (mut fleet_reserved, mut success_changes) = (None, true);
-        let fleet = match &self.shared.cluster {
+        let fleet = match &self.client.shared.cluster {
             Some(cluster) => {
                 let reserve = forwards && enforce;
                 cluster
@@ -83,7 +83,7 @@ impl Connection {
                         ip,
                         &config,
                         reserve,
-                        self.shared.timeouts.lockout_hold,
+                        self.client.shared.timeouts.lockout_hold,
                     )
                     .await
             }
@@ -118,7 +118,7 @@ impl Connection {
             }
         };
         if flagged_now {
-            self.shared.metrics.record_spray_suspect();
+            self.client.shared.metrics.record_spray_suspect();
             self.audit_event("spray_suspect", user, None);
             tracing::warn!(client = %ip, "password spray suspected: many user names from one address");
         }
@@ -128,7 +128,7 @@ impl Connection {
         // Built only for a forwarded attempt (blocked requests, the hot path, skip it); a
         // refused one that was counted in flight is released as it drops here.
         let attempt = Attempt {
-            shared: self.shared.clone(),
+            shared: self.client.shared.clone(),
             user: user.to_owned(),
             ip,
             local,
@@ -160,14 +160,14 @@ impl Connection {
         if !decision.legacy {
             return;
         }
-        let (protect, ip) = (&self.shared.protect, attempt.ip);
+        let (protect, ip) = (&self.client.shared.protect, attempt.ip);
         let user = attempt.user.clone();
         if status == 401 {
             if let Some(location) = attempt.local.take() {
                 protect.release(&user, location);
             }
             let here = protect.bad_password(&user, ip, Instant::now());
-            let verdict = match &self.shared.cluster {
+            let verdict = match &self.client.shared.cluster {
                 Some(cluster) => cluster
                     .bad_password(&user, ip, &protect.config(), attempt.fleet.take().as_ref())
                     .await
@@ -176,7 +176,7 @@ impl Connection {
             };
             if let BadPassword::LockedOut(location) = verdict {
                 protect.note_lockout(&user, location, Instant::now());
-                self.shared.metrics.record_lockout(location.as_str());
+                self.client.shared.metrics.record_lockout(location.as_str());
                 self.audit_event("lockout", &user, Some(location.as_str()));
             }
         } else if (200..300).contains(&status) && password_checked {
@@ -184,7 +184,7 @@ impl Connection {
                 protect.release(&user, location);
             }
             protect.good_password(&user, ip);
-            if let Some(cluster) = &self.shared.cluster {
+            if let Some(cluster) = &self.client.shared.cluster {
                 cluster.good_password(&user, ip, attempt.fleet.take(), attempt.success_changes);
             }
         }
@@ -195,14 +195,14 @@ impl Connection {
     /// (a dual-stack listener's view of an IPv4 client) is the IPv4 address, so that
     /// every instance counts one client alike.
     pub(super) fn client_ip(&self) -> IpAddr {
-        self.peer.ip().to_canonical()
+        self.client.peer.ip().to_canonical()
     }
 
     /// Writes a lockout or spray event's audit line, naming the user's directory
     /// identity when the name is a declared user's.
     pub(super) fn audit_event(&self, event: &str, user: &str, location: Option<&str>) {
-        if let Some(audit) = &self.shared.audit {
-            let snapshot = self.shared.snapshot.load();
+        if let Some(audit) = &self.client.shared.audit {
+            let snapshot = self.client.shared.snapshot.load();
             let (user, presented_user) =
                 crate::audit::user_names(snapshot.engine.directory(), None, Some(user));
             audit.write(&AuditEvent {
