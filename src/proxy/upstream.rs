@@ -67,6 +67,11 @@ struct Server {
     idle: std::sync::Mutex<Vec<(Pinned, Instant)>>,
 }
 
+/// A pooled connection may serve again: still open, and pooled less than [`POOL_IDLE_FOR`].
+fn reusable(own: &Pinned, since: Instant) -> bool {
+    !own.is_closed() && since.elapsed() < POOL_IDLE_FOR
+}
+
 /// Idle upstream connections kept per server at most; more are closed.
 const POOL_MAX_PER_SERVER: usize = 64;
 /// How long an upstream connection is kept idle in the pool: below IIS's 120 s
@@ -251,7 +256,7 @@ impl Upstream {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         while let Some((own, since)) = idle.pop() {
-            if !own.is_closed() && since.elapsed() < POOL_IDLE_FOR {
+            if reusable(&own, since) {
                 return Some(own);
             }
         }
@@ -270,7 +275,7 @@ impl Upstream {
             .idle
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        idle.retain(|(c, since)| !c.is_closed() && since.elapsed() < POOL_IDLE_FOR);
+        idle.retain(|(c, since)| reusable(c, *since));
         if idle.len() < POOL_MAX_PER_SERVER {
             idle.push((own, Instant::now()));
         }
