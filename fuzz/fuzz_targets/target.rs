@@ -3,11 +3,12 @@
 //! guard (the path and query checks inside `classify`, and the method, body and `Cookie`
 //! checks of `autodiscover_v2_request_refused`). Parts split at 0xff: target, method,
 //! then `Cookie` values. Never panics; normalization is idempotent once nothing is left to
-//! decode (a `%` it leaves is a literal `%25`); and forwarding the normalized path with
-//! the same query classifies exactly as the original target did.
+//! decode (a `%` it leaves is a literal `%25`); forwarding the normalized path with the
+//! same query classifies exactly as the original target did; and `classify`'s shortcut
+//! for plain paths agrees with decoding and normalizing them.
 #![no_main]
 
-use exgate::policy::path::{normalize_path, query_pairs};
+use exgate::policy::path::{classify_general, normalize_path, query_pairs};
 use exgate::policy::{RequestFacts, autodiscover_v2_request_refused, classify};
 use libfuzzer_sys::fuzz_target;
 
@@ -18,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
     let cookies: Vec<&[u8]> = parts.collect();
 
     let classified = classify(&target);
+    assert_eq!(classified, classify_general(&target), "{target}");
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     for (k, v) in query_pairs(query) {
         let _ = (k.len(), v.len());

@@ -141,6 +141,58 @@ pub fn classify(target: &str) -> Result<Target, TargetError> {
         Some((p, q)) => (p, q),
         None => (origin, ""),
     };
+    match plain_path_protocol(path) {
+        Some(_) if proxyshell_query(false, query) => Err(TargetError::ProxyShell),
+        Some((protocol, first)) => Ok(finish(protocol, first, query, false)),
+        None => classify_path(path, query),
+    }
+}
+
+/// [`classify`] without its shortcut for plain paths: every target goes through decoding
+/// and normalization. Tests and the `target` fuzz target check that both agree.
+#[doc(hidden)]
+pub fn classify_general(target: &str) -> Result<Target, TargetError> {
+    if target == "*" {
+        return classify(target);
+    }
+    let origin = strip_scheme_and_authority(target)?;
+    if origin.contains('#') {
+        return Err(TargetError::Fragment);
+    }
+    let (path, query) = origin.split_once('?').unwrap_or((origin, ""));
+    classify_path(path, query)
+}
+
+/// The protocol and first segment of a path that decoding and normalization would leave
+/// as it is, up to ASCII case, and that is not Autodiscover v2; None for any other path. Such a path is
+/// `/`-separated segments of ASCII letters, digits, `-`, `_`, `.` and `~`, with no empty
+/// segment but a trailing one (no `//`), and no segment ending in `.` (which covers `.`
+/// and `..`): nearly every path a client sends (`/EWS/Exchange.asmx`, `/mapi/emsmdb/`).
+fn plain_path_protocol(path: &str) -> Option<(Protocol, &str)> {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') || bytes.last() == Some(&b'.') {
+        return None;
+    }
+    let mut previous = b'/';
+    for &b in &bytes[1..] {
+        let allowed = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
+        if !(allowed || b == b'/' && previous != b'/' && previous != b'.') {
+            return None;
+        }
+        previous = b;
+    }
+    if contains_ignore_ascii_case(path, AUTODISCOVER_JSON) {
+        return None;
+    }
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    let first = segments.next().unwrap_or("");
+    let second = segments.next().unwrap_or("");
+    Some((protocol_of(first, second), first))
+}
+
+/// The rest of [`classify`] for a path its shortcut did not take: decode, normalize,
+/// refuse what two parsers could read two ways.
+fn classify_path(path: &str, query: &str) -> Result<Target, TargetError> {
     let decoded = decode_path(path)?;
     let normalized = normalize_decoded(&decoded)?;
     let mut segments = normalized.split('/').filter(|s| !s.is_empty());
@@ -169,7 +221,13 @@ pub fn classify(target: &str) -> Result<Target, TargetError> {
     if !path.eq_ignore_ascii_case(&normalized) && literal_protocol(path) != protocol {
         return Err(TargetError::RawPathDisagrees);
     }
-    let basic_auth_to_oauth = first == "powershell-liveid" && {
+    Ok(finish(protocol, first, query, autodiscover_v2))
+}
+
+/// The classified target of a path whose protocol is `protocol` and whose first segment
+/// (any case) is `first`, its query `query`.
+fn finish(protocol: Protocol, first: &str, query: &str, autodiscover_v2: bool) -> Target {
+    let basic_auth_to_oauth = first.eq_ignore_ascii_case("powershell-liveid") && {
         let mut conversion = query_pairs(query)
             .filter(|(k, _)| k.eq_ignore_ascii_case("BasicAuthToOAuthConversion"));
         matches!(
@@ -177,37 +235,48 @@ pub fn classify(target: &str) -> Result<Target, TargetError> {
             (Some((_, v)), None) if v.eq_ignore_ascii_case("true")
         )
     };
-    Ok(Target {
+    Target {
         protocol,
         basic_auth_to_oauth,
         autodiscover_v2,
-    })
+    }
 }
 
 /// The protocol a server reading the raw path literally would route to: its first
 /// non-empty `/`-separated segments, lower-cased, nothing else done.
 fn literal_protocol(raw: &str) -> Protocol {
     let mut segments = raw.split('/').filter(|s| !s.is_empty());
-    let first = segments.next().unwrap_or("").to_ascii_lowercase();
-    let second = segments.next().unwrap_or("").to_ascii_lowercase();
-    protocol_of(&first, &second)
+    let first = segments.next().unwrap_or("");
+    let second = segments.next().unwrap_or("");
+    protocol_of(first, second)
 }
 
+/// The protocol of a path whose first two segments are `first` and `second`, compared
+/// without regard to ASCII case.
 fn protocol_of(first: &str, second: &str) -> Protocol {
-    match first {
-        "autodiscover" => Protocol::Autodiscover,
-        "mapi" => Protocol::Mapi,
-        "oab" => Protocol::OfflineAddressBook,
-        "ews" => Protocol::WebServices,
-        "rpc" | "rpcwithcert" => Protocol::Rpc,
-        "microsoft-server-activesync" => Protocol::ActiveSync,
-        "powershell" | "powershell-liveid" => Protocol::PowerShell,
-        "ecp" if second == "reportingwebservice" => Protocol::ReportingWebServices,
-        "api" => Protocol::OutlookService,
-        "owa" => Protocol::Owa,
-        "ecp" => Protocol::Ecp,
-        _ => Protocol::Other,
+    const VIRTUAL_DIRECTORIES: [(&str, Protocol); 11] = [
+        ("autodiscover", Protocol::Autodiscover),
+        ("mapi", Protocol::Mapi),
+        ("oab", Protocol::OfflineAddressBook),
+        ("ews", Protocol::WebServices),
+        ("rpc", Protocol::Rpc),
+        ("rpcwithcert", Protocol::Rpc),
+        ("microsoft-server-activesync", Protocol::ActiveSync),
+        ("powershell", Protocol::PowerShell),
+        ("powershell-liveid", Protocol::PowerShell),
+        ("api", Protocol::OutlookService),
+        ("owa", Protocol::Owa),
+    ];
+    if first.eq_ignore_ascii_case("ecp") {
+        return match second.eq_ignore_ascii_case("reportingwebservice") {
+            true => Protocol::ReportingWebServices,
+            false => Protocol::Ecp,
+        };
     }
+    VIRTUAL_DIRECTORIES
+        .iter()
+        .find(|(name, _)| first.eq_ignore_ascii_case(name))
+        .map_or(Protocol::Other, |&(_, protocol)| protocol)
 }
 
 fn strip_scheme_and_authority(target: &str) -> Result<&str, TargetError> {

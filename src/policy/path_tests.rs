@@ -408,3 +408,67 @@ fn a_virtual_directory_with_a_character_outside_ascii_is_refused() {
     assert_eq!(protocol("/owa/x/anhänge/ſ"), Protocol::Owa);
     assert_eq!(protocol("/ews/exchange.asmx?q=ſ"), Protocol::WebServices);
 }
+
+/// The shortcut for plain paths classifies every target exactly as decoding and
+/// normalization do: the attacker's table of near-plain paths, each under both.
+#[test]
+fn plain_path_shortcut_agrees_with_normalization() {
+    let table = [
+        "/",
+        "/EWS/Exchange.asmx",
+        "/mapi/emsmdb/?MailboxId=x@contoso.com",
+        "/MAPI/nspi/",
+        "/ecp/ReportingWebService/",
+        "/ECP/reportingwebservice",
+        "/ecp/",
+        "/PowerShell-LiveID?BasicAuthToOAuthConversion=true",
+        "/powershell-liveid/?basicauthtooauthconversion=TRUE&x=1",
+        "/powershell-liveid?BasicAuthToOAuthConversion=true&BasicAuthToOAuthConversion=true",
+        "/owa/?x=/autodiscover/autodiscover.json",
+        "/owa/?x=%2fautodiscover%2fautodiscover.json",
+        "/autodiscover/autodiscover.json?Email=a@b.c",
+        "/Autodiscover/Autodiscover.JSON/v1.0/a@b.c",
+        "/x/autodiscover.json",
+        "/ews/./mapi/",
+        "/ews/../mapi/",
+        "/ews/..",
+        "/ews/.",
+        "/ews.",
+        "/ews./x",
+        "/.ews/",
+        "/ews//x",
+        "//ews/",
+        "/ews~/",
+        "/ews/x~y.z",
+        "/rpc/rpcproxy.dll?host:6001",
+        "/rpcwithcert/",
+        "/Microsoft-Server-ActiveSync?Cmd=Sync",
+        "/api/v2.0/me",
+        "/oab/x/oab.xml",
+        "/mapi%2femsmdb/",
+        "/mapi;x/",
+        "/mapi:x/",
+        "/ma pi/",
+        "/mapı/",
+        "\\mapi\\emsmdb",
+        "/mapi\\emsmdb",
+        "/a-b_c/",
+        "/x/y/z/",
+        "/x?",
+        "/x?#",
+    ];
+    for target in table {
+        assert_eq!(classify(target), classify_general(target), "{target}");
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 4000, ..Default::default() })]
+    /// Random targets built from the characters that matter to either path.
+    #[test]
+    fn plain_path_shortcut_agrees_on_random_targets(
+        target in "(/|\\\\|[a-zA-Z.~_-]|ews|mapi|ecp|ReportingWebService|powershell-liveid|autodiscover|autodiscover\\.json|%2[eEfF]|;|:|\\?|=|&|BasicAuthToOAuthConversion|true|ı){0,12}"
+    ) {
+        proptest::prop_assert_eq!(classify(&target), classify_general(&target), "{}", target);
+    }
+}
