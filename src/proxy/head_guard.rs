@@ -176,6 +176,8 @@ pub struct HeadGuard<S> {
     inner: S,
     state: State,
     verdicts: Verdicts,
+    /// Request heads begun so far (wrapping).
+    heads_begun: u64,
 }
 
 impl<S> HeadGuard<S> {
@@ -185,6 +187,7 @@ impl<S> HeadGuard<S> {
             inner,
             state: State::Start,
             verdicts,
+            heads_begun: 0,
         }
     }
 
@@ -196,6 +199,7 @@ impl<S> HeadGuard<S> {
                     b'\r' | b'\n' => 1,
                     _ => {
                         self.state = State::Head(HeadScan::new());
+                        self.heads_begun = self.heads_begun.wrapping_add(1);
                         0
                     }
                 },
@@ -376,6 +380,10 @@ pub fn verdicts_of<'a>(reads: impl IntoIterator<Item = &'a [u8]>) -> Vec<HeadVer
 impl<S> super::park::Framing for HeadGuard<S> {
     fn between_messages(&self) -> bool {
         matches!(self.state, State::Start)
+    }
+
+    fn heads_begun(&self) -> u64 {
+        self.heads_begun
     }
 }
 

@@ -169,6 +169,10 @@ impl<S: super::park::Framing> super::park::Framing for WriteStall<S> {
     fn between_messages(&self) -> bool {
         self.inner.between_messages()
     }
+
+    fn heads_begun(&self) -> u64 {
+        self.inner.heads_begun()
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for WriteStall<S> {

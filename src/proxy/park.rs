@@ -111,6 +111,11 @@ pub trait Framing {
     /// No byte of a next request head has been read, and the last request was read
     /// whole (its framing was followed; a connection whose framing was lost never is).
     fn between_messages(&self) -> bool;
+
+    /// How many request heads have begun on the connection so far (wrapping): a read
+    /// that changes it carried a request, even one read whole, which leaves the stream
+    /// between messages again.
+    fn heads_begun(&self) -> u64;
 }
 
 /// The client byte stream under hyper, able to end hyper's connection once it is quiet
@@ -192,12 +197,15 @@ impl<S: AsyncRead + Framing + Unpin> AsyncRead for Parking<S> {
             }
             return Poll::Ready(Ok(()));
         }
+        let heads = this.inner.heads_begun();
         let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
         if poll.is_ready() {
             this.armed = false;
-            // Bytes that began a request head (or anything but blank lines between two
-            // messages), end-of-file or an error: the quiet spell is over.
-            if !this.parked && !this.inner.between_messages() {
+            // Bytes that began a request head (a whole request included), anything but
+            // blank lines between two messages, end-of-file or an error: the quiet spell
+            // is over.
+            if !this.parked && (!this.inner.between_messages() || this.inner.heads_begun() != heads)
+            {
                 this.quiet_since = None;
             }
             return poll;
@@ -425,18 +433,23 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
 
     /// One end of an in-memory pipe, with the head guard's verdict set by the test.
     struct Stream {
         pipe: DuplexStream,
         between: Arc<AtomicBool>,
+        heads: Arc<AtomicU64>,
     }
 
     impl Framing for Stream {
         fn between_messages(&self) -> bool {
             self.between.load(Ordering::Relaxed)
+        }
+
+        fn heads_begun(&self) -> u64 {
+            self.heads.load(Ordering::Relaxed)
         }
     }
 
@@ -446,7 +459,14 @@ mod tests {
             cx: &mut Context<'_>,
             buf: &mut ReadBuf<'_>,
         ) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.pipe).poll_read(cx, buf)
+            let before = buf.filled().len();
+            let poll = Pin::new(&mut self.pipe).poll_read(cx, buf);
+            // As the head guard counts: a read whose first byte is no blank line begins
+            // a head.
+            if !matches!(buf.filled()[before..].first(), None | Some(b'\r' | b'\n')) {
+                self.heads.fetch_add(1, Ordering::Relaxed);
+            }
+            poll
         }
     }
 
@@ -480,6 +500,7 @@ mod tests {
         let stream = Stream {
             pipe: server,
             between: between.clone(),
+            heads: Arc::new(AtomicU64::new(0)),
         };
         Rig {
             io: Parking::new(stream, activity.clone()),
@@ -537,6 +558,20 @@ mod tests {
             read_within(&mut r.io, Duration::from_millis(2)).await,
             Some(vec![])
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_read_whole_in_one_read_ends_the_quiet_spell() {
+        let mut r = rig();
+        assert_eq!(
+            read_within(&mut r.io, Duration::from_millis(500)).await,
+            None
+        );
+        assert!(r.io.quiet_since.is_some());
+        // The head begins and ends within the read: between messages again.
+        r.client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert!(read_within(&mut r.io, JUST_BEFORE).await.is_some());
+        assert_eq!(r.io.quiet_since, None);
     }
 
     #[tokio::test(start_paused = true)]

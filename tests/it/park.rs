@@ -200,6 +200,42 @@ async fn the_keep_alive_limit_counts_from_the_start_of_the_quiet_spell_parked_or
     assert_eq!(upstream.requests().len(), 6);
 }
 
+/// A client busy for longer than the keep-alive limit, each request arriving whole in one
+/// read, then quiet long enough to be parked: its quiet spell began after its last
+/// answer, not when the connection first went idle, so it is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_connection_that_goes_quiet_keeps_its_whole_keep_alive_limit() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start_with(
+        "header_read_timeout_seconds = 3",
+        ONPREM,
+        "",
+        &[upstream.url()],
+    )
+    .await;
+    let mut s = TcpStream::connect(gate.addr()).await.unwrap();
+    let mut buf = [0u8; 4096];
+    // 4 s of requests 0.8 s apart: never quiet for a second, longer than the limit.
+    for _ in 0..6 {
+        s.write_all(b"GET /owa/ HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n")
+            .await
+            .unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", text(&buf[..n]));
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    tokio::time::sleep(PARKED).await;
+    s.write_all(b"GET /owa/ HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n")
+        .await
+        .unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "closed after a {PARKED:?} pause: {:?}",
+        text(&buf[..n])
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_that_wake_a_parked_connection_are_answered_in_order() {
     let upstream = Upstream::start().await;
