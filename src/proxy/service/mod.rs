@@ -2,12 +2,13 @@
 //! then `refuse` or `forward`, then `rewrite_response`. One [`ConnectionService`] serves
 //! one client connection, which is where NTLM/Negotiate state lives.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
@@ -32,8 +33,8 @@ use crate::audit::{AuditLog, AuditRecord};
 use crate::auth::{Credentials, Mechanism};
 use crate::kerberos::TicketClient;
 use crate::policy::{
-    Action, ConnectionIdentity, Context, Decision, Evaluation, Lookup, Reason, RequestFacts,
-    TicketRead,
+    Action, ConnectionIdentity, Context, Decision, Directory, Evaluation, Lookup, Reason,
+    RequestFacts, TicketRead,
 };
 use crate::token::TokenError;
 
@@ -177,6 +178,14 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
 /// upload then never holds an Exchange connection.
 const READ_WHOLE_BELOW_BYTES: u64 = 64 * 1024;
 
+/// What a request's audit line takes from its head.
+struct Audited {
+    method: String,
+    path: String,
+    /// At most 256 characters.
+    user_agent: Option<String>,
+}
+
 /// What the request path learned, for metrics, the audit log and protection.
 struct Outcome {
     decision: Decision,
@@ -213,74 +222,123 @@ impl Names {
     }
 }
 
+/// The name lockout and spray count a request under (SPEC §9): the directory identity,
+/// so that `user01`, `CONTOSO\user01` and `user01@contoso.com` are one user, not three.
+/// The decision usually found the user already; the name is looked up only when it did
+/// not. A request decided as its connection's user presented no password: it is neither
+/// a lockout attempt nor a spray name. A name that is no declared user's counts under
+/// its account key, so that the spellings Active Directory takes for one account
+/// (`carol@contoso.com`, `CONTOSO\carol`, `carol@contoso.com.`) meet one threshold, not
+/// one each.
+fn protect_key<'a>(
+    directory: &'a Directory,
+    decision: &Decision,
+    user: Option<&'a str>,
+) -> Option<Cow<'a, str>> {
+    match (decision.connection, decision.user, user) {
+        (true, _, _) => None,
+        (false, Some(id), _) => Some(Cow::Borrowed(&directory.user(id).upn)),
+        // A refused request only counts for spray detection, where the name as presented
+        // is enough (variants of one name count as several: stricter).
+        (false, None, Some(u)) if !decision.action.forwards() => Some(Cow::Borrowed(u)),
+        (false, None, Some(u)) => Some(match directory.lookup(u) {
+            Lookup::Found(id) => Cow::Borrowed(&directory.user(id).upn),
+            Lookup::Unknown | Lookup::Ambiguous => directory.unmapped_key(u),
+        }),
+        (false, None, None) => None,
+    }
+}
+
 impl Connection {
     /// Runs the phases, then records the outcome: duration, audit line, protection.
     async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         let started = Instant::now();
-        // Only the audit log and an observer need these; without either, nothing is copied.
-        let observer = self.client.shared.observer.get();
-        let audited = (self.client.shared.audit.is_some() || observer.is_some()).then(|| {
-            let user_agent = req
-                .headers()
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(|s| s.chars().take(256).collect::<String>());
-            (
-                req.method().to_string(),
-                req.uri().path().to_owned(),
-                user_agent,
-            )
-        });
+        let audited = self.audited(
+            req.method(),
+            req.uri().path(),
+            req.headers().get(header::USER_AGENT),
+        );
         let (res, outcome) = self.phases(req, started).await;
-        let elapsed = started.elapsed();
+        self.record(audited, res.status().as_u16(), outcome, started.elapsed());
+        res
+    }
+
+    /// What the audit line of a request needs from its head; copied only when there is
+    /// an audit log or an observer.
+    fn audited(
+        &self,
+        method: &hyper::Method,
+        path: &str,
+        user_agent: Option<&HeaderValue>,
+    ) -> Option<Audited> {
+        let shared = &self.client.shared;
+        (shared.audit.is_some() || shared.observer.get().is_some()).then(|| Audited {
+            method: method.to_string(),
+            path: path.to_owned(),
+            user_agent: user_agent
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(256).collect::<String>()),
+        })
+    }
+
+    /// Records an answered request: its duration, and its audit line (to the audit log
+    /// when it carried credentials or was refused, and to an observer).
+    fn record(&self, audited: Option<Audited>, status: u16, outcome: Outcome, elapsed: Duration) {
         let shared = &self.client.shared;
         shared.metrics.record_duration(
             outcome.decision.protocol,
             outcome.decision.action,
             elapsed.as_secs_f64(),
         );
-        if let Some((method, path, user_agent)) = audited {
-            let audit = shared
+        let Some(Audited {
+            method,
+            path,
+            user_agent,
+        }) = audited
+        else {
+            return;
+        };
+        let observer = shared.observer.get();
+        let audit = shared
+            .audit
+            .as_ref()
+            .filter(|_| outcome.credentials || !outcome.decision.action.forwards());
+        if audit.is_none() && observer.is_none() {
+            return;
+        }
+        let d = &outcome.decision;
+        let names = outcome.names;
+        let record = AuditRecord {
+            ts: crate::audit::timestamp(),
+            request_id: shared
                 .audit
                 .as_ref()
-                .filter(|_| outcome.credentials || !outcome.decision.action.forwards());
-            if audit.is_some() || observer.is_some() {
-                let d = &outcome.decision;
-                let names = outcome.names;
-                let record = AuditRecord {
-                    ts: crate::audit::timestamp(),
-                    request_id: shared
-                        .audit
-                        .as_ref()
-                        .map(AuditLog::request_id)
-                        .unwrap_or_default(),
-                    client_ip: self.client.peer.ip().to_string(),
-                    method,
-                    path,
-                    protocol: d.protocol.as_str().into(),
-                    client_app: d.protocol.client_app().into(),
-                    scheme: d.scheme.as_str().into(),
-                    user: names.user,
-                    presented_user: names.presented_user,
-                    policy: names.policy,
-                    decision: d.action.as_str().into(),
-                    reason: d.reason.as_str().into(),
-                    status: res.status().as_u16(),
-                    upstream_status: outcome.upstream_status,
-                    duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
-                    user_agent,
-                    legacy: d.legacy,
-                };
-                if let Some(audit) = audit {
-                    audit.write(&record);
-                }
-                if let Some(observer) = observer {
-                    // No receiver (no console page open) is not an error.
-                    let _ = observer.send(record);
-                }
-            }
+                .map(AuditLog::request_id)
+                .unwrap_or_default(),
+            client_ip: self.client.peer.ip().to_string(),
+            method,
+            path,
+            protocol: d.protocol.as_str().into(),
+            client_app: d.protocol.client_app().into(),
+            scheme: d.scheme.as_str().into(),
+            user: names.user,
+            presented_user: names.presented_user,
+            policy: names.policy,
+            decision: d.action.as_str().into(),
+            reason: d.reason.as_str().into(),
+            status,
+            upstream_status: outcome.upstream_status,
+            duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+            user_agent,
+            legacy: d.legacy,
+        };
+        if let Some(audit) = audit {
+            audit.write(&record);
         }
-        res
+        if let Some(observer) = observer {
+            // No receiver (no console page open) is not an error.
+            let _ = observer.send(record);
+        }
     }
 
     async fn phases(
@@ -366,36 +424,13 @@ impl Connection {
         }
         let pin = auth.authenticated;
         let anonymous = matches!(credentials, Credentials::None);
-        // Lockout and spray count the directory identity, so that `user01`,
-        // `CONTOSO\user01` and `user01@contoso.com` are one user, not three.
-        // The decision usually found the user already; look up only when it did not.
-        // A request decided as its connection's user presented no password: it is
-        // neither a lockout attempt nor a spray name.
-        // A name that is no declared user's counts under its account key, so that the
-        // spellings Active Directory takes for one account (`carol@contoso.com`,
-        // `CONTOSO\carol`, `carol@contoso.com.`) meet one threshold, not one each.
-        let directory = snapshot.engine.directory();
-        let unmapped;
-        let protect_key: Option<&str> = match (decision.connection, decision.user, user.as_deref())
-        {
-            (true, _, _) => None,
-            (false, Some(id), _) => Some(&directory.user(id).upn),
-            // A refused request only counts for spray detection, where the name as
-            // presented is enough (variants of one name count as several: stricter).
-            (false, None, Some(u)) if !decision.action.forwards() => Some(u),
-            (false, None, Some(u)) => Some(match directory.lookup(u) {
-                Lookup::Found(id) => &directory.user(id).upn,
-                Lookup::Unknown | Lookup::Ambiguous => {
-                    unmapped = directory.unmapped_key(u);
-                    &unmapped
-                }
-            }),
-            (false, None, None) => None,
-        };
+        let protect_key = protect_key(snapshot.engine.directory(), &decision, user.as_deref());
         let mut attempt = None;
         if token_refusal.is_none() {
             // The request's start is "now" enough for windows of seconds.
-            let (refusal, admitted) = self.protect_before(&decision, protect_key, started).await;
+            let (refusal, admitted) = self
+                .protect_before(&decision, protect_key.as_deref(), started)
+                .await;
             attempt = admitted;
             if let Some(reason) = refusal {
                 decision = Decision {

@@ -61,6 +61,10 @@ impl Connection {
         let (true, Some(user)) = (decision.legacy, user) else {
             return (None, None);
         };
+        if !decision.action.forwards() && self.client.shared.cluster.is_none() {
+            self.note_refused(user, now);
+            return (None, None);
+        }
         let (protect, ip) = (&self.client.shared.protect, self.client_ip());
         let config = protect.config();
         let flagged_here = protect.attempt(user, ip, now);
@@ -118,9 +122,7 @@ impl Connection {
             }
         };
         if flagged_now {
-            self.client.shared.metrics.record_spray_suspect();
-            self.audit_event("spray_suspect", user, None);
-            tracing::warn!(client = %ip, "password spray suspected: many user names from one address");
+            self.spray_suspected(user, ip);
         }
         if !forwards {
             return (None, None); // nothing was counted in flight
@@ -139,6 +141,23 @@ impl Connection {
             Some(reason) => (Some(reason), None),
             None => (None, Some(attempt)),
         }
+    }
+
+    /// [`Connection::protect_before`] for legacy credentials naming `user` that the
+    /// policy refused, without `[cluster]`: counted for spray detection only (nothing is
+    /// in flight to Exchange, so lockout has nothing to count).
+    pub(super) fn note_refused(&self, user: &str, now: Instant) {
+        let ip = self.client_ip();
+        if self.client.shared.protect.attempt(user, ip, now) {
+            self.spray_suspected(user, ip);
+        }
+    }
+
+    /// Reports the address that just became a spray suspect.
+    fn spray_suspected(&self, user: &str, ip: IpAddr) {
+        self.client.shared.metrics.record_spray_suspect();
+        self.audit_event("spray_suspect", user, None);
+        tracing::warn!(client = %ip, "password spray suspected: many user names from one address");
     }
 
     /// Feeds Exchange's verdict on forwarded legacy credentials back into lockout: a bad
