@@ -134,12 +134,12 @@ pub fn classify(target: &str) -> Result<Target, TargetError> {
         });
     }
     let origin = strip_scheme_and_authority(target)?;
-    if origin.contains('#') {
-        return Err(TargetError::Fragment);
-    }
-    let (path, query) = match origin.split_once('?') {
-        Some((p, q)) => (p, q),
+    // One pass for the first `?` or `#`; a `#` anywhere is a fragment.
+    let (path, query) = match origin.bytes().position(|b| b == b'?' || b == b'#') {
         None => (origin, ""),
+        Some(i) if origin.as_bytes()[i] == b'#' => return Err(TargetError::Fragment),
+        Some(i) if origin[i..].contains('#') => return Err(TargetError::Fragment),
+        Some(i) => (&origin[..i], &origin[i + 1..]),
     };
     match plain_path_protocol(path) {
         Some(_) if proxyshell_query(false, query) => Err(TargetError::ProxyShell),
@@ -173,10 +173,18 @@ fn plain_path_protocol(path: &str) -> Option<(Protocol, &str)> {
     if bytes.first() != Some(&b'/') || bytes.last() == Some(&b'.') {
         return None;
     }
+    // Where the first two segments end: at the next `/`, or at the end.
+    let mut ends = [bytes.len(); 2];
+    let mut slashes = 0;
     let mut previous = b'/';
-    for &b in &bytes[1..] {
+    for (i, &b) in bytes.iter().enumerate().skip(1) {
         let allowed = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
-        if !(allowed || b == b'/' && previous != b'/' && previous != b'.') {
+        if b == b'/' && previous != b'/' && previous != b'.' {
+            if let Some(end) = ends.get_mut(slashes) {
+                *end = i;
+            }
+            slashes += 1;
+        } else if !allowed {
             return None;
         }
         previous = b;
@@ -184,9 +192,9 @@ fn plain_path_protocol(path: &str) -> Option<(Protocol, &str)> {
     if contains_ignore_ascii_case(path, AUTODISCOVER_JSON) {
         return None;
     }
-    let mut segments = path.split('/').filter(|s| !s.is_empty());
-    let first = segments.next().unwrap_or("");
-    let second = segments.next().unwrap_or("");
+    // No empty segment but a trailing one: the segments are what lies between slashes.
+    let first = &path[1..ends[0]];
+    let second = path.get(ends[0] + 1..ends[1]).unwrap_or("");
     Some((protocol_of(first, second), first))
 }
 
