@@ -59,6 +59,10 @@ pub const UPSTREAM_HEALTHY: &str = "exgate_upstream_healthy";
 pub const LOCKOUTS_TOTAL: &str = "exgate_lockouts_total";
 /// `exgate_spray_suspects_total`.
 pub const SPRAY_SUSPECTS_TOTAL: &str = "exgate_spray_suspects_total";
+/// `exgate_quick_refusals_total`: refusals answered before hyper read the request
+/// (blocked Basic on an idle keep-alive connection, `proxy::service::quick`); each is
+/// also counted in `exgate_requests_total` like any other.
+pub const QUICK_REFUSALS_TOTAL: &str = "exgate_quick_refusals_total";
 /// `exgate_audit_lines_dropped_total`: audit lines lost because the writer fell behind.
 pub const AUDIT_LINES_DROPPED_TOTAL: &str = "exgate_audit_lines_dropped_total";
 /// `exgate_cluster_errors_total{op}`: Redis operations of `[cluster]` that failed or
@@ -150,6 +154,7 @@ pub struct Metrics {
     upstream_healthy: IntGaugeVec,
     lockouts: IntCounterVec,
     spray_suspects: IntCounter,
+    quick_refusals: IntCounter,
     audit_dropped: IntCounter,
     /// One counter per token-validation result, created up front.
     token_results: Vec<(&'static str, IntCounter)>,
@@ -305,6 +310,11 @@ impl Metrics {
             "Client addresses flagged for password spray through legacy protocols.",
         )
         .expect("valid metric");
+        let quick_refusals = IntCounter::new(
+            QUICK_REFUSALS_TOTAL,
+            "Refusals answered before hyper read the request (also in exgate_requests_total).",
+        )
+        .expect("valid metric");
         let audit_dropped = IntCounter::new(
             AUDIT_LINES_DROPPED_TOTAL,
             "Audit lines dropped because the audit writer fell behind.",
@@ -331,7 +341,7 @@ impl Metrics {
         registry
             .register(Box::new(duration.clone()))
             .expect("metric names are unique");
-        for c in [&spray_suspects, &audit_dropped] {
+        for c in [&spray_suspects, &quick_refusals, &audit_dropped] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("metric names are unique");
@@ -371,6 +381,7 @@ impl Metrics {
             upstream_healthy,
             lockouts,
             spray_suspects,
+            quick_refusals,
             audit_dropped,
             token_results,
             requests_cells: (0..PROTOCOLS * SCHEMES * ACTIONS)
@@ -485,6 +496,11 @@ impl Metrics {
         self.spray_suspects.inc();
     }
 
+    /// Counts a refusal answered before hyper read the request.
+    pub fn record_quick_refusal(&self) {
+        self.quick_refusals.inc();
+    }
+
     /// Counts an audit line the writer could not take.
     pub fn record_audit_dropped(&self) {
         self.audit_dropped.inc();
@@ -577,6 +593,7 @@ mod tests {
             r#"exgate_upstream_requests_total{status_class="5xx"} 0"#,
             r#"exgate_token_validations_total{result="bad_signature"} 0"#,
             "exgate_spray_suspects_total 0",
+            "exgate_quick_refusals_total 0",
             "exgate_audit_lines_dropped_total 0",
         ] {
             assert!(text.contains(series), "{series} missing:\n{text}");

@@ -66,6 +66,7 @@ pub fn effective(config: &Config) -> String {
     let _ = writeln!(o, "max_header_bytes = {}", s.max_header_bytes);
     let _ = writeln!(o, "shutdown_grace_seconds = {}", secs(s.shutdown_grace));
     let _ = writeln!(o, "listen_backlog = {}", s.listen_backlog);
+    let _ = writeln!(o, "quick_refusals = {}", s.quick_refusals);
     match s.max_connections {
         Some(n) => {
             let _ = writeln!(o, "max_connections = {n}");

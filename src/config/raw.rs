@@ -37,6 +37,7 @@ pub struct RawServer {
     pub shutdown_grace_seconds: Option<u64>,
     pub listen_backlog: Option<u64>,
     pub max_connections: Option<u64>,
+    pub quick_refusals: Option<StrictBool>,
 }
 
 #[derive(Default, Deserialize)]

@@ -155,6 +155,9 @@ pub struct ServerConfig {
     /// `server.max_connections`: client connections served at once; None sizes it from
     /// the open-file limit at start (SPEC §7 "Limits").
     pub max_connections: Option<usize>,
+    /// `server.quick_refusals` (default true): blocked Basic on an idle keep-alive
+    /// connection is answered before hyper reads it (`proxy::service::quick`).
+    pub quick_refusals: bool,
 }
 
 /// The Exchange servers (`[upstream]`).
@@ -377,6 +380,7 @@ pub fn server(raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Se
     }
     ServerConfig {
         max_connections,
+        quick_refusals: s.quick_refusals.is_none_or(|b| b.0),
         listen,
         admin_listen,
         tls,

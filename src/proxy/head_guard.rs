@@ -50,6 +50,16 @@ impl Verdicts {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
     }
 
+    /// The verdict of the one head read and not yet taken; None when there is none or
+    /// more than one. Not taken.
+    pub fn sole(&self) -> Option<HeadVerdict> {
+        let queue = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match queue.len() {
+            1 => queue.front().copied(),
+            _ => None,
+        }
+    }
+
     /// Frees the queue's room when it is empty (a parked connection keeps no buffer).
     pub fn shrink(&self) {
         let mut queue = self.0.lock().unwrap_or_else(|e| e.into_inner());

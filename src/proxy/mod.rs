@@ -34,6 +34,7 @@ pub use headers::{
     strip_legacy_challenges,
 };
 pub use respond::ProxyBody;
+pub use service::{QUICK_READ_FIELDS, QuickHead};
 
 use crate::audit::AuditLog;
 use crate::auth::Secret;
@@ -735,7 +736,7 @@ fn serving(server: &ServerConfig) -> park::Serving {
         .header_read_timeout(server.header_read_timeout)
         .max_buf_size(server.max_header_bytes + HYPER_BUFFER_MARGIN)
         .keep_alive(true);
-    park::Serving::new(builder, server.header_read_timeout)
+    park::Serving::new(builder, server.header_read_timeout, server.quick_refusals)
 }
 
 fn spawn_connection(

@@ -30,7 +30,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -139,6 +139,19 @@ pub struct Parking<S> {
     parked: bool,
     /// The byte that woke a parked connection, read before hyper's next read.
     replay: Option<u8>,
+    /// The connection's service while hyper serves it, for the refusals answered
+    /// without hyper (see [`ConnectionService::refuse_quickly`]).
+    quick: Option<ConnectionService>,
+    /// A refusal answered without hyper, and how much of it is written: written whole
+    /// and flushed before anything more is read.
+    answer: Option<(Vec<u8>, usize)>,
+    /// When hyper began waiting for the next head, as near as this stream sees it:
+    /// hyper's head timer runs from then, and only a head that hyper reads resets it.
+    hyper_waiting_since: Option<Instant>,
+    /// How long after `hyper_waiting_since` refusals are still answered without hyper:
+    /// half of hyper's head timer in this stretch. After it the next head goes to hyper,
+    /// whose timer would otherwise end a connection busy with refusals.
+    quick_window: Duration,
 }
 
 impl<S> Parking<S> {
@@ -153,7 +166,19 @@ impl<S> Parking<S> {
             quiet_since: None,
             parked: false,
             replay: None,
+            quick: None,
+            answer: None,
+            hyper_waiting_since: None,
+            quick_window: Duration::ZERO,
         }
+    }
+
+    /// Starts a stretch of hyper's service whose head timer is `header_read_timeout`:
+    /// refusals are answered without hyper, for half that long at a time.
+    fn serve_with(&mut self, service: ConnectionService, header_read_timeout: Duration) {
+        self.quick = Some(service);
+        self.quick_window = header_read_timeout / 2;
+        self.hyper_waiting_since = None;
     }
 
     /// How long the connection has been quiet between two requests (zero while not).
@@ -162,7 +187,7 @@ impl<S> Parking<S> {
     }
 }
 
-impl<S: AsyncRead + Framing + Unpin> Parking<S> {
+impl<S: AsyncRead + AsyncWrite + Framing + Unpin> Parking<S> {
     /// While parked: waits for the client's next byte, which is kept to be read first.
     /// True when one came and the connection is no longer parked; false when the client
     /// closed or the read failed. The quiet spell's start is kept: the next stretch
@@ -182,13 +207,45 @@ impl<S: AsyncRead + Framing + Unpin> Parking<S> {
     }
 }
 
-impl<S: AsyncRead + Framing + Unpin> AsyncRead for Parking<S> {
+impl<S: AsyncWrite + Unpin> Parking<S> {
+    /// Writes and flushes the refusal answered without hyper, if one is waiting.
+    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, written)) = &mut self.answer {
+            if *written < bytes.len() {
+                let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                *written += n;
+            } else {
+                ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+                self.answer = None;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S> Parking<S> {
+    /// The answer to `head`, which arrived whole and alone while hyper waited, when it
+    /// is a refusal answered without hyper (within the stretch's window).
+    fn refuse_quickly(&self, head: &[u8]) -> Option<Vec<u8>> {
+        let service = self.quick.as_ref()?;
+        if self.hyper_waiting_since?.elapsed() >= self.quick_window {
+            return None;
+        }
+        service.refuse_quickly(head)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Framing + Unpin> AsyncRead for Parking<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        ready!(this.poll_answer(cx))?;
         if let Some(byte) = this.replay.take() {
             if buf.remaining() == 0 {
                 this.replay = Some(byte);
@@ -197,18 +254,47 @@ impl<S: AsyncRead + Framing + Unpin> AsyncRead for Parking<S> {
             }
             return Poll::Ready(Ok(()));
         }
-        let heads = this.inner.heads_begun();
-        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if poll.is_ready() {
+        // hyper waits for a head, with nothing in flight: what comes may be answered here.
+        let waiting = this.quick.is_some()
+            && !this.parked
+            && !this.unflushed
+            && this.activity.is_idle()
+            && this.inner.between_messages();
+        if waiting && this.hyper_waiting_since.is_none() {
+            this.hyper_waiting_since = Some(Instant::now());
+        }
+        loop {
+            let start = buf.filled().len();
+            let heads = this.inner.heads_begun();
+            let Poll::Ready(result) = Pin::new(&mut this.inner).poll_read(cx, buf) else {
+                break;
+            };
             this.armed = false;
             // Bytes that began a request head (a whole request included), anything but
             // blank lines between two messages, end-of-file or an error: the quiet spell
             // is over.
-            if !this.parked && (!this.inner.between_messages() || this.inner.heads_begun() != heads)
-            {
+            let began = this.inner.heads_begun() != heads;
+            if !this.parked && (!this.inner.between_messages() || began) {
                 this.quiet_since = None;
             }
-            return poll;
+            if !(waiting && began && result.is_ok()) {
+                return Poll::Ready(result);
+            }
+            // One head, whole and alone (between messages again), maybe refused here.
+            let alone =
+                this.inner.between_messages() && this.inner.heads_begun() == heads.wrapping_add(1);
+            if let Some(answer) = alone
+                .then(|| this.refuse_quickly(&buf.filled()[start..]))
+                .flatten()
+            {
+                buf.set_filled(start);
+                this.answer = Some((answer, 0));
+                ready!(this.poll_answer(cx))?;
+                continue;
+            }
+            // hyper reads this head, which resets its timer.
+            this.hyper_waiting_since = None;
+            return Poll::Ready(result);
         }
         if this.parked
             || this.unflushed
@@ -290,6 +376,8 @@ pub struct Serving {
     builder: hyper::server::conn::http1::Builder,
     /// `server.header_read_timeout_seconds`: also the idle keep-alive limit.
     header_read_timeout: Duration,
+    /// `server.quick_refusals`: refusals may be answered without hyper.
+    quick_refusals: bool,
     /// Set once the listener stops (graceful shutdown).
     draining: std::sync::atomic::AtomicBool,
     /// Wakes every connection when `draining` is set.
@@ -297,14 +385,17 @@ pub struct Serving {
 }
 
 impl Serving {
-    /// Serving with hyper's `builder`, whose head timer is `header_read_timeout`.
+    /// Serving with hyper's `builder`, whose head timer is `header_read_timeout`;
+    /// refusals are answered without hyper when `quick_refusals`.
     pub fn new(
         builder: hyper::server::conn::http1::Builder,
         header_read_timeout: Duration,
+        quick_refusals: bool,
     ) -> Serving {
         Serving {
             builder,
             header_read_timeout,
+            quick_refusals,
             draining: std::sync::atomic::AtomicBool::new(false),
             drain: tokio::sync::Notify::new(),
         }
@@ -387,13 +478,21 @@ where
     use tokio::io::AsyncWriteExt as _;
     // After a park, hyper's head timer gets what is left of the keep-alive limit,
     // counted from the start of the quiet spell (which ends only when a head begins).
+    let mut io = io;
     let resumed = io.quiet_since.map(|since| since.elapsed());
+    let head_timer = match resumed {
+        None => serving.header_read_timeout,
+        Some(quiet) => serving.header_read_timeout.saturating_sub(quiet),
+    };
+    if serving.quick_refusals {
+        io.serve_with(service.clone(), head_timer);
+    }
     let mut conn = match resumed {
         None => serving.builder.serve_connection(TokioIo::new(io), service),
-        Some(quiet) => serving
+        Some(_) => serving
             .builder
             .clone()
-            .header_read_timeout(serving.header_read_timeout.saturating_sub(quiet))
+            .header_read_timeout(head_timer)
             .serve_connection(TokioIo::new(io), service),
     };
     let mut drained = serving.drained();
@@ -412,6 +511,8 @@ where
     let draining = drained.is_none();
     let parts = conn.into_parts();
     let mut io = parts.io.into_inner();
+    // The service is whole again (a parked one is reduced), and hyper's timer is gone.
+    io.quick = None;
     match result {
         // hyper read the end-of-file of a park with nothing left unparsed.
         Ok(()) if io.parked && parts.read_buf.is_empty() && !draining => {

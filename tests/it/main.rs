@@ -29,6 +29,7 @@ mod park;
 mod prometheus;
 mod proxy;
 mod purity;
+mod quick;
 mod report_html;
 mod support;
 mod tls;

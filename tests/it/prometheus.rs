@@ -10,7 +10,7 @@ use crate::support::*;
 
 /// Every metric exgate exports (`a_dashboard_panel_shows_every_metric_exgate_exports`
 /// checks this list against a live `/metrics`).
-const METRICS: [&str; 19] = [
+const METRICS: [&str; 20] = [
     exgate::metrics::REQUESTS_TOTAL,
     exgate::metrics::LEGACY_AUTH_ATTEMPTS_TOTAL,
     exgate::metrics::TOKEN_VALIDATIONS_TOTAL,
@@ -27,6 +27,7 @@ const METRICS: [&str; 19] = [
     exgate::metrics::UPSTREAM_HEALTHY,
     exgate::metrics::LOCKOUTS_TOTAL,
     exgate::metrics::SPRAY_SUSPECTS_TOTAL,
+    exgate::metrics::QUICK_REFUSALS_TOTAL,
     exgate::metrics::AUDIT_LINES_DROPPED_TOTAL,
     exgate::metrics::CLUSTER_ERRORS_TOTAL,
     exgate::metrics::CLUSTER_POLICY_VERSION,

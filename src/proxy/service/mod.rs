@@ -19,6 +19,9 @@ use tokio::sync::Mutex;
 mod faults;
 mod forward;
 mod protect;
+mod quick;
+
+pub use quick::{QuickHead, READ_FIELDS as QUICK_READ_FIELDS};
 
 use forward::rewrite_response;
 

@@ -1,0 +1,244 @@
+//! Refusals answered without hyper (issue 16, `proxy::service::quick`): every request
+//! is answered, counted and audited exactly as with `server.quick_refusals = false`;
+//! only a bodiless head with Basic credentials that the policy refuses, arriving whole
+//! and alone on an idle connection, takes the quick path; nothing refused reaches the
+//! upstream; and a connection busy with refusals outlives hyper's head timer.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+const ONPREM: &str = "[exchange]\ndeployment = \"onpremises\"\n[policy]\nscript = \"policies.ps1\"\n[audit]\npath = \"audit/exgate.jsonl\"\n[[users]]\nupn = \"user01@contoso.com\"\nsam = \"CONTOSO\\\\user01\"\n";
+/// Basic blocked on EWS for everyone; MAPI allowed.
+const BLOCK_EWS: &str = "New-AuthenticationPolicy NoEws -BlockLegacyAuthWebServices\nSet-OrganizationConfig -DefaultAuthenticationPolicy NoEws\n";
+
+fn quick_refusals(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("exgate_quick_refusals_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("exgate_quick_refusals_total")
+}
+
+/// A response with its `date` value blanked: the rest must match byte for byte.
+fn undated(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.get(..6) {
+            Some(name) if name.eq_ignore_ascii_case("date: ") => "date: <date>",
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// An audit line without what differs between two runs of one request.
+fn comparable(mut line: serde_json::Value) -> serde_json::Value {
+    for key in ["ts", "request_id", "duration_ms"] {
+        line.as_object_mut().unwrap().remove(key);
+    }
+    line
+}
+
+/// The series of the request counters, which both paths must move alike.
+fn request_series(metrics: &str) -> Vec<String> {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("exgate_requests_total{") || l.starts_with("exgate_client_errors_total{")
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The attacker's and the legacy client's table: what each head is answered with,
+/// with and without the quick path, and whether the quick path took it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_head_is_answered_counted_and_audited_as_without_the_quick_path() {
+    let password = basic("user01@contoso.com", "Summer2026!");
+    let auth = format!("Authorization: {password}\r\n");
+    let jwt_password = basic("user01@contoso.com", "eyJhbGciOiJSUzI1NiJ9.eyJ4IjoxfQ.c2ln");
+    let many_fields: String = (0..40).map(|i| format!("X-Field-{i}: {i}\r\n")).collect();
+    let table: Vec<(&str, String, bool)> = vec![
+        ("blocked Basic", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\n{auth}\r\n"), true),
+        ("lower-case field and scheme", format!("GET /ews/exchange.asmx HTTP/1.1\r\nhost: mail.contoso.com\r\nauthorization: basic {}\r\n\r\n", &password[6..]), true),
+        ("with User-Agent, Cookie and Expect", format!("POST /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nUser-Agent: ExchangeServicesClient/15\r\nCookie: a=b\r\nExpect: 100-continue\r\n{auth}\r\n"), true),
+        ("unknown user", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nAuthorization: {}\r\n\r\n", basic("CONTOSO\\nobody", "x")), true),
+        ("empty Basic", "GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nAuthorization: Basic \r\n\r\n".into(), true),
+        ("Basic and Bearer", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\n{auth}Authorization: Bearer eyJ\r\n\r\n"), true),
+        ("allowed protocol (forwarded)", format!("GET /mapi/emsmdb/ HTTP/1.1\r\nHost: mail.contoso.com\r\n{auth}\r\n"), false),
+        ("OWA (not governed, forwarded)", format!("GET /owa/ HTTP/1.1\r\nHost: mail.contoso.com\r\n{auth}\r\n"), false),
+        ("Content-Length: 0", format!("POST /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nContent-Length: 0\r\n{auth}\r\n"), false),
+        ("a body", format!("POST /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nContent-Length: 5\r\n{auth}\r\nhello"), false),
+        ("chunked", format!("POST /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nTransfer-Encoding: chunked\r\n{auth}\r\n0\r\n\r\n"), false),
+        ("Content-Length and chunked", format!("POST /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n{auth}\r\n0\r\n\r\n"), false),
+        ("HEAD", format!("HEAD /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\n{auth}\r\n"), false),
+        ("HTTP/1.0", format!("GET /EWS/Exchange.asmx HTTP/1.0\r\nHost: mail.contoso.com\r\n{auth}\r\n"), false),
+        ("no Host", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\n{auth}\r\n"), false),
+        ("two Hosts", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: a\r\nHost: b\r\n{auth}\r\n"), false),
+        ("bare LF", format!("GET /EWS/Exchange.asmx HTTP/1.1\nHost: mail.contoso.com\n{}\n\n", auth.trim_end()), false),
+        ("Connection names Authorization", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nConnection: authorization\r\n{auth}\r\n"), false),
+        ("absolute-form, Host mismatch", format!("GET http://evil.example/EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\n{auth}\r\n"), false),
+        ("absolute-form, Host agrees", format!("GET http://mail.contoso.com/EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\n{auth}\r\n"), true),
+        ("CONNECT", format!("CONNECT mail.contoso.com:443 HTTP/1.1\r\nHost: mail.contoso.com:443\r\n{auth}\r\n"), false),
+        ("obs-fold", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nX-Fold: a\r\n b\r\n{auth}\r\n"), false),
+        ("more fields than the quick path reads", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\n{many_fields}{auth}\r\n"), false),
+        ("a path two parsers read two ways", format!("GET /ews/..%2fmapi/ HTTP/1.1\r\nHost: mail.contoso.com\r\n{auth}\r\n"), true),
+        ("ProxyShell", format!("GET /autodiscover/autodiscover.json?@x.com/mapi/nspi/?&Email=autodiscover/autodiscover.json%3F@x.com HTTP/1.1\r\nHost: mail.contoso.com\r\n{auth}\r\n"), true),
+        ("Basic carrying a token (BasicAuthToOAuthConversion)", format!("GET /powershell-liveid?BasicAuthToOAuthConversion=true HTTP/1.1\r\nHost: mail.contoso.com\r\nAuthorization: {jwt_password}\r\n\r\n"), false),
+        ("NTLM", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nAuthorization: {}\r\n\r\n", ntlm_type1("NTLM")), false),
+        ("Bearer", "GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nAuthorization: Bearer eyJ\r\n\r\n".into(), false),
+        ("anonymous", "GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n".into(), false),
+        ("two requests in one write", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\n{auth}\r\nGET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\n{auth}\r\n"), false),
+    ];
+    // An upstream each: its answers name its own connections.
+    let upstreams = [Upstream::start().await, Upstream::start().await];
+    let quick = Exgate::start(ONPREM, BLOCK_EWS, &[upstreams[0].url()]).await;
+    let plain = Exgate::start_with(
+        "quick_refusals = false",
+        ONPREM,
+        BLOCK_EWS,
+        &[upstreams[1].url()],
+    )
+    .await;
+    let mut audited = 0;
+    for (shape, head, expect_quick) in &table {
+        let mut answers = Vec::new();
+        for gate in [&quick, &plain] {
+            let before = quick_refusals(&gate.metrics().await);
+            let (_, text) =
+                raw_exchange(gate.addr(), head.as_bytes(), Duration::from_millis(300)).await;
+            assert!(text.starts_with("HTTP/1."), "{shape}: no answer");
+            let taken = quick_refusals(&gate.metrics().await) - before;
+            answers.push((undated(&text), taken));
+        }
+        assert_eq!(answers[0].0, answers[1].0, "{shape}: answers differ");
+        assert_eq!(answers[1].1, 0, "{shape}: quick_refusals = false took it");
+        assert_eq!(
+            answers[0].1,
+            u64::from(*expect_quick),
+            "{shape}: quick path"
+        );
+        // Both audit logs got the same lines.
+        let quick_lines = audit_lines(&quick, audited).await;
+        let plain_lines = audit_lines(&plain, audited).await;
+        assert_eq!(quick_lines.len(), plain_lines.len(), "{shape}: audit lines");
+        for (a, b) in quick_lines.into_iter().zip(plain_lines).skip(audited) {
+            assert_eq!(comparable(a), comparable(b), "{shape}: audit line");
+        }
+        audited = audit_lines(&quick, audited).await.len();
+    }
+    assert_eq!(
+        request_series(&quick.metrics().await),
+        request_series(&plain.metrics().await)
+    );
+    // The password went upstream only where the policy allows it, once per gate.
+    for upstream in &upstreams {
+        let forwarded: Vec<String> = upstream
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.headers
+                    .get("authorization")
+                    .is_some_and(|v| *v == *password)
+            })
+            .map(|r| r.target.clone())
+            .collect();
+        assert_eq!(forwarded, ["/mapi/emsmdb/", "/owa/"]);
+    }
+}
+
+/// A legacy client hammering one keep-alive connection: every refusal answered without
+/// hyper, none reaching Exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_basic_on_a_keep_alive_connection_is_answered_without_hyper() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start(ONPREM, BLOCK_EWS, &[upstream.url()]).await;
+    let password = basic("user01@contoso.com", "Summer2026!");
+    let mut client = gate.client().await;
+    for _ in 0..50 {
+        let reply = client
+            .get(
+                "/EWS/Exchange.asmx",
+                &[("authorization", password.as_str())],
+            )
+            .await;
+        assert_eq!(reply.status, 401);
+        assert_eq!(reply.header("www-authenticate"), Some(BEARER_CHALLENGE));
+    }
+    let metrics = gate.metrics().await;
+    assert_eq!(quick_refusals(&metrics), 50);
+    assert!(
+        metrics.contains(
+            r#"exgate_requests_total{decision="block",protocol="WebServices",scheme="basic"} 50"#
+        ),
+        "{metrics}"
+    );
+    assert!(upstream.requests().is_empty());
+}
+
+/// hyper's head timer runs while it waits and only a head hyper reads resets it: a
+/// connection busy with refusals answered without hyper hands hyper a request within
+/// half the timer, and stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_busy_with_refusals_outlives_hyper_s_head_timer() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start_with(
+        "header_read_timeout_seconds = 2",
+        ONPREM,
+        BLOCK_EWS,
+        &[upstream.url()],
+    )
+    .await;
+    let password = basic("user01@contoso.com", "Summer2026!");
+    let head = format!(
+        "GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nAuthorization: {password}\r\n\r\n"
+    );
+    let mut s = TcpStream::connect(gate.addr()).await.unwrap();
+    let mut buf = [0u8; 4096];
+    let sent = 100;
+    for i in 0..sent {
+        s.write_all(head.as_bytes()).await.unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 401"),
+            "request {i}: {:?}",
+            text(&buf[..n])
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let quick = quick_refusals(&gate.metrics().await);
+    assert!(
+        quick < sent && quick >= sent - 10,
+        "{quick} of {sent} answered without hyper"
+    );
+    assert!(upstream.requests().is_empty());
+}
+
+/// Spray detection counts refusals answered without hyper as it counts any other: the
+/// sixth distinct name from one address crosses `distinct_users = 5`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spray_detection_counts_quick_refusals() {
+    let upstream = Upstream::start().await;
+    let config = format!("{ONPREM}[spray]\ndistinct_users = 5\n");
+    let gate = Exgate::start(&config, BLOCK_EWS, &[upstream.url()]).await;
+    let mut client = gate.client().await;
+    for i in 0..6 {
+        let password = basic(&format!("user{i:02}@contoso.com"), "Winter2026!");
+        let reply = client
+            .get(
+                "/EWS/Exchange.asmx",
+                &[("authorization", password.as_str())],
+            )
+            .await;
+        assert_eq!(reply.status, 401);
+    }
+    let metrics = gate.metrics().await;
+    assert_eq!(quick_refusals(&metrics), 6);
+    assert!(
+        metrics.contains("exgate_spray_suspects_total 1"),
+        "{metrics}"
+    );
+}
