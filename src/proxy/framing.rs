@@ -3,8 +3,8 @@
 //! in front of Exchange has no business relaying. A pure check over the parsed head and
 //! what [`super::head_guard`] saw of its raw bytes.
 
-use hyper::header::{self, HeaderMap, HeaderName};
-use hyper::{Method, Uri, Version};
+use hyper::header::{self, HeaderName};
+use hyper::{Method, Version};
 
 use super::head_guard::HeadVerdict;
 
@@ -107,14 +107,17 @@ impl ClientFault {
 /// Checks a request head (SPEC §6 table): what the head guard saw of its raw bytes
 /// (`raw`: exact size, bare LF, how many `Host` and `Content-Length` fields, whether a
 /// `Transfer-Encoding` — hyper drops `Content-Length` then), and the parsed method,
-/// target and version. Reads a header value only for an absolute-form target.
-pub fn check_head(
+/// target's authority (absolute-form only) and version, the `Host` field's value (read
+/// only for an absolute-form target) and the `Connection` fields' values (read only when
+/// the guard saw one).
+pub fn check_head<'a>(
     raw: &HeadVerdict,
     max_header_bytes: usize,
     method: &Method,
-    uri: &Uri,
+    authority: Option<&str>,
     version: Version,
-    headers: &HeaderMap,
+    host: Option<&[u8]>,
+    connection: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<(), ClientFault> {
     if raw.lost {
         return Err(ClientFault::UnfollowedFraming);
@@ -133,18 +136,17 @@ pub fn check_head(
         0 | 1 => {}
         _ => return Err(ClientFault::DuplicateHost),
     }
-    if let Some(authority) = uri.authority() {
-        let host = headers.get(header::HOST).map(|h| h.as_bytes());
-        if host.is_some_and(|h| !authority.as_str().as_bytes().eq_ignore_ascii_case(h)) {
-            return Err(ClientFault::HostMismatch);
-        }
+    if let Some(authority) = authority
+        && host.is_some_and(|h| !authority.as_bytes().eq_ignore_ascii_case(h))
+    {
+        return Err(ClientFault::HostMismatch);
     }
     match (raw.content_lengths, raw.transfer_encoding) {
         (0, _) | (1, false) => {}
         (1, true) => return Err(ClientFault::ContentLengthWithTransferEncoding),
         _ => return Err(ClientFault::DuplicateContentLength),
     }
-    if raw.connection && names_decided_field(headers) {
+    if raw.connection && names_decided_field(connection) {
         return Err(ClientFault::ConnectionNamesEndToEnd);
     }
     Ok(())
@@ -158,13 +160,12 @@ const DECIDED_FIELDS: [HeaderName; 4] = [
     header::CONTENT_LENGTH,
 ];
 
-/// Whether a `Connection` field names one of [`DECIDED_FIELDS`] (RFC 9110 §7.6.1:
-/// comma-separated, case-insensitive, optional whitespace).
-fn names_decided_field(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+/// Whether the values of the `Connection` fields name one of [`DECIDED_FIELDS`] (RFC 9110
+/// §7.6.1: comma-separated, case-insensitive, optional whitespace).
+fn names_decided_field<'a>(connection: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    connection
+        .into_iter()
+        .flat_map(|v| v.split(|b| *b == b','))
         .map(<[u8]>::trim_ascii)
         .any(|option| {
             DECIDED_FIELDS
@@ -176,6 +177,7 @@ fn names_decided_field(headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::Uri;
 
     const V11: Version = Version::HTTP_11;
     const LIMIT: usize = 65_536;
@@ -213,18 +215,15 @@ mod tests {
         version: Version,
         connection: &[&str],
     ) -> Result<(), ClientFault> {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, "mail.contoso.com".parse().unwrap());
-        for c in connection {
-            headers.append(header::CONNECTION, c.parse().unwrap());
-        }
+        let uri: Uri = target.parse().unwrap();
         check_head(
             &raw,
             LIMIT,
             &method.parse().unwrap(),
-            &target.parse().unwrap(),
+            uri.authority().map(|a| a.as_str()),
             version,
-            &headers,
+            Some(b"mail.contoso.com"),
+            connection.iter().map(|c| c.as_bytes()),
         )
     }
 

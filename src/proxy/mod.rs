@@ -34,7 +34,7 @@ pub use headers::{
     strip_legacy_challenges,
 };
 pub use respond::ProxyBody;
-pub use service::{QUICK_READ_FIELDS, QuickHead};
+pub use service::QuickHead;
 
 use crate::audit::AuditLog;
 use crate::auth::Secret;

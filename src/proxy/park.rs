@@ -230,11 +230,11 @@ impl<S> Parking<S> {
     /// The answer to `head`, which arrived whole and alone while hyper waited, when it
     /// is a refusal answered without hyper (within the stretch's window).
     fn refuse_quickly(&self, head: &[u8]) -> Option<Vec<u8>> {
-        let service = self.quick.as_ref()?;
-        if self.hyper_waiting_since?.elapsed() >= self.quick_window {
-            return None;
-        }
-        service.refuse_quickly(head)
+        let waiting_since = self.hyper_waiting_since?;
+        self.quick.as_ref()?.refuse_quickly(head, || {
+            let now = Instant::now();
+            (now.duration_since(waiting_since) < self.quick_window).then(|| now.into_std())
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 //! or 431, counted in `exgate_client_errors_total`, never as an upstream error.
 
 use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response};
 
 use super::{Connection, Names, Outcome};
@@ -29,9 +30,10 @@ impl Connection {
             &raw,
             self.client.max_header_bytes,
             req.method(),
-            req.uri(),
+            req.uri().authority().map(|a| a.as_str()),
             req.version(),
-            req.headers(),
+            req.headers().get(header::HOST).map(HeaderValue::as_bytes),
+            (req.headers().get_all(header::CONNECTION).iter()).map(HeaderValue::as_bytes),
         )?;
         Ok(raw)
     }

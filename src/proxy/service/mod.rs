@@ -21,7 +21,7 @@ mod forward;
 mod protect;
 mod quick;
 
-pub use quick::{QuickHead, READ_FIELDS as QUICK_READ_FIELDS};
+pub use quick::QuickHead;
 
 use forward::rewrite_response;
 
@@ -259,7 +259,9 @@ impl Connection {
         let audited = self.audited(
             req.method(),
             req.uri().path(),
-            req.headers().get(header::USER_AGENT),
+            req.headers()
+                .get(header::USER_AGENT)
+                .map(HeaderValue::as_bytes),
         );
         let (res, outcome) = self.phases(req, started).await;
         self.record(audited, res.status().as_u16(), outcome, started.elapsed());
@@ -272,14 +274,16 @@ impl Connection {
         &self,
         method: &hyper::Method,
         path: &str,
-        user_agent: Option<&HeaderValue>,
+        user_agent: Option<&[u8]>,
     ) -> Option<Audited> {
         let shared = &self.client.shared;
         (shared.audit.is_some() || shared.observer.get().is_some()).then(|| Audited {
             method: method.to_string(),
             path: path.to_owned(),
+            // Visible ASCII only, as `HeaderValue::to_str` reads a value.
             user_agent: user_agent
-                .and_then(|v| v.to_str().ok())
+                .filter(|v| v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)))
+                .and_then(|v| std::str::from_utf8(v).ok())
                 .map(|s| s.chars().take(256).collect::<String>()),
         })
     }

@@ -24,8 +24,9 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use hyper::body::Body as _;
-use hyper::header::{self, HeaderName, HeaderValue};
-use hyper::{HeaderMap, Method, Response, Uri, Version};
+use hyper::header::{self, HeaderName};
+use hyper::http::uri::PathAndQuery;
+use hyper::{Method, Response, Version};
 
 use super::{Connection, ConnectionService, Names, Outcome, protect_key};
 use crate::policy::{Context, RequestFacts, TicketRead};
@@ -36,40 +37,36 @@ use crate::proxy::respond::{self, ProxyBody, Refusal};
 /// hyper (whose own limit is 100).
 pub const MAX_FIELDS: usize = 32;
 
-/// The fields the request path reads of a refused request: the framing check (`Host`
-/// of an absolute-form target, `Connection`), the decision (`Authorization`, `Cookie`)
-/// and the audit line (`User-Agent`).
-pub const READ_FIELDS: [HeaderName; 5] = [
-    header::HOST,
-    header::CONNECTION,
-    header::AUTHORIZATION,
-    header::COOKIE,
-    header::USER_AGENT,
-];
-
 impl ConnectionService {
     /// Answers `head` — exactly one whole request head, read while nothing else was in
     /// flight on the connection — when the policy refuses its Basic credentials: the
     /// response's bytes, with the request counted and recorded as the request path
     /// does. None leaves the request to hyper, with nothing counted (see the module
     /// documentation for when).
-    pub fn refuse_quickly(&self, head: &[u8]) -> Option<Vec<u8>> {
-        self.0.refuse_quickly(head)
+    /// `now` gives the time, or None when the quick path may no longer answer (it is
+    /// called only for a head with Basic credentials).
+    pub fn refuse_quickly(
+        &self,
+        head: &[u8],
+        now: impl FnOnce() -> Option<Instant>,
+    ) -> Option<Vec<u8>> {
+        self.0.refuse_quickly(head, now)
     }
 }
 
 impl Connection {
-    fn refuse_quickly(&self, head: &[u8]) -> Option<Vec<u8>> {
+    fn refuse_quickly(
+        &self,
+        head: &[u8],
+        now: impl FnOnce() -> Option<Instant>,
+    ) -> Option<Vec<u8>> {
         let shared = &self.client.shared;
-        if shared.cluster.is_some() {
+        if shared.cluster.is_some() || !names_basic(head) {
             return None;
         }
-        let started = Instant::now();
-        let QuickHead {
-            method,
-            uri,
-            headers,
-        } = QuickHead::parse(head)?;
+        let started = now()?;
+        let mut storage = QuickHead::storage();
+        let head = QuickHead::parse_named(head, &mut storage)?;
         // Nothing established on the connection, and no request holds it.
         let auth = self.auth.try_lock().ok()?;
         if auth.authenticated || auth.mechanism.is_some() || auth.identity.is_some() {
@@ -82,21 +79,18 @@ impl Connection {
         framing::check_head(
             &raw,
             self.client.max_header_bytes,
-            &method,
-            &uri,
+            &head.method,
+            None,
             Version::HTTP_11,
-            &headers,
+            head.values(&header::HOST).next(),
+            head.values(&header::CONNECTION),
         )
         .ok()?;
 
         let snapshot = shared.snapshot.load_full();
         let cookies: Vec<&[u8]> = match raw.cookie {
             false => Vec::new(),
-            true => headers
-                .get_all(header::COOKIE)
-                .iter()
-                .map(HeaderValue::as_bytes)
-                .collect(),
+            true => head.values(&header::COOKIE).collect(),
         };
         let ctx = Context {
             prior_mechanism: None,
@@ -107,18 +101,14 @@ impl Connection {
                 None => TicketRead::NoKeytab,
             },
             request: RequestFacts {
-                method: Some(method.as_str()),
+                method: Some(head.method.as_str()),
                 has_body: false,
                 cookies: &cookies,
             },
         };
-        let target = uri.path_and_query().map_or("/", |p| p.as_str());
         let eval = snapshot.engine.evaluate(
-            target,
-            headers
-                .get_all(header::AUTHORIZATION)
-                .iter()
-                .map(HeaderValue::as_bytes),
+            head.target.as_str(),
+            head.values(&header::AUTHORIZATION),
             ctx,
         );
         let credentials = &eval.credentials;
@@ -154,32 +144,54 @@ impl Connection {
             credentials: true,
             upstream_status: None,
         };
-        let audited = self.audited(&method, uri.path(), headers.get(header::USER_AGENT));
+        let audited = self.audited(
+            &head.method,
+            head.target.path(),
+            head.values(&header::USER_AGENT).next(),
+        );
         self.record(audited, status, outcome, started.elapsed());
         Some(answer)
     }
 }
 
-/// A request head the quick path may answer, as the request path reads it.
-pub struct QuickHead {
+/// A request head the quick path may answer, as the request path reads it: borrowed
+/// from the bytes read and httparse's field array.
+pub struct QuickHead<'h> {
     pub method: Method,
-    pub uri: Uri,
-    /// Only the fields the request path reads ([`READ_FIELDS`]).
-    pub headers: HeaderMap,
+    /// The origin-form target (`/path?query`), valid as hyper requires.
+    pub target: PathAndQuery,
+    /// Every field, each name a token and each value free of control bytes but HTAB
+    /// (httparse's checks: those of `HeaderName` and `HeaderValue`).
+    pub fields: &'h [httparse::Header<'h>],
 }
 
-impl QuickHead {
+impl<'h> QuickHead<'h> {
     /// Parses `head`, exactly one whole HTTP/1.1 request head with a Basic
-    /// `Authorization` field, as hyper would (httparse, then the `http` types, every
-    /// field name and value valid). None for anything else: no Basic field, a partial
-    /// head or bytes after it, another version, `HEAD`, more than [`MAX_FIELDS`] fields,
-    /// a field or target hyper would refuse.
-    pub fn parse(head: &[u8]) -> Option<QuickHead> {
+    /// `Authorization` field, as hyper would (httparse, the target as `http` reads it),
+    /// into `storage`. None for anything else: no Basic field, a partial head or bytes
+    /// after it, another version, `HEAD`, a target that is not origin-form, more than
+    /// [`MAX_FIELDS`] fields, a field or target hyper would refuse.
+    pub fn parse(
+        head: &'h [u8],
+        storage: &'h mut [httparse::Header<'h>; MAX_FIELDS],
+    ) -> Option<QuickHead<'h>> {
         if !names_basic(head) {
             return None;
         }
-        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-        let mut parsed = httparse::Request::new(&mut fields);
+        QuickHead::parse_named(head, storage)
+    }
+
+    /// Room for the fields [`QuickHead::parse`] reads.
+    pub fn storage() -> [httparse::Header<'h>; MAX_FIELDS] {
+        [httparse::EMPTY_HEADER; MAX_FIELDS]
+    }
+
+    /// [`QuickHead::parse`] of a head [`names_basic`] found a Basic field in.
+    fn parse_named(
+        head: &'h [u8],
+        storage: &'h mut [httparse::Header<'h>; MAX_FIELDS],
+    ) -> Option<QuickHead<'h>> {
+        let mut parsed = httparse::Request::new(storage);
         match parsed.parse(head) {
             Ok(httparse::Status::Complete(n)) if n == head.len() => {}
             _ => return None,
@@ -188,23 +200,23 @@ impl QuickHead {
             return None;
         }
         let method = Method::from_bytes(parsed.method?.as_bytes()).ok()?;
-        if method == Method::HEAD {
+        let target = parsed.path?;
+        if method == Method::HEAD || !target.starts_with('/') {
             return None;
-        }
-        let uri: Uri = parsed.path?.parse().ok()?;
-        let mut headers = HeaderMap::new();
-        for field in parsed.headers.iter() {
-            let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
-            let value = HeaderValue::from_bytes(field.value).ok()?;
-            if READ_FIELDS.contains(&name) {
-                headers.append(name, value);
-            }
         }
         Some(QuickHead {
             method,
-            uri,
-            headers,
+            target: PathAndQuery::try_from(target).ok()?,
+            fields: parsed.headers,
         })
+    }
+
+    /// The values of the fields named `name`, in order.
+    pub fn values<'s>(&'s self, name: &'s HeaderName) -> impl Iterator<Item = &'h [u8]> + 's {
+        self.fields
+            .iter()
+            .filter(move |f| f.name.eq_ignore_ascii_case(name.as_str()))
+            .map(|f| f.value)
     }
 }
 
@@ -315,43 +327,56 @@ mod tests {
         }
     }
 
+    /// A parsed head's method, target and fields, owned.
+    type Parsed = (Method, String, Vec<(String, Vec<u8>)>);
+
+    fn parse(head: &[u8]) -> Option<Parsed> {
+        let mut storage = QuickHead::storage();
+        let parsed = QuickHead::parse(head, &mut storage)?;
+        let fields = (parsed.fields.iter())
+            .map(|f| (f.name.to_owned(), f.value.to_owned()))
+            .collect();
+        Some((parsed.method, parsed.target.to_string(), fields))
+    }
+
     #[test]
     fn quick_heads_are_whole_http_1_1_heads_with_basic_credentials() {
-        let head = b"POST /EWS/Exchange.asmx?x=1 HTTP/1.1\r\nHost: mail\r\nX-Other: 1\r\nUser-Agent: ua\r\nAuthorization: Basic dTpw\r\nCookie: a=b\r\nCookie: c=d\r\n\r\n";
-        let parsed = QuickHead::parse(head).expect("a quick head");
-        assert_eq!(parsed.method, Method::POST);
-        assert_eq!(parsed.uri, "/EWS/Exchange.asmx?x=1");
-        // Only what the request path reads, every value kept.
-        assert_eq!(parsed.headers.len(), 5);
-        assert!(!parsed.headers.contains_key("x-other"));
-        assert_eq!(parsed.headers.get_all(header::COOKIE).iter().count(), 2);
-        let refused: [&[u8]; 10] = [
+        let head = b"POST /EWS/Exchange.asmx?x=1 HTTP/1.1\r\nHost: mail\r\nUser-Agent: ua\r\nAuthorization: Basic dTpw\r\nCookie: a=b\r\nCookie: c=d\r\n\r\n";
+        let (method, target, fields) = parse(head).expect("a quick head");
+        assert_eq!(method, Method::POST);
+        assert_eq!(target, "/EWS/Exchange.asmx?x=1");
+        assert_eq!(fields.len(), 5);
+        let mut storage = QuickHead::storage();
+        let parsed = QuickHead::parse(head, &mut storage).unwrap();
+        let cookies: Vec<&[u8]> = parsed.values(&header::COOKIE).collect();
+        assert_eq!(cookies, [&b"a=b"[..], b"c=d"]);
+        assert_eq!(parsed.values(&header::HOST).next(), Some(&b"mail"[..]));
+        let refused: [&[u8]; 13] = [
             b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
             b"GET / HTTP/1.1\r\nAuthorization: Basic dTpw\r\n",
             b"GET / HTTP/1.1\r\nAuthorization: Basic dTpw\r\n\r\nG",
             b"GET / HTTP/1.0\r\nAuthorization: Basic dTpw\r\n\r\n",
             b"HEAD / HTTP/1.1\r\nAuthorization: Basic dTpw\r\n\r\n",
+            b"GET http://a/ HTTP/1.1\r\nAuthorization: Basic dTpw\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nAuthorization: Basic dTpw\r\n\r\n",
             b"GET / HTTP/1.1\r\nAuthorization: Basic dTpw\r\nX: a\r\n b\r\n\r\n",
             b"GET / HTTP/1.1\r\nAuthorization: Basic dTpw\r\nX: \x01\r\n\r\n",
             b"G\x01T / HTTP/1.1\r\nAuthorization: Basic dTpw\r\n\r\n",
             b"GET /a b HTTP/1.1\r\nAuthorization: Basic dTpw\r\n\r\n",
             b"GET / HTTP/1.1\r\nAuthorization : Basic dTpw\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX@: 1\r\nAuthorization: Basic dTpw\r\n\r\n",
         ];
         for head in refused {
-            assert!(
-                QuickHead::parse(head).is_none(),
-                "{}",
-                String::from_utf8_lossy(head)
-            );
+            assert!(parse(head).is_none(), "{}", String::from_utf8_lossy(head));
         }
         let many: String = (0..MAX_FIELDS).map(|i| format!("X-{i}: {i}\r\n")).collect();
         let head = format!("GET / HTTP/1.1\r\n{many}Authorization: Basic dTpw\r\n\r\n");
-        assert!(QuickHead::parse(head.as_bytes()).is_none());
+        assert!(parse(head.as_bytes()).is_none());
     }
 
     #[test]
     fn a_refusal_is_encoded_as_hyper_writes_it() {
-        let bearer = HeaderValue::from_static("Bearer realm=\"x\"");
+        let bearer = hyper::header::HeaderValue::from_static("Bearer realm=\"x\"");
         let res = respond::refusal(Refusal::Client(framing::ClientFault::MissingHost), &bearer);
         let bytes = encode(res).expect("a text body is at hand");
         let text = String::from_utf8(bytes).unwrap();
