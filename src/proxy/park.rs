@@ -245,7 +245,9 @@ impl<S: AsyncRead + AsyncWrite + Framing + Unpin> AsyncRead for Parking<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        ready!(this.poll_answer(cx))?;
+        if this.answer.is_some() {
+            ready!(this.poll_answer(cx))?;
+        }
         if let Some(byte) = this.replay.take() {
             if buf.remaining() == 0 {
                 this.replay = Some(byte);

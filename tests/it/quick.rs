@@ -66,6 +66,7 @@ async fn every_head_is_answered_counted_and_audited_as_without_the_quick_path() 
         ("lower-case field and scheme", format!("GET /ews/exchange.asmx HTTP/1.1\r\nhost: mail.contoso.com\r\nauthorization: basic {}\r\n\r\n", &password[6..]), true),
         ("with User-Agent, Cookie and Expect", format!("POST /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nUser-Agent: ExchangeServicesClient/15\r\nCookie: a=b\r\nExpect: 100-continue\r\n{auth}\r\n"), true),
         ("User-Agent with obs-text, a path with braces", format!("GET /EWS/{{x}}/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nUser-Agent: caf\u{e9} \u{2603}\r\n{auth}\r\n"), true),
+        ("upper-case scheme (hyper's)", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nAUTHORIZATION: BASIC {}\r\n\r\n", &password[6..]), false),
         ("unknown user", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nAuthorization: {}\r\n\r\n", basic("CONTOSO\\nobody", "x")), true),
         ("empty Basic", "GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nAuthorization: Basic \r\n\r\n".into(), true),
         ("Basic and Bearer", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\n{auth}Authorization: Bearer eyJ\r\n\r\n"), true),
