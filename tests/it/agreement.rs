@@ -632,6 +632,7 @@ const KEYS: [(&str, &[&str]); 15] = [
             "shutdown_grace_seconds",
             "listen_backlog",
             "max_connections",
+            "quick_refusals",
         ],
     ),
     (
