@@ -230,7 +230,10 @@ impl Upstream {
                     continue;
                 }
             };
-            let (sender, conn) = http1::handshake(io).await.map_err(|e| {
+            // Boxed: the handshake's state (2.4 KiB) would otherwise be part of every
+            // request's future, copied whole each time hyper boxes it, though a new
+            // upstream connection is rare.
+            let (sender, conn) = Box::pin(http1::handshake(io)).await.map_err(|e| {
                 tracing::warn!(error = %e, "pinned upstream handshake failed");
                 UpstreamError::Unreachable
             })?;
