@@ -282,9 +282,11 @@ impl<S: AsyncRead + AsyncWrite + Framing + Unpin> AsyncRead for Parking<S> {
             if !(waiting && began && result.is_ok()) {
                 return Poll::Ready(result);
             }
-            // One head, whole and alone (between messages again), maybe refused here.
-            let alone =
-                this.inner.between_messages() && this.inner.heads_begun() == heads.wrapping_add(1);
+            // One head, whole and alone (between messages again, and the read left room in
+            // the buffer: nothing more was waiting), maybe refused here.
+            let alone = this.inner.between_messages()
+                && this.inner.heads_begun() == heads.wrapping_add(1)
+                && buf.remaining() > 0;
             if let Some(answer) = alone
                 .then(|| this.refuse_quickly(&buf.filled()[start..]))
                 .flatten()

@@ -81,6 +81,8 @@ async fn every_head_is_answered_counted_and_audited_as_without_the_quick_path() 
         ("no Host", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\n{auth}\r\n"), false),
         ("two Hosts", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: a\r\nHost: b\r\n{auth}\r\n"), false),
         ("bare LF", format!("GET /EWS/Exchange.asmx HTTP/1.1\nHost: mail.contoso.com\n{}\n\n", auth.trim_end()), false),
+        ("Connection: close (red team)", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nConnection: close\r\n{auth}\r\n"), false),
+        ("Connection: keep-alive", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nConnection: keep-alive\r\n{auth}\r\n"), false),
         ("Connection names Authorization", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nConnection: authorization\r\n{auth}\r\n"), false),
         ("absolute-form, Host mismatch", format!("GET http://evil.example/EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\n{auth}\r\n"), false),
         ("absolute-form, Host agrees", format!("GET http://mail.contoso.com/EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\n{auth}\r\n"), false),
@@ -243,4 +245,65 @@ async fn spray_detection_counts_quick_refusals() {
         metrics.contains("exgate_spray_suspects_total 1"),
         "{metrics}"
     );
+}
+
+/// Red team, issue 16: after a refusal with `Connection: close`, the connection closes
+/// and a request sent after it is never read (the quick path answered it without the
+/// close, and the next request reached Exchange).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_close_on_a_refused_request_closes_the_connection() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start(ONPREM, BLOCK_EWS, &[upstream.url()]).await;
+    let password = basic("user01@contoso.com", "Summer2026!");
+    for close in ["close", "Close", "keep-alive, close", ",close,", "\tclose"] {
+        let mut s = TcpStream::connect(gate.addr()).await.unwrap();
+        let head = format!(
+            "GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nConnection: {close}\r\nAuthorization: {password}\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        let answer = text(&buf[..n]);
+        assert!(answer.starts_with("HTTP/1.1 401"), "{close:?}: {answer}");
+        assert!(answer.contains("connection: close"), "{close:?}: {answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = s
+            .write_all(b"GET /mapi/after-close HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n")
+            .await;
+        let rest = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
+        assert!(
+            matches!(rest, Ok(Ok(0)) | Ok(Err(_))),
+            "{close:?}: {rest:?}"
+        );
+    }
+    assert!(upstream.requests().is_empty());
+    assert_eq!(quick_refusals(&gate.metrics().await), 0);
+}
+
+/// Red team, issue 16: a head that fills hyper's read buffer (8 KiB) exactly may have
+/// more bytes behind it in the socket: not alone, so hyper's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_that_fills_the_read_buffer_is_hyper_s() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start(ONPREM, BLOCK_EWS, &[upstream.url()]).await;
+    let password = basic("user01@contoso.com", "Summer2026!");
+    let short = format!(
+        "GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nAuthorization: {password}\r\n\r\n"
+    );
+    let pad = 8192 - short.len() - "X-Pad: \r\n".len();
+    let full = format!(
+        "GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nX-Pad: {}\r\nAuthorization: {password}\r\n\r\n",
+        "a".repeat(pad)
+    );
+    assert_eq!(full.len(), 8192);
+    let (_, answers) = raw_exchange(
+        gate.addr(),
+        format!("{full}{short}").as_bytes(),
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(answers.matches("HTTP/1.1 401").count(), 2, "{answers}");
+    // The second head, read alone after the first was answered, may be quick.
+    assert!(quick_refusals(&gate.metrics().await) <= 1);
+    assert!(upstream.requests().is_empty());
 }

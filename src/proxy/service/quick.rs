@@ -13,7 +13,8 @@
 //! It takes a request only when every step is one hyper's path would take without
 //! waiting, and leaves it to hyper, with nothing counted, otherwise: no `Basic` field; a
 //! head hyper or the framing check would refuse or read differently (a body, HTTP/1.0,
-//! `HEAD`, more than [`MAX_FIELDS`] fields, anything the head guard flagged); a
+//! `HEAD`, a `Connection` field, more than [`MAX_FIELDS`] fields, anything the head
+//! guard flagged); a read that filled hyper's buffer (more may follow it); a
 //! connection that NTLM or Negotiate authenticated; a token to validate (Basic under
 //! `BasicAuthToOAuthConversion`); `[cluster]` (spray counts go to Redis); a decision
 //! that forwards.
@@ -75,7 +76,9 @@ impl Connection {
             return None;
         }
         let raw = self.client.verdicts.sole()?;
-        if raw.content_lengths > 0 || raw.transfer_encoding {
+        // A body, or a `Connection` field (`close` ends the connection after the answer,
+        // as hyper does it; red team, issue 16): hyper's.
+        if raw.content_lengths > 0 || raw.transfer_encoding || raw.connection {
             return None;
         }
         framing::check_head(
