@@ -23,7 +23,11 @@
 //!
 //! The idle keep-alive limit is unchanged: `server.header_read_timeout_seconds` counted
 //! from the moment the connection went quiet, whether parked or not; blank lines between
-//! requests (RFC 9112 §2.2) wake a parked connection but do not restart the count.
+//! requests (RFC 9112 §2.2) wake a parked connection but do not restart the count. A
+//! connection woken from a park gets hyper's whole head timer, and its first request
+//! must be read whole by the end of the limit counted from the quiet spell's start
+//! ([`Parking`]'s deadline); once it is, every later wait is hyper's alone, as on a
+//! connection never parked.
 
 use std::future::Future;
 use std::io;
@@ -137,6 +141,11 @@ pub struct Parking<S> {
     quiet_since: Option<Instant>,
     /// hyper was told end-of-file: the stream now belongs to [`serve`] until a byte comes.
     parked: bool,
+    /// After a park: when the keep-alive limit, counted from the quiet spell's start,
+    /// ends. The first request must be read whole by then; None once it is.
+    deadline: Option<Instant>,
+    /// The timer of `deadline`, set while a read waits.
+    deadline_timer: Option<Pin<Box<Sleep>>>,
     /// The byte that woke a parked connection, read before hyper's next read.
     replay: Option<u8>,
     /// The connection's service while hyper serves it, for the refusals answered
@@ -165,6 +174,8 @@ impl<S> Parking<S> {
             armed: false,
             quiet_since: None,
             parked: false,
+            deadline: None,
+            deadline_timer: None,
             replay: None,
             quick: None,
             answer: None,
@@ -268,6 +279,7 @@ impl<S: AsyncRead + AsyncWrite + Framing + Unpin> AsyncRead for Parking<S> {
         loop {
             let start = buf.filled().len();
             let heads = this.inner.heads_begun();
+            let was_between = this.inner.between_messages();
             let Poll::Ready(result) = Pin::new(&mut this.inner).poll_read(cx, buf) else {
                 break;
             };
@@ -278,6 +290,13 @@ impl<S: AsyncRead + AsyncWrite + Framing + Unpin> AsyncRead for Parking<S> {
             let began = this.inner.heads_begun() != heads;
             if !this.parked && (!this.inner.between_messages() || began) {
                 this.quiet_since = None;
+            }
+            // A message read whole (its head may have begun while parked): the quiet spell
+            // is over, and a woken connection's deadline met.
+            if !this.parked && this.inner.between_messages() && (began || !was_between) {
+                this.quiet_since = None;
+                this.deadline = None;
+                this.deadline_timer = None;
             }
             if !(waiting && began && result.is_ok()) {
                 return Poll::Ready(result);
@@ -299,6 +318,25 @@ impl<S: AsyncRead + AsyncWrite + Framing + Unpin> AsyncRead for Parking<S> {
             // hyper reads this head, which resets its timer.
             this.hyper_waiting_since = None;
             return Poll::Ready(result);
+        }
+        if let Some(deadline) = this.deadline
+            && !this.parked
+        {
+            let timer = (this.deadline_timer)
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if timer.as_mut().poll(cx).is_ready() {
+                this.deadline = None;
+                this.deadline_timer = None;
+                // Between messages, hyper ends the connection as an idle client's; inside
+                // a head it is the client's delay.
+                return match this.inner.between_messages() {
+                    true => Poll::Ready(Ok(())),
+                    false => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the keep-alive limit ended while a head was read",
+                    ))),
+                };
+            }
         }
         if this.parked
             || this.unflushed
@@ -480,25 +518,18 @@ where
 {
     use hyper_util::rt::TokioIo;
     use tokio::io::AsyncWriteExt as _;
-    // After a park, hyper's head timer gets what is left of the keep-alive limit,
-    // counted from the start of the quiet spell (which ends only when a head begins).
+    // After a park, the first request must be read whole within what is left of the
+    // keep-alive limit, counted from the start of the quiet spell; hyper's head timer
+    // is whole, for this request's wait and every later one.
     let mut io = io;
-    let resumed = io.quiet_since.map(|since| since.elapsed());
-    let head_timer = match resumed {
-        None => serving.header_read_timeout,
-        Some(quiet) => serving.header_read_timeout.saturating_sub(quiet),
-    };
+    io.deadline = io
+        .quiet_since
+        .map(|since| since + serving.header_read_timeout);
+    io.deadline_timer = None;
     if serving.quick_refusals {
-        io.serve_with(service.clone(), head_timer);
+        io.serve_with(service.clone(), serving.header_read_timeout);
     }
-    let mut conn = match resumed {
-        None => serving.builder.serve_connection(TokioIo::new(io), service),
-        Some(_) => serving
-            .builder
-            .clone()
-            .header_read_timeout(head_timer)
-            .serve_connection(TokioIo::new(io), service),
-    };
+    let mut conn = serving.builder.serve_connection(TokioIo::new(io), service);
     let mut drained = serving.drained();
     if drained.is_none() {
         Pin::new(&mut conn).graceful_shutdown();

@@ -236,6 +236,48 @@ async fn a_busy_connection_that_goes_quiet_keeps_its_whole_keep_alive_limit() {
     );
 }
 
+/// Red team, issue 16: a client polling more than a second apart is parked between
+/// requests, and each wake gave hyper only what was left of the limit counted from the
+/// first quiet spell: it was closed at the limit however recently it was answered. Every
+/// request is answered; the connection closes at the limit after the last answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_polling_slower_than_the_park_keeps_its_connection() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start_with(
+        "header_read_timeout_seconds = 3",
+        ONPREM,
+        "",
+        &[upstream.url()],
+    )
+    .await;
+    let mut s = TcpStream::connect(gate.addr()).await.unwrap();
+    let mut buf = [0u8; 4096];
+    let mut answered = Instant::now();
+    // 1.5 s apart (parked each time) for 9 s: three times the limit.
+    for i in 0..7 {
+        if i > 0 {
+            tokio::time::sleep_until((answered + Duration::from_millis(1500)).into()).await;
+        }
+        s.write_all(b"GET /owa/ HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n")
+            .await
+            .unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "request {i}: {:?}",
+            text(&buf[..n])
+        );
+        answered = Instant::now();
+    }
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    let closed = answered.elapsed();
+    assert!(
+        closed >= Duration::from_millis(2900) && closed < Duration::from_millis(4200),
+        "closed {closed:?} after the last answer"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_that_wake_a_parked_connection_are_answered_in_order() {
     let upstream = Upstream::start().await;
