@@ -214,24 +214,25 @@ async fn a_busy_connection_that_goes_quiet_keeps_its_whole_keep_alive_limit() {
     )
     .await;
     let mut s = TcpStream::connect(gate.addr()).await.unwrap();
-    let mut buf = [0u8; 4096];
     // 4 s of requests 0.8 s apart: never quiet for a second, longer than the limit.
-    for _ in 0..6 {
-        s.write_all(b"GET /owa/ HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n")
-            .await
-            .unwrap();
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", text(&buf[..n]));
+    for i in 0..6 {
+        get_owa(&mut s, i).await;
         tokio::time::sleep(Duration::from_millis(800)).await;
     }
     tokio::time::sleep(PARKED).await;
+    get_owa(&mut s, "after a pause").await;
+}
+
+/// Sends `GET /owa/` on `s` and requires its 200 (`what` names the request in a failure).
+async fn get_owa(s: &mut TcpStream, what: impl std::fmt::Debug) {
     s.write_all(b"GET /owa/ HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n")
         .await
         .unwrap();
+    let mut buf = [0u8; 4096];
     let n = s.read(&mut buf).await.unwrap();
     assert!(
         buf[..n].starts_with(b"HTTP/1.1 200"),
-        "closed after a {PARKED:?} pause: {:?}",
+        "{what:?}: {:?}",
         text(&buf[..n])
     );
 }
@@ -251,24 +252,16 @@ async fn a_client_polling_slower_than_the_park_keeps_its_connection() {
     )
     .await;
     let mut s = TcpStream::connect(gate.addr()).await.unwrap();
-    let mut buf = [0u8; 4096];
     let mut answered = Instant::now();
     // 1.5 s apart (parked each time) for 9 s: three times the limit.
     for i in 0..7 {
         if i > 0 {
             tokio::time::sleep_until((answered + Duration::from_millis(1500)).into()).await;
         }
-        s.write_all(b"GET /owa/ HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n")
-            .await
-            .unwrap();
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(
-            buf[..n].starts_with(b"HTTP/1.1 200"),
-            "request {i}: {:?}",
-            text(&buf[..n])
-        );
+        get_owa(&mut s, i).await;
         answered = Instant::now();
     }
+    let mut buf = [0u8; 64];
     let read = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await;
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
     let closed = answered.elapsed();
