@@ -141,16 +141,21 @@ pub struct Parking<S> {
     quiet_since: Option<Instant>,
     /// hyper was told end-of-file: the stream now belongs to [`serve`] until a byte comes.
     parked: bool,
-    /// After a park: when the keep-alive limit, counted from the quiet spell's start,
-    /// ends. The first request must be read whole by then; None once it is.
-    deadline: Option<Instant>,
-    /// The timer of `deadline`, set while a read waits.
-    deadline_timer: Option<Pin<Box<Sleep>>>,
+    /// After a park: the timer of the moment the keep-alive limit, counted from the
+    /// quiet spell's start, ends. The first request must be read whole by then; None
+    /// once it is.
+    deadline: Option<Pin<Box<Sleep>>>,
     /// The byte that woke a parked connection, read before hyper's next read.
     replay: Option<u8>,
-    /// The connection's service while hyper serves it, for the refusals answered
-    /// without hyper (see [`ConnectionService::refuse_quickly`]).
-    quick: Option<ConnectionService>,
+    /// While hyper serves the connection: what answering refusals without hyper needs
+    /// (boxed: a parked connection keeps none of it).
+    quick: Option<Box<Quick>>,
+}
+
+/// What a connection served by hyper needs to answer refusals without it.
+struct Quick {
+    /// The connection's service (see [`ConnectionService::refuse_quickly`]).
+    service: ConnectionService,
     /// A refusal answered without hyper, and how much of it is written: written whole
     /// and flushed before anything more is read.
     answer: Option<(Vec<u8>, usize)>,
@@ -160,7 +165,7 @@ pub struct Parking<S> {
     /// How long after `hyper_waiting_since` refusals are still answered without hyper:
     /// half of hyper's head timer in this stretch. After it the next head goes to hyper,
     /// whose timer would otherwise end a connection busy with refusals.
-    quick_window: Duration,
+    window: Duration,
 }
 
 impl<S> Parking<S> {
@@ -175,21 +180,20 @@ impl<S> Parking<S> {
             quiet_since: None,
             parked: false,
             deadline: None,
-            deadline_timer: None,
             replay: None,
             quick: None,
-            answer: None,
-            hyper_waiting_since: None,
-            quick_window: Duration::ZERO,
         }
     }
 
     /// Starts a stretch of hyper's service whose head timer is `header_read_timeout`:
     /// refusals are answered without hyper, for half that long at a time.
     fn serve_with(&mut self, service: ConnectionService, header_read_timeout: Duration) {
-        self.quick = Some(service);
-        self.quick_window = header_read_timeout / 2;
-        self.hyper_waiting_since = None;
+        self.quick = Some(Box::new(Quick {
+            service,
+            answer: None,
+            hyper_waiting_since: None,
+            window: header_read_timeout / 2,
+        }));
     }
 
     /// How long the connection has been quiet between two requests (zero while not).
@@ -221,7 +225,10 @@ impl<S: AsyncRead + AsyncWrite + Framing + Unpin> Parking<S> {
 impl<S: AsyncWrite + Unpin> Parking<S> {
     /// Writes and flushes the refusal answered without hyper, if one is waiting.
     fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while let Some((bytes, written)) = &mut self.answer {
+        let Some(quick) = self.quick.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        while let Some((bytes, written)) = &mut quick.answer {
             if *written < bytes.len() {
                 let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]))?;
                 if n == 0 {
@@ -230,7 +237,7 @@ impl<S: AsyncWrite + Unpin> Parking<S> {
                 *written += n;
             } else {
                 ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
-                self.answer = None;
+                quick.answer = None;
             }
         }
         Poll::Ready(Ok(()))
@@ -241,10 +248,11 @@ impl<S> Parking<S> {
     /// The answer to `head`, which arrived whole and alone while hyper waited, when it
     /// is a refusal answered without hyper (within the stretch's window).
     fn refuse_quickly(&self, head: &[u8]) -> Option<Vec<u8>> {
-        let waiting_since = self.hyper_waiting_since?;
-        self.quick.as_ref()?.refuse_quickly(head, || {
+        let quick = self.quick.as_ref()?;
+        let waiting_since = quick.hyper_waiting_since?;
+        quick.service.refuse_quickly(head, || {
             let now = Instant::now();
-            (now.duration_since(waiting_since) < self.quick_window).then(|| now.into_std())
+            (now.duration_since(waiting_since) < quick.window).then(|| now.into_std())
         })
     }
 }
@@ -256,7 +264,7 @@ impl<S: AsyncRead + AsyncWrite + Framing + Unpin> AsyncRead for Parking<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.answer.is_some() {
+        if this.quick.as_ref().is_some_and(|q| q.answer.is_some()) {
             ready!(this.poll_answer(cx))?;
         }
         if let Some(byte) = this.replay.take() {
@@ -273,8 +281,10 @@ impl<S: AsyncRead + AsyncWrite + Framing + Unpin> AsyncRead for Parking<S> {
             && !this.unflushed
             && this.activity.is_idle()
             && this.inner.between_messages();
-        if waiting && this.hyper_waiting_since.is_none() {
-            this.hyper_waiting_since = Some(Instant::now());
+        if let Some(quick) = this.quick.as_mut().filter(|_| waiting)
+            && quick.hyper_waiting_since.is_none()
+        {
+            quick.hyper_waiting_since = Some(Instant::now());
         }
         loop {
             let start = buf.filled().len();
@@ -284,19 +294,17 @@ impl<S: AsyncRead + AsyncWrite + Framing + Unpin> AsyncRead for Parking<S> {
                 break;
             };
             this.armed = false;
-            // Bytes that began a request head (a whole request included), anything but
-            // blank lines between two messages, end-of-file or an error: the quiet spell
-            // is over.
+            // Bytes that began a request head or ended a message (a whole request, or one
+            // whose head began while parked), anything but blank lines between two
+            // messages, end-of-file or an error: the quiet spell is over. A message read
+            // whole also meets a woken connection's deadline.
             let began = this.inner.heads_begun() != heads;
-            if !this.parked && (!this.inner.between_messages() || began) {
+            let between = this.inner.between_messages();
+            if !this.parked && (!between || began || !was_between) {
                 this.quiet_since = None;
             }
-            // A message read whole (its head may have begun while parked): the quiet spell
-            // is over, and a woken connection's deadline met.
-            if !this.parked && this.inner.between_messages() && (began || !was_between) {
-                this.quiet_since = None;
+            if !this.parked && between && (began || !was_between) {
                 this.deadline = None;
-                this.deadline_timer = None;
             }
             if !(waiting && began && result.is_ok()) {
                 return Poll::Ready(result);
@@ -311,32 +319,31 @@ impl<S: AsyncRead + AsyncWrite + Framing + Unpin> AsyncRead for Parking<S> {
                 .flatten()
             {
                 buf.set_filled(start);
-                this.answer = Some((answer, 0));
+                if let Some(quick) = this.quick.as_mut() {
+                    quick.answer = Some((answer, 0));
+                }
                 ready!(this.poll_answer(cx))?;
                 continue;
             }
             // hyper reads this head, which resets its timer.
-            this.hyper_waiting_since = None;
+            if let Some(quick) = this.quick.as_mut() {
+                quick.hyper_waiting_since = None;
+            }
             return Poll::Ready(result);
         }
-        if let Some(deadline) = this.deadline
-            && !this.parked
+        if let Some(deadline) = this.deadline.as_mut().filter(|_| !this.parked)
+            && deadline.as_mut().poll(cx).is_ready()
         {
-            let timer = (this.deadline_timer)
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-            if timer.as_mut().poll(cx).is_ready() {
-                this.deadline = None;
-                this.deadline_timer = None;
-                // Between messages, hyper ends the connection as an idle client's; inside
-                // a head it is the client's delay.
-                return match this.inner.between_messages() {
-                    true => Poll::Ready(Ok(())),
-                    false => Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the keep-alive limit ended while a head was read",
-                    ))),
-                };
-            }
+            this.deadline = None;
+            // Between messages, hyper ends the connection as an idle client's; inside a
+            // head it is the client's delay.
+            return match this.inner.between_messages() {
+                true => Poll::Ready(Ok(())),
+                false => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the keep-alive limit ended while a head was read",
+                ))),
+            };
         }
         if this.parked
             || this.unflushed
@@ -522,10 +529,11 @@ where
     // keep-alive limit, counted from the start of the quiet spell; hyper's head timer
     // is whole, for this request's wait and every later one.
     let mut io = io;
-    io.deadline = io
-        .quiet_since
-        .map(|since| since + serving.header_read_timeout);
-    io.deadline_timer = None;
+    io.deadline = io.quiet_since.map(|since| {
+        Box::pin(tokio::time::sleep_until(
+            since + serving.header_read_timeout,
+        ))
+    });
     if serving.quick_refusals {
         io.serve_with(service.clone(), serving.header_read_timeout);
     }
