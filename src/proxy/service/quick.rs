@@ -46,6 +46,7 @@ impl ConnectionService {
     /// response's bytes, with the request counted and recorded as the request path
     /// does. None leaves the request to hyper, with nothing counted (see the module
     /// documentation for when).
+    ///
     /// `now` gives the time, or None when the quick path may no longer answer (it is
     /// called only for a head with Basic credentials).
     pub fn refuse_quickly(
