@@ -42,7 +42,7 @@ use crate::config::{self, Config, ConfigErrors, ServerConfig};
 use crate::kerberos::TicketReader;
 use crate::metrics::Metrics;
 use crate::policy::cmdlet::ScriptError;
-use crate::policy::{Engine, Protocol};
+use crate::policy::{Engine, Protocol, TicketRead};
 use crate::protect::Protect;
 use crate::token::TokenValidator;
 
@@ -61,6 +61,15 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// What the keytab stage has read of a request's Kerberos ticket before it runs:
+    /// nothing yet, or nothing ever without a keytab.
+    pub fn ticket_unread(&self) -> TicketRead<'static> {
+        match self.kerberos {
+            Some(_) => TicketRead::Unread,
+            None => TicketRead::NoKeytab,
+        }
+    }
+
     /// Builds a snapshot from a validated configuration (reads the policy script).
     pub fn build(config: &Config) -> Result<Snapshot, ConfigErrors> {
         let engine = config::build_engine(config)?;
@@ -156,6 +165,12 @@ struct Timeouts {
 }
 
 impl Shared {
+    /// Whether a request's record is read by anyone: an audit log or an observer. Without
+    /// either, nothing is copied for it.
+    pub fn recorded(&self) -> bool {
+        self.audit.is_some() || self.observer.get().is_some()
+    }
+
     /// Sends every request's record, from now on, to `observer` (the lab console). The
     /// first call wins; later ones return false and change nothing. Records hold what
     /// the audit log holds: never a password, token or cookie.

@@ -211,6 +211,20 @@ struct Names {
 }
 
 impl Names {
+    /// [`Names::new`] when the request's record is read by anyone (only the audit log
+    /// and an observer read names), else none.
+    fn recorded(
+        shared: &Shared,
+        snapshot: &Snapshot,
+        decision: &Decision,
+        presented: Option<&str>,
+    ) -> Names {
+        match shared.recorded() {
+            true => Names::new(snapshot, decision, presented),
+            false => Names::default(),
+        }
+    }
+
     fn new(snapshot: &Snapshot, decision: &Decision, presented: Option<&str>) -> Names {
         let engine = &snapshot.engine;
         let (user, presented_user) =
@@ -277,7 +291,7 @@ impl Connection {
         user_agent: Option<&[u8]>,
     ) -> Option<Audited> {
         let shared = &self.client.shared;
-        (shared.audit.is_some() || shared.observer.get().is_some()).then(|| Audited {
+        shared.recorded().then(|| Audited {
             method: method.to_string(),
             path: path.to_owned(),
             // Visible ASCII only, as `HeaderValue::to_str` reads a value.
@@ -381,10 +395,7 @@ impl Connection {
                 prior_mechanism: auth.mechanism,
                 token_user: None,
                 connection: auth.identity.as_ref(),
-                ticket: match snapshot.kerberos {
-                    Some(_) => TicketRead::Unread,
-                    None => TicketRead::NoKeytab,
-                },
+                ticket: snapshot.ticket_unread(),
                 request: RequestFacts {
                     method: Some(req.method().as_str()),
                     has_body,
@@ -450,13 +461,7 @@ impl Connection {
         self.client.shared.metrics.record(&decision);
         let mut outcome = Outcome {
             decision,
-            // Only the audit log and an observer read them.
-            names: match self.client.shared.audit.is_some()
-                || self.client.shared.observer.get().is_some()
-            {
-                true => Names::new(&snapshot, &decision, user.as_deref()),
-                false => Names::default(),
-            },
+            names: Names::recorded(&self.client.shared, &snapshot, &decision, user.as_deref()),
             credentials: !anonymous || decision.connection,
             upstream_status: None,
         };

@@ -32,7 +32,7 @@ use hyper::{Method, Response, Version};
 use memchr::memmem;
 
 use super::{Connection, ConnectionService, Names, Outcome, protect_key};
-use crate::policy::{Context, RequestFacts, TicketRead};
+use crate::policy::{Context, RequestFacts};
 use crate::proxy::framing;
 use crate::proxy::respond::{self, ProxyBody, Refusal};
 
@@ -102,10 +102,7 @@ impl Connection {
             prior_mechanism: None,
             token_user: None,
             connection: None,
-            ticket: match snapshot.kerberos {
-                Some(_) => TicketRead::Unread,
-                None => TicketRead::NoKeytab,
-            },
+            ticket: snapshot.ticket_unread(),
             request: RequestFacts {
                 method: Some(head.method.as_str()),
                 has_body: false,
@@ -143,10 +140,7 @@ impl Connection {
         shared.metrics.record_quick_refusal();
         let outcome = Outcome {
             decision,
-            names: match shared.audit.is_some() || shared.observer.get().is_some() {
-                true => Names::new(&snapshot, &decision, user.as_deref()),
-                false => Names::default(),
-            },
+            names: Names::recorded(shared, &snapshot, &decision, user.as_deref()),
             credentials: true,
             upstream_status: None,
         };
