@@ -206,13 +206,7 @@ async fn the_keep_alive_limit_counts_from_the_start_of_the_quiet_spell_parked_or
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_connection_that_goes_quiet_keeps_its_whole_keep_alive_limit() {
     let upstream = Upstream::start().await;
-    let gate = Exgate::start_with(
-        "header_read_timeout_seconds = 3",
-        ONPREM,
-        "",
-        &[upstream.url()],
-    )
-    .await;
+    let gate = with_limit_of_3_s(&upstream).await;
     let mut s = TcpStream::connect(gate.addr()).await.unwrap();
     // 4 s of requests 0.8 s apart: never quiet for a second, longer than the limit.
     for i in 0..6 {
@@ -221,6 +215,17 @@ async fn a_busy_connection_that_goes_quiet_keeps_its_whole_keep_alive_limit() {
     }
     tokio::time::sleep(PARKED).await;
     get_owa(&mut s, "after a pause").await;
+}
+
+/// exgate with a 3 s keep-alive limit (`header_read_timeout_seconds`) before `upstream`.
+async fn with_limit_of_3_s(upstream: &Upstream) -> Exgate {
+    Exgate::start_with(
+        "header_read_timeout_seconds = 3",
+        ONPREM,
+        "",
+        &[upstream.url()],
+    )
+    .await
 }
 
 /// Sends `GET /owa/` on `s` and requires its 200 (`what` names the request in a failure).
@@ -244,13 +249,7 @@ async fn get_owa(s: &mut TcpStream, what: impl std::fmt::Debug) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_polling_slower_than_the_park_keeps_its_connection() {
     let upstream = Upstream::start().await;
-    let gate = Exgate::start_with(
-        "header_read_timeout_seconds = 3",
-        ONPREM,
-        "",
-        &[upstream.url()],
-    )
-    .await;
+    let gate = with_limit_of_3_s(&upstream).await;
     let mut s = TcpStream::connect(gate.addr()).await.unwrap();
     let mut answered = Instant::now();
     // 1.5 s apart (parked each time) for 9 s: three times the limit.
