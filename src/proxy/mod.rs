@@ -5,6 +5,7 @@ pub mod admin;
 mod body;
 mod fleet;
 mod framing;
+mod gather;
 mod head_guard;
 mod headers;
 mod health;

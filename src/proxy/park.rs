@@ -523,6 +523,7 @@ async fn serve_stretch<S>(
 where
     S: AsyncRead + AsyncWrite + Framing + Unpin + Send + 'static,
 {
+    use crate::proxy::gather::Gather;
     use hyper_util::rt::TokioIo;
     use tokio::io::AsyncWriteExt as _;
     // After a park, the first request must be read whole within what is left of the
@@ -537,7 +538,9 @@ where
     if serving.quick_refusals {
         io.serve_with(service.clone(), serving.header_read_timeout);
     }
-    let mut conn = serving.builder.serve_connection(TokioIo::new(io), service);
+    let mut conn = serving
+        .builder
+        .serve_connection(Gather(TokioIo::new(io)), service);
     let mut drained = serving.drained();
     if drained.is_none() {
         Pin::new(&mut conn).graceful_shutdown();
@@ -553,7 +556,7 @@ where
     };
     let draining = drained.is_none();
     let parts = conn.into_parts();
-    let mut io = parts.io.into_inner();
+    let mut io = parts.io.0.into_inner();
     // The service is whole again (a parked one is reduced), and hyper's timer is gone.
     io.quick = None;
     match result {

@@ -82,7 +82,7 @@ impl Connection {
             auth.upstream = None;
         }
         if auth.upstream.is_none() {
-            auth.upstream = Some(upstream.pin(protocol).await?);
+            auth.upstream = Some(Box::pin(upstream.pin(protocol)).await?);
         }
         let own = auth.upstream.as_mut().expect("connected above");
         // The wait for response headers starts once the body has gone out whole.
@@ -114,7 +114,7 @@ impl Connection {
             // connection, if it has no body (SPEC §7) and this one carried no
             // authentication.
             Err((_, Some(req))) if !auth.authenticated && req.body().is_end_stream() => {
-                auth.upstream = Some(upstream.pin(protocol).await?);
+                auth.upstream = Some(Box::pin(upstream.pin(protocol)).await?);
                 let own = auth.upstream.as_mut().expect("connected above");
                 // Only a body-less request is sent again: its wait starts at once.
                 match tokio::time::timeout(wait, upstream.send_on(own, req)).await {

@@ -268,6 +268,9 @@ fn protect_key<'a>(
 
 impl Connection {
     /// Runs the phases, then records the outcome: duration, audit line, protection.
+    /// This future is copied whole into hyper's box once per request, so the awaits that
+    /// are rare (a new upstream connection, a Redis round trip) or need a token (its
+    /// validation) are boxed: their state is not part of it.
     async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         let started = Instant::now();
         let audited = self.audited(
@@ -660,7 +663,7 @@ impl Connection {
             };
             (decision, Some(refusal), None)
         };
-        let verified = match validator.validate(token).await {
+        let verified = match Box::pin(validator.validate(token)).await {
             Ok(v) => v,
             Err(TokenError::NoKeys) => {
                 return refused(

@@ -81,15 +81,15 @@ impl Connection {
         let fleet = match &self.client.shared.cluster {
             Some(cluster) => {
                 let reserve = forwards && enforce;
-                cluster
-                    .check(
-                        user,
-                        ip,
-                        &config,
-                        reserve,
-                        self.client.shared.timeouts.lockout_hold,
-                    )
-                    .await
+                // Boxed, as every Redis round trip here (see `Connection::handle`).
+                Box::pin(cluster.check(
+                    user,
+                    ip,
+                    &config,
+                    reserve,
+                    self.client.shared.timeouts.lockout_hold,
+                ))
+                .await
             }
             None => None,
         };
@@ -187,10 +187,14 @@ impl Connection {
             }
             let here = protect.bad_password(&user, ip, Instant::now());
             let verdict = match &self.client.shared.cluster {
-                Some(cluster) => cluster
-                    .bad_password(&user, ip, &protect.config(), attempt.fleet.take().as_ref())
-                    .await
-                    .unwrap_or(here),
+                Some(cluster) => Box::pin(cluster.bad_password(
+                    &user,
+                    ip,
+                    &protect.config(),
+                    attempt.fleet.take().as_ref(),
+                ))
+                .await
+                .unwrap_or(here),
                 None => here,
             };
             if let BadPassword::LockedOut(location) = verdict {
