@@ -250,28 +250,35 @@ fn validate(path: &std::path::Path, print: bool) -> ExitCode {
     match result {
         Ok((cfg, engine)) => {
             let store = engine.store();
-            outln!(
-                "{}: OK ({} deployment, {} users, {} policies, organization default: {})",
+            let (users, policies) = (engine.directory().len(), store.policies().count());
+            let mut summary = vec![format!(
+                "{}: OK ({} deployment, {users} user{}, {policies} polic{}, organization default: {})",
                 cfg.path.display(),
                 engine.settings().deployment.as_str(),
-                engine.directory().len(),
-                store.policies().count(),
+                if users == 1 { "" } else { "s" },
+                if policies == 1 { "y" } else { "ies" },
                 store
                     .org_default()
                     .map_or("none", |p| store.policy(p).name.as_str()),
-            );
-            if print {
-                out!("{}", config::print::effective(&cfg));
-            }
+            )];
             if let Some(k) = &cfg.kerberos {
-                outln!(
+                summary.push(format!(
                     "kerberos.keytab {}: {} keys",
                     k.keytab_path.display(),
                     k.keytab.entries.len()
-                );
-                for line in k.keytab.describe() {
-                    outln!("  {line}");
+                ));
+                summary.extend(k.keytab.describe().into_iter().map(|l| format!("  {l}")));
+            }
+            // With --print, standard output is the TOML alone (it reads back as a
+            // configuration file); the summary goes to standard error.
+            for line in &summary {
+                match print {
+                    true => errln!("{line}"),
+                    false => outln!("{line}"),
                 }
+            }
+            if print {
+                out!("{}", config::print::effective(&cfg));
             }
             ExitCode::SUCCESS
         }
@@ -438,7 +445,7 @@ fn lab(args: LabArgs, log_format: LogFormat) -> anyhow::Result<ExitCode> {
         let dir = dir
             .or(args.dir)
             .unwrap_or_else(|| lab::default_dir(scenario));
-        let info = lab::LabInfo::read(&dir)?;
+        let info = lab::LabInfo::read(&dir, scenario)?;
         let steps = runtime()?.block_on(lab::walk(&info, &dir))?;
         outln!("{}\n", lab::heading(info.scenario));
         for s in &steps {
@@ -496,7 +503,7 @@ fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
         .dir
         .clone()
         .unwrap_or_else(|| lab::default_dir(args.scenario));
-    let scenario = lab::LabInfo::read(&dir).map_or(args.scenario, |i| i.scenario);
+    let scenario = lab::LabInfo::read(&dir, args.scenario).map_or(args.scenario, |i| i.scenario);
     // A lab's folder holds its signing keys; a mistyped --dir must not make new ones
     // that no lab trusts.
     if args.new_keys {
@@ -547,7 +554,7 @@ fn cmdlet(args: CmdletArgs) -> anyhow::Result<ExitCode> {
             .dir
             .clone()
             .unwrap_or_else(|| crate::lab::default_dir(args.scenario));
-        let info = crate::lab::LabInfo::read(&dir)?;
+        let info = crate::lab::LabInfo::read(&dir, args.scenario)?;
         admin = Some(info.admin);
         token = token.or(Some(info.admin_token));
     }
@@ -583,7 +590,7 @@ fn load(args: &LoadArgs) -> anyhow::Result<ExitCode> {
         .dir
         .clone()
         .unwrap_or_else(|| lab::default_dir(args.scenario));
-    let info = lab::LabInfo::read(&dir).ok();
+    let info = lab::LabInfo::read(&dir, args.scenario).ok();
     let target = match (&args.target, &info) {
         (Some(t), _) => t.clone(),
         (None, Some(i)) => i.proxy.clone(),

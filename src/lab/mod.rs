@@ -209,12 +209,17 @@ pub struct KerberosInfo {
 }
 
 impl LabInfo {
-    /// Reads `lab.json` from a lab directory.
-    pub fn read(dir: &Path) -> anyhow::Result<LabInfo> {
+    /// Reads `lab.json` from a lab directory; the error for a folder without one says
+    /// how to start `scenario`'s lab there.
+    pub fn read(dir: &Path, scenario: Scenario) -> anyhow::Result<LabInfo> {
         let path = dir.join("lab.json");
         let text = std::fs::read_to_string(&path).with_context(|| {
+            let start = match dir == default_dir(scenario) {
+                true => format!("exgate lab --scenario {scenario}"),
+                false => format!("exgate lab --scenario {scenario} --dir {}", dir.display()),
+            };
             format!(
-                "no running lab in {} (start one with `exgate lab`)",
+                "no running lab in {} (start one with `{start}`)",
                 dir.display()
             )
         })?;

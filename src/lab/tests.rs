@@ -3,7 +3,7 @@
 //! pure, no lab runs.
 
 use super::banner::{basic_try, bearer_try};
-use super::{Scenario, USERS};
+use super::{LabInfo, Scenario, USERS};
 use crate::policy::cmdlet::{ScriptContext, run_script};
 use crate::policy::{
     Action, Context, Deployment, Directory, Engine, Mode, OtherPaths, PolicyStore, Settings,
@@ -376,4 +376,18 @@ fn the_console_rollout_reaches_each_stage_with_the_readme_cmdlets() {
             None
         );
     }
+}
+
+#[test]
+fn a_folder_without_a_lab_says_how_to_start_the_scenario_s_lab_there() {
+    let dir = std::env::temp_dir().join(format!("exgate-no-lab-{}", std::process::id()));
+    let err = LabInfo::read(&dir, Scenario::OnlineAdfs).unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains(&format!(
+            "(start one with `exgate lab --scenario online-adfs --dir {}`)",
+            dir.display()
+        )),
+        "{text}"
+    );
 }
