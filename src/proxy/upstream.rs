@@ -230,11 +230,11 @@ impl Upstream {
                     continue;
                 }
             };
+            // Small requests go out as one `send` (see `gather`).
+            let io = crate::proxy::gather::Gather(io);
             // Boxed: the handshake's state (2.4 KiB) would otherwise be part of every
             // request's future, copied whole each time hyper boxes it, though a new
             // upstream connection is rare.
-            // Small requests go out with one `write` (see `gather`).
-            let io = crate::proxy::gather::Gather(io);
             let (sender, conn) = Box::pin(http1::handshake(io)).await.map_err(|e| {
                 tracing::warn!(error = %e, "pinned upstream handshake failed");
                 UpstreamError::Unreachable
