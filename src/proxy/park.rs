@@ -568,6 +568,15 @@ where
             // hyper skipped the shutdown for `poll_without_shutdown`: done here (a TLS
             // close_notify may wait on the client, so bounded).
             let _ = tokio::time::timeout(SHUTDOWN_WAIT, io.shutdown()).await;
+            if !draining {
+                // RFC 9112 §9.6: close in stages. What the client sent after the request
+                // that ended the connection (pipelined requests after a
+                // `Connection: close` or an HTTP/1.0 request) is read and dropped until
+                // it closes too, for at most `LINGER`: closed with those bytes unread,
+                // the socket would send a reset, which throws away what is still queued
+                // to send (red team, issue 16).
+                let _ = tokio::time::timeout(LINGER, linger(&mut io)).await;
+            }
             Stretch::Ended(Ok(()), parts.service)
         }
         Err(e) => Stretch::Ended(Err(e), parts.service),
@@ -576,6 +585,28 @@ where
 
 /// How long the close of a finished connection may wait on the client.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a connection whose client asked to close still reads (and drops) what the
+/// client sends, waiting for its close (Apache's lingering close waits 2 s for each
+/// read, nginx's `lingering_timeout` 5 s). Not while exgate shuts down.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// The most bytes read and dropped while lingering.
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Reads and drops what the client still sends, until it closes, fails, or sent
+/// [`LINGER_BYTES`].
+async fn linger<R: AsyncRead + Unpin>(io: &mut R) {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = vec![0u8; 4096];
+    let mut read = 0;
+    while read < LINGER_BYTES {
+        match io.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => read += n,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -329,3 +329,51 @@ async fn a_shutdown_closes_parked_connections_at_once() {
     let read = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
 }
+
+/// RFC 9112 §9.6 (red team, issue 16): a client that pipelines a download, then an
+/// HTTP/1.0 request (which ends the connection), then more bytes, and reads slowly, gets
+/// both responses whole and then the end of the stream. Closed with those bytes unread,
+/// exgate's socket sent a reset, which threw away the part of the responses still queued
+/// to send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_after_the_last_request_do_not_cut_off_the_responses_before_the_close() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start(ONPREM, BLOCK_EWS, &[upstream.url()]).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(gate.addr()).await.unwrap();
+    s.write_all(
+        b"GET /owa/?kib=256 HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n\
+          GET /owa/last HTTP/1.0\r\nHost: mail.contoso.com\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // Both answers wait in the buffers; then bytes hyper will never read arrive.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(b"GET /owa/never HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut got = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut got))
+        .await
+        .expect("the connection ends");
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(ended.is_ok(), "{ended:?} after {} bytes", got.len());
+    assert!(
+        text.contains("upstream saw /owa/?kib=256"),
+        "{} bytes",
+        got.len()
+    );
+    assert!(
+        text.ends_with("upstream saw GET /owa/last on connection 0"),
+        "{}",
+        &text[text.len().saturating_sub(300)..]
+    );
+    let targets: Vec<String> = upstream
+        .requests()
+        .iter()
+        .map(|r| r.target.clone())
+        .collect();
+    assert_eq!(targets, ["/owa/?kib=256", "/owa/last"]);
+}

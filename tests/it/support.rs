@@ -200,10 +200,19 @@ async fn handle_upstream(
         body_len,
         body: kept,
     });
-    // A path with `big` in it gets a 32 MiB answer (a large attachment, an OAB file).
-    let text = match target.contains("big") {
-        true => Bytes::from(vec![b'x'; 32 << 20]),
-        false => Bytes::from(format!(
+    // A path with `big` in it gets a 32 MiB answer (a large attachment, an OAB file),
+    // one with `kib=N` an answer of N KiB and then the usual text.
+    let kib = target
+        .split_once("kib=")
+        .and_then(|(_, n)| n.split('&').next()?.parse::<usize>().ok());
+    let text = match (target.contains("big"), kib) {
+        (true, _) => Bytes::from(vec![b'x'; 32 << 20]),
+        (false, Some(n)) => {
+            let mut t = vec![b'x'; n << 10];
+            t.extend_from_slice(format!("upstream saw {target}").as_bytes());
+            Bytes::from(t)
+        }
+        (false, None) => Bytes::from(format!(
             "upstream saw {} {} on connection {connection}",
             parts.method, target
         )),
