@@ -330,9 +330,10 @@ async fn a_shutdown_closes_parked_connections_at_once() {
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
 }
 
-/// RFC 9112 §9.6 (red team, issue 16): a client that pipelines a download, then an
-/// HTTP/1.0 request (which ends the connection), then more bytes, and reads slowly, gets
-/// both responses whole and then the end of the stream. Closed with those bytes unread,
+/// RFC 9112 §9.6 (red team, issue 16): a client with a small receive buffer that
+/// pipelines a download, then an HTTP/1.0 request (which ends the connection), then more
+/// bytes, and reads only a second later, gets both responses whole and then the end of
+/// the stream. Closed with those bytes unread,
 /// exgate's socket sent a reset, which threw away the part of the responses still queued
 /// to send.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -201,7 +201,7 @@ async fn handle_upstream(
         body: kept,
     });
     // A path with `big` in it gets a 32 MiB answer (a large attachment, an OAB file),
-    // one with `kib=N` an answer of N KiB and then the usual text.
+    // one with `kib=N` N KiB followed by `upstream saw TARGET`.
     let kib = target
         .split_once("kib=")
         .and_then(|(_, n)| n.split('&').next()?.parse::<usize>().ok());
