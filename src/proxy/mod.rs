@@ -683,10 +683,28 @@ async fn answer_unavailable_now(stream: TcpStream, tls: bool) {
         };
         stream.write_all(respond::OVER_CAPACITY).await?;
         stream.shutdown().await?;
-        while asked && stream.read(&mut sink).await? > 0 {}
+        if asked {
+            discard_until_closed(&mut stream, usize::MAX).await;
+        }
         std::io::Result::Ok(())
     };
     let _ = tokio::time::timeout(SPARE_ANSWER_MAX, answer).await;
+}
+
+/// Reads and drops what the peer still sends, after exgate's last answer and FIN, until
+/// it closes, a read fails, or `max_bytes` were read (callers bound the time): closed
+/// with bytes unread, a socket sends a reset that discards what the peer has not read
+/// yet (RFC 9112 §9.6).
+async fn discard_until_closed<R: tokio::io::AsyncRead + Unpin>(io: &mut R, max_bytes: usize) {
+    use tokio::io::AsyncReadExt as _;
+    let mut sink = vec![0u8; 4096];
+    let mut read = 0;
+    while read < max_bytes {
+        match io.read(&mut sink).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => read += n,
+        }
+    }
 }
 
 /// A client connection beyond `server.max_connections` (SPEC §6): a plain-HTTP one is
@@ -701,13 +719,12 @@ fn refuse_over_capacity(stream: TcpStream, tls: bool, answering: &Arc<Semaphore>
         return;
     }
     tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        use tokio::io::AsyncWriteExt as _;
         let mut stream = stream;
         let linger = async {
             stream.write_all(respond::OVER_CAPACITY).await?;
             stream.shutdown().await?;
-            let mut sink = [0u8; 4096];
-            while stream.read(&mut sink).await? > 0 {}
+            discard_until_closed(&mut stream, usize::MAX).await;
             std::io::Result::Ok(())
         };
         let _ = tokio::time::timeout(OVER_CAPACITY_LINGER, linger).await;

@@ -575,7 +575,11 @@ where
                 // it closes too, for at most `LINGER`: closed with those bytes unread,
                 // the socket would send a reset, which throws away what is still queued
                 // to send (red team, issue 16).
-                let _ = tokio::time::timeout(LINGER, linger(&mut io)).await;
+                let _ = tokio::time::timeout(
+                    LINGER,
+                    super::discard_until_closed(&mut io, LINGER_BYTES),
+                )
+                .await;
             }
             Stretch::Ended(Ok(()), parts.service)
         }
@@ -593,20 +597,6 @@ const LINGER: Duration = Duration::from_secs(2);
 
 /// The most bytes read and dropped while lingering.
 const LINGER_BYTES: usize = 1 << 20;
-
-/// Reads and drops what the client still sends, until it closes, fails, or sent
-/// [`LINGER_BYTES`].
-async fn linger<R: AsyncRead + Unpin>(io: &mut R) {
-    use tokio::io::AsyncReadExt as _;
-    let mut buf = vec![0u8; 4096];
-    let mut read = 0;
-    while read < LINGER_BYTES {
-        match io.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => read += n,
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
