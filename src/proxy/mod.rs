@@ -3,6 +3,7 @@
 
 pub mod admin;
 mod body;
+mod direct;
 mod fleet;
 mod framing;
 mod gather;
@@ -28,6 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+pub use direct::{ChunkedDecoder, Decoded, Framing, Malformed, ParsedHead, parse_head};
 pub use framing::ClientFault;
 pub use head_guard::{HeadVerdict, verdicts_of};
 pub use headers::{

@@ -4,22 +4,28 @@
 //! [`super::park`]) hands its upstream connection back to a small per-server pool
 //! unless NTLM or Negotiate authenticated it: an authenticated connection is never
 //! shared (RFC 4559 §6, SPEC §3).
+//!
+//! A new connection first speaks exgate's own client ([`super::direct`]) for requests
+//! without a body; the first request with one hands it to hyper's client for good.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
 use hyper::client::conn::http1;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, Uri};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
+use super::direct::{self, Direct, Failed, Slot};
+use super::gather::Gather;
 use super::health::{InUse, Probe, ServerHealth};
-use super::respond::{ProxyBody, empty};
+use super::respond::{BoxError, ProxyBody, empty};
 use crate::config::UpstreamConfig;
 use crate::metrics::Metrics;
 use crate::policy::Protocol;
@@ -28,6 +34,10 @@ use crate::policy::Protocol;
 const EJECT_FOR: Duration = Duration::from_secs(10);
 
 type Connector = HttpsConnector<HttpConnector>;
+
+/// An upstream connection as [`direct`] speaks on it: small writes gathered
+/// ([`Gather`]), TLS or not.
+type Io = TokioIo<Gather<MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>>>;
 
 /// Why a request could not be forwarded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -67,7 +77,8 @@ struct Server {
     idle: std::sync::Mutex<Vec<(Pinned, Instant)>>,
 }
 
-/// A pooled connection may serve again: still open, and pooled less than [`POOL_IDLE_FOR`].
+/// A pooled connection may serve again: not known to be closed, and pooled less than
+/// [`POOL_IDLE_FOR`].
 fn reusable(own: &Pinned, since: Instant) -> bool {
     !own.is_closed() && since.elapsed() < POOL_IDLE_FOR
 }
@@ -231,26 +242,45 @@ impl Upstream {
                 }
             };
             // Small requests go out as one `send` (see `gather`).
-            let io = crate::proxy::gather::Gather(io);
-            // Boxed: the handshake's state (2.4 KiB) would otherwise be part of every
-            // request's future, copied whole each time hyper boxes it, though a new
-            // upstream connection is rare.
-            let (sender, conn) = Box::pin(http1::handshake(io)).await.map_err(|e| {
-                tracing::warn!(error = %e, "pinned upstream handshake failed");
-                UpstreamError::Unreachable
-            })?;
-            let task = tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "pinned upstream connection ended");
-                }
-            });
+            let direct = Direct::new(TokioIo::new(Gather(io)));
             return Ok(Pinned {
-                sender,
                 server,
-                task,
+                conn: Conn::Direct(Arc::new(std::sync::Mutex::new(Some(Box::new(direct))))),
             });
         }
         Err(UpstreamError::Unreachable)
+    }
+
+    /// Hands a connection [`direct`] speaks on to hyper's client, for a request with a
+    /// body; one already handed over stays as it is. Fails when the connection is closed,
+    /// has a response body out, or was closed by the server while idle.
+    async fn hand_to_hyper(&self, own: &mut Pinned) -> Result<(), UpstreamError> {
+        let Conn::Direct(slot) = &own.conn else {
+            return Ok(());
+        };
+        let taken = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let io = match taken {
+            Some(mut conn) => match conn.is_stale() {
+                true => None,
+                false => conn.into_io(),
+            },
+            None => None,
+        };
+        let io = io.ok_or(UpstreamError::Unreachable)?.into_inner();
+        // Boxed: the handshake's state (2.4 KiB) would otherwise be part of every
+        // request's future, copied whole each time hyper boxes it, though a handshake
+        // is rare.
+        let (sender, conn) = Box::pin(http1::handshake(io)).await.map_err(|e| {
+            tracing::warn!(error = %e, "pinned upstream handshake failed");
+            UpstreamError::Unreachable
+        })?;
+        let task = tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "pinned upstream connection ended");
+            }
+        });
+        own.conn = Conn::Hyper { sender, task };
+        Ok(())
     }
 
     /// Takes server `server`'s most recently pooled connection that is still open and
@@ -261,7 +291,7 @@ impl Upstream {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         while let Some((own, since)) = idle.pop() {
-            if reusable(&own, since) {
+            if reusable(&own, since) && !own.is_stale() {
                 return Some(own);
             }
         }
@@ -286,18 +316,49 @@ impl Upstream {
         }
     }
 
-    /// Sends a request on a client connection's own upstream connection. When the
-    /// connection turns out to be closed before the request was written, the request
-    /// comes back with the error so that the caller may send it on a new one.
+    /// Whether `own` speaks exgate's own client (see [`direct`]), not yet handed to
+    /// hyper's.
+    pub fn speaks_direct(&self, own: &Pinned) -> bool {
+        matches!(own.conn, Conn::Direct(_))
+    }
+
+    /// Sends a request without a body on a connection [`direct`] speaks on and reads
+    /// its response head. `Failed::retriable`: the connection had served before and
+    /// nothing came back, so the request may go again on a new connection.
+    pub async fn send_direct(
+        &self,
+        own: &Pinned,
+        head: &Head,
+    ) -> Result<Response<ProxyBody>, Failed> {
+        let Conn::Direct(slot) = &own.conn else {
+            return Err(Failed {
+                error: UpstreamError::Unreachable,
+                retriable: false,
+            });
+        };
+        let request = direct::encode_request(head, &self.servers[own.server].host_header);
+        direct::exchange(slot, &request, &head.method).await
+    }
+
+    /// Sends a request on a client connection's own upstream connection through hyper's
+    /// client, handing the connection over to it first if [`direct`] spoke on it. When
+    /// the connection turns out to be closed before the request was written, the
+    /// request comes back with the error so that the caller may send it on a new one.
     pub async fn send_on(
         &self,
         own: &mut Pinned,
         req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, (UpstreamError, Option<Request<ProxyBody>>)> {
-        if own.sender.ready().await.is_err() {
+    ) -> Result<Response<ProxyBody>, (UpstreamError, Option<Request<ProxyBody>>)> {
+        if let Err(e) = self.hand_to_hyper(own).await {
+            return Err((e, Some(req)));
+        }
+        let Conn::Hyper { sender, .. } = &mut own.conn else {
+            return Err((UpstreamError::Unreachable, Some(req)));
+        };
+        if sender.ready().await.is_err() {
             return Err((UpstreamError::Unreachable, Some(req)));
         }
-        own.sender.try_send_request(req).await.map_err(|mut e| {
+        let sent = sender.try_send_request(req).await.map_err(|mut e| {
             let unsent = e.take_message();
             // A request body the client abandoned fails the send too ("error from user's
             // Body stream"): that is the client's doing, counted as `body_aborted`, not
@@ -310,7 +371,8 @@ impl Upstream {
                 (false, false) => tracing::warn!(error = %e.error(), "upstream request failed"),
             }
             (UpstreamError::Unreachable, unsent)
-        })
+        });
+        sent.map(|res| res.map(|body| body.map_err(BoxError::from).boxed()))
     }
 
     /// Builds the upstream request for `head` on this connection.
@@ -423,20 +485,50 @@ impl Upstream {
 
 /// A client connection's own upstream connection. Dropping it closes the connection.
 pub struct Pinned {
-    sender: http1::SendRequest<ProxyBody>,
     server: usize,
-    task: tokio::task::JoinHandle<()>,
+    conn: Conn,
+}
+
+/// Which client speaks on a connection.
+enum Conn {
+    /// exgate's own, for requests without a body (see [`direct`]).
+    Direct(Arc<Slot<Io>>),
+    /// hyper's, on a task of its own, since the connection's first request with a body.
+    Hyper {
+        sender: http1::SendRequest<ProxyBody>,
+        task: tokio::task::JoinHandle<()>,
+    },
 }
 
 impl Pinned {
-    /// Whether the upstream side has closed the connection.
+    /// Whether the connection is known to be closed: hyper's client saw it close, or a
+    /// response read by [`direct`] left it unusable (or is still being read).
     pub fn is_closed(&self) -> bool {
-        self.sender.is_closed()
+        match &self.conn {
+            Conn::Direct(slot) => slot.lock().unwrap_or_else(|e| e.into_inner()).is_none(),
+            Conn::Hyper { sender, .. } => sender.is_closed(),
+        }
+    }
+
+    /// Whether a connection [`direct`] speaks on was closed by the server, or got bytes
+    /// nobody asked for, while idle: one read that does not block. hyper's client
+    /// watches its connections itself ([`Pinned::is_closed`]).
+    pub fn is_stale(&self) -> bool {
+        match &self.conn {
+            Conn::Direct(slot) => slot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut()
+                .is_none_or(|conn| conn.is_stale()),
+            Conn::Hyper { .. } => false,
+        }
     }
 }
 
 impl Drop for Pinned {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Conn::Hyper { task, .. } = &self.conn {
+            task.abort();
+        }
     }
 }

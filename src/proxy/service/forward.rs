@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use http_body_util::BodyExt;
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use hyper::header::HeaderValue;
 use hyper::http::uri::PathAndQuery;
 use hyper::{Response, StatusCode};
@@ -12,8 +12,9 @@ use hyper::{Response, StatusCode};
 use super::Connection;
 use crate::policy::{Decision, Protocol};
 use crate::proxy::body::SignalEnd;
+use crate::proxy::direct;
 use crate::proxy::idle::IdleTimeout;
-use crate::proxy::respond::{BoxError, ProxyBody};
+use crate::proxy::respond::ProxyBody;
 use crate::proxy::upstream::{Head, UpstreamError};
 use crate::proxy::{Snapshot, headers};
 
@@ -60,29 +61,60 @@ impl Connection {
 
     /// Sends the request on the client connection's own upstream connection, opening
     /// one to a server that serves `protocol` when there is none, and waits at most
-    /// `wait` for the response headers (then the upstream connection is closed).
+    /// `wait` for the response headers (then the upstream connection is closed). A
+    /// `GET`, `HEAD` or `OPTIONS` without a body goes through exgate's own client while
+    /// the connection speaks it (see [`direct`]); everything else through hyper's.
     pub(super) async fn forward(
         &self,
         protocol: Protocol,
         head: Head,
         body: Option<ProxyBody>,
         wait: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<ProxyBody>, UpstreamError> {
         let upstream = &self.client.shared.upstream;
         upstream.note_in_use(protocol);
         let mut auth = self.auth.lock().await;
+        let direct = body.is_none() && direct::speaks(&head.method);
         // An idle upstream connection the server has closed, or whose server has left the
         // rotation for this protocol, is replaced before anything is sent — unless NTLM
-        // or Negotiate authenticated it: that state cannot move.
-        let replace = auth
-            .upstream
-            .as_ref()
-            .is_some_and(|own| own.is_closed() || !upstream.serves(own, protocol));
+        // or Negotiate authenticated it: that state cannot move. One that hyper's client
+        // is about to take over is checked for a close while it sat idle (exgate's own
+        // client finds that out by sending).
+        let replace = auth.upstream.as_ref().is_some_and(|own| {
+            own.is_closed()
+                || !upstream.serves(own, protocol)
+                || (!direct && upstream.speaks_direct(own) && own.is_stale())
+        });
         if replace && !auth.authenticated {
             auth.upstream = None;
         }
-        if auth.upstream.is_none() {
-            auth.upstream = Some(Box::pin(upstream.pin(protocol)).await?);
+        let mut retried = false;
+        loop {
+            if auth.upstream.is_none() {
+                auth.upstream = Some(Box::pin(upstream.pin(protocol)).await?);
+            }
+            let own = auth.upstream.as_ref().expect("connected above");
+            if !(direct && upstream.speaks_direct(own)) {
+                break;
+            }
+            match tokio::time::timeout(wait, upstream.send_direct(own, &head)).await {
+                Ok(Ok(res)) => return Ok(res),
+                // The server closed the reused connection while it sat idle: once more
+                // on a new connection (RFC 9112 §9.3.1: the method is idempotent), if
+                // this one carried no authentication.
+                Ok(Err(failed)) if failed.retriable && !retried && !auth.authenticated => {
+                    auth.upstream = None;
+                    retried = true;
+                }
+                Ok(Err(failed)) => {
+                    auth.upstream = None;
+                    return Err(failed.error);
+                }
+                Err(_) => {
+                    auth.upstream = None;
+                    return Err(UpstreamError::ResponseTimeout);
+                }
+            }
         }
         let own = auth.upstream.as_mut().expect("connected above");
         // The wait for response headers starts once the body has gone out whole.
@@ -113,7 +145,9 @@ impl Connection {
             // Closed under us before the request was written: once more on a new
             // connection, if it has no body (SPEC §7) and this one carried no
             // authentication.
-            Err((_, Some(req))) if !auth.authenticated && req.body().is_end_stream() => {
+            Err((_, Some(req)))
+                if !auth.authenticated && !retried && req.body().is_end_stream() =>
+            {
                 auth.upstream = Some(Box::pin(upstream.pin(protocol)).await?);
                 let own = auth.upstream.as_mut().expect("connected above");
                 // Only a body-less request is sent again: its wait starts at once.
@@ -155,7 +189,7 @@ pub(super) fn origin_form(target: Option<&PathAndQuery>) -> PathAndQuery {
 /// Phase: rewrite the upstream response. Hop-by-hop headers go; an anonymous request's
 /// 401 loses its legacy challenges where the organization default blocks legacy.
 pub(super) fn rewrite_response(
-    res: Response<Incoming>,
+    res: Response<ProxyBody>,
     snapshot: &Snapshot,
     decision: &Decision,
     anonymous: bool,
@@ -177,7 +211,7 @@ pub(super) fn rewrite_response(
             HeaderValue::from_static("Session-Based-Authentication"),
         );
     }
-    let body = IdleTimeout::wrap(body.map_err(BoxError::from).boxed(), idle);
+    let body = IdleTimeout::wrap(body, idle);
     Response::from_parts(parts, body)
 }
 
