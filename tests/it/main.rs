@@ -11,6 +11,7 @@ mod browser;
 mod clients;
 #[cfg(feature = "lab")]
 mod console;
+mod direct;
 mod fleet;
 #[cfg(feature = "lab")]
 mod idp;
