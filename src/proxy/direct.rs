@@ -434,6 +434,18 @@ pub async fn exchange<T: Stream>(
         });
     };
     let reused = conn.served;
+    // Nobody reads the connection while it sits between two requests: what arrived
+    // meanwhile (the server's close, or bytes nobody asked for, which would otherwise be
+    // read as this response's start) is found now, before anything is sent. The read
+    // does not block, and costs no `recv` unless the socket became readable (tokio
+    // knows from epoll), as hyper's client would have seen it on its own task.
+    if reused && conn.is_stale() {
+        tracing::debug!("upstream connection closed or unclean while idle");
+        return Err(Failed {
+            error: UpstreamError::Unreachable,
+            retriable: true,
+        });
+    }
     if let Err(e) = write_all(&mut conn.io, request).await {
         tracing::debug!(error = %e, "upstream connection failed on write");
         return Err(Failed {

@@ -549,3 +549,26 @@ async fn a_stale_connection_is_seen_without_waiting() {
     let mut conn = slot.lock().unwrap().take().unwrap();
     assert!(conn.is_stale(), "bytes nobody asked for");
 }
+
+#[tokio::test]
+async fn bytes_that_arrive_while_idle_send_the_next_request_elsewhere() {
+    let (slot, mut server) = pair();
+    read_request_then(&mut server, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+    exchange(&slot, REQUEST, &Method::HEAD).await.unwrap();
+    assert!(in_slot(&slot));
+    // A body after the response to HEAD, late: it must not answer the next request.
+    server
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled")
+        .await
+        .unwrap();
+    let failed = exchange(&slot, REQUEST, &Method::GET).await.unwrap_err();
+    assert_eq!(
+        (failed.error, failed.retriable),
+        (UpstreamError::Unreachable, true)
+    );
+    assert!(!in_slot(&slot));
+    // Only the first request was written.
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, REQUEST);
+}

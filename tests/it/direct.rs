@@ -305,6 +305,14 @@ fn unasked_bytes(line: &str) -> Answer {
             b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled",
             After::KeepOpen,
         ),
+        // The same, the body 10 ms after the head.
+        "HEAD /owa/late" => Answer {
+            pieces: vec![
+                b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n".to_vec(),
+                b"smuggled".to_vec(),
+            ],
+            after: After::KeepOpen,
+        },
         // A 204 with a body (RFC 9110 §15.3.5 forbids it).
         "GET /owa/204" => answer(
             b"HTTP/1.1 204 No Content\r\nContent-Length: 8\r\n\r\nsmuggled",
@@ -333,9 +341,17 @@ async fn bytes_after_a_response_never_answer_the_next_request() {
     assert_eq!(&c.get("/owa/b", &[]).await.body[..], b"honest");
     assert_eq!(c.get("/owa/204", &[]).await.status, 204);
     assert_eq!(&c.get("/owa/b", &[]).await.body[..], b"honest");
-    // Each response with bytes after it closed its connection.
+    let r = c
+        .send("HEAD", "/owa/late", &[], full(bytes::Bytes::new()))
+        .await
+        .unwrap();
+    assert!(r.body.is_empty());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(&c.get("/owa/b", &[]).await.body[..], b"honest");
+    // Each response with bytes after it closed its connection; the late ones were
+    // found before the next request went out.
     let connections: Vec<usize> = upstream.seen().iter().map(|(c, _)| *c).collect();
-    assert_eq!(connections, [0, 1, 1, 2, 2, 3]);
+    assert_eq!(connections, [0, 1, 1, 2, 2, 3, 3, 4]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
