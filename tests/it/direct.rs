@@ -17,21 +17,21 @@ const ONLINE: &str = "[exchange]\ndeployment = \"online\"\n";
 
 /// What the scripted server does after answering.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum After {
+enum Then {
     KeepOpen,
     Close,
     /// Closes the connection this long after the answer, without `Connection: close`
     /// (IIS's idle timeout, seen from the proxy).
-    CloseAfter(Duration),
+    CloseIn(Duration),
 }
 
 /// One answer: the bytes, written in pieces with a pause between them, then what follows.
 struct Answer {
     pieces: Vec<Vec<u8>>,
-    after: After,
+    after: Then,
 }
 
-fn answer(bytes: &[u8], after: After) -> Answer {
+fn answer(bytes: &[u8], after: Then) -> Answer {
     Answer {
         pieces: vec![bytes.to_vec()],
         after,
@@ -111,9 +111,9 @@ async fn serve(
             }
         }
         match answer.after {
-            After::KeepOpen => {}
-            After::Close => return,
-            After::CloseAfter(d) => {
+            Then::KeepOpen => {}
+            Then::Close => return,
+            Then::CloseIn(d) => {
                 tokio::time::sleep(d).await;
                 return;
             }
@@ -127,7 +127,7 @@ fn pattern(n: usize) -> Vec<u8> {
 }
 
 fn framings(line: &str) -> Answer {
-    use After::*;
+    use Then::*;
     match line {
         "GET /owa/len" => answer(
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
@@ -274,7 +274,7 @@ async fn a_body_the_server_garbles_ends_its_client_connection_and_its_upstream_o
 fn closes_when_idle(_: &str) -> Answer {
     answer(
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-        After::CloseAfter(Duration::from_millis(50)),
+        Then::CloseIn(Duration::from_millis(50)),
     )
 }
 
@@ -298,12 +298,12 @@ fn unasked_bytes(line: &str) -> Answer {
         // A response followed at once by another nobody asked for.
         "GET /owa/a" => answer(
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled",
-            After::KeepOpen,
+            Then::KeepOpen,
         ),
         // A response to HEAD with a body (RFC 9110 §9.3.2 forbids it).
         "HEAD /owa/h" => answer(
             b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled",
-            After::KeepOpen,
+            Then::KeepOpen,
         ),
         // The same, the body 10 ms after the head.
         "HEAD /owa/late" => Answer {
@@ -311,16 +311,16 @@ fn unasked_bytes(line: &str) -> Answer {
                 b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n".to_vec(),
                 b"smuggled".to_vec(),
             ],
-            after: After::KeepOpen,
+            after: Then::KeepOpen,
         },
         // A 204 with a body (RFC 9110 §15.3.5 forbids it).
         "GET /owa/204" => answer(
             b"HTTP/1.1 204 No Content\r\nContent-Length: 8\r\n\r\nsmuggled",
-            After::KeepOpen,
+            Then::KeepOpen,
         ),
         _ => answer(
             b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhonest",
-            After::KeepOpen,
+            Then::KeepOpen,
         ),
     }
 }
