@@ -103,6 +103,23 @@ pub struct ParsedHead {
     pub reusable: bool,
     /// Each field's name and value as byte ranges of the head, in order.
     pub fields: Vec<(Range<usize>, Range<usize>)>,
+    /// What becomes of `Content-Length` on the way to the client.
+    pub length_field: LengthField,
+}
+
+/// What becomes of a response's `Content-Length` on the way to the client: hyper's
+/// server frames the body by it, so it must say the length the client will get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LengthField {
+    /// None, or one field with one value: passed on as it is.
+    Keep,
+    /// A list of one repeated value (`5, 5`, or two fields `5`): passed on as one value
+    /// (RFC 9110 §8.6 lets a recipient take it as that value).
+    Normalize(u64),
+    /// Removed: `Transfer-Encoding` decides the length (RFC 9112 §6.3 rule 3 says a
+    /// sender must remove `Content-Length` then), or it is invalid on a response without
+    /// a body.
+    Drop,
 }
 
 /// Parses the response head at the start of `buf` to a request of `method`. `Ok(None)`:
@@ -142,6 +159,7 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Option<ParsedHead>, Mal
     let mut fields = Vec::with_capacity(res.headers.len());
     let mut length: Option<u64> = None;
     let mut length_invalid = false;
+    let mut length_listed = false;
     let mut transfer_coding: Option<&[u8]> = None;
     let mut close = false;
     for field in res.headers.iter() {
@@ -149,6 +167,7 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Option<ParsedHead>, Mal
         fields.push((range(name), range(field.value)));
         if name.eq_ignore_ascii_case(b"content-length") {
             // RFC 9110 §8.6: a list of one repeated value is that value.
+            length_listed |= length.is_some() || field.value.contains(&b',');
             for item in field.value.split(|&b| b == b',') {
                 match (content_length(trim(item)), length) {
                     (Some(n), None) => length = Some(n),
@@ -189,6 +208,11 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Option<ParsedHead>, Mal
     };
     let both = transfer_coding.is_some() && (length.is_some() || length_invalid);
     let reusable = version == Version::HTTP_11 && !close && framing != Framing::UntilClose && !both;
+    let length_field = match length {
+        _ if both || length_invalid => LengthField::Drop,
+        Some(n) if length_listed => LengthField::Normalize(n),
+        _ => LengthField::Keep,
+    };
     Ok(Some(ParsedHead {
         len,
         status,
@@ -196,6 +220,7 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Option<ParsedHead>, Mal
         framing,
         reusable,
         fields,
+        length_field,
     }))
 }
 
@@ -434,16 +459,17 @@ pub async fn exchange<T: Stream>(
         });
     };
     let reused = conn.served;
-    // Nobody reads the connection while it sits between two requests: what arrived
-    // meanwhile (the server's close, or bytes nobody asked for, which would otherwise be
-    // read as this response's start) is found now, before anything is sent. The read
-    // does not block, and costs no `recv` unless the socket became readable (tokio
-    // knows from epoll), as hyper's client would have seen it on its own task.
-    if reused && conn.is_stale() {
+    // Nobody reads the connection while it sits between two requests (or before its
+    // first): what arrived meanwhile (the server's close, or bytes nobody asked for,
+    // which would otherwise be read as this response's start) is found now, before
+    // anything is sent. The read does not block, and costs no `recv` unless the socket
+    // became readable (tokio knows from epoll), as hyper's client would have seen it on
+    // its own task.
+    if conn.is_stale() {
         tracing::debug!("upstream connection closed or unclean while idle");
         return Err(Failed {
             error: UpstreamError::Unreachable,
-            retriable: true,
+            retriable: reused,
         });
     }
     if let Err(e) = write_all(&mut conn.io, request).await {
@@ -504,6 +530,15 @@ pub async fn exchange<T: Stream>(
                 headers.append(name, value);
             }
             _ => return Err(malformed(Malformed::Head)),
+        }
+    }
+    match parsed.length_field {
+        LengthField::Keep => {}
+        LengthField::Normalize(n) => {
+            headers.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        LengthField::Drop => {
+            headers.remove(hyper::header::CONTENT_LENGTH);
         }
     }
     let body = match parsed.framing {
@@ -664,11 +699,16 @@ impl<T: Stream> Body for DirectBody<T> {
         self.conn.is_none() || matches!(self.state, BodyState::Length(0))
     }
 
+    /// At least the bytes left, never "exactly": a body still to be read is one the
+    /// server could stall, so the idle timeout must wrap it whatever its length
+    /// ([`super::idle::IdleTimeout::wrap`] leaves exact lengths under 64 KiB alone).
+    /// The client's framing comes from the `Content-Length` field.
     fn size_hint(&self) -> SizeHint {
-        match self.state {
-            BodyState::Length(n) => SizeHint::with_exact(n),
-            _ => SizeHint::default(),
+        let mut hint = SizeHint::new();
+        if let BodyState::Length(n) = self.state {
+            hint.set_lower(n);
         }
+        hint
     }
 }
 

@@ -30,8 +30,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 pub use direct::{
-    ChunkedDecoder, Decoded, Framing, MAX_HEAD_BYTES as MAX_RESPONSE_HEAD_BYTES, Malformed,
-    ParsedHead, parse_head,
+    ChunkedDecoder, Decoded, Framing, LengthField, MAX_HEAD_BYTES as MAX_RESPONSE_HEAD_BYTES,
+    Malformed, ParsedHead, parse_head,
 };
 pub use framing::ClientFault;
 pub use head_guard::{HeadVerdict, verdicts_of};

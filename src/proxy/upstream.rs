@@ -223,10 +223,13 @@ impl Upstream {
     /// authenticates it, for good (RFC 4559 §6). A connect that fails or times out
     /// ejects the server and tries the next; one that fails for lack of local
     /// descriptors or ports ejects nobody and returns [`UpstreamError::LocalExhaustion`].
-    pub async fn pin(&self, protocol: Protocol) -> Result<Pinned, UpstreamError> {
+    ///
+    /// `pooled` false: always a new connection (a retry after a pooled one failed: the
+    /// pool's others may have died with it).
+    pub async fn pin(&self, protocol: Protocol, pooled: bool) -> Result<Pinned, UpstreamError> {
         for _ in 0..self.servers.len() {
             let server = self.pick(protocol).ok_or(UpstreamError::NoServer)?;
-            if let Some(pooled) = self.take_idle(server) {
+            if let Some(pooled) = pooled.then(|| self.take_idle(server)).flatten() {
                 return Ok(pooled);
             }
             let mut connector = self.connector.clone();

@@ -38,6 +38,10 @@ fn answer(bytes: &[u8], after: Then) -> Answer {
     }
 }
 
+/// What answers a request: its request line (`GET /owa/x`) and how many requests its
+/// connection carried before it.
+type Script = fn(&str, usize) -> Answer;
+
 /// A scripted Exchange: reads request heads (requests without a body only), records
 /// `(connection, method target)` and answers what `script` says for the request line.
 struct Scripted {
@@ -47,7 +51,7 @@ struct Scripted {
 }
 
 impl Scripted {
-    async fn start(script: fn(&str) -> Answer) -> Scripted {
+    async fn start(script: Script) -> Scripted {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
@@ -79,11 +83,11 @@ async fn serve(
     mut s: TcpStream,
     connection: usize,
     seen: Arc<Mutex<Vec<(usize, String)>>>,
-    script: fn(&str) -> Answer,
+    script: Script,
 ) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
-    loop {
+    for before in 0.. {
         let end = loop {
             if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break end + 4;
@@ -101,7 +105,7 @@ async fn serve(
             .unwrap_or("")
             .trim_end_matches(" HTTP/1.1");
         seen.lock().unwrap().push((connection, line.to_owned()));
-        let answer = script(line);
+        let answer = script(line, before);
         for (i, piece) in answer.pieces.iter().enumerate() {
             if i > 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -126,7 +130,7 @@ fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
 }
 
-fn framings(line: &str) -> Answer {
+fn framings(line: &str, _: usize) -> Answer {
     use Then::*;
     match line {
         "GET /owa/len" => answer(
@@ -175,6 +179,19 @@ fn framings(line: &str) -> Answer {
             after: KeepOpen,
         },
         "GET /owa/close" => answer(b"HTTP/1.1 200 OK\r\n\r\nuntil the close", Close),
+        "GET /owa/listed-length" => answer(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok",
+            KeepOpen,
+        ),
+        "GET /owa/chunked-and-length" => answer(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            Close,
+        ),
+        // A small body that stops after 3 of its 100 bytes.
+        "GET /owa/stall" => answer(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc",
+            KeepOpen,
+        ),
         "GET /owa/bad-length" => answer(
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
             KeepOpen,
@@ -271,7 +288,7 @@ async fn a_body_the_server_garbles_ends_its_client_connection_and_its_upstream_o
     );
 }
 
-fn closes_when_idle(_: &str) -> Answer {
+fn closes_when_idle(_: &str, _: usize) -> Answer {
     answer(
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
         Then::CloseIn(Duration::from_millis(50)),
@@ -293,7 +310,7 @@ async fn an_upstream_connection_closed_while_idle_is_retried_on_a_new_one() {
     assert_eq!(upstream_errors(&gate.metrics().await), 0);
 }
 
-fn unasked_bytes(line: &str) -> Answer {
+fn unasked_bytes(line: &str, _: usize) -> Answer {
     match line {
         // A response followed at once by another nobody asked for.
         "GET /owa/a" => answer(
@@ -380,4 +397,76 @@ async fn a_post_after_gets_goes_on_the_same_upstream_connection() {
         .collect();
     assert_eq!(on, [(0, "GET"), (0, "GET"), (0, "POST"), (0, "GET")]);
     assert_eq!(seen[2].body, b"<soap/>");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_gets_a_content_length_that_matches_the_body() {
+    let upstream = Scripted::start(framings).await;
+    let gate = Exgate::start(ONLINE, "", &[upstream.url()]).await;
+    let mut c = gate.client().await;
+    let r = c.get("/owa/listed-length", &[]).await;
+    assert_eq!(r.all("content-length"), ["2"]);
+    assert_eq!(&r.body[..], b"ok");
+    let r = c.get("/owa/chunked-and-length", &[]).await;
+    assert_eq!(r.all("content-length"), Vec::<String>::new());
+    assert_eq!(&r.body[..], b"hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_response_body_that_stalls_is_cut_after_the_idle_timeout() {
+    let upstream = Scripted::start(framings).await;
+    let gate =
+        Exgate::start_with("idle_timeout_seconds = 1\n", ONLINE, "", &[upstream.url()]).await;
+    let mut c = gate.client().await;
+    let started = std::time::Instant::now();
+    let cut = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.send("GET", "/owa/stall", &[], full(bytes::Bytes::new())),
+    )
+    .await
+    .expect("cut before 10 s");
+    assert!(cut.is_err(), "the body ends in an error: {cut:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Each connection answers its first request and closes without a word on its second,
+/// as connections that died in the pool would.
+fn one_answer_per_connection(_: &str, before: usize) -> Answer {
+    match before {
+        0 => answer(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            Then::KeepOpen,
+        ),
+        _ => Answer {
+            pieces: Vec::new(),
+            after: Then::Close,
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_goes_on_a_new_connection_not_another_pooled_one() {
+    let upstream = Scripted::start(one_answer_per_connection).await;
+    let gate = Exgate::start(ONLINE, "", &[upstream.url()]).await;
+    // Three client connections each leave their upstream connection in the pool when
+    // they park (after 1 s quiet).
+    let mut parked = Vec::new();
+    for _ in 0..3 {
+        let mut c = gate.client().await;
+        assert_eq!(c.get("/owa/", &[]).await.status, 200);
+        parked.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut c = gate.client().await;
+    let r = c.get("/owa/again", &[]).await;
+    assert_eq!((r.status, &r.body[..]), (200, &b"ok"[..]));
+    // The pooled connection took the request and died; the retry went to a 4th one.
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert_eq!(seen[4].0, 3, "{seen:?}");
+    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 4);
 }

@@ -91,7 +91,7 @@ impl Connection {
         let mut retried = false;
         loop {
             if auth.upstream.is_none() {
-                auth.upstream = Some(Box::pin(upstream.pin(protocol)).await?);
+                auth.upstream = Some(Box::pin(upstream.pin(protocol, !retried)).await?);
             }
             let own = auth.upstream.as_ref().expect("connected above");
             if !(direct && upstream.speaks_direct(own)) {
@@ -100,8 +100,8 @@ impl Connection {
             match tokio::time::timeout(wait, upstream.send_direct(own, &head)).await {
                 Ok(Ok(res)) => return Ok(res),
                 // The server closed the reused connection while it sat idle: once more
-                // on a new connection (RFC 9112 §9.3.1: the method is idempotent), if
-                // this one carried no authentication.
+                // on a new connection, not a pooled one (RFC 9112 §9.3.1: the method is
+                // idempotent), if this one carried no authentication.
                 Ok(Err(failed)) if failed.retriable && !retried && !auth.authenticated => {
                     auth.upstream = None;
                     retried = true;
@@ -148,7 +148,7 @@ impl Connection {
             Err((_, Some(req)))
                 if !auth.authenticated && !retried && req.body().is_end_stream() =>
             {
-                auth.upstream = Some(Box::pin(upstream.pin(protocol)).await?);
+                auth.upstream = Some(Box::pin(upstream.pin(protocol, false)).await?);
                 let own = auth.upstream.as_mut().expect("connected above");
                 // Only a body-less request is sent again: its wait starts at once.
                 match tokio::time::timeout(wait, upstream.send_on(own, req)).await {
