@@ -714,19 +714,19 @@ pub async fn audit_lines(gate: &Exgate, n: usize) -> Vec<serde_json::Value> {
         .running
         .config_path()
         .with_file_name("audit/exgate.jsonl");
-    for _ in 0..200 {
+    // Whole lines only: the file may be read while a line is being appended (a line
+    // read half-written failed to parse once in a full `cargo test`).
+    let whole_lines = || -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
+        text.split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
             .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if lines.len() >= n {
+            .collect()
+    };
+    for _ in 0..200 {
+        if whole_lines().len() >= n {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            return text
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect();
+            return whole_lines();
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
