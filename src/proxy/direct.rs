@@ -32,8 +32,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use super::respond::{BoxError, ProxyBody, empty};
 use super::upstream::{Head, UpstreamError};
 
-/// The largest response head read, interim responses included: hyper's client allows
-/// about 400 KiB, Exchange's heads are a few KiB at most.
+/// The largest response head read (each interim one too): hyper's client allows about
+/// 400 KiB, Exchange's heads are a few KiB at most.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// The most fields a response head may have.
 pub const MAX_FIELDS: usize = 128;
@@ -249,10 +249,7 @@ pub fn encode_request(head: &Head, host: &HeaderValue) -> Vec<u8> {
     let method = head.method.as_str().as_bytes();
     let target = head.path_and_query.as_str().as_bytes();
     let add_host = !head.headers.contains_key(hyper::header::HOST);
-    let mut size = method.len() + target.len() + 14;
-    for (name, value) in &head.headers {
-        size += name.as_str().len() + value.len() + 4;
-    }
+    let mut size = method.len() + target.len() + 14 + super::headers::fields_len(&head.headers);
     if add_host {
         size += 8 + host.len();
     }
@@ -266,12 +263,7 @@ pub fn encode_request(head: &Head, host: &HeaderValue) -> Vec<u8> {
         out.extend_from_slice(host.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    for (name, value) in &head.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    super::headers::write_fields(&mut out, &head.headers);
     out.extend_from_slice(b"\r\n");
     out
 }

@@ -79,7 +79,7 @@ impl Connection {
         // rotation for this protocol, is replaced before anything is sent — unless NTLM
         // or Negotiate authenticated it: that state cannot move. One that hyper's client
         // is about to take over is checked for a close while it sat idle (exgate's own
-        // client finds that out by sending).
+        // client checks before each request it sends).
         let replace = auth.upstream.as_ref().is_some_and(|own| {
             own.is_closed()
                 || !upstream.serves(own, protocol)

@@ -33,8 +33,8 @@ use memchr::memmem;
 
 use super::{Connection, ConnectionService, Names, Outcome, protect_key};
 use crate::policy::{Context, RequestFacts};
-use crate::proxy::framing;
 use crate::proxy::respond::{self, ProxyBody, Refusal};
+use crate::proxy::{framing, headers};
 
 /// The most header fields a head answered here may have; a head with more goes to
 /// hyper (whose own limit is 100).
@@ -254,21 +254,14 @@ fn encode(res: Response<ProxyBody>) -> Option<Vec<u8>> {
         }
     }
     // Status line, fields, content-length and date, each with its separators.
-    let fields: usize = (parts.headers.iter())
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
+    let fields = headers::fields_len(&parts.headers);
     let mut out = Vec::with_capacity(40 + fields + 64 + content.len());
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(parts.status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    headers::write_fields(&mut out, &parts.headers);
     if !parts.headers.contains_key(header::CONTENT_LENGTH) {
         out.extend_from_slice(format!("content-length: {}\r\n", content.len()).as_bytes());
     }
