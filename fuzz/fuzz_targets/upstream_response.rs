@@ -1,11 +1,12 @@
 //! exgate's own upstream client's parsers on arbitrary server bytes: the response head
 //! (`parse_head`, for GET and HEAD) and the chunked decoder never panic; a head stays
-//! within its bounds and the bytes given; the decoder never yields more bytes than it
-//! was fed, and yields the same data whether the bytes come whole or one at a time.
+//! within its bounds and the bytes given, and `may_end_head` finds where it ends; the
+//! decoder never yields more bytes than it was fed, and yields the same data whether
+//! the bytes come whole or one at a time.
 #![no_main]
 
 use bytes::BytesMut;
-use exgate::proxy::{ChunkedDecoder, Decoded, Framing, parse_head};
+use exgate::proxy::{ChunkedDecoder, Decoded, Framing, may_end_head, parse_head};
 use hyper::Method;
 use libfuzzer_sys::fuzz_target;
 
@@ -41,6 +42,14 @@ fuzz_target!(|data: &[u8]| {
         for (name, value) in &head.fields {
             assert!(name.end <= head.len && value.end <= head.len);
             assert!(!name.is_empty());
+        }
+        // The client parses only where a head can end: never past one httparse reads,
+        // wherever the bytes before were split off as already scanned.
+        let whole = &data[..head.len];
+        assert!(may_end_head(whole, 0));
+        let split = head.len / 2;
+        if !may_end_head(&whole[..split], 0) {
+            assert!(may_end_head(whole, split));
         }
         if method == Method::HEAD {
             assert_eq!(head.framing, Framing::None);

@@ -152,7 +152,11 @@ impl Credentials {
     }
 
     /// Whether these credentials are a leg of NTLM or Negotiate, which authenticate the
-    /// connection rather than the request (RFC 4559 §6): the proxy pins it.
+    /// connection rather than the request (RFC 4559 §6): the proxy pins it. A scheme
+    /// exgate does not know counts too (fail closed): IIS 10's `Nego2`, a bare
+    /// `Kerberos`, or any other may authenticate the connection at Exchange, and
+    /// forwarded where nothing governs it (OWA, ECP), its connection must never reach
+    /// another client through the pool (red team, issue 16).
     pub fn authenticates_connection(&self) -> bool {
         matches!(
             self,
@@ -160,6 +164,20 @@ impl Credentials {
                 | Credentials::Kerberos(_)
                 | Credentials::NegotiateContinuation
                 | Credentials::NegotiateUnknown
+                | Credentials::Other
+        )
+    }
+
+    /// Whether these credentials are the first leg of a handshake (an NTLM Type 1, a
+    /// Kerberos AP-REQ or offer): they carry no state of an earlier leg, so they may go
+    /// on any upstream connection, a new one included.
+    pub fn starts_handshake(&self) -> bool {
+        matches!(
+            self,
+            Credentials::Ntlm {
+                message: NtlmMessage::Negotiate,
+                ..
+            } | Credentials::Kerberos(_)
         )
     }
 

@@ -225,6 +225,44 @@ fn unknown_schemes_are_other() {
     }
 }
 
+/// Which credentials pin their connection (never pooled, later requests decided as its
+/// user) and which may start a handshake on a new upstream connection.
+#[test]
+fn what_authenticates_a_connection_and_what_starts_a_handshake() {
+    let type1 = header("NTLM", &build_negotiate());
+    let type3 = crate::test_support::ntlm_type3("CONTOSO", "user01");
+    let table: &[(&[u8], bool, bool)] = &[
+        // An empty field names no scheme exgate knows.
+        (b"", true, false),
+        (&basic("user01@contoso.com:x"), false, false),
+        (b"Bearer", false, false),
+        (b"Bearer eyJ.eyJ.sig", false, false),
+        (b"Digest username=\"user01\"", false, false),
+        (&type1, true, true),
+        (&type3, true, false),
+        (&header("Negotiate", &build_spnego_kerberos(64)), true, true),
+        (
+            &header("Negotiate", &build_spnego_response(b"x")),
+            true,
+            false,
+        ),
+        (b"Negotiate !!!", true, false),
+        // Schemes exgate does not know (IIS 10's Nego2, a bare Kerberos): fail closed.
+        (b"Nego2 TlRMTVNTUAABAAAA", true, false),
+        (b"Kerberos YIIB", true, false),
+        (b"X-Custom abc", true, false),
+    ];
+    for (h, pins, starts) in table {
+        let c = parse_header(h);
+        assert_eq!(
+            (c.authenticates_connection(), c.starts_handshake()),
+            (*pins, *starts),
+            "{:?}: {c:?}",
+            String::from_utf8_lossy(h)
+        );
+    }
+}
+
 #[test]
 fn debug_never_prints_secrets() {
     let password = "Tr0ub4dor&3-sekrit";

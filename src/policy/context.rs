@@ -137,6 +137,9 @@ impl ConnectionIdentity {
                 Some(Mechanism::Ntlm) | None => ConnectionSubject::Unidentified,
             },
             Credentials::NegotiateUnknown => ConnectionSubject::Unidentified,
+            // A scheme exgate does not know, accepted where nothing governs it: the
+            // connection is nobody's exgate knows (see `authenticates_connection`).
+            Credentials::Other => ConnectionSubject::Unidentified,
             _ => return None,
         };
         Some(ConnectionIdentity {

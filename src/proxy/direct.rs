@@ -224,6 +224,14 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Option<ParsedHead>, Mal
     }))
 }
 
+/// Whether `buf` may hold a whole head, given that its first `scanned` bytes hold no
+/// blank line: one (`\n\n` or `\n\r\n`, the end of every head httparse accepts) begins
+/// at most 2 bytes before `scanned`.
+pub fn may_end_head(buf: &[u8], scanned: usize) -> bool {
+    let tail = &buf[scanned.saturating_sub(2).min(buf.len())..];
+    memchr::memmem::find(tail, b"\n\n").is_some() || memchr::memmem::find(tail, b"\n\r\n").is_some()
+}
+
 /// `1*DIGIT` (RFC 9110 §8.6) as a number; None for anything else or an overflow.
 fn content_length(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
@@ -473,8 +481,15 @@ pub async fn exchange<T: Stream>(
     }
     let mut interim = 0;
     let mut received = false;
+    // Bytes of the buffer known to hold no blank line: a head trickled in byte by byte
+    // is parsed once it can be whole, not again from its start after every read.
+    let mut scanned = 0;
     let parsed = loop {
-        if !conn.buf.is_empty() {
+        if !may_end_head(&conn.buf, scanned) {
+            if conn.buf.len() >= MAX_HEAD_BYTES {
+                return Err(malformed(Malformed::HeadTooLarge));
+            }
+        } else {
             match parse_head(&conn.buf, method) {
                 Ok(Some(head)) if head.status.is_informational() => {
                     if head.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -485,6 +500,7 @@ pub async fn exchange<T: Stream>(
                         return Err(malformed(Malformed::TooManyInterim));
                     }
                     conn.buf.advance(head.len);
+                    scanned = 0;
                     continue;
                 }
                 Ok(Some(head)) => break head,
@@ -492,6 +508,7 @@ pub async fn exchange<T: Stream>(
                 Err(e) => return Err(malformed(e)),
             }
         }
+        scanned = conn.buf.len();
         conn.buf.reserve(READ_BYTES);
         match read(&mut conn).await {
             Ok(0) if received => return Err(malformed(Malformed::Truncated)),

@@ -690,3 +690,38 @@ async fn a_listed_length_reaches_the_client_as_one_and_a_chunked_one_not_at_all(
     assert!(res.headers().get("content-length").is_none());
     assert_eq!(body_of(res).await.unwrap(), b"hello");
 }
+
+#[test]
+fn a_head_can_end_only_where_a_blank_line_begins() {
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    for end in 0..head.len() {
+        assert!(!may_end_head(&head[..end], 0), "{end}");
+    }
+    assert!(may_end_head(head, 0));
+    // However much was scanned before (bytes with no blank line), it is still found.
+    for scanned in 0..head.len() {
+        assert!(!may_end_head(&head[..scanned], 0));
+        assert!(may_end_head(head, scanned), "{scanned}");
+    }
+    assert!(may_end_head(b"HTTP/1.1 200 OK\n\n", 15));
+    assert!(may_end_head(b"HTTP/1.1 200 OK\r\n\n", 16));
+    assert!(!may_end_head(b"", 0));
+}
+
+#[tokio::test]
+async fn a_head_trickled_byte_by_byte_is_read_whole() {
+    let (slot, mut server) = pair();
+    let wire =
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nok";
+    let (res, ()) = tokio::join!(exchange(&slot, REQUEST, &Method::GET), async {
+        read_request(&mut server).await;
+        for byte in wire {
+            server.write_all(&[*byte]).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+    });
+    let res = res.unwrap();
+    assert_eq!(res.headers()["x-a"], "b");
+    assert_eq!(body_of(res).await.unwrap(), b"ok");
+    assert!(in_slot(&slot));
+}

@@ -31,7 +31,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use direct::{
     ChunkedDecoder, Decoded, Framing, LengthField, MAX_HEAD_BYTES as MAX_RESPONSE_HEAD_BYTES,
-    Malformed, ParsedHead, parse_head,
+    Malformed, ParsedHead, may_end_head, parse_head,
 };
 pub use framing::ClientFault;
 pub use head_guard::{HeadVerdict, verdicts_of};

@@ -779,3 +779,76 @@ async fn a_path_that_reads_as_another_protocol_raw_never_reaches_exchange() {
         "only the NTLM sign-ins reached Exchange: {seen:?}"
     );
 }
+
+/// Schemes exgate does not know, as a client would send them where nothing governs
+/// the request (OWA): IIS 10's `Nego2` and a bare `Kerberos` may authenticate the
+/// connection at Exchange (red team, issue 16).
+const UNKNOWN_SCHEMES: [&str; 3] = ["Nego2 TlRMTVNTUAABAAAA", "Kerberos YIIB", "X-Custom abc"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_scheme_where_nothing_governs_pins_its_connection_and_decides_what_follows() {
+    let upstream = Upstream::start().await;
+    let block_all = "New-AuthenticationPolicy BlockAll -BlockLegacyAuthActiveSync -BlockLegacyAuthAutodiscover -BlockLegacyAuthImap -BlockLegacyAuthMapi -BlockLegacyAuthOfflineAddressBook -BlockLegacyAuthPop -BlockLegacyAuthRpc -BlockLegacyAuthWebServices\nSet-OrganizationConfig -DefaultAuthenticationPolicy BlockAll\n";
+    let gate = Exgate::start(ONPREM, block_all, &[upstream.url()]).await;
+    let mut clients = Vec::new();
+    for scheme in UNKNOWN_SCHEMES {
+        let mut a = gate.client().await;
+        let r = a.get("/owa/", &[("authorization", scheme)]).await;
+        assert_eq!(r.status, 200, "{scheme}: OWA is not governed");
+        assert_eq!(
+            r.header("proxy-support"),
+            Some("Session-Based-Authentication"),
+            "{scheme}: pinned"
+        );
+        // An anonymous EWS request rides on that connection: decided as its (unknown)
+        // user, under the blocking default.
+        let r = a.get("/EWS/Exchange.asmx", &[]).await;
+        assert_eq!(r.status, 401, "{scheme}: EWS after it");
+        clients.push(a);
+    }
+    // Parked, the pinned connections stay theirs: another client's requests go on new
+    // upstream connections.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut b = gate.client().await;
+    assert_eq!(b.get("/owa/b", &[]).await.status, 200);
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 4, "EWS never arrived: {seen:?}");
+    let pinned: Vec<usize> = seen[..3].iter().map(|r| r.connection).collect();
+    assert!(
+        !pinned.contains(&seen[3].connection),
+        "another client got a pinned connection: {seen:?}"
+    );
+    // The EWS refusal closed each pinned connection and forgot it (as for NTLM): the
+    // clients' next requests start on new upstream connections.
+    for mut a in clients {
+        assert_eq!(a.get("/owa/again", &[]).await.status, 200);
+    }
+    let seen = upstream.requests();
+    let connections: std::collections::HashSet<usize> = seen.iter().map(|r| r.connection).collect();
+    assert_eq!(connections.len(), 7, "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_ntlm_leg_after_the_upstream_connection_closed_goes_on_a_new_one() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start(ONPREM, "", &[upstream.url()]).await;
+    for scheme in ["NTLM", "Negotiate"] {
+        let mut c = gate.client().await;
+        assert_eq!(c.get("/owa/closes", &[]).await.status, 200);
+        let t1 = c
+            .get(
+                "/EWS/Exchange.asmx",
+                &[("authorization", &ntlm_type1(scheme))],
+            )
+            .await;
+        assert_eq!(
+            t1.status, 401,
+            "{scheme}: the upstream's challenge, not a 502"
+        );
+        assert!(t1.header("www-authenticate").unwrap().starts_with(scheme));
+    }
+    let seen = upstream.requests();
+    let connections: Vec<usize> = seen.iter().map(|r| r.connection).collect();
+    assert_eq!(connections, [0, 1, 2, 3], "{seen:?}");
+    assert_eq!(upstream_errors(&gate.metrics().await), 0);
+}

@@ -192,6 +192,7 @@ fn framings(line: &str, _: usize) -> Answer {
             b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc",
             KeepOpen,
         ),
+        "GET /owa/http10" => answer(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", Close),
         "GET /owa/bad-length" => answer(
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
             KeepOpen,
@@ -469,4 +470,20 @@ async fn a_retry_goes_on_a_new_connection_not_another_pooled_one() {
     assert_eq!(seen.len(), 5, "{seen:?}");
     assert_eq!(seen[4].0, 3, "{seen:?}");
     assert_eq!(upstream.accepted.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_answer_reaches_the_client_as_http_1_1_on_a_connection_kept_open() {
+    let upstream = Scripted::start(framings).await;
+    let gate = Exgate::start(ONLINE, "", &[upstream.url()]).await;
+    let (status, text) = raw_exchange(
+        gate.addr(),
+        b"GET /owa/http10 HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\nGET /owa/len HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+    assert!(!text.contains("HTTP/1.0"), "{text}");
+    assert!(text.ends_with("hello"), "{text}");
 }

@@ -85,8 +85,9 @@ pub struct Recorded {
 }
 
 /// A fake Exchange on 127.0.0.1:0 that records what reaches it. It answers NTLM like
-/// IIS (Type 1 → 401 with a Type 2, Type 3 → 200) and anonymous requests to paths
-/// containing `challenge` with Exchange's legacy challenges.
+/// IIS (Type 1 → 401 with a Type 2, Type 3 → 200), anonymous requests to paths
+/// containing `challenge` with Exchange's legacy challenges, and closes the connection
+/// after anonymous requests to paths containing `closes`.
 pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Recorded>>>,
@@ -255,6 +256,10 @@ async fn handle_upstream(
         {
             *res.status_mut() = StatusCode::UNAUTHORIZED;
         }
+    } else if auth.is_empty() && target.contains("closes") {
+        // Exchange ending its connection after this answer.
+        res.headers_mut()
+            .insert("connection", HeaderValue::from_static("close"));
     } else if auth.is_empty() && target.contains("challenge") {
         *res.status_mut() = StatusCode::UNAUTHORIZED;
         for c in ["Negotiate", "NTLM", "Basic realm=\"mail.contoso.com\""] {

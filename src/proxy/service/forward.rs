@@ -64,20 +64,29 @@ impl Connection {
     /// `wait` for the response headers (then the upstream connection is closed). A
     /// `GET`, `HEAD` or `OPTIONS` without a body goes through exgate's own client while
     /// the connection speaks it (see [`direct`]); everything else through hyper's.
+    /// `first_leg`: the request starts a handshake (an NTLM Type 1, a Kerberos AP-REQ),
+    /// so it may move to a new upstream connection even on a connection NTLM or
+    /// Negotiate authenticated.
     pub(super) async fn forward(
         &self,
         protocol: Protocol,
         head: Head,
         body: Option<ProxyBody>,
         wait: Duration,
+        first_leg: bool,
     ) -> Result<Response<ProxyBody>, UpstreamError> {
         let upstream = &self.client.shared.upstream;
         upstream.note_in_use(protocol);
         let mut auth = self.auth.lock().await;
+        // Whether the request may leave the upstream connection it would go on: unless an
+        // earlier leg of a handshake went on it (red team, issue 16: a Type 1 after
+        // the upstream connection closed got 502).
+        let movable = !auth.authenticated || first_leg;
         let direct = body.is_none() && direct::speaks(&head.method);
         // An idle upstream connection the server has closed, or whose server has left the
         // rotation for this protocol, is replaced before anything is sent — unless NTLM
-        // or Negotiate authenticated it: that state cannot move. One that hyper's client
+        // or Negotiate authenticated it and this request continues that handshake: that
+        // state cannot move. One that hyper's client
         // is about to take over is checked for a close while it sat idle (exgate's own
         // client checks before each request it sends).
         let replace = auth.upstream.as_ref().is_some_and(|own| {
@@ -85,7 +94,7 @@ impl Connection {
                 || !upstream.serves(own, protocol)
                 || (!direct && upstream.speaks_direct(own) && own.is_stale())
         });
-        if replace && !auth.authenticated {
+        if replace && movable {
             auth.upstream = None;
         }
         let mut retried = false;
@@ -101,8 +110,8 @@ impl Connection {
                 Ok(Ok(res)) => return Ok(res),
                 // The server closed the reused connection while it sat idle: once more
                 // on a new connection, not a pooled one (RFC 9112 §9.3.1: the method is
-                // idempotent), if this one carried no authentication.
-                Ok(Err(failed)) if failed.retriable && !retried && !auth.authenticated => {
+                // idempotent), if the request may move.
+                Ok(Err(failed)) if failed.retriable && !retried && movable => {
                     auth.upstream = None;
                     retried = true;
                 }
@@ -143,11 +152,8 @@ impl Connection {
         match sent {
             Ok(res) => Ok(res),
             // Closed under us before the request was written: once more on a new
-            // connection, if it has no body (SPEC §7) and this one carried no
-            // authentication.
-            Err((_, Some(req)))
-                if !auth.authenticated && !retried && req.body().is_end_stream() =>
-            {
+            // connection, if it has no body (SPEC §7) and may move.
+            Err((_, Some(req))) if movable && !retried && req.body().is_end_stream() => {
                 auth.upstream = Some(Box::pin(upstream.pin(protocol, false)).await?);
                 let own = auth.upstream.as_mut().expect("connected above");
                 // Only a body-less request is sent again: its wait starts at once.
@@ -197,6 +203,10 @@ pub(super) fn rewrite_response(
     idle: Duration,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = res.into_parts();
+    // The protocol version is the hop's: exgate speaks HTTP/1.1 to its client whatever
+    // Exchange answered in (an HTTP/1.0 status line would tell an HTTP/1.1 client the
+    // connection closes, while exgate keeps it open; red team, issue 16).
+    parts.version = hyper::Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers);
     if parts.status == StatusCode::UNAUTHORIZED
         && anonymous

@@ -511,7 +511,10 @@ impl Connection {
 
         // Phase: forward, on the client connection's own upstream connection.
         let wait = self.response_header_wait(decision.protocol, &head);
-        let result = self.forward(decision.protocol, head, body, wait).await;
+        let first_leg = credentials.starts_handshake();
+        let result = self
+            .forward(decision.protocol, head, body, wait, first_leg)
+            .await;
         if let Some(fault) = fault.as_ref().and_then(BodyFault::get)
             && result.is_err()
         {
