@@ -229,7 +229,10 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Option<ParsedHead>, Mal
 /// at most 2 bytes before `scanned`.
 pub fn may_end_head(buf: &[u8], scanned: usize) -> bool {
     let tail = &buf[scanned.saturating_sub(2).min(buf.len())..];
-    memchr::memmem::find(tail, b"\n\n").is_some() || memchr::memmem::find(tail, b"\n\r\n").is_some()
+    memchr::memchr_iter(b'\n', tail).any(|i| match &tail[i + 1..] {
+        [b'\n', ..] | [b'\r', b'\n', ..] => true,
+        _ => false,
+    })
 }
 
 /// `1*DIGIT` (RFC 9110 §8.6) as a number; None for anything else or an overflow.
@@ -485,7 +488,9 @@ pub async fn exchange<T: Stream>(
     // is parsed once it can be whole, not again from its start after every read.
     let mut scanned = 0;
     let parsed = loop {
-        if !may_end_head(&conn.buf, scanned) {
+        // The first read is parsed at once (a head usually arrives whole in it).
+        let whole = !conn.buf.is_empty() && (scanned == 0 || may_end_head(&conn.buf, scanned));
+        if !whole {
             if conn.buf.len() >= MAX_HEAD_BYTES {
                 return Err(malformed(Malformed::HeadTooLarge));
             }
