@@ -5,9 +5,9 @@
 //! polls per request. For the body-less requests most Exchange traffic is (Autodiscover
 //! and OWA `GET`s, OAB downloads, ActiveSync `OPTIONS`), leaving it out took exgate's
 //! instructions per anonymous pass-through request from 30,244 to 23,031 (callgrind,
-//! `benches/instructions.sh`, issue 16). Here the request is written and its response head read by the client
-//! connection's own task, and a response body is read from the upstream socket as the
-//! client side asks for it. A request with a body still goes through hyper's client:
+//! `benches/instructions.sh`, issue 16). Here the request is written and its response
+//! head read by the client connection's own task, and a response body is read from the
+//! upstream socket as the client side asks for it. A request with a body still goes through hyper's client:
 //! the first one hands the connection over to it for good.
 //!
 //! The pure parts, the response head ([`parse_head`]) with its framing (RFC 9112 §6.3)

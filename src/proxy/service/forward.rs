@@ -86,9 +86,9 @@ impl Connection {
         // An idle upstream connection the server has closed, or whose server has left the
         // rotation for this protocol, is replaced before anything is sent — unless NTLM
         // or Negotiate authenticated it and this request continues that handshake: that
-        // state cannot move. One that hyper's client
-        // is about to take over is checked for a close while it sat idle (exgate's own
-        // client checks before each request it sends).
+        // state cannot move. One that hyper's client is about to take over is checked for
+        // a close while it sat idle (exgate's own client checks before each request it
+        // sends).
         let replace = auth.upstream.as_ref().is_some_and(|own| {
             own.is_closed()
                 || !upstream.serves(own, protocol)
