@@ -7,8 +7,8 @@
 //! instructions per anonymous pass-through request from 30,244 to 23,031 (callgrind,
 //! `benches/instructions.sh`, issue 16). Here the request is written and its response
 //! head read by the client connection's own task, and a response body is read from the
-//! upstream socket as the client side asks for it. A request with a body still goes through hyper's client:
-//! the first one hands the connection over to it for good.
+//! upstream socket as the client side asks for it. A request with a body still goes
+//! through hyper's client: the first one hands the connection over to it for good.
 //!
 //! The pure parts, the response head ([`parse_head`]) with its framing (RFC 9112 §6.3)
 //! and chunked decoding ([`ChunkedDecoder`], RFC 9112 §7.1), are functions over bytes,
@@ -494,11 +494,7 @@ pub async fn exchange<T: Stream>(
     let parsed = loop {
         // The first read is parsed at once (a head usually arrives whole in it).
         let whole = !conn.buf.is_empty() && (scanned == 0 || may_end_head(&conn.buf, scanned));
-        if !whole {
-            if conn.buf.len() >= MAX_HEAD_BYTES {
-                return Err(malformed(Malformed::HeadTooLarge));
-            }
-        } else {
+        if whole {
             match parse_head(&conn.buf, method) {
                 Ok(Some(head)) if head.status.is_informational() => {
                     if head.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -516,6 +512,8 @@ pub async fn exchange<T: Stream>(
                 Ok(None) => {}
                 Err(e) => return Err(malformed(e)),
             }
+        } else if conn.buf.len() >= MAX_HEAD_BYTES {
+            return Err(malformed(Malformed::HeadTooLarge));
         }
         scanned = conn.buf.len();
         conn.buf.reserve(READ_BYTES);
