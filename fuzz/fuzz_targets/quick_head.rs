@@ -1,7 +1,7 @@
 //! The quick refusal path's head parser on arbitrary client bytes: it never panics, and
-//! what it accepts is one whole head with a Basic `Authorization` field, never `HEAD`,
-//! with an origin-form target, every field name and value valid for the `http` types
-//! hyper would build, and that the head guard measured as exactly those bytes.
+//! what it accepts is one whole head with a Basic or Bearer `Authorization` field, never
+//! `HEAD`, with an origin-form target, every field name and value valid for the `http`
+//! types hyper would build, and that the head guard measured as exactly those bytes.
 #![no_main]
 
 use exgate::proxy::QuickHead;
@@ -16,6 +16,10 @@ fuzz_target!(|data: &[u8]| {
     assert_ne!(head.method, hyper::Method::HEAD);
     assert!(head.target.as_str().starts_with('/'));
     assert!(head.values(&hyper::header::AUTHORIZATION).next().is_some());
+    // The token is a field value's tail.
+    if let Some(token) = head.bearer_token() {
+        assert!(head.fields.iter().any(|f| f.value.ends_with(token)));
+    }
     for field in head.fields {
         assert!(HeaderName::from_bytes(field.name.as_bytes()).is_ok(), "{field:?}");
         assert!(HeaderValue::from_bytes(field.value).is_ok(), "{field:?}");

@@ -155,8 +155,9 @@ pub struct ServerConfig {
     /// `server.max_connections`: client connections served at once; None sizes it from
     /// the open-file limit at start (SPEC §7 "Limits").
     pub max_connections: Option<usize>,
-    /// `server.quick_refusals` (default true): blocked Basic on an idle keep-alive
-    /// connection is answered before hyper reads it (`proxy::service::quick`).
+    /// `server.quick_refusals` (default true): blocked Basic, and a bearer token whose
+    /// validation failed before, on an idle keep-alive connection is answered before
+    /// hyper reads it (`proxy::service::quick`).
     pub quick_refusals: bool,
 }
 

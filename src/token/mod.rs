@@ -55,6 +55,17 @@ struct JoseHeader {
     kid: Option<String>,
 }
 
+/// What the token caches remember of one token (see [`TokenValidator::remembered`]).
+enum Remembered {
+    /// Verified under the current key set.
+    Verified(Arc<Verified>),
+    /// Refused under the current key set, for this reason.
+    Failed(TokenError),
+    /// Neither; with the token's digest when the failed cache keeps anything, for
+    /// remembering a failure.
+    Unknown(Option<crate::cache::Digest>),
+}
+
 /// Validates bearer tokens for the whole process.
 pub struct TokenValidator {
     issuers: Vec<Issuer>,
@@ -172,13 +183,28 @@ impl TokenValidator {
         result.map(|(v, _)| v)
     }
 
-    /// The verified token and whether it came from the cache.
-    async fn validate_uncounted(&self, token: &[u8]) -> Result<(Arc<Verified>, bool), TokenError> {
+    /// The failure remembered for `token`, when the caches answer it without any
+    /// verification: what [`TokenValidator::validate`] would return for it now, found
+    /// with a hash lookup or two and nothing counted. None when the token verified
+    /// (under the current key set), or was never refused, or its remembered failure no
+    /// longer holds: only validation can tell then. For refusals answered without
+    /// hyper (`proxy::service::quick`), which count the result themselves once they
+    /// answer.
+    pub fn known_failure(&self, token: &[u8]) -> Option<TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
-            return Err(TokenError::Malformed);
+            return None;
         }
-        let token = std::str::from_utf8(token).map_err(|_| TokenError::Malformed)?;
-        let now = now();
+        let token = std::str::from_utf8(token).ok()?;
+        match self.remembered(token, now()) {
+            Remembered::Failed(error) => Some(error),
+            Remembered::Verified(_) | Remembered::Unknown(_) => None,
+        }
+    }
+
+    /// What the caches remember of `token` at `now`, as both [`TokenValidator::validate`]
+    /// and [`TokenValidator::known_failure`] read them: the verified cache first, then
+    /// the failed cache (whose stale entry, of another key set, is dropped here).
+    fn remembered(&self, token: &str, now: u64) -> Remembered {
         if let Some(hit) = self.cache.get(token, now) {
             // Only under the very key set that verified it: a key replaced under the same
             // `kid` (a compromised key swapped out) must not keep its tokens alive. After
@@ -188,28 +214,44 @@ impl TokenValidator {
                 .current()
                 .is_some_and(|keys| keys.generation() == hit.generation);
             if same_keys {
-                return Ok((hit, true));
+                return Remembered::Verified(hit);
             }
         }
         // A token that failed before under the same key set fails again: its digest is
         // all it costs (a forged token in a loop pays one RSA verification, not one per
         // request).
-        let digest = self
+        let Some(digest) = self
             .failed
             .is_enabled()
-            .then(|| crate::cache::digest(token.as_bytes()));
-        if let Some(digest) = &digest
-            && let Some(failed) = self.failed.get(digest, now)
-        {
+            .then(|| crate::cache::digest(token.as_bytes()))
+        else {
+            return Remembered::Unknown(None);
+        };
+        if let Some(failed) = self.failed.get(&digest, now) {
             let holds = self.issuers[failed.issuer]
                 .keys
                 .current()
                 .is_some_and(|keys| failed.holds(keys.generation(), now));
             if holds {
-                return Err(failed.error);
+                return Remembered::Failed(failed.error);
             }
-            self.failed.remove(digest);
+            self.failed.remove(&digest);
         }
+        Remembered::Unknown(Some(digest))
+    }
+
+    /// The verified token and whether it came from the cache.
+    async fn validate_uncounted(&self, token: &[u8]) -> Result<(Arc<Verified>, bool), TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Malformed);
+        }
+        let token = std::str::from_utf8(token).map_err(|_| TokenError::Malformed)?;
+        let now = now();
+        let digest = match self.remembered(token, now) {
+            Remembered::Verified(hit) => return Ok((hit, true)),
+            Remembered::Failed(error) => return Err(error),
+            Remembered::Unknown(digest) => digest,
+        };
 
         let (message, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
         let (header, payload) = message.split_once('.').ok_or(TokenError::Malformed)?;

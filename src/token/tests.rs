@@ -329,6 +329,41 @@ async fn a_forged_token_is_refused_from_the_failed_cache_until_the_key_set_chang
 }
 
 #[tokio::test]
+async fn a_known_failure_is_a_remembered_one_that_still_holds() {
+    let f = fixture().await;
+    let good = f.key.sign(&claims(true));
+    let impostor = SigningKey::generate("k1");
+    let forged = impostor.sign(&claims(true));
+    // Nothing remembered yet: only validation can tell.
+    assert_eq!(f.validator.known_failure(forged.as_bytes()), None);
+    assert_eq!(f.validator.known_failure(good.as_bytes()), None);
+    f.check(&good).await.unwrap();
+    f.check(&forged).await.unwrap_err();
+    assert_eq!(f.validator.known_failure(good.as_bytes()), None);
+    assert_eq!(
+        f.validator.known_failure(forged.as_bytes()),
+        Some(TokenError::BadSignature)
+    );
+    // Only validation counts.
+    let text = f.metrics.render();
+    assert!(
+        text.contains(r#"exgate_token_validations_total{result="bad_signature"} 1"#),
+        "{text}"
+    );
+    // Never a failure for other bytes, or for what the failed cache never keeps.
+    assert_eq!(f.validator.known_failure(&forged.as_bytes()[1..]), None);
+    assert_eq!(f.validator.known_failure(b"\xff"), None);
+    // The key set changes: the remembered failure no longer holds.
+    let KeySource::JwksFile(path) = &f.validator.issuers[0].keys_source() else {
+        panic!()
+    };
+    std::fs::write(path, jwks(&[&impostor])).unwrap();
+    f.validator.refresh_all().await;
+    assert_eq!(f.validator.known_failure(forged.as_bytes()), None);
+    assert!(f.check(&forged).await.is_ok());
+}
+
+#[tokio::test]
 async fn a_key_removed_from_the_jwks_voids_both_caches() {
     let f = fixture().await;
     let good = f.key.sign(&claims(true));

@@ -15,7 +15,7 @@ const ONPREM: &str = "[exchange]\ndeployment = \"onpremises\"\n[policy]\nscript 
 /// Basic blocked on EWS for everyone; MAPI allowed.
 const BLOCK_EWS: &str = "New-AuthenticationPolicy NoEws -BlockLegacyAuthWebServices\nSet-OrganizationConfig -DefaultAuthenticationPolicy NoEws\n";
 
-fn quick_refusals(metrics: &str) -> u64 {
+pub(crate) fn quick_refusals(metrics: &str) -> u64 {
     metrics
         .lines()
         .find_map(|l| l.strip_prefix("exgate_quick_refusals_total "))
@@ -24,7 +24,7 @@ fn quick_refusals(metrics: &str) -> u64 {
 }
 
 /// A response with its `date` value blanked: the rest must match byte for byte.
-fn undated(text: &str) -> String {
+pub(crate) fn undated(text: &str) -> String {
     text.lines()
         .map(|l| match l.get(..6) {
             Some(name) if name.eq_ignore_ascii_case("date: ") => "date: <date>",
@@ -35,7 +35,7 @@ fn undated(text: &str) -> String {
 }
 
 /// An audit line without what differs between two runs of one request.
-fn comparable(mut line: serde_json::Value) -> serde_json::Value {
+pub(crate) fn comparable(mut line: serde_json::Value) -> serde_json::Value {
     for key in ["ts", "request_id", "duration_ms"] {
         line.as_object_mut().unwrap().remove(key);
     }

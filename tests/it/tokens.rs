@@ -10,6 +10,7 @@ use http_body_util::Full;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
+use crate::quick::{comparable, quick_refusals, undated};
 use crate::support::*;
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -879,4 +880,231 @@ Set-User user01 -AuthenticationPolicy BlockLegacyOutlookAuth
             .status,
         200
     );
+}
+
+/// The series of `exgate_token_validations_total` and of the request counter.
+fn token_series(metrics: &str) -> Vec<String> {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("exgate_token_validations_total{")
+                || l.starts_with("exgate_requests_total{")
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Bad-signature floods (issue 16): a token refused once is answered without hyper when
+/// it comes again, from the failed cache, byte for byte, counted and audited as hyper's
+/// path answers it; a token never seen, a valid one, one never remembered (not yet
+/// valid), one of a protocol exgate does not govern, and one whose remembered failure
+/// belongs to an old key set are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_sent_again_is_answered_without_hyper_as_hyper_answers_it() {
+    let key = SigningKey::generate("k1");
+    let idp = Idp::start(&[&key]).await;
+    let upstreams = [Upstream::start().await, Upstream::start().await];
+    let mut toml = tokens_toml(
+        "online",
+        &format!("jwks_url = \"http://{}/keys\"", idp.addr),
+        1,
+    );
+    toml.push_str("[audit]\npath = \"audit/exgate.jsonl\"\n");
+    let quick = Exgate::start(&toml, "", &[upstreams[0].url()]).await;
+    let plain =
+        Exgate::start_with("quick_refusals = false", &toml, "", &[upstreams[1].url()]).await;
+    wait_ready(&quick).await;
+    wait_ready(&plain).await;
+
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let altered = |field: &str, value: serde_json::Value| {
+        let mut c = claims("user01@contoso.com", true);
+        c[field] = value;
+        key.sign(&c)
+    };
+    // Signed by another key under the published kid.
+    let impostor = SigningKey::generate("k1");
+    let forged = impostor.sign(&claims("user01@contoso.com", true));
+    let valid = key.sign(&claims("user02@contoso.com", true));
+    let ews = |auth: &str| {
+        format!(
+            "GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nAuthorization: {auth}\r\n\r\n"
+        )
+    };
+    // Each head, and whether its first and second sending take the quick path.
+    let table: Vec<(&str, String, [bool; 2])> = vec![
+        ("forged signature", ews(&bearer(&forged)), [false, true]),
+        (
+            "forged, again (remembered)",
+            ews(&bearer(&forged)),
+            [true, true],
+        ),
+        (
+            "forged, lower-case scheme",
+            ews(&format!("bearer {forged}")),
+            [true, true],
+        ),
+        (
+            "expired",
+            ews(&bearer(&altered("exp", (now - 1000).into()))),
+            [false, true],
+        ),
+        (
+            "wrong audience",
+            ews(&bearer(&altered(
+                "aud",
+                "https://graph.microsoft.com".into(),
+            ))),
+            [false, true],
+        ),
+        (
+            "not yet valid (never remembered)",
+            ews(&bearer(&altered("nbf", (now + 1000).into()))),
+            [false, false],
+        ),
+        (
+            "untrusted issuer (refused before any key)",
+            ews(&bearer(&altered("iss", "https://evil.example/".into()))),
+            [false, false],
+        ),
+        ("valid (forwarded)", ews(&bearer(&valid)), [false, false]),
+        (
+            "forged, on OWA (not governed, forwarded)",
+            format!(
+                "GET /owa/ HTTP/1.1\r\nHost: mail.contoso.com\r\nAuthorization: Bearer {forged}\r\n\r\n"
+            ),
+            [false, false],
+        ),
+        (
+            "forged, with a body",
+            format!(
+                "POST /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nContent-Length: 2\r\nAuthorization: Bearer {forged}\r\n\r\nhi"
+            ),
+            [false, false],
+        ),
+        (
+            "forged, two Authorization fields",
+            format!(
+                "GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nAuthorization: Bearer {valid}\r\nAuthorization: Bearer {forged}\r\n\r\n"
+            ),
+            [false, false],
+        ),
+        (
+            "forged, after Basic (the engine reads the Basic field: hyper's)",
+            format!(
+                "GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nAuthorization: {}\r\nAuthorization: Bearer {forged}\r\n\r\n",
+                basic("user01@contoso.com", "Summer2026!")
+            ),
+            [false, false],
+        ),
+    ];
+    let mut audited = 0;
+    for (shape, head, expect_quick) in &table {
+        for (sending, expect_quick) in expect_quick.iter().enumerate() {
+            let mut answers = Vec::new();
+            for gate in [&quick, &plain] {
+                let before = quick_refusals(&gate.metrics().await);
+                let (_, text) =
+                    raw_exchange(gate.addr(), head.as_bytes(), Duration::from_millis(300)).await;
+                assert!(text.starts_with("HTTP/1."), "{shape}: no answer");
+                let taken = quick_refusals(&gate.metrics().await) - before;
+                answers.push((undated(&text), taken));
+            }
+            assert_eq!(
+                answers[0].0, answers[1].0,
+                "{shape} #{sending}: answers differ"
+            );
+            assert_eq!(answers[1].1, 0, "{shape}: quick_refusals = false took it");
+            assert_eq!(
+                answers[0].1,
+                u64::from(*expect_quick),
+                "{shape} #{sending}: quick path"
+            );
+            let quick_lines = audit_lines(&quick, audited).await;
+            let plain_lines = audit_lines(&plain, audited).await;
+            assert_eq!(quick_lines.len(), plain_lines.len(), "{shape}: audit lines");
+            for (a, b) in quick_lines.into_iter().zip(plain_lines).skip(audited) {
+                assert_eq!(comparable(a), comparable(b), "{shape}: audit line");
+            }
+            audited = audit_lines(&quick, audited).await.len();
+        }
+    }
+
+    // The issuer now publishes the impostor's key under k1, and a new key k2: a token of
+    // k2 makes exgate fetch the new key set (unknown kid, after a second), and the forged
+    // token, remembered as refused under the old set, is valid under the new one.
+    let k2 = SigningKey::generate("k2");
+    idp.publish(&[&impostor, &k2]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let newcomer = k2.sign(&claims("user01@contoso.com", true));
+    for gate in [&quick, &plain] {
+        let (status, _) = raw_exchange(
+            gate.addr(),
+            ews(&bearer(&newcomer)).as_bytes(),
+            Duration::from_millis(300),
+        )
+        .await;
+        assert_eq!(status, 200, "the new key set is fetched");
+        let before = quick_refusals(&gate.metrics().await);
+        let (status, _) = raw_exchange(
+            gate.addr(),
+            ews(&bearer(&forged)).as_bytes(),
+            Duration::from_millis(300),
+        )
+        .await;
+        assert_eq!(status, 200, "a failure of the old key set refuses nothing");
+        assert_eq!(quick_refusals(&gate.metrics().await), before);
+    }
+    assert_eq!(
+        token_series(&quick.metrics().await),
+        token_series(&plain.metrics().await)
+    );
+
+    // Only what the policy forwards reached Exchange, the same through both gates.
+    let forwarded: Vec<Vec<String>> = upstreams
+        .iter()
+        .map(|u| u.requests().iter().map(|r| r.target.clone()).collect())
+        .collect();
+    assert_eq!(forwarded[0], forwarded[1]);
+    assert_eq!(
+        forwarded[0],
+        [
+            "/EWS/Exchange.asmx",
+            "/EWS/Exchange.asmx",
+            "/owa/",
+            "/owa/",
+            "/EWS/Exchange.asmx",
+            "/EWS/Exchange.asmx"
+        ]
+    );
+}
+
+/// A forged token in a loop on one keep-alive connection: one RSA verification on
+/// hyper's path, then every sending answered without hyper, none reaching Exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_token_in_a_loop_is_answered_without_hyper() {
+    let Setup { upstream, gate, .. } = Setup::start(ONLINE).await;
+    let forged = SigningKey::generate("k1").sign(&claims("user01@contoso.com", true));
+    let mut c = gate.client().await;
+    for _ in 0..50 {
+        let r = c
+            .get("/EWS/Exchange.asmx", &[("authorization", &bearer(&forged))])
+            .await;
+        assert_eq!(r.status, 401);
+        let challenge = r.header("www-authenticate").unwrap();
+        assert!(challenge.contains("signature is invalid"), "{challenge}");
+    }
+    let metrics = gate.metrics().await;
+    assert_eq!(quick_refusals(&metrics), 49);
+    assert!(
+        metrics.contains(r#"exgate_token_validations_total{result="bad_signature"} 50"#),
+        "{metrics}"
+    );
+    assert!(upstream.requests().is_empty());
 }

@@ -10,8 +10,15 @@
 //! recorded and answered by the same functions as a request hyper hands over; only the
 //! serialization of the answer is this module's.
 //!
+//! A forged or otherwise refused bearer token sent in a loop is the other (issue 16:
+//! bad-signature floods): once its validation has failed on hyper's path, the failure
+//! is remembered ([`crate::token::FailedCache`]) and the same token is answered here,
+//! from that memory, while it holds under the current key set.
+//!
 //! It takes a request only when every step is one hyper's path would take without
-//! waiting, and leaves it to hyper, with nothing counted, otherwise: no `Basic` field; a
+//! waiting, and leaves it to hyper, with nothing counted, otherwise: no `Basic` or
+//! `Bearer` field; a bearer token that is valid, never seen, or whose remembered
+//! failure no longer holds (a new key set); a
 //! head hyper or the framing check would refuse or read differently (a body, HTTP/1.0,
 //! `HEAD`, a `Connection` field, more than [`MAX_FIELDS`] fields, anything the head
 //! guard flagged); a read that filled hyper's buffer (more may follow it); a
@@ -20,6 +27,7 @@
 //! that forwards.
 
 use std::cell::RefCell;
+use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::LazyLock;
 use std::task::{Context as TaskContext, Poll, Waker};
@@ -32,9 +40,10 @@ use hyper::{Method, Response, Version};
 use memchr::memmem;
 
 use super::{Connection, ConnectionService, Names, Outcome, protect_key};
-use crate::policy::{Context, RequestFacts};
+use crate::policy::{Action, Context, Decision, Reason, RequestFacts};
 use crate::proxy::respond::{self, ProxyBody, Refusal};
 use crate::proxy::{framing, headers};
+use crate::token::TokenError;
 
 /// The most header fields a head answered here may have; a head with more goes to
 /// hyper (whose own limit is 100).
@@ -42,13 +51,13 @@ pub const MAX_FIELDS: usize = 32;
 
 impl ConnectionService {
     /// Answers `head` — exactly one whole request head, read while nothing else was in
-    /// flight on the connection — when the policy refuses its Basic credentials: the
-    /// response's bytes, with the request counted and recorded as the request path
+    /// flight on the connection — when the policy refuses its Basic credentials or a
+    /// bearer token that failed validation before: the response's bytes, with the request counted and recorded as the request path
     /// does. None leaves the request to hyper, with nothing counted (see the module
     /// documentation for when).
     ///
     /// `now` gives the time, or None when the quick path may no longer answer (it is
-    /// called only for a head with Basic credentials).
+    /// called only for a head that may carry Basic credentials or a bearer token).
     pub fn refuse_quickly(
         &self,
         head: &[u8],
@@ -65,12 +74,25 @@ impl Connection {
         now: impl FnOnce() -> Option<Instant>,
     ) -> Option<Vec<u8>> {
         let shared = &self.client.shared;
-        if shared.cluster.is_some() || !may_name_basic(head) {
+        if shared.cluster.is_some() {
+            return None;
+        }
+        let validator = shared.tokens.as_deref();
+        let bearer = validator.is_some() && may_name_bearer(head);
+        if !bearer && !may_name_basic(head) {
             return None;
         }
         let started = now()?;
         let mut storage = QuickHead::storage();
         let head = QuickHead::parse_named(head, &mut storage)?;
+        // A bearer token is answered here only when it failed verification before, under
+        // the current key set: a valid one is forwarded and one never seen is verified,
+        // both on hyper's path. Looked up first, so that a valid token costs the quick
+        // path the parse and a cache lookup.
+        let failed = match (bearer, validator, head.bearer_token()) {
+            (true, Some(validator), Some(token)) => Some((token, validator.known_failure(token)?)),
+            _ => None,
+        };
         // Nothing established on the connection, and no request holds it.
         let auth = self.auth.try_lock().ok()?;
         if auth.authenticated || auth.mechanism.is_some() || auth.identity.is_some() {
@@ -115,26 +137,56 @@ impl Connection {
             ctx,
         );
         let credentials = &eval.credentials;
-        let decision = eval.decision;
-        if eval.token().is_some()
-            || credentials.ap_req().is_some()
+        if credentials.ap_req().is_some()
             || credentials.authenticates_connection()
             || credentials.negotiated_mechanism().is_some()
-            || decision.connection
-            || decision.action.forwards()
+            || eval.decision.connection
         {
             return None;
         }
-        let res = respond::refusal(Refusal::Decided(decision), &snapshot.bearer);
+        // As the request path's token phase decides (`token_stage`): a token the
+        // evaluation took, of a governed protocol, refused for what its validation would
+        // return.
+        let (decision, token_error) = match (eval.token(), failed) {
+            (None, None) if !eval.decision.action.forwards() => (eval.decision, None),
+            (Some(token), Some((checked, error)))
+                if token == checked
+                    && eval.target.is_some()
+                    && eval.decision.reason != Reason::NotGoverned =>
+            {
+                let reason = match error {
+                    TokenError::NoKeys => Reason::SigningKeysUnavailable,
+                    _ => Reason::InvalidToken,
+                };
+                let decision = Decision {
+                    action: Action::Block,
+                    reason,
+                    ..eval.decision
+                };
+                (decision, Some(error))
+            }
+            _ => return None,
+        };
+        let refusal = match token_error {
+            Some(error) => Refusal::InvalidToken(error),
+            None => Refusal::Decided(decision),
+        };
+        let res = respond::refusal(refusal, &snapshot.bearer);
         let status = res.status().as_u16();
         let answer = encode(res)?;
 
         // Taken: from here on the request is answered here, as the request path would.
         self.client.verdicts.take();
         let user = credentials.user();
-        let key = protect_key(snapshot.engine.directory(), &decision, user.as_deref());
-        if let (true, Some(key)) = (decision.legacy, key) {
-            self.note_refused(&key, started);
+        match token_error {
+            // Counted as validation counts it; a refused token is no password attempt.
+            Some(error) => shared.metrics.record_token_validation(error.as_str()),
+            None => {
+                let key = protect_key(snapshot.engine.directory(), &decision, user.as_deref());
+                if let (true, Some(key)) = (decision.legacy, key) {
+                    self.note_refused(&key, started);
+                }
+            }
         }
         shared.metrics.record(&decision);
         shared.metrics.record_quick_refusal();
@@ -166,16 +218,16 @@ pub struct QuickHead<'h> {
 }
 
 impl<'h> QuickHead<'h> {
-    /// Parses `head`, exactly one whole HTTP/1.1 request head with a Basic
+    /// Parses `head`, exactly one whole HTTP/1.1 request head with a Basic or Bearer
     /// `Authorization` field, as hyper would (httparse, the target as `http` reads it),
-    /// into `storage`. None for anything else: no Basic field, a partial head or bytes
+    /// into `storage`. None for anything else: no such field, a partial head or bytes
     /// after it, another version, `HEAD`, a target that is not origin-form, more than
     /// [`MAX_FIELDS`] fields, a field or target hyper would refuse.
     pub fn parse(
         head: &'h [u8],
         storage: &'h mut [httparse::Header<'h>; MAX_FIELDS],
     ) -> Option<QuickHead<'h>> {
-        if !may_name_basic(head) {
+        if !may_name_basic(head) && !may_name_bearer(head) {
             return None;
         }
         QuickHead::parse_named(head, storage)
@@ -186,7 +238,8 @@ impl<'h> QuickHead<'h> {
         [httparse::EMPTY_HEADER; MAX_FIELDS]
     }
 
-    /// [`QuickHead::parse`] of a head that passed [`may_name_basic`].
+    /// [`QuickHead::parse`] of a head that passed [`may_name_basic`] or
+    /// [`may_name_bearer`].
     fn parse_named(
         head: &'h [u8],
         storage: &'h mut [httparse::Header<'h>; MAX_FIELDS],
@@ -209,13 +262,17 @@ impl<'h> QuickHead<'h> {
             target: PathAndQuery::try_from(target).ok()?,
             fields: parsed.headers,
         };
-        // RFC 7617 §2: the scheme in any case, then the credentials (httparse has
-        // trimmed the value's surrounding whitespace).
-        let basic = head.values(&header::AUTHORIZATION).any(|v| {
-            v.get(..5).is_some_and(|s| s.eq_ignore_ascii_case(b"basic"))
-                && matches!(v.get(5), None | Some(b' '))
+        let named = head.values(&header::AUTHORIZATION).any(|v| {
+            scheme_credentials(v, b"basic").is_some() || scheme_credentials(v, b"bearer").is_some()
         });
-        basic.then_some(head)
+        named.then_some(head)
+    }
+
+    /// The credentials of the first `Authorization` field with the Bearer scheme (RFC
+    /// 6750 §2.1), if any: the token as the field carries it.
+    pub fn bearer_token(&self) -> Option<&'h [u8]> {
+        self.values(&header::AUTHORIZATION)
+            .find_map(|v| scheme_credentials(v, b"bearer"))
     }
 
     /// The values of the fields named `name`, in order.
@@ -224,6 +281,19 @@ impl<'h> QuickHead<'h> {
             .iter()
             .filter(move |f| f.name.eq_ignore_ascii_case(name.as_str()))
             .map(|f| f.value)
+    }
+}
+
+/// The credentials after `scheme` (lower case) in an `Authorization` value: the scheme
+/// in any case (RFC 9110 §11.1), then one space and the credentials, or nothing
+/// (httparse has trimmed the value's surrounding whitespace). None for another scheme.
+fn scheme_credentials<'v>(value: &'v [u8], scheme: &[u8]) -> Option<&'v [u8]> {
+    let named = value.get(..scheme.len())?.eq_ignore_ascii_case(scheme);
+    match value.get(scheme.len()) {
+        _ if !named => None,
+        None => Some(&[]),
+        Some(b' ') => Some(&value[scheme.len() + 1..]),
+        Some(_) => None,
     }
 }
 
@@ -238,10 +308,20 @@ pub fn may_name_basic(head: &[u8]) -> bool {
     SCHEME.find(head).is_some()
 }
 
+/// Whether a request head may carry a bearer token: it holds `earer ` (of `Bearer `
+/// or `bearer `), as [`may_name_basic`] looks for Basic credentials.
+pub fn may_name_bearer(head: &[u8]) -> bool {
+    static SCHEME: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"earer "));
+    SCHEME.find(head).is_some()
+}
+
 /// A response as HTTP/1.1 bytes, as hyper writes it (RFC 9112 §4, §6): the status line,
-/// the fields, `content-length` when the response has none and `date` (RFC 9110
-/// §6.6.1), then the body. None when the body is not at hand at once (every refusal's
-/// is).
+/// the fields in order, `content-length` and `date` (RFC 9110 §6.6.1) when the fields
+/// have none, then the body. As hyper does, a response without a body has its
+/// `content-length: 0` after the other fields, wherever its field map holds it (red
+/// team's table, issue 16: the token refusal's `x-ms-diagnostics` came after it). None
+/// when the body is not at hand at once (every refusal's is).
 fn encode(res: Response<ProxyBody>) -> Option<Vec<u8>> {
     let (parts, mut body) = res.into_parts();
     let mut content = Vec::new();
@@ -261,9 +341,19 @@ fn encode(res: Response<ProxyBody>) -> Option<Vec<u8>> {
     out.push(b' ');
     out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    headers::write_fields(&mut out, &parts.headers);
-    if !parts.headers.contains_key(header::CONTENT_LENGTH) {
-        out.extend_from_slice(format!("content-length: {}\r\n", content.len()).as_bytes());
+    let length_written = !content.is_empty() && parts.headers.contains_key(header::CONTENT_LENGTH);
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH && !length_written {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !length_written {
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "content-length: {}\r\n", content.len());
     }
     if !parts.headers.contains_key(header::DATE) {
         out.extend_from_slice(b"date: ");
@@ -297,22 +387,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn basic_credentials_are_found_in_any_case_of_field_and_scheme() {
-        let yes: [&[u8]; 5] = [
+    fn basic_and_bearer_credentials_are_found_in_any_case_of_field_and_scheme() {
+        let yes: [&[u8]; 8] = [
             b"GET / HTTP/1.1\r\nAuthorization: Basic dTpw\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: x\r\nauthorization:basic dTpw\r\n\r\n",
             b"GET / HTTP/1.1\r\nAUTHORIZATION: \t basic dTpw\r\n\r\n",
             b"POST / HTTP/1.1\r\nX: 1\r\nAuthorization: Basic \r\n\r\n",
             b"GET / HTTP/1.1\r\nAuthorization: Bearer x\r\nAuthorization: Basic dTpw\r\n\r\n",
+            b"GET / HTTP/1.1\r\nAuthorization: Bearer eyJ\r\n\r\n",
+            b"GET / HTTP/1.1\r\nauthorization:bearer eyJ\r\n\r\n",
+            b"GET / HTTP/1.1\r\nAuthorization: Bearer \r\n\r\n",
         ];
         for head in yes {
             assert!(parse(head).is_some(), "{}", String::from_utf8_lossy(head));
         }
-        let no: [&[u8]; 9] = [
+        let no: [&[u8]; 11] = [
             b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
-            b"GET / HTTP/1.1\r\nAuthorization: Bearer eyJ\r\n\r\n",
             b"GET / HTTP/1.1\r\nAuthorization: NTLM TlRMTVNTUAAB\r\n\r\n",
             b"GET / HTTP/1.1\r\nAuthorization: Basicx dTpw\r\n\r\n",
+            b"GET / HTTP/1.1\r\nAuthorization: Bearerx eyJ\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX-Authorization: Bearer eyJ\r\n\r\n",
+            b"GET / HTTP/1.1\r\nAuthorization: BEARER eyJ\r\n\r\n",
             b"GET / HTTP/1.1\r\nX-Authorization: Basic dTpw\r\n\r\n",
             b"GET /?x=Basic%20 HTTP/1.1\r\nX-Basic : asic \r\n\r\n",
             b"GET / HTTP/1.1\r\nX: Basic dTpw\r\n\r\n",
@@ -324,6 +419,47 @@ mod tests {
             assert!(parse(head).is_none(), "{}", String::from_utf8_lossy(head));
         }
         assert!(!may_name_basic(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(!may_name_bearer(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    }
+
+    #[test]
+    fn the_bearer_token_is_the_first_bearer_field_s_credentials() {
+        let token = |head: &[u8]| {
+            let mut storage = QuickHead::storage();
+            let parsed = QuickHead::parse(head, &mut storage)?;
+            parsed.bearer_token().map(<[u8]>::to_vec)
+        };
+        let cases: [(&[u8], Option<&[u8]>); 6] = [
+            (
+                b"GET / HTTP/1.1\r\nAuthorization: Bearer eyJ.a.b\r\n\r\n",
+                Some(b"eyJ.a.b"),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nauthorization: bearer  eyJ\r\n\r\n",
+                Some(b" eyJ"),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nAuthorization: Bearer\r\nAuthorization: Bearer t\r\n\r\n",
+                Some(b""),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nAuthorization: Basic dTpw\r\nAuthorization: Bearer t\r\n\r\n",
+                Some(b"t"),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nAuthorization: Basic dTpw\r\nX: Bearer t\r\n\r\n",
+                None,
+            ),
+            (b"GET / HTTP/1.1\r\nAuthorization: Bearer\tt\r\n\r\n", None),
+        ];
+        for (head, expected) in cases {
+            assert_eq!(
+                token(head).as_deref(),
+                expected,
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
     }
 
     /// A parsed head's method, target and fields, owned.
@@ -391,5 +527,29 @@ mod tests {
             .unwrap();
         assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
         assert_eq!(body, "Bad Request\n");
+
+        // Without a body, `content-length: 0` follows every other field, as hyper writes
+        // it, though the field map holds it before `x-ms-diagnostics`.
+        let res = respond::refusal(Refusal::InvalidToken(TokenError::BadSignature), &bearer);
+        let names: Vec<&str> = res.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["www-authenticate", "content-length", "x-ms-diagnostics"]
+        );
+        let text = String::from_utf8(encode(res).unwrap()).unwrap();
+        let names: Vec<&str> = (text.split("\r\n").skip(1))
+            .take_while(|l| !l.is_empty())
+            .map(|l| l.split_once(':').unwrap().0)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "www-authenticate",
+                "x-ms-diagnostics",
+                "content-length",
+                "date"
+            ]
+        );
+        assert!(text.contains("\r\ncontent-length: 0\r\n"), "{text}");
     }
 }
