@@ -7,10 +7,12 @@
 #   benches/instructions.sh /tmp/exgate-old          # this build, an earlier one, HAProxy
 #   HAPROXY=0 benches/instructions.sh                # exgate builds only
 #
-# Workloads: anonymous pass-through (GET /owa/) and blocked Basic (EWS, organization
-# default blocks legacy), each proxy forwarding to a HAProxy that answers 200 at once.
-# HAProxy 2.6 runs the same workloads as in compare.sh: pass-through for anonymous,
-# enforcing (benches/peers/haproxy-enforce.cfg) for both. Proxies run on core 0, as in
+# Workloads: anonymous pass-through (GET /owa/), blocked Basic (EWS, organization
+# default blocks legacy), bearer+MFA on /mapi/ (a pool of 300 tokens) and bad signatures
+# on /mapi/ (the same pool, one signature character changed), as in compare.sh, each
+# proxy forwarding to a HAProxy that answers 200 at once; WORKLOADS picks some. HAProxy
+# 2.6 runs the same workloads as in compare.sh: pass-through for anonymous, enforcing
+# (benches/peers/haproxy-enforce.cfg) for all four. Proxies run on core 0, as in
 # compare.sh (exgate then picks its one-core scheduler), wrk on core 1.
 # Prints, per proxy and workload: requests served under callgrind and instructions (Ir)
 # per request, counted only while the load runs (callgrind_control toggles), then each
@@ -45,6 +47,8 @@ measure() {
         case $workload in
             anonymous) args=("http://127.0.0.1:$port/owa/") ;;
             basic) args=(-H "$BASIC" "http://127.0.0.1:$port/EWS/Exchange.asmx") ;;
+            bearer) args=(-s benches/peers/bearer.lua "http://127.0.0.1:$port") ; export TOKENS="$WORK/tokens.txt" ;;
+            badsig) args=(-s benches/peers/bearer.lua "http://127.0.0.1:$port") ; export TOKENS="$WORK/badsig.txt" ;;
         esac
         taskset -c 1 wrk -t1 -c4 -d2s "${args[@]}" > /dev/null   # warm up
         callgrind_control -z "$cgpid" > /dev/null 2>&1
@@ -63,26 +67,44 @@ measure() {
     rm -f "$WORK"/cg.*
 }
 
+# Keys, the JWKS beside exgate's config, a pool of tokens and their forgeries (as in
+# compare.sh); haproxy-enforce.cfg verifies tokens with the key it loads at start.
+TENANT=6f3b5b2a-1c4d-4e8f-9a0b-7c6d5e4f3a2b
+export ISSUER="https://sts.windows.net/$TENANT/" AUDIENCE="https://outlook.office365.com"
+"$PWD/target/release/exgate" token --dir "$WORK/keys" --new-keys --public-key-pem > "$WORK/key.pem"
+"$PWD/target/release/exgate" token --dir "$WORK/keys" --jwks > "$WORK/jwks.json"
+"$PWD/target/release/exgate" token --dir "$WORK/keys" --count 300 > "$WORK/tokens.txt"
+python3 - "$WORK/tokens.txt" > "$WORK/badsig.txt" <<'PY'
+import sys
+for line in open(sys.argv[1]):
+    head, payload, sig = line.strip().split(".")
+    c = "B" if sig[100] != "B" else "C"
+    print(".".join([head, payload, sig[:100] + c + sig[101:]]))
+PY
+export KEY_PEM="$WORK/key.pem" PATHS=/mapi/emsmdb/ BASIC_EVERY=0
+WORKLOADS=${WORKLOADS:-anonymous basic bearer badsig}
+
 echo "| proxy | workload | requests | instructions per request |"
 echo "|---|---|---|---|"
 for bin in "$PWD/target/release/exgate" "$@"; do
     port=$(free_port)
-    bench_config "$port" 0 "$UP_PORT" > "$WORK/exgate.toml"
-    measure "$bin" "$port" "anonymous basic" "$bin" serve --config exgate.toml
+    bench_config "$port" 0 "$UP_PORT" '[[users]]' 'upn = "user01@contoso.com"' "$(token_lines)" \
+        > "$WORK/exgate.toml"
+    measure "$bin" "$port" "$WORKLOADS" "$bin" serve --config exgate.toml
 done
 if [ "${HAPROXY:-1}" != 0 ]; then
-    # haproxy-enforce.cfg verifies tokens with a key it loads at start.
-    "$PWD/target/release/exgate" token --dir "$WORK/keys" --new-keys --public-key-pem > "$WORK/key.pem"
-    export KEY_PEM="$WORK/key.pem" ISSUER="https://sts.windows.net/x/" AUDIENCE="https://outlook.office365.com"
     port=$(free_port)
     FE_PORT=$port measure "HAProxy pass-through" "$port" anonymous haproxy -f "$PWD/benches/peers/haproxy-plain.cfg"
     port=$(free_port)
-    FE_PORT=$port measure "HAProxy enforcing" "$port" "anonymous basic" haproxy -f "$PWD/benches/peers/haproxy-enforce.cfg"
+    FE_PORT=$port measure "HAProxy enforcing" "$port" "$WORKLOADS" haproxy -f "$PWD/benches/peers/haproxy-enforce.cfg"
     echo
-    echo "| exgate build | anonymous vs HAProxy pass-through | blocked Basic vs HAProxy enforcing |"
-    echo "|---|---|---|"
+    echo "| exgate build | anonymous vs HAProxy pass-through | blocked Basic vs HAProxy enforcing | bearer vs HAProxy enforcing | bad signatures vs HAProxy enforcing |"
+    echo "|---|---|---|---|---|"
     awk -F'\t' '{ ir[$1 FS $2] = $3; if ($1 ~ /exgate/) builds[$1] = 1 }
-        END { for (b in builds) printf "| %s | %.2f× | %.2f× |\n", b,
-              ir[b FS "anonymous"] / ir["HAProxy pass-through" FS "anonymous"],
-              ir[b FS "basic"] / ir["HAProxy enforcing" FS "basic"] }' "$ROWS"
+        function ratio(a, b) { return (a && b) ? sprintf("%.2f×", a / b) : "—" }
+        END { for (b in builds) printf "| %s | %s | %s | %s | %s |\n", b,
+              ratio(ir[b FS "anonymous"], ir["HAProxy pass-through" FS "anonymous"]),
+              ratio(ir[b FS "basic"], ir["HAProxy enforcing" FS "basic"]),
+              ratio(ir[b FS "bearer"], ir["HAProxy enforcing" FS "bearer"]),
+              ratio(ir[b FS "badsig"], ir["HAProxy enforcing" FS "badsig"]) }' "$ROWS"
 fi

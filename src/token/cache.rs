@@ -2,7 +2,10 @@
 //! verification, whether it verified ([`VerifiedCache`]) or failed ([`FailedCache`]).
 //! Both are [`crate::cache`] maps, bounded and sharded.
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::TokenError;
 use crate::cache::{BoundedCache, Digest, DigestCache};
@@ -131,16 +134,77 @@ impl Failed {
 /// separately from [`VerifiedCache`]: a flood of distinct forgeries evicts only other
 /// forgeries, never a legitimate client's verified token. Entries are a fixed 56 bytes
 /// whatever the token's size.
+///
+/// In front of the map, a filter of [`FILTER_BITS`] bits (8 KiB) says which tokens may be
+/// remembered: one bit per token, picked by a seeded hash of its signature, set when its
+/// failure is remembered and never cleared. A token whose bit is clear was never
+/// remembered, which [`FailedCache::may_hold`] tells without the digest of the whole
+/// token; a set bit (the token's own, or another's) only means the map must be asked.
 pub struct FailedCache {
     map: DigestCache<Failed>,
+    /// [`FILTER_BITS`] bits; none when the cache keeps nothing.
+    filter: Box<[AtomicU64]>,
+    /// A per-process random seed of the filter's hash, so that an attacker cannot aim
+    /// forgeries at the bits of tokens they do not have.
+    seed: u64,
 }
+
+/// The bits of [`FailedCache`]'s filter. Each distinct forgery sets at most one; past
+/// tens of thousands of them most bits are set, and every token asks the map, as it
+/// would without a filter.
+pub const FILTER_BITS: usize = 1 << 16;
 
 impl FailedCache {
     /// A cache of at most `max_entries` failures; 0 caches nothing.
     pub fn new(max_entries: usize) -> FailedCache {
+        let map = DigestCache::new(max_entries);
+        let words = if map.is_enabled() {
+            FILTER_BITS / 64
+        } else {
+            0
+        };
         FailedCache {
-            map: DigestCache::new(max_entries),
+            map,
+            filter: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            seed: RandomState::new().hash_one(0u64),
         }
+    }
+
+    /// The filter word and bit of `token`: a seeded multiply-rotate hash of its
+    /// signature segment (the bytes after the last `.`), eight bytes at a time, then
+    /// mixed.
+    fn filter_bit(&self, token: &[u8]) -> (usize, u64) {
+        let signature = match memchr::memrchr(b'.', token) {
+            Some(dot) => &token[dot + 1..],
+            None => token,
+        };
+        let mut hash = self.seed ^ signature.len() as u64;
+        for chunk in signature.chunks(8) {
+            let mut word = [0; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            hash = (hash ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(29);
+        }
+        // MurmurHash3's 64-bit finalizer, so that every bit of the input moves the bit
+        // picked.
+        hash ^= hash >> 33;
+        hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        hash ^= hash >> 33;
+        hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        hash ^= hash >> 33;
+        let bit = (hash >> 48) as usize % FILTER_BITS;
+        (bit / 64, 1 << (bit % 64))
+    }
+
+    /// Whether a failure may be remembered for `token` (any bytes): false only when it
+    /// certainly is not, at the cost of a pass over its signature.
+    pub fn may_hold(&self, token: &[u8]) -> bool {
+        if self.filter.is_empty() {
+            return false;
+        }
+        let (word, bit) = self.filter_bit(token);
+        self.filter[word].load(Ordering::Relaxed) & bit != 0
     }
 
     /// Whether the cache keeps anything.
@@ -153,8 +217,15 @@ impl FailedCache {
         self.map.get(key, now)
     }
 
-    /// Remembers a failure for [`FAILED_TTL_SECONDS`].
-    pub fn insert(&self, key: Digest, failed: Failed, now: u64) {
+    /// Remembers the failure of `token`, whose digest is `key`, for
+    /// [`FAILED_TTL_SECONDS`].
+    pub fn insert(&self, token: &str, key: Digest, failed: Failed, now: u64) {
+        if self.filter.is_empty() {
+            return;
+        }
+        // The bit first: a token in the map always has its bit set.
+        let (word, bit) = self.filter_bit(token.as_bytes());
+        self.filter[word].fetch_or(bit, Ordering::Relaxed);
         self.map
             .insert(key, failed, now.saturating_add(FAILED_TTL_SECONDS), now);
     }
@@ -192,6 +263,38 @@ mod tests {
         // Same signature, different payload: a forgery attempt, never a hit.
         assert!(cache.get("h.forged.sig", 10).is_none());
         assert!(cache.get("h.p.other", 10).is_none());
+    }
+
+    #[test]
+    fn the_filter_holds_every_remembered_token_and_few_others() {
+        let cache = FailedCache::new(100);
+        let token = |i: usize| format!("eyJh.eyJw.c2ln{i:06}QmFk");
+        assert!((0..1000).all(|i| !cache.may_hold(token(i).as_bytes())));
+        for i in 0..10 {
+            cache.insert(&token(i), digest(token(i).as_bytes()), failed(1), 0);
+        }
+        // Never a false negative, whatever the seed.
+        assert!((0..10).all(|i| cache.may_hold(token(i).as_bytes())));
+        // 10 of 65,536 bits set: about 0.15 of 1,000 other tokens read a set bit.
+        let others = (10..1010)
+            .filter(|&i| cache.may_hold(token(i).as_bytes()))
+            .count();
+        assert!(others <= 5, "{others}");
+        // Only the signature picks the bit: a token that keeps a remembered one's
+        // signature may be remembered (the map tells).
+        assert!(cache.may_hold(b"eyJo.eyJvdGhlcg.c2ln000003QmFk"));
+        // Any bytes are read without a panic.
+        for bytes in [&b""[..], b".", b"...", b"\xff\xfe.\x00", b"no-dot-at-all"] {
+            let _ = cache.may_hold(bytes);
+        }
+    }
+
+    #[test]
+    fn a_zero_sized_failed_cache_filters_everything_out() {
+        let cache = FailedCache::new(0);
+        cache.insert("a.b.c", digest(b"a.b.c"), failed(1), 0);
+        assert!(!cache.may_hold(b"a.b.c"));
+        assert!(cache.is_empty());
     }
 
     #[test]
@@ -238,7 +341,7 @@ mod tests {
     #[test]
     fn a_failure_is_remembered_for_its_ttl_and_only_for_that_token() {
         let cache = FailedCache::new(100);
-        cache.insert(digest(b"h.p.forged"), failed(7), 1000);
+        cache.insert("h.p.forged", digest(b"h.p.forged"), failed(7), 1000);
         assert_eq!(cache.get(&digest(b"h.p.forged"), 1000), Some(failed(7)));
         assert_eq!(
             cache.get(&digest(b"h.p.forged"), 1000 + FAILED_TTL_SECONDS),
@@ -258,7 +361,12 @@ mod tests {
         let cache = FailedCache::new(1000);
         for i in 0..100_000u32 {
             let token = format!("h.p.{i:08}");
-            cache.insert(digest(token.as_bytes()), failed(1), u64::from(i / 1000));
+            cache.insert(
+                &token,
+                digest(token.as_bytes()),
+                failed(1),
+                u64::from(i / 1000),
+            );
         }
         assert!(cache.len() <= 1000 + SHARDS, "{}", cache.len());
         // The newest are kept.

@@ -201,6 +201,13 @@ impl TokenValidator {
         }
     }
 
+    /// Whether a failure may be remembered for `token` (any bytes): false only when it
+    /// certainly is not ([`FailedCache::may_hold`]), for far less than
+    /// [`TokenValidator::known_failure`] costs.
+    pub fn may_have_failed(&self, token: &[u8]) -> bool {
+        self.failed.may_hold(token)
+    }
+
     /// What the caches remember of `token` at `now`, as both [`TokenValidator::validate`]
     /// and [`TokenValidator::known_failure`] read them: the verified cache first, then
     /// the failed cache (whose stale entry, of another key set, is dropped here).
@@ -326,7 +333,7 @@ impl TokenValidator {
                             .exp
                             .map_or(0, |exp| exp.saturating_add(issuer.config.leeway.as_secs())),
                     };
-                    self.failed.insert(digest, failed, now);
+                    self.failed.insert(token, digest, failed, now);
                 }
                 return Err(error);
             }

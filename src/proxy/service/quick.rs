@@ -17,7 +17,7 @@
 //!
 //! It takes a request only when every step is one hyper's path would take without
 //! waiting, and leaves it to hyper, with nothing counted, otherwise: no `Basic` or
-//! `Bearer` field; a bearer token that is valid, never seen, or whose remembered
+//! `Bearer` field (or its name written `AUTHORIZATION`); a bearer token that is valid, never seen, or whose remembered
 //! failure no longer holds (a new key set); a
 //! head hyper or the framing check would refuse or read differently (a body, HTTP/1.0,
 //! `HEAD`, a `Connection` field, more than [`MAX_FIELDS`] fields, anything the head
@@ -74,21 +74,24 @@ impl Connection {
         now: impl FnOnce() -> Option<Instant>,
     ) -> Option<Vec<u8>> {
         let shared = &self.client.shared;
-        if shared.cluster.is_some() {
+        if shared.cluster.is_some() || !may_name_credentials(head) {
             return None;
         }
+        // A bearer token is answered here only when its validation failed before; the
+        // failed cache's filter tells most other tokens apart from the raw bytes, so
+        // that a valid token costs the quick path next to nothing.
         let validator = shared.tokens.as_deref();
-        let bearer = validator.is_some() && may_name_bearer(head);
+        let bearer =
+            validator.is_some_and(|v| raw_bearer_token(head).is_some_and(|t| v.may_have_failed(t)));
         if !bearer && !may_name_basic(head) {
             return None;
         }
         let started = now()?;
         let mut storage = QuickHead::storage();
         let head = QuickHead::parse_named(head, &mut storage)?;
-        // A bearer token is answered here only when it failed verification before, under
-        // the current key set: a valid one is forwarded and one never seen is verified,
-        // both on hyper's path. Looked up first, so that a valid token costs the quick
-        // path the parse and a cache lookup.
+        // Only a failure remembered under the current key set, for the token the head
+        // carries: a valid token is forwarded and one never seen is verified, both on
+        // hyper's path.
         let failed = match (bearer, validator, head.bearer_token()) {
             (true, Some(validator), Some(token)) => Some((token, validator.known_failure(token)?)),
             _ => None,
@@ -297,6 +300,26 @@ fn scheme_credentials<'v>(value: &'v [u8], scheme: &[u8]) -> Option<&'v [u8]> {
     }
 }
 
+/// Whether a request head may carry credentials: it holds `uthorization` (of
+/// `Authorization` or `authorization`, as clients write the field name). One look at
+/// the raw bytes, so that a request without credentials pays nearly nothing here.
+fn may_name_credentials(head: &[u8]) -> bool {
+    static NAME: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"uthorization"));
+    NAME.find(head).is_some()
+}
+
+/// The bytes after the first `earer ` in a raw head, to the end of its line: the bearer
+/// token when that is where the head carries one. Only a filter reads it; what the
+/// quick path answers is decided on the parsed head.
+fn raw_bearer_token(head: &[u8]) -> Option<&[u8]> {
+    static SCHEME: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"earer "));
+    let rest = &head[SCHEME.find(head)? + b"earer ".len()..];
+    let end = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
 /// Whether a request head may carry Basic credentials: it holds `asic ` (of `Basic ` or
 /// `basic `, as clients write the scheme). A look at the raw bytes before anything is
 /// parsed, so that other requests pay nearly nothing here; a head that passes is parsed
@@ -429,6 +452,29 @@ mod tests {
             let parsed = QuickHead::parse(head, &mut storage)?;
             parsed.bearer_token().map(<[u8]>::to_vec)
         };
+        let raw: [(&[u8], Option<&[u8]>); 4] = [
+            (
+                b"GET / HTTP/1.1\r\nAuthorization: Bearer eyJ.a.b\r\n\r\n",
+                Some(b"eyJ.a.b"),
+            ),
+            (b"GET / HTTP/1.1\nAuthorization: bearer t\n\n", Some(b"t")),
+            (b"GET / HTTP/1.1\r\nAuthorization: Bearer ", Some(b"")),
+            (b"GET / HTTP/1.1\r\nAuthorization: Basic dTpw\r\n\r\n", None),
+        ];
+        for (head, expected) in raw {
+            assert_eq!(
+                raw_bearer_token(head),
+                expected,
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        assert!(may_name_credentials(
+            b"GET / HTTP/1.1\r\nauthorization: x\r\n\r\n"
+        ));
+        assert!(!may_name_credentials(
+            b"GET / HTTP/1.1\r\nAUTHORIZATION: x\r\n\r\n"
+        ));
         let cases: [(&[u8], Option<&[u8]>); 6] = [
             (
                 b"GET / HTTP/1.1\r\nAuthorization: Bearer eyJ.a.b\r\n\r\n",
