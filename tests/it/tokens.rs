@@ -996,12 +996,12 @@ async fn a_refused_token_sent_again_is_answered_without_hyper_as_hyper_answers_i
             [false, false],
         ),
         (
-            "forged, after Basic (the engine reads the Basic field: hyper's)",
+            "forged, after Basic (the engine reads the Basic field, a blocked Basic)",
             format!(
                 "GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nAuthorization: {}\r\nAuthorization: Bearer {forged}\r\n\r\n",
                 basic("user01@contoso.com", "Summer2026!")
             ),
-            [false, false],
+            [true, true],
         ),
     ];
     let mut audited = 0;

@@ -17,7 +17,8 @@
 //!
 //! It takes a request only when every step is one hyper's path would take without
 //! waiting, and leaves it to hyper, with nothing counted, otherwise: no `Basic` or
-//! `Bearer` field (or its name written `AUTHORIZATION`); a bearer token that is valid, never seen, or whose remembered
+//! `Bearer` scheme in the first `Authorization` field as clients write it (see
+//! [`raw_credentials`]); a bearer token that is valid, never seen, or whose remembered
 //! failure no longer holds (a new key set); a
 //! head hyper or the framing check would refuse or read differently (a body, HTTP/1.0,
 //! `HEAD`, a `Connection` field, more than [`MAX_FIELDS`] fields, anything the head
@@ -74,18 +75,22 @@ impl Connection {
         now: impl FnOnce() -> Option<Instant>,
     ) -> Option<Vec<u8>> {
         let shared = &self.client.shared;
-        if shared.cluster.is_some() || !may_name_credentials(head) {
+        if shared.cluster.is_some() {
             return None;
         }
-        // A bearer token is answered here only when its validation failed before; the
-        // failed cache's filter tells most other tokens apart from the raw bytes, so
-        // that a valid token costs the quick path next to nothing.
         let validator = shared.tokens.as_deref();
-        let bearer =
-            validator.is_some_and(|v| raw_bearer_token(head).is_some_and(|t| v.may_have_failed(t)));
-        if !bearer && !may_name_basic(head) {
-            return None;
-        }
+        let bearer = match raw_credentials(head)? {
+            RawCredentials::Basic => false,
+            // A bearer token is answered here only when its validation failed before;
+            // the failed cache's filter tells most other tokens apart from the raw
+            // bytes, so that a valid token costs the quick path next to nothing.
+            RawCredentials::Bearer(token) => {
+                if !validator.is_some_and(|v| v.may_have_failed(token)) {
+                    return None;
+                }
+                true
+            }
+        };
         let started = now()?;
         let mut storage = QuickHead::storage();
         let head = QuickHead::parse_named(head, &mut storage)?;
@@ -300,24 +305,35 @@ fn scheme_credentials<'v>(value: &'v [u8], scheme: &[u8]) -> Option<&'v [u8]> {
     }
 }
 
-/// Whether a request head may carry credentials: it holds `uthorization` (of
-/// `Authorization` or `authorization`, as clients write the field name). One look at
-/// the raw bytes, so that a request without credentials pays nearly nothing here.
-fn may_name_credentials(head: &[u8]) -> bool {
-    static NAME: LazyLock<memmem::Finder<'static>> =
-        LazyLock::new(|| memmem::Finder::new(b"uthorization"));
-    NAME.find(head).is_some()
+/// What the first `Authorization` field of a raw head names, as one look at the bytes
+/// tells it (see [`raw_credentials`]).
+#[derive(Debug, PartialEq, Eq)]
+enum RawCredentials<'h> {
+    Basic,
+    /// The rest of the field's line.
+    Bearer(&'h [u8]),
 }
 
-/// The bytes after the first `earer ` in a raw head, to the end of its line: the bearer
-/// token when that is where the head carries one. Only a filter reads it; what the
-/// quick path answers is decided on the parsed head.
-fn raw_bearer_token(head: &[u8]) -> Option<&[u8]> {
-    static SCHEME: LazyLock<memmem::Finder<'static>> =
-        LazyLock::new(|| memmem::Finder::new(b"earer "));
-    let rest = &head[SCHEME.find(head)? + b"earer ".len()..];
-    let end = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
-    Some(&rest[..end])
+/// The scheme of the first `uthorization:` in a raw head (of `Authorization:` or
+/// `authorization:`, as clients write the field name), when its value, after spaces and
+/// tabs, begins `Basic `, `basic `, `Bearer ` or `bearer ` (as clients write the
+/// scheme). One scan of the bytes before anything is parsed, so that a request without
+/// such credentials pays nearly nothing here. Only a filter: what the quick path answers
+/// is decided on the parsed head; a head spelled otherwise goes to hyper.
+fn raw_credentials(head: &[u8]) -> Option<RawCredentials<'_>> {
+    static NAME: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"uthorization:"));
+    let value = &head[NAME.find(head)? + b"uthorization:".len()..];
+    let start = value.iter().position(|&b| b != b' ' && b != b'\t')?;
+    let value = &value[start..];
+    if value.starts_with(b"Basic ") || value.starts_with(b"basic ") {
+        return Some(RawCredentials::Basic);
+    }
+    let token = value
+        .strip_prefix(b"Bearer ")
+        .or_else(|| value.strip_prefix(b"bearer "))?;
+    let end = memchr::memchr2(b'\r', b'\n', token).unwrap_or(token.len());
+    Some(RawCredentials::Bearer(&token[..end]))
 }
 
 /// Whether a request head may carry Basic credentials: it holds `asic ` (of `Basic ` or
@@ -452,29 +468,50 @@ mod tests {
             let parsed = QuickHead::parse(head, &mut storage)?;
             parsed.bearer_token().map(<[u8]>::to_vec)
         };
-        let raw: [(&[u8], Option<&[u8]>); 4] = [
+        use RawCredentials::{Basic, Bearer};
+        let raw: [(&[u8], Option<RawCredentials>); 11] = [
             (
                 b"GET / HTTP/1.1\r\nAuthorization: Bearer eyJ.a.b\r\n\r\n",
-                Some(b"eyJ.a.b"),
+                Some(Bearer(b"eyJ.a.b")),
             ),
-            (b"GET / HTTP/1.1\nAuthorization: bearer t\n\n", Some(b"t")),
-            (b"GET / HTTP/1.1\r\nAuthorization: Bearer ", Some(b"")),
-            (b"GET / HTTP/1.1\r\nAuthorization: Basic dTpw\r\n\r\n", None),
+            (
+                b"GET / HTTP/1.1\nauthorization:\t bearer t\n\n",
+                Some(Bearer(b"t")),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nAuthorization: Bearer ",
+                Some(Bearer(b"")),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nAuthorization: Basic dTpw\r\n\r\n",
+                Some(Basic),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nauthorization:basic dTpw\r\n\r\n",
+                Some(Basic),
+            ),
+            // The first field decides.
+            (
+                b"GET / HTTP/1.1\r\nAuthorization: Basic dTpw\r\nAuthorization: Bearer t\r\n\r\n",
+                Some(Basic),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nAuthorization: NTLM TlRM\r\nAuthorization: Basic dTpw\r\n\r\n",
+                None,
+            ),
+            (b"GET / HTTP/1.1\r\nAUTHORIZATION: Basic dTpw\r\n\r\n", None),
+            (b"GET / HTTP/1.1\r\nAuthorization: BASIC dTpw\r\n\r\n", None),
+            (b"GET / HTTP/1.1\r\nAuthorization: Basic\r\n\r\n", None),
+            (b"GET / HTTP/1.1\r\nAuthorization:", None),
         ];
         for (head, expected) in raw {
             assert_eq!(
-                raw_bearer_token(head),
+                raw_credentials(head),
                 expected,
                 "{}",
                 String::from_utf8_lossy(head)
             );
         }
-        assert!(may_name_credentials(
-            b"GET / HTTP/1.1\r\nauthorization: x\r\n\r\n"
-        ));
-        assert!(!may_name_credentials(
-            b"GET / HTTP/1.1\r\nAUTHORIZATION: x\r\n\r\n"
-        ));
         let cases: [(&[u8], Option<&[u8]>); 6] = [
             (
                 b"GET / HTTP/1.1\r\nAuthorization: Bearer eyJ.a.b\r\n\r\n",
