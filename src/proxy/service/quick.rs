@@ -93,13 +93,20 @@ impl Connection {
         };
         let started = now()?;
         let mut storage = QuickHead::storage();
-        let head = QuickHead::parse_named(head, &mut storage)?;
-        // Only a failure remembered under the current key set, for the token the head
-        // carries: a valid token is forwarded and one never seen is verified, both on
-        // hyper's path.
-        let failed = match (bearer, validator, head.bearer_token()) {
-            (true, Some(validator), Some(token)) => Some((token, validator.known_failure(token)?)),
-            _ => None,
+        let head = QuickHead::parse_whole(head, &mut storage)?;
+        // The first `Authorization` field, parsed, names what the raw look found. For a
+        // token, only a failure remembered under the current key set: a valid token is
+        // forwarded and one never seen is verified, both on hyper's path.
+        let first = head.values(&header::AUTHORIZATION).next()?;
+        let failed = match (bearer, validator) {
+            (false, _) => {
+                scheme_credentials(first, b"basic")?;
+                None
+            }
+            (true, validator) => {
+                let token = scheme_credentials(first, b"bearer")?;
+                Some((token, validator?.known_failure(token)?))
+            }
         };
         // Nothing established on the connection, and no request holds it.
         let auth = self.auth.try_lock().ok()?;
@@ -238,7 +245,11 @@ impl<'h> QuickHead<'h> {
         if !may_name_basic(head) && !may_name_bearer(head) {
             return None;
         }
-        QuickHead::parse_named(head, storage)
+        let head = QuickHead::parse_whole(head, storage)?;
+        let named = head.values(&header::AUTHORIZATION).any(|v| {
+            scheme_credentials(v, b"basic").is_some() || scheme_credentials(v, b"bearer").is_some()
+        });
+        named.then_some(head)
     }
 
     /// Room for the fields [`QuickHead::parse`] reads.
@@ -246,9 +257,9 @@ impl<'h> QuickHead<'h> {
         [httparse::EMPTY_HEADER; MAX_FIELDS]
     }
 
-    /// [`QuickHead::parse`] of a head that passed [`may_name_basic`] or
-    /// [`may_name_bearer`].
-    fn parse_named(
+    /// [`QuickHead::parse`] without the look for credentials: one whole HTTP/1.1 head
+    /// as hyper reads it, whatever its fields.
+    fn parse_whole(
         head: &'h [u8],
         storage: &'h mut [httparse::Header<'h>; MAX_FIELDS],
     ) -> Option<QuickHead<'h>> {
@@ -265,15 +276,11 @@ impl<'h> QuickHead<'h> {
         if method == Method::HEAD || !target.starts_with('/') {
             return None;
         }
-        let head = QuickHead {
+        Some(QuickHead {
             method,
             target: PathAndQuery::try_from(target).ok()?,
             fields: parsed.headers,
-        };
-        let named = head.values(&header::AUTHORIZATION).any(|v| {
-            scheme_credentials(v, b"basic").is_some() || scheme_credentials(v, b"bearer").is_some()
-        });
-        named.then_some(head)
+        })
     }
 
     /// The credentials of the first `Authorization` field with the Bearer scheme (RFC
