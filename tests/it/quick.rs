@@ -24,7 +24,7 @@ pub(crate) fn quick_refusals(metrics: &str) -> u64 {
 }
 
 /// A response with its `date` value blanked: the rest must match byte for byte.
-pub(crate) fn undated(text: &str) -> String {
+fn undated(text: &str) -> String {
     text.lines()
         .map(|l| match l.get(..6) {
             Some(name) if name.eq_ignore_ascii_case("date: ") => "date: <date>",
@@ -35,7 +35,7 @@ pub(crate) fn undated(text: &str) -> String {
 }
 
 /// An audit line without what differs between two runs of one request.
-pub(crate) fn comparable(mut line: serde_json::Value) -> serde_json::Value {
+fn comparable(mut line: serde_json::Value) -> serde_json::Value {
     for key in ["ts", "request_id", "duration_ms"] {
         line.as_object_mut().unwrap().remove(key);
     }
@@ -51,6 +51,37 @@ fn request_series(metrics: &str) -> Vec<String> {
         })
         .map(str::to_owned)
         .collect()
+}
+
+/// Sends `head` on a new connection to `quick` (the quick path on) and to `plain` (off),
+/// and requires the same answer (the `date` value aside) and the same new audit lines
+/// (past the first `audited`, which it moves on). Whether the quick path took it.
+pub(crate) async fn answer_alike(
+    quick: &Exgate,
+    plain: &Exgate,
+    shape: &str,
+    head: &str,
+    audited: &mut usize,
+) -> bool {
+    let mut answers = Vec::new();
+    for gate in [quick, plain] {
+        let before = quick_refusals(&gate.metrics().await);
+        let (_, text) =
+            raw_exchange(gate.addr(), head.as_bytes(), Duration::from_millis(300)).await;
+        assert!(text.starts_with("HTTP/1."), "{shape}: no answer");
+        let taken = quick_refusals(&gate.metrics().await) - before;
+        answers.push((undated(&text), taken));
+    }
+    assert_eq!(answers[0].0, answers[1].0, "{shape}: answers differ");
+    assert_eq!(answers[1].1, 0, "{shape}: quick_refusals = false took it");
+    let quick_lines = audit_lines(quick, *audited).await;
+    let plain_lines = audit_lines(plain, *audited).await;
+    assert_eq!(quick_lines.len(), plain_lines.len(), "{shape}: audit lines");
+    for (a, b) in quick_lines.into_iter().zip(plain_lines).skip(*audited) {
+        assert_eq!(comparable(a), comparable(b), "{shape}: audit line");
+    }
+    *audited = audit_lines(quick, *audited).await.len();
+    answers[0].1 == 1
 }
 
 /// The attacker's and the legacy client's table: what each head is answered with,
@@ -109,30 +140,8 @@ async fn every_head_is_answered_counted_and_audited_as_without_the_quick_path() 
     .await;
     let mut audited = 0;
     for (shape, head, expect_quick) in &table {
-        let mut answers = Vec::new();
-        for gate in [&quick, &plain] {
-            let before = quick_refusals(&gate.metrics().await);
-            let (_, text) =
-                raw_exchange(gate.addr(), head.as_bytes(), Duration::from_millis(300)).await;
-            assert!(text.starts_with("HTTP/1."), "{shape}: no answer");
-            let taken = quick_refusals(&gate.metrics().await) - before;
-            answers.push((undated(&text), taken));
-        }
-        assert_eq!(answers[0].0, answers[1].0, "{shape}: answers differ");
-        assert_eq!(answers[1].1, 0, "{shape}: quick_refusals = false took it");
-        assert_eq!(
-            answers[0].1,
-            u64::from(*expect_quick),
-            "{shape}: quick path"
-        );
-        // Both audit logs got the same lines.
-        let quick_lines = audit_lines(&quick, audited).await;
-        let plain_lines = audit_lines(&plain, audited).await;
-        assert_eq!(quick_lines.len(), plain_lines.len(), "{shape}: audit lines");
-        for (a, b) in quick_lines.into_iter().zip(plain_lines).skip(audited) {
-            assert_eq!(comparable(a), comparable(b), "{shape}: audit line");
-        }
-        audited = audit_lines(&quick, audited).await.len();
+        let taken = answer_alike(&quick, &plain, shape, head, &mut audited).await;
+        assert_eq!(taken, *expect_quick, "{shape}: quick path");
     }
     assert_eq!(
         request_series(&quick.metrics().await),

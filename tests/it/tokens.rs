@@ -10,7 +10,7 @@ use http_body_util::Full;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use crate::quick::{comparable, quick_refusals, undated};
+use crate::quick::{answer_alike, quick_refusals};
 use crate::support::*;
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -192,6 +192,19 @@ fn claims(user: &str, mfa: bool) -> serde_json::Value {
     entra_v1_claims(TENANT, AUDIENCE, user, mfa, 3600)
 }
 
+/// The clock, in Unix seconds.
+fn unix_now() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    i64::try_from(now.unwrap().as_secs()).unwrap()
+}
+
+/// A token of user01 with MFA signed by `key`, one claim set to `value`.
+fn altered(key: &SigningKey, field: &str, value: serde_json::Value) -> String {
+    let mut c = claims("user01@contoso.com", true);
+    c[field] = value;
+    key.sign(&c)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mfa_is_required_where_configured_and_only_there() {
     let Setup {
@@ -250,18 +263,8 @@ async fn every_bad_token_gets_401_with_its_description() {
     })
     .await;
 
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap();
-    let altered = |field: &str, value: serde_json::Value| {
-        let mut c = claims("user01@contoso.com", true);
-        c[field] = value;
-        key.sign(&c)
-    };
+    let now = unix_now();
+    let altered = |field: &str, value: serde_json::Value| altered(&key, field, value);
     let mut cases: Vec<(String, &str, &str)> = vec![
         (
             altered("exp", (now - 1000).into()),
@@ -916,18 +919,8 @@ async fn a_refused_token_sent_again_is_answered_without_hyper_as_hyper_answers_i
     wait_ready(&quick).await;
     wait_ready(&plain).await;
 
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap();
-    let altered = |field: &str, value: serde_json::Value| {
-        let mut c = claims("user01@contoso.com", true);
-        c[field] = value;
-        key.sign(&c)
-    };
+    let now = unix_now();
+    let altered = |field: &str, value: serde_json::Value| altered(&key, field, value);
     // Signed by another key under the published kid.
     let impostor = SigningKey::generate("k1");
     let forged = impostor.sign(&claims("user01@contoso.com", true));
@@ -1007,32 +1000,9 @@ async fn a_refused_token_sent_again_is_answered_without_hyper_as_hyper_answers_i
     let mut audited = 0;
     for (shape, head, expect_quick) in &table {
         for (sending, expect_quick) in expect_quick.iter().enumerate() {
-            let mut answers = Vec::new();
-            for gate in [&quick, &plain] {
-                let before = quick_refusals(&gate.metrics().await);
-                let (_, text) =
-                    raw_exchange(gate.addr(), head.as_bytes(), Duration::from_millis(300)).await;
-                assert!(text.starts_with("HTTP/1."), "{shape}: no answer");
-                let taken = quick_refusals(&gate.metrics().await) - before;
-                answers.push((undated(&text), taken));
-            }
-            assert_eq!(
-                answers[0].0, answers[1].0,
-                "{shape} #{sending}: answers differ"
-            );
-            assert_eq!(answers[1].1, 0, "{shape}: quick_refusals = false took it");
-            assert_eq!(
-                answers[0].1,
-                u64::from(*expect_quick),
-                "{shape} #{sending}: quick path"
-            );
-            let quick_lines = audit_lines(&quick, audited).await;
-            let plain_lines = audit_lines(&plain, audited).await;
-            assert_eq!(quick_lines.len(), plain_lines.len(), "{shape}: audit lines");
-            for (a, b) in quick_lines.into_iter().zip(plain_lines).skip(audited) {
-                assert_eq!(comparable(a), comparable(b), "{shape}: audit line");
-            }
-            audited = audit_lines(&quick, audited).await.len();
+            let shape = format!("{shape} #{sending}");
+            let taken = answer_alike(&quick, &plain, &shape, head, &mut audited).await;
+            assert_eq!(taken, *expect_quick, "{shape}: quick path");
         }
     }
 

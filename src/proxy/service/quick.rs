@@ -53,9 +53,9 @@ pub const MAX_FIELDS: usize = 32;
 impl ConnectionService {
     /// Answers `head` — exactly one whole request head, read while nothing else was in
     /// flight on the connection — when the policy refuses its Basic credentials or a
-    /// bearer token that failed validation before: the response's bytes, with the request counted and recorded as the request path
-    /// does. None leaves the request to hyper, with nothing counted (see the module
-    /// documentation for when).
+    /// bearer token that failed validation before: the response's bytes, with the
+    /// request counted and recorded as the request path does. None leaves the request
+    /// to hyper, with nothing counted (see the module documentation for when).
     ///
     /// `now` gives the time, or None when the quick path may no longer answer (it is
     /// called only for a head that may carry Basic credentials or a bearer token).
@@ -344,10 +344,9 @@ fn raw_credentials(head: &[u8]) -> Option<RawCredentials<'_>> {
 }
 
 /// Whether a request head may carry Basic credentials: it holds `asic ` (of `Basic ` or
-/// `basic `, as clients write the scheme). A look at the raw bytes before anything is
-/// parsed, so that other requests pay nearly nothing here; a head that passes is parsed
-/// and its `Authorization` fields checked, one that spells the scheme otherwise
-/// (`BASIC`) goes to hyper.
+/// `basic `, as clients write the scheme). [`QuickHead::parse`]'s look at the raw bytes
+/// before anything is parsed; a head that passes is parsed and its `Authorization`
+/// fields checked. (The quick path itself looks with [`raw_credentials`].)
 pub fn may_name_basic(head: &[u8]) -> bool {
     static SCHEME: LazyLock<memmem::Finder<'static>> =
         LazyLock::new(|| memmem::Finder::new(b"asic "));
@@ -365,8 +364,9 @@ pub fn may_name_bearer(head: &[u8]) -> bool {
 /// A response as HTTP/1.1 bytes, as hyper writes it (RFC 9112 §4, §6): the status line,
 /// the fields in order, `content-length` and `date` (RFC 9110 §6.6.1) when the fields
 /// have none, then the body. As hyper does, a response without a body has its
-/// `content-length: 0` after the other fields, wherever its field map holds it (red
-/// team's table, issue 16: the token refusal's `x-ms-diagnostics` came after it). None
+/// `content-length: 0` after the other fields, wherever its field map holds it (the
+/// bearer agreement table, issue 16: the token refusal's `x-ms-diagnostics` came after
+/// it). None
 /// when the body is not at hand at once (every refusal's is).
 fn encode(res: Response<ProxyBody>) -> Option<Vec<u8>> {
     let (parts, mut body) = res.into_parts();
