@@ -133,6 +133,12 @@ pub fn check_head<'a>(
     }
     match raw.hosts {
         0 if version == Version::HTTP_11 => return Err(ClientFault::MissingHost),
+        // An empty `Host` (RFC 9112 §3.2 allows one only for a target URI without an
+        // authority, and a request to Exchange names its host) is refused as missing,
+        // as it was while the guard did not note empty fields (red team, issue 16).
+        1 if version == Version::HTTP_11 && host.is_some_and(<[u8]>::is_empty) => {
+            return Err(ClientFault::MissingHost);
+        }
         0 | 1 => {}
         _ => return Err(ClientFault::DuplicateHost),
     }
@@ -272,6 +278,16 @@ mod tests {
                 "{method} {target} {raw:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_empty_host_is_a_missing_one_in_http_1_1() {
+        let empty = |version| {
+            let get = Method::GET;
+            check_head(&raw(), LIMIT, &get, None, version, Some(b""), [])
+        };
+        assert_eq!(empty(V11), Err(ClientFault::MissingHost));
+        assert_eq!(empty(Version::HTTP_10), Ok(()));
     }
 
     /// Found by the red team: `Connection: Authorization` made exgate remove the

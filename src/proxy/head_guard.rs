@@ -152,8 +152,10 @@ impl HeadScan {
     /// `content` is the line's length without its ending.
     fn inspect_field(&mut self, content: usize) {
         let line = &self.line[..content.min(LINE_PREFIX)];
+        // An empty value counts too (`Transfer-Encoding:` with nothing after the colon:
+        // red team, issue 16, where the quick path took it for a head without one).
         let named =
-            |name: &[u8]| line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name);
+            |name: &[u8]| line.len() >= name.len() && line[..name.len()].eq_ignore_ascii_case(name);
         match line.first().map(u8::to_ascii_lowercase) {
             Some(b'c') if named(b"content-length:") => {
                 let v = &mut self.verdict;

@@ -29,6 +29,40 @@ fn a_plain_head_is_measured_exactly() {
     );
 }
 
+/// Red team (issue 16): a framing field with nothing after its colon was not noted, so
+/// the quick path answered a head that hyper's path refuses (`Transfer-Encoding:`,
+/// `Content-Length:`) and a second, empty `Host` went unnoticed on both paths.
+#[test]
+fn framing_fields_with_empty_values_are_noted() {
+    let with = |field: &str| format!("GET / HTTP/1.1\r\nHost: a\r\n{field}\r\n\r\n");
+    for name in [
+        "Transfer-Encoding",
+        "transfer-encoding",
+        "TRANSFER-ENCODING",
+    ] {
+        for sep in [":", ": ", ":\t"] {
+            let v = all_splits(with(&format!("{name}{sep}")).as_bytes());
+            assert!(v[0].transfer_encoding, "{name}{sep}");
+        }
+    }
+    for field in ["Content-Length:", "content-length: ", "CONTENT-LENGTH:"] {
+        let v = all_splits(with(field).as_bytes());
+        assert_eq!(v[0].content_lengths, 1, "{field}");
+        // Unreadable: nothing after it can be vouched for.
+        assert!(v[0].lost, "{field}");
+    }
+    for field in ["Host:", "host: ", "HOST:"] {
+        assert_eq!(all_splits(with(field).as_bytes())[0].hosts, 2, "{field}");
+    }
+    assert!(all_splits(with("Connection:").as_bytes())[0].connection);
+    assert!(all_splits(with("Cookie:").as_bytes())[0].cookie);
+    // A longer name that starts like one is not that field.
+    let v = all_splits(with("Hostname: x").as_bytes());
+    assert_eq!(v[0].hosts, 1);
+    let v = all_splits(with("Content-Lengthy: 3").as_bytes());
+    assert_eq!((v[0].content_lengths, v[0].lost), (0, false));
+}
+
 #[test]
 fn bare_lf_anywhere_in_a_head_is_seen() {
     for input in [

@@ -112,6 +112,10 @@ async fn every_head_is_answered_counted_and_audited_as_without_the_quick_path() 
         ("no Host", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\n{auth}\r\n"), false),
         ("two Hosts", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: a\r\nHost: b\r\n{auth}\r\n"), false),
         ("bare LF", format!("GET /EWS/Exchange.asmx HTTP/1.1\nHost: mail.contoso.com\n{}\n\n", auth.trim_end()), false),
+        ("empty Transfer-Encoding (red team)", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nTransfer-Encoding:\r\n{auth}\r\n"), false),
+        ("empty Content-Length", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\ncontent-length:\r\n{auth}\r\n"), false),
+        ("a Host and an empty Host", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nHost:\r\n{auth}\r\n"), false),
+        ("empty Connection", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nConnection:\r\n{auth}\r\n"), false),
         ("Connection: close (red team)", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nConnection: close\r\n{auth}\r\n"), false),
         ("Connection: keep-alive", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nConnection: keep-alive\r\n{auth}\r\n"), false),
         ("Connection names Authorization", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nConnection: authorization\r\n{auth}\r\n"), false),
@@ -286,6 +290,60 @@ async fn connection_close_on_a_refused_request_closes_the_connection() {
         );
     }
     assert!(upstream.requests().is_empty());
+    assert_eq!(quick_refusals(&gate.metrics().await), 0);
+}
+
+/// Red team, issue 16: a framing field with nothing after its colon went unnoticed, so a
+/// blocked Basic with `Transfer-Encoding:` was answered 401 on a connection kept open
+/// (hyper's path answers 400 and closes), and a second, empty `Host` passed on both
+/// paths. Each head of the attacker's table is now refused with 400 and the connection
+/// closed; the request sent after it is never read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framing_fields_with_empty_values_are_refused_and_end_the_connection() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start(ONPREM, BLOCK_EWS, &[upstream.url()]).await;
+    let auth = format!(
+        "Authorization: {}\r\n",
+        basic("user01@contoso.com", "Summer2026!")
+    );
+    let fields = [
+        "Transfer-Encoding:",
+        "transfer-encoding:",
+        "TRANSFER-ENCODING:",
+        "Transfer-Encoding:\r\nTransfer-Encoding:",
+        "Content-Length:",
+        "Host:",
+        "host:",
+        "HOST: ",
+    ];
+    for field in fields {
+        for (path, auth) in [("/EWS/Exchange.asmx", auth.as_str()), ("/owa/", "")] {
+            let shape = format!("{field} on {path}");
+            let mut s = TcpStream::connect(gate.addr()).await.unwrap();
+            let head =
+                format!("GET {path} HTTP/1.1\r\nHost: mail.contoso.com\r\n{field}\r\n{auth}\r\n");
+            s.write_all(head.as_bytes()).await.unwrap();
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            let answer = text(&buf[..n]);
+            assert!(answer.starts_with("HTTP/1.1 400"), "{shape}: {answer}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = s
+                .write_all(b"GET /owa/after HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n")
+                .await;
+            let rest = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
+            assert!(matches!(rest, Ok(Ok(0)) | Ok(Err(_))), "{shape}: {rest:?}");
+        }
+    }
+    // A lone empty `Host` is refused as a missing one, as before.
+    let (status, _) = raw_exchange(
+        gate.addr(),
+        b"GET /owa/ HTTP/1.1\r\nHost:\r\n\r\n",
+        Duration::from_millis(300),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(upstream.requests().is_empty(), "{:?}", upstream.requests());
     assert_eq!(quick_refusals(&gate.metrics().await), 0);
 }
 
