@@ -107,9 +107,9 @@ impl ClientFault {
 /// Checks a request head (SPEC §6 table): what the head guard saw of its raw bytes
 /// (`raw`: exact size, bare LF, how many `Host` and `Content-Length` fields, whether a
 /// `Transfer-Encoding` — hyper drops `Content-Length` then), and the parsed method,
-/// target's authority (absolute-form only) and version, the `Host` field's value (read
-/// only for an absolute-form target) and the `Connection` fields' values (read only when
-/// the guard saw one).
+/// target's authority (absolute-form only) and version, the first `Host` field's value
+/// (compared with an absolute-form target's authority; empty, it is a missing `Host` in
+/// HTTP/1.1) and the `Connection` fields' values (read only when the guard saw one).
 pub fn check_head<'a>(
     raw: &HeadVerdict,
     max_header_bytes: usize,
