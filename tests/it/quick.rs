@@ -260,6 +260,16 @@ async fn spray_detection_counts_quick_refusals() {
     );
 }
 
+/// After `pause_ms`, writes `after` on `s`, which exgate closed after its answer: the
+/// connection gives end of file or an error within 2 s, never an answer.
+async fn assert_closed_after(s: &mut TcpStream, pause_ms: u64, after: &[u8], shape: &str) {
+    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+    let _ = s.write_all(after).await;
+    let mut buf = [0u8; 4096];
+    let rest = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
+    assert!(matches!(rest, Ok(Ok(0)) | Ok(Err(_))), "{shape}: {rest:?}");
+}
+
 /// Red team, issue 16: after a refusal with `Connection: close`, the connection closes
 /// and a request sent after it is never read (the quick path answered it without the
 /// close, and the next request reached Exchange).
@@ -279,15 +289,8 @@ async fn connection_close_on_a_refused_request_closes_the_connection() {
         let answer = text(&buf[..n]);
         assert!(answer.starts_with("HTTP/1.1 401"), "{close:?}: {answer}");
         assert!(answer.contains("connection: close"), "{close:?}: {answer}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let _ = s
-            .write_all(b"GET /mapi/after-close HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n")
-            .await;
-        let rest = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
-        assert!(
-            matches!(rest, Ok(Ok(0)) | Ok(Err(_))),
-            "{close:?}: {rest:?}"
-        );
+        let after = b"GET /mapi/after-close HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n";
+        assert_closed_after(&mut s, 200, after, &format!("{close:?}")).await;
     }
     assert!(upstream.requests().is_empty());
     assert_eq!(quick_refusals(&gate.metrics().await), 0);
@@ -327,12 +330,8 @@ async fn framing_fields_with_empty_values_are_refused_and_end_the_connection() {
             let n = s.read(&mut buf).await.unwrap();
             let answer = text(&buf[..n]);
             assert!(answer.starts_with("HTTP/1.1 400"), "{shape}: {answer}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let _ = s
-                .write_all(b"GET /owa/after HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n")
-                .await;
-            let rest = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
-            assert!(matches!(rest, Ok(Ok(0)) | Ok(Err(_))), "{shape}: {rest:?}");
+            let after = b"GET /owa/after HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n";
+            assert_closed_after(&mut s, 100, after, &shape).await;
         }
     }
     // A lone empty `Host` is refused as a missing one, as before.

@@ -78,18 +78,18 @@ impl Connection {
         if shared.cluster.is_some() {
             return None;
         }
-        let validator = shared.tokens.as_deref();
-        let bearer = match raw_credentials(head)? {
-            RawCredentials::Basic => false,
-            // A bearer token is answered here only when its validation failed before;
-            // the failed cache's filter tells most other tokens apart from the raw
-            // bytes, so that a valid token costs the quick path next to nothing.
-            RawCredentials::Bearer(token) => {
-                if !validator.is_some_and(|v| v.may_have_failed(token)) {
-                    return None;
-                }
-                true
-            }
+        // For a bearer token, the validator whose failed cache may remember it: a token
+        // is answered here only when its validation failed before, and the cache's
+        // filter tells most other tokens apart from the raw bytes, so that a valid
+        // token costs the quick path next to nothing.
+        let token_validator = match raw_credentials(head)? {
+            RawCredentials::Basic => None,
+            RawCredentials::Bearer(token) => Some(
+                shared
+                    .tokens
+                    .as_deref()
+                    .filter(|v| v.may_have_failed(token))?,
+            ),
         };
         let started = now()?;
         let mut storage = QuickHead::storage();
@@ -98,14 +98,14 @@ impl Connection {
         // token, only a failure remembered under the current key set: a valid token is
         // forwarded and one never seen is verified, both on hyper's path.
         let first = head.values(&header::AUTHORIZATION).next()?;
-        let failed = match (bearer, validator) {
-            (false, _) => {
+        let failed = match token_validator {
+            None => {
                 scheme_credentials(first, b"basic")?;
                 None
             }
-            (true, validator) => {
+            Some(validator) => {
                 let token = scheme_credentials(first, b"bearer")?;
-                Some((token, validator?.known_failure(token)?))
+                Some((token, validator.known_failure(token)?))
             }
         };
         // Nothing established on the connection, and no request holds it.
