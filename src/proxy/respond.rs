@@ -69,29 +69,65 @@ fn challenge(bearer: &HeaderValue) -> Response<ProxyBody> {
     res
 }
 
+/// What of a refusal its response is made from: of a decision, only its action and
+/// reason. Two refusals with the same `Answer` get the same response from [`refusal`]
+/// (the quick path keeps encoded responses by it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// A decision's action and reason.
+    Decided(Action, Reason),
+    /// Any other refusal (never [`Refusal::Decided`] when made by `From`).
+    Other(Refusal),
+}
+
+impl From<Refusal> for Answer {
+    fn from(r: Refusal) -> Answer {
+        match r {
+            Refusal::Decided(d) => Answer::Decided(d.action, d.reason),
+            other => Answer::Other(other),
+        }
+    }
+}
+
 /// The response for a refusal. A blocked request gets the Bearer challenge and nothing
 /// else: no legacy challenge, no body, no hint of why (as Exchange answers).
 pub fn refusal(r: Refusal, bearer: &HeaderValue) -> Response<ProxyBody> {
+    answer(Answer::from(r), bearer)
+}
+
+/// The response for an [`Answer`] (see [`refusal`]).
+pub fn answer(a: Answer, bearer: &HeaderValue) -> Response<ProxyBody> {
+    match a {
+        Answer::Decided(action, reason) => decided(action, reason, bearer),
+        Answer::Other(r) => other(r, bearer),
+    }
+}
+
+/// The response for a decision's refusal.
+fn decided(action: Action, reason: Reason, bearer: &HeaderValue) -> Response<ProxyBody> {
+    match (action, reason) {
+        (Action::Reject, _) => text(StatusCode::BAD_REQUEST, "Bad Request\n"),
+        (Action::Block, Reason::ModernAuthBlocked) => text(StatusCode::FORBIDDEN, "Forbidden\n"),
+        // Not a refusal of the password: come back when an attempt in flight has
+        // been answered.
+        (Action::Block, Reason::LockoutPending) => {
+            let mut res = text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n");
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            res
+        }
+        (Action::Block | Action::Challenge, _) => challenge(bearer),
+        (Action::Allow | Action::ReportOnly, _) => {
+            // Forwarded decisions never reach here; refuse rather than guess.
+            text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
+        }
+    }
+}
+
+/// The response for a refusal other than a decision's.
+fn other(r: Refusal, bearer: &HeaderValue) -> Response<ProxyBody> {
     match r {
-        Refusal::Decided(d) => match (d.action, d.reason) {
-            (Action::Reject, _) => text(StatusCode::BAD_REQUEST, "Bad Request\n"),
-            (Action::Block, Reason::ModernAuthBlocked) => {
-                text(StatusCode::FORBIDDEN, "Forbidden\n")
-            }
-            // Not a refusal of the password: come back when an attempt in flight has
-            // been answered.
-            (Action::Block, Reason::LockoutPending) => {
-                let mut res = text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n");
-                res.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                res
-            }
-            (Action::Block | Action::Challenge, _) => challenge(bearer),
-            (Action::Allow | Action::ReportOnly, _) => {
-                // Forwarded decisions never reach here; refuse rather than guess.
-                text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
-            }
-        },
+        Refusal::Decided(d) => decided(d.action, d.reason, bearer),
         Refusal::InvalidToken(TokenError::NoKeys) => {
             text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n")
         }

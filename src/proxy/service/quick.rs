@@ -30,19 +30,20 @@
 use std::cell::RefCell;
 use std::io::Write as _;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::LazyLock;
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use hyper::body::Body as _;
-use hyper::header::{self, HeaderName};
+use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Response, Version};
 use memchr::memmem;
 
 use super::{Connection, ConnectionService, Names, Outcome, protect_key};
 use crate::policy::{Action, Context, Decision, Reason, RequestFacts};
-use crate::proxy::respond::{self, ProxyBody, Refusal};
+use crate::proxy::respond::{self, Answer, ProxyBody, Refusal};
 use crate::proxy::{framing, headers};
 use crate::token::TokenError;
 
@@ -186,9 +187,7 @@ impl Connection {
             Some(error) => Refusal::InvalidToken(error),
             None => Refusal::Decided(decision),
         };
-        let res = respond::refusal(refusal, &snapshot.bearer);
-        let status = res.status().as_u16();
-        let answer = encode(res)?;
+        let (status, answer) = answer_bytes(Answer::from(refusal), &snapshot.bearer)?;
 
         // Taken: from here on the request is answered here, as the request path would.
         self.client.verdicts.take();
@@ -361,54 +360,120 @@ pub fn may_name_bearer(head: &[u8]) -> bool {
     SCHEME.find(head).is_some()
 }
 
+/// The bytes of the response to `answer` (see [`Encoded`]) and its status. Encoding is
+/// most of what answering costs once the engine has decided, and a flood is the same
+/// few answers over and over: each thread keeps the last [`KEPT_ANSWERS`] encoded, by
+/// answer and challenge (a reload that changes the challenge finds none), and only the
+/// `date` is written anew.
+fn answer_bytes(answer: Answer, bearer: &HeaderValue) -> Option<(u16, Vec<u8>)> {
+    thread_local! {
+        static KEPT: RefCell<Vec<(Answer, HeaderValue, Rc<Encoded>)>> =
+            const { RefCell::new(Vec::new()) };
+    }
+    let kept = KEPT.with_borrow(|kept| {
+        kept.iter()
+            .find(|(a, b, _)| *a == answer && b == bearer)
+            .map(|(_, _, encoded)| Rc::clone(encoded))
+    });
+    let encoded = match kept {
+        Some(encoded) => encoded,
+        None => {
+            let encoded = Rc::new(Encoded::of(respond::answer(answer, bearer))?);
+            KEPT.with_borrow_mut(|kept| {
+                if kept.len() == KEPT_ANSWERS {
+                    kept.remove(0);
+                }
+                kept.push((answer, bearer.clone(), Rc::clone(&encoded)));
+            });
+            encoded
+        }
+    };
+    Some((encoded.status, encoded.bytes()))
+}
+
+/// How many encoded answers [`answer_bytes`] keeps per thread.
+const KEPT_ANSWERS: usize = 8;
+
 /// A response as HTTP/1.1 bytes, as hyper writes it (RFC 9112 §4, §6): the status line,
 /// the fields in order, `content-length` and `date` (RFC 9110 §6.6.1) when the fields
 /// have none, then the body. As hyper does, a response without a body has its
 /// `content-length: 0` after the other fields, wherever its field map holds it (the
 /// bearer agreement table, issue 16: the token refusal's `x-ms-diagnostics` came after
-/// it). None
-/// when the body is not at hand at once (every refusal's is).
+/// it). Kept without its `date`, written by [`Encoded::bytes`].
+#[derive(Debug)]
+struct Encoded {
+    status: u16,
+    /// The status line and every field but `date`, each line with its CRLF.
+    head: Vec<u8>,
+    /// Whether `date` is written after `head` (the fields had none).
+    date: bool,
+    content: Vec<u8>,
+}
+
+impl Encoded {
+    /// Encodes `res`. None when its body is not at hand at once (every refusal's is).
+    fn of(res: Response<ProxyBody>) -> Option<Encoded> {
+        let (parts, mut body) = res.into_parts();
+        let mut content = Vec::new();
+        let mut cx = TaskContext::from_waker(Waker::noop());
+        loop {
+            match Pin::new(&mut body).poll_frame(&mut cx) {
+                Poll::Ready(None) => break,
+                Poll::Ready(Some(Ok(frame))) => content.extend_from_slice(frame.data_ref()?),
+                Poll::Ready(Some(Err(_))) | Poll::Pending => return None,
+            }
+        }
+        // Status line, fields and content-length, each with its separators.
+        let fields = headers::fields_len(&parts.headers);
+        let mut head = Vec::with_capacity(40 + fields + 32);
+        head.extend_from_slice(b"HTTP/1.1 ");
+        head.extend_from_slice(parts.status.as_str().as_bytes());
+        head.push(b' ');
+        head.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+        head.extend_from_slice(b"\r\n");
+        let length_written =
+            !content.is_empty() && parts.headers.contains_key(header::CONTENT_LENGTH);
+        for (name, value) in &parts.headers {
+            if name == header::CONTENT_LENGTH && !length_written {
+                continue;
+            }
+            head.extend_from_slice(name.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        if !length_written {
+            // Writing to a Vec cannot fail.
+            let _ = write!(head, "content-length: {}\r\n", content.len());
+        }
+        Some(Encoded {
+            status: parts.status.as_u16(),
+            head,
+            date: !parts.headers.contains_key(header::DATE),
+            content,
+        })
+    }
+
+    /// The response's bytes, with the current `date`.
+    fn bytes(&self) -> Vec<u8> {
+        const DATE_LINE: usize = "date: Tue, 01 Dec 2026 16:00:00 GMT\r\n".len();
+        let mut out = Vec::with_capacity(self.head.len() + DATE_LINE + 2 + self.content.len());
+        out.extend_from_slice(&self.head);
+        if self.date {
+            out.extend_from_slice(b"date: ");
+            http_date(|date| out.extend_from_slice(date));
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.content);
+        out
+    }
+}
+
+/// `res` as hyper writes it (see [`Encoded`]).
+#[cfg(test)]
 fn encode(res: Response<ProxyBody>) -> Option<Vec<u8>> {
-    let (parts, mut body) = res.into_parts();
-    let mut content = Vec::new();
-    let mut cx = TaskContext::from_waker(Waker::noop());
-    loop {
-        match Pin::new(&mut body).poll_frame(&mut cx) {
-            Poll::Ready(None) => break,
-            Poll::Ready(Some(Ok(frame))) => content.extend_from_slice(frame.data_ref()?),
-            Poll::Ready(Some(Err(_))) | Poll::Pending => return None,
-        }
-    }
-    // Status line, fields, content-length and date, each with its separators.
-    let fields = headers::fields_len(&parts.headers);
-    let mut out = Vec::with_capacity(40 + fields + 64 + content.len());
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(parts.status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    let length_written = !content.is_empty() && parts.headers.contains_key(header::CONTENT_LENGTH);
-    for (name, value) in &parts.headers {
-        if name == header::CONTENT_LENGTH && !length_written {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if !length_written {
-        // Writing to a Vec cannot fail.
-        let _ = write!(out, "content-length: {}\r\n", content.len());
-    }
-    if !parts.headers.contains_key(header::DATE) {
-        out.extend_from_slice(b"date: ");
-        http_date(|date| out.extend_from_slice(date));
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&content);
-    Some(out)
+    Encoded::of(res).map(|e| e.bytes())
 }
 
 /// Calls `f` with the current time as an IMF-fixdate (`Tue, 01 Dec 2026 16:00:00 GMT`,
@@ -641,5 +706,71 @@ mod tests {
             ]
         );
         assert!(text.contains("\r\ncontent-length: 0\r\n"), "{text}");
+    }
+
+    #[test]
+    fn kept_answers_are_the_bytes_encoding_gives_for_the_challenge_of_the_moment() {
+        use crate::auth::Scheme;
+        use crate::policy::{Protocol, UserId};
+        // The date is the one part written anew: compare without it.
+        let undated = |bytes: Vec<u8>| -> String {
+            let text = String::from_utf8(bytes).unwrap();
+            text.split("\r\n")
+                .filter(|l| !l.starts_with("date: "))
+                .collect::<Vec<_>>()
+                .join("\r\n")
+        };
+        let blocked = |protocol, user| {
+            Refusal::Decided(Decision {
+                action: Action::Block,
+                reason: Reason::LegacyBlocked,
+                protocol,
+                scheme: Scheme::Basic,
+                policy: None,
+                legacy: true,
+                user,
+                connection: false,
+            })
+        };
+        let refusals = [
+            blocked(Protocol::WebServices, None),
+            blocked(Protocol::Mapi, Some(UserId(3))),
+            Refusal::InvalidToken(TokenError::BadSignature),
+            Refusal::InvalidToken(TokenError::Expired),
+            Refusal::InvalidToken(TokenError::NoKeys),
+            Refusal::Client(framing::ClientFault::MissingHost),
+        ];
+        for bearer in ["Bearer realm=\"a\"", "Bearer realm=\"b\""] {
+            let bearer = HeaderValue::from_static(bearer);
+            // Twice over: the first time encodes and keeps, the second reads what was kept.
+            for _ in 0..2 {
+                for r in refusals {
+                    let (status, bytes) = answer_bytes(Answer::from(r), &bearer).unwrap();
+                    let res = respond::refusal(r, &bearer);
+                    assert_eq!(status, res.status().as_u16(), "{r:?}");
+                    assert_eq!(undated(bytes), undated(encode(res).unwrap()), "{r:?}");
+                }
+            }
+        }
+        // More answers than are kept: the oldest is encoded again, alike.
+        for fault in [
+            framing::ClientFault::MissingHost,
+            framing::ClientFault::BodyStalled,
+            framing::ClientFault::HeadTooLarge,
+            framing::ClientFault::MethodNotAllowed,
+        ] {
+            for error in [
+                TokenError::Audience,
+                TokenError::UntrustedIssuer,
+                TokenError::Malformed,
+            ] {
+                let bearer = HeaderValue::from_static("Bearer realm=\"c\"");
+                for r in [Refusal::Client(fault), Refusal::InvalidToken(error)] {
+                    let (_, bytes) = answer_bytes(Answer::from(r), &bearer).unwrap();
+                    let res = respond::refusal(r, &bearer);
+                    assert_eq!(undated(bytes), undated(encode(res).unwrap()), "{r:?}");
+                }
+            }
+        }
     }
 }
