@@ -293,9 +293,22 @@ impl<'h> QuickHead<'h> {
     pub fn values<'s>(&'s self, name: &'s HeaderName) -> impl Iterator<Item = &'h [u8]> + 's {
         self.fields
             .iter()
-            .filter(move |f| f.name.eq_ignore_ascii_case(name.as_str()))
+            .filter(move |f| is_named(f.name, name))
             .map(|f| f.value)
     }
+}
+
+/// Whether a field name httparse accepted (a token, RFC 9110 §5.1) is `name` in any
+/// ASCII case. `name` is a standard field name, lower case letters and `-`: setting the
+/// 0x20 bit folds a letter's case and leaves `-` as it is; of the other bytes a token may
+/// hold, none becomes a lower case letter or `-` by it. Branch-free over the bytes (the
+/// quick path looks for five names, each through every field: `eq_ignore_ascii_case`
+/// was 7% of a blocked Basic request's instructions).
+fn is_named(field: &str, name: &HeaderName) -> bool {
+    let name = name.as_str().as_bytes();
+    debug_assert!(name.iter().all(|b| b.is_ascii_lowercase() || *b == b'-'));
+    field.len() == name.len()
+        && (field.as_bytes().iter().zip(name)).fold(0, |acc, (f, n)| acc | ((f | 0x20) ^ n)) == 0
 }
 
 /// The credentials after `scheme` (lower case) in an `Authorization` value: the scheme
@@ -706,6 +719,44 @@ mod tests {
             ]
         );
         assert!(text.contains("\r\ncontent-length: 0\r\n"), "{text}");
+    }
+
+    #[test]
+    fn field_names_match_in_any_ascii_case_and_nothing_else() {
+        let names = [
+            header::AUTHORIZATION,
+            header::HOST,
+            header::CONNECTION,
+            header::COOKIE,
+            header::USER_AGENT,
+        ];
+        for name in &names {
+            let lower = name.as_str();
+            assert!(is_named(lower, name));
+            assert!(is_named(&lower.to_ascii_uppercase(), name));
+            let mut title = lower.to_owned();
+            title[..1].make_ascii_uppercase();
+            assert!(is_named(&title, name), "{title}");
+            // Every other byte a token may hold, in every place, is another name.
+            for i in 0..lower.len() {
+                for b in (0x21u8..0x7f).filter(|b| httparse_token(*b)) {
+                    let mut other = lower.as_bytes().to_vec();
+                    if other[i].eq_ignore_ascii_case(&b) {
+                        continue;
+                    }
+                    other[i] = b;
+                    let other = String::from_utf8(other).unwrap();
+                    assert!(!is_named(&other, name), "{other} taken for {lower}");
+                }
+            }
+            assert!(!is_named(&lower[1..], name));
+            assert!(!is_named(&format!("{lower}s"), name));
+        }
+    }
+
+    /// A token character (RFC 9110 §5.6.2), as httparse checks field names.
+    fn httparse_token(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
     }
 
     #[test]
