@@ -163,13 +163,25 @@ print(f"{workload}\t{target}\t{rps:.0f}\t{ms('50'):.3f}\t{ms('99'):.3f}\t{cpu_us
 PY
 }
 
+# The targets of one workload in round R, starting R places along: each takes every place
+# in turn, so whatever the place in the order does to a run (what the run before left in
+# the caches, the machine's load drifting over a round) is spread over all targets instead
+# of landing on the same one every round.
+in_turn() { # round target…
+    local round=$1 i
+    shift
+    for i in $(seq 0 $(($# - 1))); do
+        local at=$(((i + round) % $# + 1))
+        echo "${!at}"
+    done
+}
 for round in $(seq "$ROUNDS"); do
     echo "round $round/$ROUNDS: ${DURATION}s per run, $CONNS connections" >&2
-    for t in upstream plain haproxy apache $EXGATES; do run anonymous "$t"; done
-    for t in haproxy apache $EXGATES nocache; do run bearer "$t"; done
-    for t in haproxy apache $EXGATES; do run basic "$t"; done
-    for t in haproxy apache $EXGATES nocache; do run mix "$t"; done
-    for t in haproxy apache $EXGATES nocache; do run badsig "$t"; done
+    for t in $(in_turn "$round" upstream plain haproxy apache $EXGATES); do run anonymous "$t"; done
+    for t in $(in_turn "$round" haproxy apache $EXGATES nocache); do run bearer "$t"; done
+    for t in $(in_turn "$round" haproxy apache $EXGATES); do run basic "$t"; done
+    for t in $(in_turn "$round" haproxy apache $EXGATES nocache); do run mix "$t"; done
+    for t in $(in_turn "$round" haproxy apache $EXGATES nocache); do run badsig "$t"; done
 done
 
 python3 - "$RESULTS" <<'PY'
