@@ -43,7 +43,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::respond::{BoxError, ProxyBody};
-use super::service::ConnectionService;
+use super::service::{ConnectionService, Repeat};
 
 /// How long a connection stays quiet between two requests before it is parked. Long
 /// enough that a client sending request after request never pays for a new hyper
@@ -166,6 +166,8 @@ struct Quick {
     /// half of hyper's head timer in this stretch. After it the next head goes to hyper,
     /// whose timer would otherwise end a connection busy with refusals.
     window: Duration,
+    /// The last Basic head refused here and its decision (see [`Repeat`]).
+    repeat: Option<Repeat>,
 }
 
 impl<S> Parking<S> {
@@ -193,6 +195,7 @@ impl<S> Parking<S> {
             answer: None,
             hyper_waiting_since: None,
             window: header_read_timeout / 2,
+            repeat: None,
         }));
     }
 
@@ -247,12 +250,13 @@ impl<S: AsyncWrite + Unpin> Parking<S> {
 impl<S> Parking<S> {
     /// The answer to `head`, which arrived whole and alone while hyper waited, when it
     /// is a refusal answered without hyper (within the stretch's window).
-    fn refuse_quickly(&self, head: &[u8]) -> Option<Vec<u8>> {
-        let quick = self.quick.as_ref()?;
+    fn refuse_quickly(&mut self, head: &[u8]) -> Option<Vec<u8>> {
+        let quick = self.quick.as_deref_mut()?;
         let waiting_since = quick.hyper_waiting_since?;
-        quick.service.refuse_quickly(head, || {
+        let window = quick.window;
+        quick.service.refuse_quickly(head, &mut quick.repeat, || {
             let now = Instant::now();
-            (now.duration_since(waiting_since) < quick.window).then(|| now.into_std())
+            (now.duration_since(waiting_since) < window).then(|| now.into_std())
         })
     }
 }

@@ -373,3 +373,159 @@ async fn a_head_that_fills_the_read_buffer_is_hyper_s() {
     assert!(quick_refusals(&gate.metrics().await) <= 1);
     assert!(upstream.requests().is_empty());
 }
+
+/// Reads one response from `s`: its head, then as many body bytes as `content-length`
+/// says.
+async fn one_response(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = text(&out[..end]);
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")?
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or(0);
+            if out.len() >= end + 4 + length {
+                return text(&out);
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed after {:?}", text(&out));
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A client sending the same head again on its connection (a legacy client retrying, a
+/// spray tool hammering one account) is answered without parsing or evaluating it
+/// again (`quick::Repeat`): every answer, audit line and counter as without the quick
+/// path, heads repeated and alternated so that the remembered one is replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_head_again_is_answered_counted_and_audited_alike() {
+    let password = basic("user01@contoso.com", "Summer2026!");
+    let auth = format!("Authorization: {password}\r\n");
+    let heads = [
+        format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\n{auth}\r\n"),
+        format!("GET /ews/exchange.asmx HTTP/1.1\r\nhost: mail.contoso.com\r\nauthorization: basic {}\r\n\r\n", &password[6..]),
+        format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nUser-Agent: ExchangeServicesClient/15\r\nCookie: a=b\r\n{auth}\r\n"),
+        format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nAuthorization: {}\r\n\r\n", basic("CONTOSO\\nobody", "x")),
+        format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nAuthorization: {}\r\n\r\n", basic("user02@contoso.com", "x")),
+        "GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nAuthorization: Basic \r\n\r\n".into(),
+        format!("GET /ews/..%2fmapi/ HTTP/1.1\r\nHost: mail.contoso.com\r\n{auth}\r\n"),
+        // One byte apart from the first: a new head, decided anew (forwarded).
+        format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\n{auth}\r\n").replace("/EWS/", "/OWA/"),
+    ];
+    // Each head three times running, then the table twice over, so that every head
+    // follows every other at least once.
+    let order: Vec<usize> = (0..heads.len())
+        .flat_map(|i| [i, i, i])
+        .chain((0..heads.len()).chain(0..heads.len()))
+        .collect();
+    let upstreams = [Upstream::start().await, Upstream::start().await];
+    let quick = Exgate::start(ONPREM, BLOCK_EWS, &[upstreams[0].url()]).await;
+    let plain = Exgate::start_with(
+        "quick_refusals = false",
+        ONPREM,
+        BLOCK_EWS,
+        &[upstreams[1].url()],
+    )
+    .await;
+    let mut answers = Vec::new();
+    for gate in [&quick, &plain] {
+        let mut s = TcpStream::connect(gate.addr()).await.unwrap();
+        let mut got = Vec::new();
+        for &i in &order {
+            s.write_all(heads[i].as_bytes()).await.unwrap();
+            got.push(undated(&one_response(&mut s).await));
+        }
+        answers.push(got);
+    }
+    for (n, &i) in order.iter().enumerate() {
+        assert_eq!(
+            answers[0][n], answers[1][n],
+            "request {n} (head {i}): answers differ"
+        );
+    }
+    // All but the forwarded head (3 sendings of the 8 heads': 7 heads × 5) went quickly.
+    assert_eq!(quick_refusals(&quick.metrics().await), 7 * 5);
+    assert_eq!(quick_refusals(&plain.metrics().await), 0);
+    assert_eq!(
+        request_series(&quick.metrics().await),
+        request_series(&plain.metrics().await)
+    );
+    let quick_lines = audit_lines(&quick, order.len()).await;
+    let plain_lines = audit_lines(&plain, order.len()).await;
+    assert_eq!(quick_lines.len(), plain_lines.len());
+    for (a, b) in quick_lines.into_iter().zip(plain_lines) {
+        assert_eq!(comparable(a), comparable(b), "audit line");
+    }
+    for upstream in &upstreams {
+        let targets: Vec<String> = upstream
+            .requests()
+            .iter()
+            .map(|r| r.target.clone())
+            .collect();
+        assert_eq!(targets, ["/OWA/Exchange.asmx"; 5]);
+    }
+}
+
+/// The remembered decision belongs to the policy it was made under: after a cmdlet
+/// changes the policy, the same head on the same connection is decided anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_head_is_decided_again_after_the_policy_changes() {
+    let upstream = Upstream::start().await;
+    let gate = Exgate::start(ONPREM, BLOCK_EWS, &[upstream.url()]).await;
+    let password = basic("user01@contoso.com", "Summer2026!");
+    let head = format!(
+        "GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nAuthorization: {password}\r\n\r\n"
+    );
+    let mut s = TcpStream::connect(gate.addr()).await.unwrap();
+    for _ in 0..3 {
+        s.write_all(head.as_bytes()).await.unwrap();
+        assert!(one_response(&mut s).await.starts_with("HTTP/1.1 401"));
+    }
+    assert_eq!(quick_refusals(&gate.metrics().await), 3);
+    let mut admin = Client::connect(gate.running.admin_addr).await;
+    let reply = admin
+        .send(
+            "POST",
+            "/cmdlet",
+            &[],
+            full("Set-AuthenticationPolicy NoEws -BlockLegacyAuthWebServices:$false"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", text(&reply.body));
+    for _ in 0..2 {
+        s.write_all(head.as_bytes()).await.unwrap();
+        let answer = one_response(&mut s).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    assert_eq!(quick_refusals(&gate.metrics().await), 3);
+    assert_eq!(upstream.requests().len(), 2);
+    // And back: refused again, quickly.
+    let reply = admin
+        .send(
+            "POST",
+            "/cmdlet",
+            &[],
+            full("Set-AuthenticationPolicy NoEws -BlockLegacyAuthWebServices"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", text(&reply.body));
+    for _ in 0..2 {
+        s.write_all(head.as_bytes()).await.unwrap();
+        assert!(one_response(&mut s).await.starts_with("HTTP/1.1 401"));
+    }
+    assert_eq!(quick_refusals(&gate.metrics().await), 5);
+    assert_eq!(upstream.requests().len(), 2);
+}

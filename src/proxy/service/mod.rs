@@ -21,7 +21,7 @@ mod forward;
 mod protect;
 mod quick;
 
-pub use quick::QuickHead;
+pub use quick::{QuickHead, Repeat};
 
 use forward::rewrite_response;
 

@@ -27,11 +27,12 @@
 //! `BasicAuthToOAuthConversion`); `[cluster]` (spray counts go to Redis); a decision
 //! that forwards.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::io::Write as _;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Weak};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -43,9 +44,10 @@ use memchr::memmem;
 
 use super::{Connection, ConnectionService, Names, Outcome, protect_key};
 use crate::policy::{Action, Context, Decision, Reason, RequestFacts};
+use crate::proxy::head_guard::HeadVerdict;
 use crate::proxy::respond::{self, Answer, ProxyBody, Refusal};
-use crate::proxy::{framing, headers};
-use crate::token::TokenError;
+use crate::proxy::{Snapshot, framing, headers};
+use crate::token::{TokenError, TokenValidator};
 
 /// The most header fields a head answered here may have; a head with more goes to
 /// hyper (whose own limit is 100).
@@ -60,19 +62,65 @@ impl ConnectionService {
     ///
     /// `now` gives the time, or None when the quick path may no longer answer (it is
     /// called only for a head that may carry Basic credentials or a bearer token).
+    /// `repeat` is the connection's memory of the last Basic head answered here (see
+    /// [`Repeat`]), read and replaced.
     pub fn refuse_quickly(
         &self,
         head: &[u8],
+        repeat: &mut Option<Repeat>,
         now: impl FnOnce() -> Option<Instant>,
     ) -> Option<Vec<u8>> {
-        self.0.refuse_quickly(head, now)
+        self.0.refuse_quickly(head, repeat, now)
     }
+}
+
+/// The last head with Basic credentials a connection had refused without hyper, and what
+/// the refusal was made of. A client that sends the same head again (a legacy client
+/// retrying, a spray tool hammering one account) gets the same decision: every step
+/// between the head's bytes and the decision — parsing, the framing check, the engine —
+/// is a function of those bytes, the head guard's verdict on them and the snapshot,
+/// so when all three are the same the steps are not taken again. Everything after the
+/// decision is: the spray count, metrics, the audit line and the answer's `date`. A
+/// connection that parks drops it with the rest of the quick path's state.
+pub struct Repeat {
+    head: Vec<u8>,
+    verdict: HeadVerdict,
+    /// The snapshot that decided (weak: a reload frees the old one, and the allocation
+    /// a weak reference keeps cannot come back as a new snapshot's address).
+    snapshot: Weak<Snapshot>,
+    decision: Decision,
+    /// The user the credentials named, as presented.
+    user: Option<String>,
+    method: Method,
+    path: String,
+    user_agent: Option<Vec<u8>>,
+}
+
+impl Repeat {
+    /// Whether `head`, with `verdict`, under `snapshot`, is the head this was made from.
+    fn is(&self, head: &[u8], verdict: &HeadVerdict, snapshot: &Arc<Snapshot>) -> bool {
+        self.head == head
+            && self.verdict == *verdict
+            && std::ptr::eq(self.snapshot.as_ptr(), Arc::as_ptr(snapshot))
+    }
+}
+
+/// What a quick refusal was decided on, for the steps after the decision.
+struct Refused<'a> {
+    decision: Decision,
+    /// The token's failed validation, for a bearer token.
+    token_error: Option<TokenError>,
+    user: Option<Cow<'a, str>>,
+    method: &'a Method,
+    path: &'a str,
+    user_agent: Option<&'a [u8]>,
 }
 
 impl Connection {
     fn refuse_quickly(
         &self,
         head: &[u8],
+        repeat: &mut Option<Repeat>,
         now: impl FnOnce() -> Option<Instant>,
     ) -> Option<Vec<u8>> {
         let shared = &self.client.shared;
@@ -93,8 +141,92 @@ impl Connection {
             ),
         };
         let started = now()?;
+        // Nothing established on the connection, and no request holds it.
+        let auth = self.auth.try_lock().ok()?;
+        if auth.authenticated || auth.mechanism.is_some() || auth.identity.is_some() {
+            return None;
+        }
+        let raw = self.client.verdicts.sole()?;
+        // A body, or a `Connection` field (`close` ends the connection after the answer,
+        // as hyper does it; red team, issue 16): hyper's.
+        if raw.content_lengths > 0 || raw.transfer_encoding || raw.connection {
+            return None;
+        }
+        let snapshot = shared.snapshot.load_full();
+
         let mut storage = QuickHead::storage();
-        let head = QuickHead::parse_whole(head, &mut storage)?;
+        let parsed;
+        let refused = match repeat.as_ref() {
+            Some(r) if token_validator.is_none() && r.is(head, &raw, &snapshot) => Refused {
+                decision: r.decision,
+                token_error: None,
+                user: r.user.as_deref().map(Cow::Borrowed),
+                method: &r.method,
+                path: &r.path,
+                user_agent: r.user_agent.as_deref(),
+            },
+            _ => {
+                parsed = QuickHead::parse_whole(head, &mut storage)?;
+                let refused = self.decide_quickly(&parsed, &raw, &snapshot, token_validator)?;
+                if refused.token_error.is_none() {
+                    *repeat = Some(Repeat {
+                        head: head.to_vec(),
+                        verdict: raw,
+                        snapshot: Arc::downgrade(&snapshot),
+                        decision: refused.decision,
+                        user: refused.user.as_deref().map(str::to_owned),
+                        method: refused.method.clone(),
+                        path: refused.path.to_owned(),
+                        user_agent: refused.user_agent.map(<[u8]>::to_vec),
+                    });
+                }
+                refused
+            }
+        };
+        let decision = refused.decision;
+        let refusal = match refused.token_error {
+            Some(error) => Refusal::InvalidToken(error),
+            None => Refusal::Decided(decision),
+        };
+        let (status, answer) = answer_bytes(Answer::from(refusal), &snapshot.bearer)?;
+
+        // Taken: from here on the request is answered here, as the request path would.
+        self.client.verdicts.take();
+        let user = refused.user.as_deref();
+        match refused.token_error {
+            // Counted as validation counts it; a refused token is no password attempt.
+            Some(error) => shared.metrics.record_token_validation(error.as_str()),
+            None => {
+                let key = protect_key(snapshot.engine.directory(), &decision, user);
+                if let (true, Some(key)) = (decision.legacy, key) {
+                    self.note_refused(&key, started);
+                }
+            }
+        }
+        shared.metrics.record(&decision);
+        shared.metrics.record_quick_refusal();
+        let outcome = Outcome {
+            decision,
+            names: Names::recorded(shared, &snapshot, &decision, user),
+            credentials: true,
+            upstream_status: None,
+        };
+        let audited = self.audited(refused.method, refused.path, refused.user_agent);
+        self.record(audited, status, outcome, started.elapsed());
+        drop(auth);
+        Some(answer)
+    }
+
+    /// The steps of the quick path from a parsed head to its decision, or None when
+    /// the head is hyper's: the first `Authorization` field names what the raw look
+    /// found, the framing check passes, and the engine refuses.
+    fn decide_quickly<'q>(
+        &self,
+        head: &'q QuickHead<'_>,
+        raw: &HeadVerdict,
+        snapshot: &Snapshot,
+        token_validator: Option<&TokenValidator>,
+    ) -> Option<Refused<'q>> {
         // The first `Authorization` field, parsed, names what the raw look found. For a
         // token, only a failure remembered under the current key set: a valid token is
         // forwarded and one never seen is verified, both on hyper's path.
@@ -109,19 +241,8 @@ impl Connection {
                 Some((token, validator.known_failure(token)?))
             }
         };
-        // Nothing established on the connection, and no request holds it.
-        let auth = self.auth.try_lock().ok()?;
-        if auth.authenticated || auth.mechanism.is_some() || auth.identity.is_some() {
-            return None;
-        }
-        let raw = self.client.verdicts.sole()?;
-        // A body, or a `Connection` field (`close` ends the connection after the answer,
-        // as hyper does it; red team, issue 16): hyper's.
-        if raw.content_lengths > 0 || raw.transfer_encoding || raw.connection {
-            return None;
-        }
         framing::check_head(
-            &raw,
+            raw,
             self.client.max_header_bytes,
             &head.method,
             None,
@@ -131,7 +252,6 @@ impl Connection {
         )
         .ok()?;
 
-        let snapshot = shared.snapshot.load_full();
         let cookies: Vec<&[u8]> = match raw.cookie {
             false => Vec::new(),
             true => head.values(&header::COOKIE).collect(),
@@ -183,40 +303,14 @@ impl Connection {
             }
             _ => return None,
         };
-        let refusal = match token_error {
-            Some(error) => Refusal::InvalidToken(error),
-            None => Refusal::Decided(decision),
-        };
-        let (status, answer) = answer_bytes(Answer::from(refusal), &snapshot.bearer)?;
-
-        // Taken: from here on the request is answered here, as the request path would.
-        self.client.verdicts.take();
-        let user = credentials.user();
-        match token_error {
-            // Counted as validation counts it; a refused token is no password attempt.
-            Some(error) => shared.metrics.record_token_validation(error.as_str()),
-            None => {
-                let key = protect_key(snapshot.engine.directory(), &decision, user.as_deref());
-                if let (true, Some(key)) = (decision.legacy, key) {
-                    self.note_refused(&key, started);
-                }
-            }
-        }
-        shared.metrics.record(&decision);
-        shared.metrics.record_quick_refusal();
-        let outcome = Outcome {
+        Some(Refused {
             decision,
-            names: Names::recorded(shared, &snapshot, &decision, user.as_deref()),
-            credentials: true,
-            upstream_status: None,
-        };
-        let audited = self.audited(
-            &head.method,
-            head.target.path(),
-            head.values(&header::USER_AGENT).next(),
-        );
-        self.record(audited, status, outcome, started.elapsed());
-        Some(answer)
+            token_error,
+            user: credentials.user().map(|u| Cow::Owned(u.into_owned())),
+            method: &head.method,
+            path: head.target.path(),
+            user_agent: head.values(&header::USER_AGENT).next(),
+        })
     }
 }
 
