@@ -8,6 +8,8 @@
 # Usage: fuzz/run-all.sh [SECONDS] [TARGET...]
 #   FUZZ_MAX_LEN  largest input in bytes (default 4096)
 #   FUZZ_LOCK     a file to flock around the build and each run (shared build machines)
+#   FUZZ_DEV=1    build the targets unoptimized (cargo fuzz build --dev): a shorter
+#                 build, slower runs (.ci/run's smoke run; campaigns use the default)
 # Needs the nightly toolchain and cargo-fuzz (cargo install --locked cargo-fuzz).
 set -uo pipefail
 cd "$(dirname "$0")"
@@ -30,11 +32,17 @@ fi
 
 logs=target/run-all
 mkdir -p "$logs"
+profile=release
+flags=()
+if [ "${FUZZ_DEV:-0}" = 1 ]; then
+    profile=debug
+    flags=(--dev)
+fi
 build() {
     if [ $# -gt 0 ]; then
-        for t in "$@"; do cargo_ fuzz build "$t" || return; done
+        for t in "$@"; do cargo_ fuzz build "${flags[@]}" "$t" || return; done
     else
-        cargo_ fuzz build
+        cargo_ fuzz build "${flags[@]}"
     fi
 }
 if ! build "$@" >"$logs/build.log" 2>&1; then
@@ -43,7 +51,7 @@ if ! build "$@" >"$logs/build.log" 2>&1; then
     exit 1
 fi
 
-bin=target/$(rustc +nightly -vV | sed -n 's/^host: //p')/release
+bin=target/$(rustc +nightly -vV | sed -n 's/^host: //p')/$profile
 failed=0
 printf '%-14s %7s %12s %8s  %s\n' target seconds executions corpus crashes
 for t in "${targets[@]}"; do
