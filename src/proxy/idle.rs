@@ -130,8 +130,15 @@ fn millis(d: Duration) -> u64 {
 pub struct WriteStall<S> {
     inner: S,
     idle: WriteIdle,
-    /// Armed while a write is pending.
-    deadline: Option<Pin<Box<Sleep>>>,
+    /// Armed while a write or a flush is pending, with which.
+    deadline: Option<(Pin<Box<Sleep>>, Pending)>,
+}
+
+/// What a [`WriteStall`]'s timer waits on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pending {
+    Write,
+    Flush,
 }
 
 impl<S> WriteStall<S> {
@@ -144,17 +151,27 @@ impl<S> WriteStall<S> {
         }
     }
 
-    /// After a write attempt: progress disarms the timer, a pending write arms it (once)
-    /// and fails when it fires.
-    fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    /// After an attempt to write or flush: progress disarms the timer, a pending attempt
+    /// arms it (once) and fails when it fires. A flush that completes is progress only
+    /// for a stalled flush: a socket's flush is always done at once and says nothing of
+    /// a write still pending (the quick path's answer stalled while hyper, with nothing
+    /// of its own to write, flushed: red team, issue 16).
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<T>>,
+        attempt: Pending,
+    ) -> Poll<io::Result<T>> {
         if poll.is_ready() {
-            self.deadline = None;
+            if attempt == Pending::Write || matches!(self.deadline, Some((_, Pending::Flush))) {
+                self.deadline = None;
+            }
             return poll;
         }
         let idle = self.idle.get();
-        let deadline = self
+        let (deadline, _) = self
             .deadline
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+            .get_or_insert_with(|| (Box::pin(tokio::time::sleep(idle)), attempt));
         match deadline.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -192,12 +209,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteStall<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.watch(cx, poll)
+        self.watch(cx, poll, Pending::Write)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let poll = Pin::new(&mut self.inner).poll_flush(cx);
-        self.watch(cx, poll)
+        self.watch(cx, poll, Pending::Flush)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -210,7 +227,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteStall<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.watch(cx, poll)
+        self.watch(cx, poll, Pending::Write)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -295,5 +312,51 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 10);
+    }
+
+    /// A client that reads nothing: every write waits; a flush, which has nothing of its
+    /// own to send, is done at once (a socket's).
+    struct Full;
+
+    impl AsyncWrite for Full {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Pending
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Red team, issue 16: the quick path's answer waited on a full socket while hyper,
+    /// with nothing of its own to write, flushed between the attempts; each flush
+    /// disarmed the timer and the connection outlived its idle timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_pending_write_is_cut_though_flushes_complete_between_attempts() {
+        let mut stall = WriteStall::new(Full, WriteIdle::new(Duration::from_secs(2)));
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        for _ in 0..3 {
+            assert!(Pin::new(&mut stall).poll_write(&mut cx, b"x").is_pending());
+            assert!(matches!(
+                Pin::new(&mut stall).poll_flush(&mut cx),
+                Poll::Ready(Ok(()))
+            ));
+            tokio::time::advance(Duration::from_millis(900)).await;
+        }
+        match Pin::new(&mut stall).poll_write(&mut cx, b"x") {
+            Poll::Ready(Err(e)) => assert!(
+                e.get_ref()
+                    .is_some_and(|inner| inner.is::<ClientNotReading>()),
+                "{e}"
+            ),
+            other => panic!("not cut after 2.7 s: {other:?}"),
+        }
     }
 }

@@ -168,6 +168,11 @@ struct Quick {
     window: Duration,
     /// The last Basic head refused here and its decision (see [`Repeat`]).
     repeat: Option<Repeat>,
+    /// An answer stalled for the connection's write idle timeout: the client reads
+    /// nothing. hyper, which was waiting for a head, takes the read error that follows
+    /// for a quiet close; the stretch counts it as `response_unread`, as hyper's own
+    /// stalled writes are.
+    not_reading: bool,
 }
 
 impl<S> Parking<S> {
@@ -196,6 +201,7 @@ impl<S> Parking<S> {
             hyper_waiting_since: None,
             window: header_read_timeout / 2,
             repeat: None,
+            not_reading: false,
         }));
     }
 
@@ -232,15 +238,23 @@ impl<S: AsyncWrite + Unpin> Parking<S> {
             return Poll::Ready(Ok(()));
         };
         while let Some((bytes, written)) = &mut quick.answer {
-            if *written < bytes.len() {
-                let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            let step = if *written < bytes.len() {
+                match ready!(Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..])) {
+                    Ok(0) => Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        *written += n;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
                 }
-                *written += n;
             } else {
-                ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
-                quick.answer = None;
+                ready!(Pin::new(&mut self.inner).poll_flush(cx)).map(|()| quick.answer = None)
+            };
+            if let Err(e) = step {
+                quick.not_reading = e
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<super::idle::ClientNotReading>());
+                return Poll::Ready(Err(e));
             }
         }
         Poll::Ready(Ok(()))
@@ -562,7 +576,13 @@ where
     let parts = conn.into_parts();
     let mut io = parts.io.0.into_inner();
     // The service is whole again (a parked one is reduced), and hyper's timer is gone.
-    io.quick = None;
+    if io.quick.take().is_some_and(|quick| quick.not_reading) {
+        // Ended as hyper ends a connection whose response stalled: counted, no close in
+        // stages (nothing more would be read).
+        let fault = super::framing::ClientFault::ResponseUnread;
+        parts.service.metrics().record_client_error(fault.as_str());
+        return Stretch::Ended(Ok(()), parts.service);
+    }
     match result {
         // hyper read the end-of-file of a park with nothing left unparsed.
         Ok(()) if io.parked && parts.read_buf.is_empty() && !draining => {

@@ -529,3 +529,48 @@ async fn a_repeated_head_is_decided_again_after_the_policy_changes() {
     assert_eq!(quick_refusals(&gate.metrics().await), 5);
     assert_eq!(upstream.requests().len(), 2);
 }
+
+/// A client that sends blocked heads and reads none of the answers is cut after
+/// `server.idle_timeout_seconds` and counted as `response_unread`, with the quick path
+/// as without it (red team, issue 16: the quick path's answer waited on the full socket
+/// while hyper flushed between its attempts, which disarmed the stall timer, and the
+/// connection was held until hyper's head timer, 30 s). 16 KB challenges fill the
+/// socket's buffers after a few hundred answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_no_answer_is_cut_after_the_idle_timeout() {
+    let long = "a".repeat(16_000);
+    let config = format!(
+        "{ONPREM}[exchange.challenge]\nauthorization_uri = \"https://login.example/{long}\"\n"
+    );
+    let password = basic("user01@contoso.com", "Summer2026!");
+    let head = format!(
+        "GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\nAuthorization: {password}\r\n\r\n"
+    );
+    let upstream = Upstream::start().await;
+    for server in [
+        "idle_timeout_seconds = 2",
+        "idle_timeout_seconds = 2\nquick_refusals = false",
+    ] {
+        let gate = Exgate::start_with(server, &config, BLOCK_EWS, &[upstream.url()]).await;
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut s = socket.connect(gate.addr()).await.unwrap();
+        for _ in 0..250 {
+            if s.write_all(head.as_bytes()).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let unread = r#"exgate_client_errors_total{reason="response_unread"} 1"#;
+        let mut waited = Duration::ZERO;
+        while !gate.metrics().await.contains(unread) {
+            assert!(
+                waited < Duration::from_secs(8),
+                "{server}: not cut 8 s after the last head"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            waited += Duration::from_millis(200);
+        }
+    }
+    assert!(upstream.requests().is_empty());
+}
