@@ -84,6 +84,21 @@ pub(crate) async fn answer_alike(
     answers[0].1 == 1
 }
 
+/// A gate with the quick path and one without (`quick_refusals = false`), Basic blocked
+/// on EWS, each with an upstream of its own (whose answers name its own connections).
+async fn two_gates() -> ([Upstream; 2], Exgate, Exgate) {
+    let upstreams = [Upstream::start().await, Upstream::start().await];
+    let quick = Exgate::start(ONPREM, BLOCK_EWS, &[upstreams[0].url()]).await;
+    let plain = Exgate::start_with(
+        "quick_refusals = false",
+        ONPREM,
+        BLOCK_EWS,
+        &[upstreams[1].url()],
+    )
+    .await;
+    (upstreams, quick, plain)
+}
+
 /// The attacker's and the legacy client's table: what each head is answered with,
 /// with and without the quick path, and whether the quick path took it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,16 +147,7 @@ async fn every_head_is_answered_counted_and_audited_as_without_the_quick_path() 
         ("anonymous", "GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n".into(), false),
         ("two requests in one write", format!("GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\n{auth}\r\nGET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.com\r\n{auth}\r\n"), false),
     ];
-    // An upstream each: its answers name its own connections.
-    let upstreams = [Upstream::start().await, Upstream::start().await];
-    let quick = Exgate::start(ONPREM, BLOCK_EWS, &[upstreams[0].url()]).await;
-    let plain = Exgate::start_with(
-        "quick_refusals = false",
-        ONPREM,
-        BLOCK_EWS,
-        &[upstreams[1].url()],
-    )
-    .await;
+    let (upstreams, quick, plain) = two_gates().await;
     let mut audited = 0;
     for (shape, head, expect_quick) in &table {
         let taken = answer_alike(&quick, &plain, shape, head, &mut audited).await;
@@ -429,15 +435,7 @@ async fn the_same_head_again_is_answered_counted_and_audited_alike() {
         .flat_map(|i| [i, i, i])
         .chain((0..heads.len()).chain(0..heads.len()))
         .collect();
-    let upstreams = [Upstream::start().await, Upstream::start().await];
-    let quick = Exgate::start(ONPREM, BLOCK_EWS, &[upstreams[0].url()]).await;
-    let plain = Exgate::start_with(
-        "quick_refusals = false",
-        ONPREM,
-        BLOCK_EWS,
-        &[upstreams[1].url()],
-    )
-    .await;
+    let (upstreams, quick, plain) = two_gates().await;
     let mut answers = Vec::new();
     for gate in [&quick, &plain] {
         let mut s = TcpStream::connect(gate.addr()).await.unwrap();

@@ -8,7 +8,10 @@
 //! is parsed with httparse (hyper's parser) into the `http` types the request path
 //! reads, checked by the same framing check, decided by the same engine, counted,
 //! recorded and answered by the same functions as a request hyper hands over; only the
-//! serialization of the answer is this module's.
+//! serialization of the answer is this module's. Two memories spare repeated work: the
+//! encoded answers (the last few per thread, [`answer_bytes`]) and, per connection, the
+//! last Basic head refused with its decision ([`Repeat`]), for a client that sends the
+//! same bytes again.
 //!
 //! A forged or otherwise refused bearer token sent in a loop is the other (issue 16:
 //! bad-signature floods): once its validation has failed on hyper's path, the failure
