@@ -140,15 +140,6 @@ async fn status(addr: SocketAddr, target: &str, authorization: Option<&str>) -> 
     c.get(target, &headers).await.status
 }
 
-async fn cmdlet(admin: SocketAddr, script: &str) -> (u16, String) {
-    let mut c = Client::connect(admin).await;
-    let r = c
-        .send("POST", "/cmdlet", &[], full(script.to_owned()))
-        .await
-        .unwrap();
-    (r.status, String::from_utf8_lossy(&r.body).into_owned())
-}
-
 async fn ready(admin: SocketAddr) -> u16 {
     let mut c = Client::connect(admin).await;
     c.get("/readyz", &[]).await.status

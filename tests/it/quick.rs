@@ -491,17 +491,13 @@ async fn a_repeated_head_is_decided_again_after_the_policy_changes() {
         assert!(one_response(&mut s).await.starts_with("HTTP/1.1 401"));
     }
     assert_eq!(quick_refusals(&gate.metrics().await), 3);
-    let mut admin = Client::connect(gate.running.admin_addr).await;
-    let reply = admin
-        .send(
-            "POST",
-            "/cmdlet",
-            &[],
-            full("Set-AuthenticationPolicy NoEws -BlockLegacyAuthWebServices:$false"),
-        )
-        .await
-        .unwrap();
-    assert_eq!(reply.status, 200, "{}", text(&reply.body));
+    let admin = gate.running.admin_addr;
+    let (status, out) = cmdlet(
+        admin,
+        "Set-AuthenticationPolicy NoEws -BlockLegacyAuthWebServices:$false",
+    )
+    .await;
+    assert_eq!(status, 200, "{out}");
     for _ in 0..2 {
         s.write_all(head.as_bytes()).await.unwrap();
         let answer = one_response(&mut s).await;
@@ -510,16 +506,12 @@ async fn a_repeated_head_is_decided_again_after_the_policy_changes() {
     assert_eq!(quick_refusals(&gate.metrics().await), 3);
     assert_eq!(upstream.requests().len(), 2);
     // And back: refused again, quickly.
-    let reply = admin
-        .send(
-            "POST",
-            "/cmdlet",
-            &[],
-            full("Set-AuthenticationPolicy NoEws -BlockLegacyAuthWebServices"),
-        )
-        .await
-        .unwrap();
-    assert_eq!(reply.status, 200, "{}", text(&reply.body));
+    let (status, out) = cmdlet(
+        admin,
+        "Set-AuthenticationPolicy NoEws -BlockLegacyAuthWebServices",
+    )
+    .await;
+    assert_eq!(status, 200, "{out}");
     for _ in 0..2 {
         s.write_all(head.as_bytes()).await.unwrap();
         assert!(one_response(&mut s).await.starts_with("HTTP/1.1 401"));

@@ -462,6 +462,16 @@ impl Exgate {
     }
 }
 
+/// Posts `script` to the admin API's `/cmdlet` at `admin`: the status and the output.
+pub async fn cmdlet(admin: SocketAddr, script: &str) -> (u16, String) {
+    let mut c = Client::connect(admin).await;
+    let r = c
+        .send("POST", "/cmdlet", &[], full(script.to_owned()))
+        .await
+        .unwrap();
+    (r.status, String::from_utf8_lossy(&r.body).into_owned())
+}
+
 /// `Basic` credentials for a header.
 pub fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))

@@ -100,11 +100,43 @@ pub struct Repeat {
 }
 
 impl Repeat {
+    /// Remembers `refused`, a Basic head's refusal, as made from `head`, `verdict` and
+    /// `snapshot`.
+    fn new(
+        head: &[u8],
+        verdict: HeadVerdict,
+        snapshot: &Arc<Snapshot>,
+        refused: &Refused<'_>,
+    ) -> Repeat {
+        Repeat {
+            head: head.to_vec(),
+            verdict,
+            snapshot: Arc::downgrade(snapshot),
+            decision: refused.decision,
+            user: refused.user.as_deref().map(str::to_owned),
+            method: refused.method.clone(),
+            path: refused.path.to_owned(),
+            user_agent: refused.user_agent.map(<[u8]>::to_vec),
+        }
+    }
+
     /// Whether `head`, with `verdict`, under `snapshot`, is the head this was made from.
     fn is(&self, head: &[u8], verdict: &HeadVerdict, snapshot: &Arc<Snapshot>) -> bool {
         self.head == head
             && self.verdict == *verdict
             && std::ptr::eq(self.snapshot.as_ptr(), Arc::as_ptr(snapshot))
+    }
+
+    /// The refusal remembered.
+    fn refused(&self) -> Refused<'_> {
+        Refused {
+            decision: self.decision,
+            token_error: None,
+            user: self.user.as_deref().map(Cow::Borrowed),
+            method: &self.method,
+            path: &self.path,
+            user_agent: self.user_agent.as_deref(),
+        }
     }
 }
 
@@ -160,28 +192,12 @@ impl Connection {
         let mut storage = QuickHead::storage();
         let parsed;
         let refused = match repeat.as_ref() {
-            Some(r) if token_validator.is_none() && r.is(head, &raw, &snapshot) => Refused {
-                decision: r.decision,
-                token_error: None,
-                user: r.user.as_deref().map(Cow::Borrowed),
-                method: &r.method,
-                path: &r.path,
-                user_agent: r.user_agent.as_deref(),
-            },
+            Some(r) if token_validator.is_none() && r.is(head, &raw, &snapshot) => r.refused(),
             _ => {
                 parsed = QuickHead::parse_whole(head, &mut storage)?;
                 let refused = self.decide_quickly(&parsed, &raw, &snapshot, token_validator)?;
                 if refused.token_error.is_none() {
-                    *repeat = Some(Repeat {
-                        head: head.to_vec(),
-                        verdict: raw,
-                        snapshot: Arc::downgrade(&snapshot),
-                        decision: refused.decision,
-                        user: refused.user.as_deref().map(str::to_owned),
-                        method: refused.method.clone(),
-                        path: refused.path.to_owned(),
-                        user_agent: refused.user_agent.map(<[u8]>::to_vec),
-                    });
+                    *repeat = Some(Repeat::new(head, raw, &snapshot, &refused));
                 }
                 refused
             }
